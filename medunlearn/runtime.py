@@ -1,0 +1,62 @@
+"""Run context: device, seeds, progress and rank come from here, never from module-level state.
+
+Loops take a RunContext so that torchrun / DDP can drive them later: seeds are derived per rank and
+only rank 0 writes outputs or draws progress bars.
+"""
+from __future__ import annotations
+
+import os
+import random
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+
+@dataclass
+class RunContext:
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    show_progress: bool = False
+    log: dict[str, Any] = field(default_factory=dict)  # method-specific records (attack success, certificate…)
+
+    @classmethod
+    def create(cls, seed: int = 0, device: str | None = None, show_progress: bool = False) -> "RunContext":
+        rank = int(os.environ.get("RANK", 0))
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(device=dev, seed=seed, rank=rank, world_size=world, show_progress=show_progress and rank == 0)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def rank_seed(self) -> int:
+        return self.seed * 1000 + self.rank
+
+    def seed_everything(self) -> None:
+        seed_everything(self.rank_seed)
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """Yields advance(n). A rich progress bar on rank 0 when show_progress, else a no-op."""
+        if not self.show_progress:
+            yield lambda n=1: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), transient=False) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)

@@ -1,0 +1,136 @@
+"""The unlearner protocol and the loop pieces every method shares.
+
+Add a method in three places: `unlearn/<name>.py` (a subclass registered with `@METHODS.register`),
+one import in `unlearn/__init__.py`, and `configs/unlearn/<name>.yaml`. Contract tests pick it up.
+"""
+from __future__ import annotations
+
+import abc
+import copy
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from medunlearn.data.imageset import SplitData
+from medunlearn.errors import ConfigError, DivergenceError
+from medunlearn.registry import Registry, did_you_mean
+from medunlearn.runtime import RunContext
+
+METHODS: Registry[type["Unlearner"]] = Registry("unlearning method")
+GOALS = ("suppression", "equivalence")
+
+
+@dataclasses.dataclass
+class BaseConfig:
+    """Fields every method has."""
+
+    epochs: float = 1.0  # passes over the forget set (or retain set, for retain-only methods)
+    batch_size: int = 64
+    lr: float = 1e-3
+
+
+class Unlearner(abc.ABC):
+    """Base class: `unlearn(model, data, ctx, goal)` returns a new model; the input is never modified."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Config: ClassVar[type] = BaseConfig
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        cfg = config if config is not None else self.Config()
+        if overrides:
+            cfg = apply_overrides(cfg, overrides)
+        self.config = cfg
+
+    def unlearn(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression") -> nn.Module:
+        check_goal(goal)
+        new = copy.deepcopy(model).to(ctx.device)
+        ctx.seed_everything()
+        out = self._run(new, model, data, ctx, goal)
+        check_finite_model(out)
+        return out
+
+    @abc.abstractmethod
+    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+        """Update `model` (a private copy of `original`) in place and return it."""
+
+
+def check_goal(goal: str) -> None:
+    if goal not in GOALS:
+        raise ConfigError(f"Expected goal in {list(GOALS)}, but got {goal!r}.{did_you_mean(goal, list(GOALS))}")
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """Return a copy of dataclass `cfg` with `overrides`, coercing strings to each field's type."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    values = {}
+    for key, raw in overrides.items():
+        if key not in fields:
+            raise ConfigError(
+                f"Expected a {type(cfg).__qualname__} field in {sorted(fields)}, but got {key!r}."
+                f"{did_you_mean(key, sorted(fields))}"
+            )
+        values[key] = coerce(raw, getattr(cfg, key), key)
+    return dataclasses.replace(cfg, **values)
+
+
+def coerce(raw: Any, default: Any, key: str) -> Any:
+    """Coerce a config value (YAML or --set string) to the type of the field's default."""
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"Expected true/false for {key}, but got {raw!r}.")
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        try:
+            val = float(raw) if isinstance(default, float) else int(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Expected a number for {key}, but got {raw!r}.") from exc
+        if isinstance(val, float) and not math.isfinite(val):
+            raise ConfigError(f"Expected a finite number for {key}, but got {raw!r}.")
+        return val
+    if default is None or isinstance(default, str):
+        return None if raw is None else str(raw)
+    if isinstance(default, (tuple, list)):
+        if isinstance(raw, str):
+            raw = [r.strip() for r in raw.split(",") if r.strip()]
+        return type(default)(raw)
+    return raw
+
+
+def check_finite_loss(loss: torch.Tensor, method: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise DivergenceError(
+            f"{method} diverged: non-finite loss at step {step}; lower the learning rate. No checkpoint was written."
+        )
+
+
+def check_finite_model(model: nn.Module) -> None:
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DivergenceError(f"Unlearning produced non-finite values in {name!r}. No checkpoint was written.")
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Put BatchNorm / Dropout in eval mode so forget-only batches do not move running statistics."""
+    for m in model.modules():
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
+            m.eval()
+
+
+def n_steps(n_items: int, batch_size: int, epochs: float) -> int:
+    """Number of optimiser steps for `epochs` (fractional allowed) passes over `n_items`."""
+    per_epoch = max(1, math.ceil(n_items / batch_size))
+    return max(1, int(round(per_epoch * epochs)))
+
+
+def cycle(loader):
+    """Yield batches forever, re-iterating the loader (re-shuffled each pass)."""
+    while True:
+        yield from loader
