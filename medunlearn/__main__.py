@@ -1,0 +1,3 @@
+from medunlearn.cli.main import main
+
+main()

@@ -1,0 +1,72 @@
+"""`medunlearn forget`: select a forget set (--dry-run) or unlearn it from a deployed model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from medunlearn.cli import options as o
+from medunlearn.cli.app import app, console, guarded
+from medunlearn.cli.cohort import selection_table
+
+
+@app.command("forget")
+@guarded
+def forget(
+    cohort: o.CohortOpt,
+    device: o.Device = None, site: o.Site = None, manufacturer: o.Manufacturer = None, patient: o.Patient = None,
+    study_date_before: o.Before = None, study_date_after: o.After = None, where: o.Where = None,
+    outliers: o.Outliers = None, rules: o.Rules = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Deployed (base) checkpoint directory; never modified.")] = None,
+    method: Annotated[str, typer.Option("--method", help="Unlearning method (see `medunlearn methods`).")] = "psg",
+    goal: Annotated[str, typer.Option("--goal", help="suppression (held-out forget-domain images fall to chance) or equivalence (look like the retrained model).")] = "suppression",
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML of method hyperparameters.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one hyperparameter: KEY=VALUE (repeatable).")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Retrain-reference checkpoint to score against (Avg-Gap, RTE).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory to write (checkpoint, metrics.json, config, provenance).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print the selection and write split.json (to --out or ./split.json).")] = False,
+    seed: o.Seed = 0,
+    force: Annotated[bool, typer.Option("--force", help="Proceed when the checkpoint's split hash does not match this cohort.")] = False,
+    overwrite: o.Overwrite = False,
+) -> None:
+    """Unlearn the images matching a forget rule from a deployed model.
+
+    Examples:
+      [bold]medunlearn forget --cohort cohort.csv --device ScannerX --dry-run[/]
+      [bold]medunlearn forget --cohort cohort.csv --model base/ --device ScannerX --method psg --out runs/psg[/]
+      [bold]medunlearn forget --cohort cohort.csv --model base/ --site "Site B" --method famr --goal equivalence --reference retrain/ --out runs/famr[/]
+    """
+    from medunlearn.errors import ConfigError, OutputExistsError
+    from medunlearn.fileio import write_json
+
+    rule = o.rule_from_options(device, site, manufacturer, patient, study_date_before, study_date_after,
+                               where, outliers, rules)
+    if rule is None:
+        raise ConfigError("Expected a forget rule (--device, --site, --manufacturer, --patient, --study-date-*, "
+                          "--where, --outliers or --rules), but got none.")
+    if dry_run:
+        from medunlearn.forget.split import select
+        from medunlearn.workflow.common import load_cohort
+
+        target = (out / "split.json") if out is not None else Path("split.json")
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"Output {target} already exists; pass --overwrite to replace it.")
+        selection = select(load_cohort(cohort), rule, seed=seed)
+        console.print(f"Rule: [bold]{rule.describe()}[/]")
+        console.print(selection_table(selection))
+        write_json(target, selection.to_json())
+        console.print(f"[green]Wrote[/] {target}")
+        return
+    if model is None or out is None:
+        raise ConfigError("Expected --model and --out to unlearn (or --dry-run to only select), but got "
+                          f"{'no --model' if model is None else 'no --out'}.")
+    from medunlearn.cli.evaluate import print_metrics
+    from medunlearn.configio import parse_set_options
+    from medunlearn.workflow.steps_forget import forget as run_forget
+
+    path, metrics = run_forget(cohort, model, rule, out, method=method, goal=goal, config_path=config,
+                               overrides=parse_set_options(set_), reference=reference, seed=seed,
+                               overwrite=overwrite, force=force, progress=True)
+    print_metrics({method: metrics}, title=f"{method} ({goal}) — {rule.describe()}")
+    console.print(f"[green]Wrote[/] {path}")

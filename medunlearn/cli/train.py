@@ -1,0 +1,45 @@
+"""`medunlearn train`: the deployed model, or (with a forget rule and --exclude) the retrain reference."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medunlearn.cli import options as o
+from medunlearn.cli.app import app, console, guarded
+
+
+@app.command("train")
+@guarded
+def train(
+    cohort: o.CohortOpt,
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
+    model: Annotated[str, typer.Option("--model", help="Architecture (see `medunlearn models`).")] = "allcnn",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (one-cycle SGD).")] = 0.05,
+    image_size: Annotated[int, typer.Option("--image-size", help="Images are resized to this square size.")] = 64,
+    exclude: Annotated[bool, typer.Option("--exclude", help="Train without the rows matching the forget rule: the retrain reference.")] = False,
+    device: o.Device = None, site: o.Site = None, manufacturer: o.Manufacturer = None, patient: o.Patient = None,
+    study_date_before: o.Before = None, study_date_after: o.After = None, where: o.Where = None,
+    outliers: o.Outliers = None, rules: o.Rules = None,
+    seed: o.Seed = 0,
+    overwrite: o.Overwrite = False,
+) -> None:
+    """Train a classifier on the cohort's patient-level train split.
+
+    Examples:
+      [bold]medunlearn train --cohort cohort.csv --out base/[/]
+      [bold]medunlearn train --cohort cohort.csv --out retrain/ --device ScannerX --exclude[/]
+    """
+    from medunlearn.workflow.steps_train import train as run_train
+
+    rule = o.rule_from_options(device, site, manufacturer, patient, study_date_before, study_date_after,
+                               where, outliers, rules)
+    path, info = run_train(cohort, out, rule=rule, exclude=exclude, seed=seed, image_size=image_size,
+                           overwrite=overwrite, progress=True, model=model, epochs=epochs,
+                           batch_size=batch_size, lr=lr)
+    best = info.get("history", [{}])[info.get("best_epoch", 0)] if info.get("history") else {}
+    console.print(f"[green]Wrote[/] {path}: {'retrain reference' if exclude else 'base model'}, "
+                  f"{info.get('wall_time_s', 0):.1f} s, best val acc {best.get('val_acc', float('nan')):.1f} %")

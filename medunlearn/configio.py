@@ -1,0 +1,62 @@
+"""Reading YAML configs safely (yaml.safe_load only: no tags, no _target_, no code) and --set overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medunlearn.errors import ConfigError
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Load a YAML file that must be a mapping. Python tags and other unsafe constructs are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Expected a YAML config file at {path}, but it does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"Expected plain YAML in {path}, but it could not be read safely ({first}).") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Expected a UTF-8 text YAML file at {path}, but it is binary.") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Expected a mapping of key: value in {path}, but got {type(data).__name__}.")
+    return data
+
+
+def parse_set_options(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """Parse ['lr=0.01', 'params=head'] into a dict; values are parsed as YAML scalars (safe)."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ConfigError(f"Expected --set KEY=VALUE, but got {item!r}.")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"Expected --set KEY=VALUE with a non-empty KEY, but got {item!r}.")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (dict, list)) and not isinstance(value, list):
+            raise ConfigError(f"Expected a scalar for --set {key}, but got a mapping.")
+        out[key] = value
+    return out
+
+
+def method_config(method_cls: type, config_path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    """Resolve a method's hyperparameters: dataclass defaults <- YAML file <- --set overrides."""
+    from medunlearn.unlearn.base import apply_overrides
+
+    cfg = method_cls.Config()
+    if config_path is not None:
+        cfg = apply_overrides(cfg, load_yaml_mapping(config_path))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return cfg

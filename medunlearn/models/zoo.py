@@ -1,0 +1,212 @@
+"""Registered classifiers (timm style): `@register_model(name)` + one `create_model` factory.
+
+Every model is a `Classifier`: `features` maps [0, 1] pixels (B, C, H, W) to a (B, F) vector, normalising
+inside as its first op (so pixel-space attacks such as PSG's ε-ball work in [0, 1] units), and `head` is
+an `nn.Linear(F, K)`. Add a model by writing one builder below; the contract tests pick it up.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from medunlearn.errors import ConfigError
+from medunlearn.registry import Registry, did_you_mean
+
+# A builder returns (ordered feature modules WITHOUT normalisation, feature dim F).
+Builder = Callable[..., tuple["OrderedDict[str, nn.Module]", int]]
+MODELS: Registry[Builder] = Registry("model")
+_SUMMARIES: dict[str, str] = {}
+
+
+def register_model(name: str, summary: str = "") -> Callable[[Builder], Builder]:
+    """Register a builder `fn(num_classes, in_channels, image_size, **kwargs) -> (modules, F)`."""
+
+    def deco(fn: Builder) -> Builder:
+        _SUMMARIES[name] = summary or (fn.__doc__ or "").strip().splitlines()[0]
+        return MODELS.register(name)(fn)
+
+    return deco
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with fixed buffers; keeps the model's input in [0, 1] pixel units."""
+
+    def __init__(self, mean: float = 0.5, std: float = 0.25) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """features: (B, C, H, W) in [0, 1] -> (B, F); head: (B, F) -> (B, K) logits."""
+
+    def __init__(self, features: nn.Sequential, head: nn.Linear, arch: dict[str, Any]) -> None:
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.arch = arch  # {"name", "kwargs"}: enough for create_model to rebuild this exact net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.head.out_features)
+
+    def block_names(self) -> list[str]:
+        """Parameter-holding feature blocks, input -> output, then "head"."""
+        names = [n for n, m in self.features.named_children() if any(True for _ in m.parameters())]
+        return names + ["head"]
+
+
+def _check_kwargs(name: str, fn: Builder, kwargs: dict[str, Any]) -> None:
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("num_classes", "in_channels", "image_size")]
+    for key in kwargs:
+        if key not in allowed:
+            raise ConfigError(
+                f"Expected model options for {name!r} in {allowed + ['mean', 'std']}, but got {key!r}."
+                f"{did_you_mean(key, allowed)}"
+            )
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 1, image_size: int = 64, **kwargs: Any) -> Classifier:
+    """Build a registered model. kwargs: builder options plus `mean`/`std` of the input normalisation."""
+    fn = MODELS.get(name)
+    for label, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"Expected {label} to be a positive integer, but got {value!r}.")
+    if num_classes < 2:
+        raise ConfigError(f"Expected at least 2 classes, but got {num_classes}.")
+    opts = dict(kwargs)
+    mean, std = float(opts.pop("mean", 0.5)), float(opts.pop("std", 0.25))
+    if std <= 0:
+        raise ConfigError(f"Expected a positive normalisation std, but got {std}.")
+    _check_kwargs(name, fn, opts)
+    modules, dim = fn(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **opts)
+    features = nn.Sequential(OrderedDict([("normalize", Normalize(mean, std)), *modules.items()]))
+    arch = {"name": name, "kwargs": {"num_classes": num_classes, "in_channels": in_channels,
+                                     "image_size": image_size, **kwargs}}
+    return Classifier(features, nn.Linear(dim, num_classes), arch)
+
+
+def model_from_arch(arch: dict[str, Any]) -> Classifier:
+    """Rebuild a model from its `.arch` record ({"name", "kwargs"}) as stored in checkpoint meta."""
+    if not isinstance(arch, dict) or "name" not in arch or not isinstance(arch.get("kwargs", {}), dict):
+        raise ConfigError(f"Expected an architecture record {{'name': ..., 'kwargs': {{...}}}}, but got {arch!r}.")
+    kw = dict(arch.get("kwargs", {}))
+    try:
+        return create_model(arch["name"], kw.pop("num_classes"), kw.pop("in_channels", 1), kw.pop("image_size", 64), **kw)
+    except KeyError as exc:
+        raise ConfigError(f"Expected architecture kwargs to include {exc}, but got {sorted(kw)}.") from exc
+
+
+def parameter_subset(model: Classifier, which: str = "all") -> list[tuple[str, nn.Parameter]]:
+    """Parameters selected by `which`: "all", "head", or "last-N" (the last N blocks, head counts as 1)."""
+    params = list(model.named_parameters())
+    if which == "all":
+        return params
+    blocks = model.block_names()
+    if which == "head":
+        chosen = ["head"]
+    else:
+        match = re.fullmatch(r"last-(\d+)", str(which))
+        if not match or not 1 <= int(match.group(1)) <= len(blocks):
+            choices = ["all", "head"] + [f"last-{n}" for n in range(1, len(blocks) + 1)]
+            raise ConfigError(
+                f'Expected a parameter subset "all", "head" or "last-N" with 1 <= N <= {len(blocks)}, '
+                f"but got {which!r}.{did_you_mean(str(which), choices)}"
+            )
+        chosen = blocks[-int(match.group(1)):]
+    prefixes = tuple("head." if b == "head" else f"features.{b}." for b in chosen)
+    return [(n, p) for n, p in params if n.startswith(prefixes)]
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def list_models() -> list[tuple[str, str, int]]:
+    """(name, one-line description, parameter count at 1 channel / 64 px / 3 classes) for every model."""
+    return [(n, _SUMMARIES[n], n_params(create_model(n, 3, 1, 64))) for n in MODELS.names()]
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    # no conv bias: BatchNorm's shift makes it redundant
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _pool_flatten() -> list[tuple[str, nn.Module]]:
+    return [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten(1))]
+
+
+@register_model("allcnn", "AllCNN-style: five 3x3 conv+BN+ReLU (w, w/s2, 2w, 2w/s2, 2w), global avg pool")
+def allcnn(num_classes: int, in_channels: int, image_size: int, width: int = 32) -> tuple[OrderedDict, int]:
+    """Compact AllCNN with BatchNorm; width=32 gives 32, 32/s2, 64, 64/s2, 64 channels."""
+    w = int(width)
+    if w < 1:
+        raise ConfigError(f"Expected allcnn width >= 1, but got {width!r}.")
+    plan = [(w, 1), (w, 2), (2 * w, 1), (2 * w, 2), (2 * w, 1)]
+    mods, cin = [], in_channels
+    for i, (cout, stride) in enumerate(plan, start=1):
+        mods.append((f"conv{i}", _conv_bn(cin, cout, stride)))
+        cin = cout
+    return OrderedDict(mods + _pool_flatten()), cin
+
+
+@register_model("small_cnn", "Small fast CNN: three 3x3 conv+BN+ReLU (w, 2w/s2, 2w/s2), global avg pool")
+def small_cnn(num_classes: int, in_channels: int, image_size: int, width: int = 16) -> tuple[OrderedDict, int]:
+    """Three conv blocks; for tests and quick experiments."""
+    w = int(width)
+    if w < 1:
+        raise ConfigError(f"Expected small_cnn width >= 1, but got {width!r}.")
+    mods = [("conv1", _conv_bn(in_channels, w)), ("conv2", _conv_bn(w, 2 * w, 2)), ("conv3", _conv_bn(2 * w, 2 * w, 2))]
+    return OrderedDict(mods + _pool_flatten()), 2 * w
+
+
+@register_model("densenet121", "MONAI DenseNet121 (2D), split into feature blocks + linear head")
+def densenet121(num_classes: int, in_channels: int, image_size: int, init_features: int = 64,
+                growth_rate: int = 32, dropout_prob: float = 0.0) -> tuple[OrderedDict, int]:
+    """monai.networks.nets.DenseNet121 with spatial_dims=2; its final Linear becomes the head."""
+    from monai.networks.nets import DenseNet121
+
+    net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_classes,
+                      init_features=init_features, growth_rate=growth_rate, dropout_prob=dropout_prob)
+    mods = list(net.features.named_children())
+    # class_layers = relu, pool, flatten, out(Linear): keep all but the Linear
+    mods += [(n, m) for n, m in net.class_layers.named_children() if n != "out"]
+    return OrderedDict(mods), int(net.class_layers.out.in_features)
+
+
+def _monai_resnet(depth: int, num_classes: int, in_channels: int, conv1_t_stride: int, conv1_t_size: int,
+                  no_max_pool: bool, widen_factor: float) -> tuple[OrderedDict, int]:
+    from monai.networks.nets import resnet10, resnet18
+
+    make = {10: resnet10, 18: resnet18}[depth]
+    net = make(spatial_dims=2, n_input_channels=in_channels, num_classes=num_classes, conv1_t_stride=conv1_t_stride,
+               conv1_t_size=conv1_t_size, no_max_pool=no_max_pool, widen_factor=widen_factor)
+    names = ["conv1", "bn1", "act"] + ([] if no_max_pool else ["maxpool"])
+    names += ["layer1", "layer2", "layer3", "layer4", "avgpool"]
+    mods = [(n, getattr(net, n)) for n in names] + [("flatten", nn.Flatten(1))]
+    return OrderedDict(mods), int(net.fc.in_features)
+
+
+@register_model("resnet18", "MONAI ResNet-18 (2D), split into feature blocks + linear head")
+def resnet18(num_classes: int, in_channels: int, image_size: int, conv1_t_stride: int = 2, conv1_t_size: int = 7,
+             no_max_pool: bool = False, widen_factor: float = 1.0) -> tuple[OrderedDict, int]:
+    """monai.networks.nets.resnet18 with spatial_dims=2; its fc becomes the head."""
+    return _monai_resnet(18, num_classes, in_channels, conv1_t_stride, conv1_t_size, no_max_pool, widen_factor)
+
+
+@register_model("resnet10", "MONAI ResNet-10 (2D), split into feature blocks + linear head")
+def resnet10(num_classes: int, in_channels: int, image_size: int, conv1_t_stride: int = 2, conv1_t_size: int = 7,
+             no_max_pool: bool = False, widen_factor: float = 1.0) -> tuple[OrderedDict, int]:
+    """monai.networks.nets.resnet10 with spatial_dims=2; its fc becomes the head."""
+    return _monai_resnet(10, num_classes, in_channels, conv1_t_stride, conv1_t_size, no_max_pool, widen_factor)

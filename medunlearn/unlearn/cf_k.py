@@ -1,0 +1,41 @@
+"""CF-k (Goel et al., "Towards Adversarial Evaluation for Inexact Machine Unlearning", 2022): catastrophic
+forgetting of the last k blocks only.
+
+Fine-tune the last k blocks (the head counts as one: k=1 is head-only) on D_r with everything before them
+frozen, BatchNorm statistics included. Cheaper than full fine-tuning; forgets less.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from medunlearn.data.imageset import SplitData
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
+from medunlearn.unlearn.loops import goal_stop, release, retain_finetune_loop, train_only
+
+
+@dataclass
+class CFkConfig(BaseConfig):
+    epochs: float = 3.0  # passes over the retain set
+    batch_size: int = 64
+    lr: float = 0.02  # SGD
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    k: int = 2  # number of trailing blocks to fine-tune, head included (k=2: last feature block + head)
+
+
+@METHODS.register("cf_k")
+class CFk(Unlearner):
+    name = "cf_k"
+    summary = "CF-k: fine-tune only the last k blocks on the retain set, earlier blocks frozen."
+    Config = CFkConfig
+
+    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+        c = self.config
+        params = train_only(model, f"last-{c.k}")
+        retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                             momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
+                             stop=goal_stop(goal, original, data, ctx))
+        return release(model)

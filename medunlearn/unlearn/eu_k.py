@@ -1,0 +1,51 @@
+"""EU-k (Goel et al. 2022): exact-unlearning proxy that re-initialises the last k blocks and retrains them.
+
+The last k blocks (head counts as one) get fresh random weights (and fresh BatchNorm statistics); they are
+then trained on D_r with all earlier blocks frozen. Whatever those blocks encoded about D_f is gone by
+construction; what the frozen early blocks encode stays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from medunlearn.data.imageset import SplitData
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
+from medunlearn.unlearn.loops import goal_stop, release, retain_finetune_loop, train_only
+
+
+def reinitialise_blocks(model: nn.Module, blocks: list[str]) -> None:
+    """Reset every sub-module of the named blocks ("head" or a `features` child) with its own initialiser."""
+    for name in blocks:
+        block = model.head if name == "head" else model.features.get_submodule(name)
+        for m in block.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()  # BatchNorm's also resets its running statistics
+
+
+@dataclass
+class EUkConfig(BaseConfig):
+    epochs: float = 5.0  # passes over the retain set (retraining from scratch needs more than fine-tuning)
+    batch_size: int = 64
+    lr: float = 0.05  # SGD
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    k: int = 2  # number of trailing blocks to re-initialise and retrain, head included
+
+
+@METHODS.register("eu_k")
+class EUk(Unlearner):
+    name = "eu_k"
+    summary = "EU-k: re-initialise the last k blocks and retrain them on the retain set, others frozen."
+    Config = EUkConfig
+
+    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+        c = self.config
+        params = train_only(model, f"last-{c.k}")  # validates k before anything is reset
+        reinitialise_blocks(model, model.block_names()[-c.k:])
+        retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                             momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
+                             stop=goal_stop(goal, original, data, ctx))
+        return release(model)

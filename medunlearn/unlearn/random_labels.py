@@ -1,0 +1,42 @@
+"""Random labels (Golatkar et al. 2020; Hayase et al.): fine-tune forget rows towards random wrong labels.
+
+Each step pairs a forget batch relabelled with fresh wrong classes (ỹ ≠ y, re-drawn every step so the model
+cannot simply learn a new mapping) with a retain batch under its true labels, which holds D_r in place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from medunlearn.data.imageset import SplitData
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
+from medunlearn.unlearn.loops import goal_stop, random_label_step, release, run_steps, sgd, train_only
+
+
+@dataclass
+class RandomLabelsConfig(BaseConfig):
+    epochs: float = 3.0  # passes over the forget set
+    batch_size: int = 64
+    lr: float = 0.01  # SGD
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    retain_weight: float = 1.0  # weight of CE on the paired retain batch (0 = forget term only)
+    params: str = "all"  # parameter subset: "all", "head" or "last-N"
+
+
+@METHODS.register("random_labels")
+class RandomLabels(Unlearner):
+    name = "random_labels"
+    summary = "Fine-tune forget rows on random wrong labels (re-drawn per step) plus a retain term."
+    Config = RandomLabelsConfig
+
+    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+        c = self.config
+        opt = sgd(train_only(model, c.params), c.lr, c.momentum, c.weight_decay)
+        freeze_batchnorm(model)  # forget batches come from one domain: keep θ0's running statistics
+        step = random_label_step(model, data, ctx, c.batch_size, c.retain_weight)
+        steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
+        run_steps(model, opt, step, steps, self.name, ctx, stop=goal_stop(goal, original, data, ctx))
+        return release(model)

@@ -1,0 +1,38 @@
+"""`evaluate`: the evaluation suite for one checkpoint against a cohort and forget rule."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medunlearn.errors import ConfigError
+from medunlearn.fileio import write_json
+from medunlearn.workflow.common import check_same_cohort, load_cohort, split_data_for, split_settings
+from medunlearn.workflow.steps_forget import load_model_dir
+
+
+def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | None = None,
+             reference: str | Path | None = None, out: str | Path | None = None, seed: int = 0,
+             force: bool = False, overwrite: bool = False) -> dict:
+    """Evaluate `model_dir` on the split implied by its own training recipe; optionally write metrics.json."""
+    from medunlearn.evaluate.suite import evaluate_model
+
+    if rule is None:
+        raise ConfigError("Expected a forget rule (--device, --site, ...) to define the forget set, but got none.")
+    if out is not None and Path(out).exists() and not overwrite:
+        from medunlearn.errors import OutputExistsError
+
+        raise OutputExistsError(f"Output {out} already exists; pass --overwrite to replace it.")
+    model, meta = load_model_dir(model_dir, "a checkpoint")
+    orig = load_model_dir(original, "an original checkpoint") if original else (None, None)
+    ref = load_model_dir(reference, "a retrain reference checkpoint") if reference else (None, None)
+    split_seed, fractions, image_size = split_settings(meta, seed)
+    data = split_data_for(load_cohort(cohort), rule, split_seed, image_size, fractions, meta.get("class_names"))
+    warnings = check_same_cohort(meta, data, force, "the checkpoint")
+    wall = meta.get("wall_time_s") if meta.get("kind") in ("unlearned", "merged") else None
+    ref_wall = ref[1].get("wall_time_s") if ref[1] else None
+    metrics = evaluate_model(model, data, original=orig[0], reference=ref[0], wall_time_s=wall,
+                             reference_wall_time_s=ref_wall, goal=meta.get("goal"), seed=seed)
+    metrics["warnings"] = warnings
+    if out is not None:
+        write_json(out, metrics)
+    return metrics

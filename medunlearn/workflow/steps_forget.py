@@ -1,0 +1,92 @@
+"""`forget`: revise a deployed checkpoint with an unlearning method and measure what happened."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medunlearn.errors import ConfigError
+from medunlearn.fileio import prepare_out_dir, staging_dir, write_json, write_text
+from medunlearn.provenance import provenance_record
+from medunlearn.runtime import RunContext
+from medunlearn.workflow.common import check_same_cohort, load_cohort, require_dir, split_data_for, split_settings
+
+
+def load_model_dir(path: str | Path, what: str):
+    from medunlearn.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(require_dir(path, what))
+
+
+def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "psg",
+           goal: str = "suppression", config_path: str | Path | None = None, overrides: dict | None = None,
+           reference: str | Path | None = None, seed: int = 0, overwrite: bool = False, force: bool = False,
+           progress: bool = False) -> tuple[Path, dict]:
+    """Unlearn the rows matching `rule` from the checkpoint at `model_dir`; write a run directory at `out`.
+
+    The run holds the unlearned checkpoint, metrics.json (evaluation suite: original vs unlearned, and vs
+    the retrain reference when given), config.yaml (resolved hyperparameters) and provenance.json.
+    """
+    from medunlearn.configio import method_config
+    from medunlearn.evaluate.suite import evaluate_model
+    from medunlearn.models.checkpoint import model_sha256, save_checkpoint
+    from medunlearn.unlearn import METHODS
+    from medunlearn.unlearn.base import check_goal
+
+    if rule is None:
+        raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), but got none.")
+    check_goal(goal)
+    method_cls = METHODS.get(method)
+    cfg = method_config(method_cls, config_path, overrides)
+    prepare_out_dir(out, overwrite)
+
+    base, base_meta = load_model_dir(model_dir, "a base checkpoint")
+    ref_model, ref_meta = load_model_dir(reference, "a retrain reference checkpoint") if reference else (None, None)
+    split_seed, fractions, image_size = split_settings(base_meta, seed)
+    data = split_data_for(load_cohort(cohort), rule, split_seed, image_size, fractions, base_meta.get("class_names"))
+    warnings = check_same_cohort(base_meta, data, force, "the base checkpoint")
+
+    ctx = RunContext.create(seed=seed, show_progress=progress)
+    start = time.perf_counter()
+    model = method_cls(cfg).unlearn(base, data, ctx, goal=goal)
+    wall = time.perf_counter() - start
+
+    ref_wall = ref_meta.get("wall_time_s") if ref_meta else None
+    metrics = evaluate_model(model, data, original=base, reference=ref_model, wall_time_s=wall,
+                             reference_wall_time_s=ref_wall, goal=goal, seed=seed)
+    metrics["warnings"] = warnings
+    metrics["method_log"] = ctx.log
+    config = {"method": method, "goal": goal, "hyperparameters": dataclasses.asdict(cfg), "seed": seed,
+              "rule": rule.to_dict(), "rule_text": rule.describe()}
+    meta = _unlearned_meta(base_meta, model_dir, method, goal, cfg, rule, data, wall, metrics, seed)
+    inputs = {"base_model": model_sha256(model_dir), "cohort": data.info.get("cohort_hash", ""),
+              "split": data.info.get("split_hash", "")}
+    if reference:
+        inputs["reference_model"] = model_sha256(reference)
+    with staging_dir(out, overwrite) as tmp:
+        save_checkpoint(tmp, model, meta, overwrite=True, provenance=provenance_record(config, seed, inputs))
+        write_json(tmp / "metrics.json", metrics)
+        write_text(tmp / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    return Path(out), metrics
+
+
+def _unlearned_meta(base_meta: dict, model_dir, method: str, goal: str, cfg, rule, data, wall: float,
+                    metrics: dict, seed: int) -> dict:
+    from medunlearn.models.checkpoint import model_sha256
+
+    headline = {k: metrics.get(k) for k in ("forget_acc", "retain_acc", "test_retain_acc", "test_forget_acc",
+                                            "mia_efficacy", "avg_gap", "rte")}
+    entry = {"policy": rule.describe(), "method": method, "goal": goal,
+             "counts": data.info.get("counts", {}), "metrics": headline,
+             "date": time.strftime("%Y-%m-%d")}
+    meta = dict(base_meta)
+    meta.update({
+        "kind": "unlearned", "method": method, "goal": goal, "seed": seed,
+        "unlearn_config": dataclasses.asdict(cfg), "rule": rule.to_dict(), "rule_text": rule.describe(),
+        "base_sha256": model_sha256(model_dir), "wall_time_s": wall, "metrics": headline,
+        "changelog": list(base_meta.get("changelog", [])) + [entry],
+    })
+    return meta

@@ -1,0 +1,39 @@
+"""`train`: the deployed (base) model, or with exclude=True the retrain-from-scratch reference."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from medunlearn.errors import ConfigError
+from medunlearn.fileio import prepare_out_dir
+from medunlearn.provenance import provenance_record
+from medunlearn.runtime import RunContext
+from medunlearn.workflow.common import DEFAULT_FRACTIONS, load_cohort, split_data_for
+
+
+def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: int = 0, image_size: int = 64,
+          overwrite: bool = False, progress: bool = False, **train_options: Any) -> tuple[Path, dict]:
+    """Train on the train split (all of it, or minus the forget rows when `exclude`). Returns (checkpoint, info).
+
+    `train_options` are TrainConfig fields (model, epochs, batch_size, lr, ...).
+    """
+    from medunlearn.models.checkpoint import save_checkpoint
+    from medunlearn.models.train import TrainConfig, make_meta, train_model
+    from medunlearn.unlearn.base import apply_overrides
+
+    if exclude and rule is None:
+        raise ConfigError("Expected a forget rule (e.g. --device) with --exclude, but got none.")
+    out = prepare_out_dir(out, overwrite)
+    df = load_cohort(cohort)
+    cfg = apply_overrides(TrainConfig(), {**train_options, "image_size": image_size})
+    data = split_data_for(df, rule, seed=seed, image_size=image_size, fractions=DEFAULT_FRACTIONS)
+    ctx = RunContext.create(seed=seed, show_progress=progress)
+    model, info = train_model(data, cfg, ctx, exclude_forget=exclude)
+    meta = make_meta("retrain" if exclude else "base", cfg, data, info, model)
+    meta["split"] = {"seed": seed, "fractions": list(DEFAULT_FRACTIONS), "train_hash": data.info.get("train_hash")}
+    meta["synthetic"] = bool(df.get("synthetic", False).any()) if "synthetic" in df else bool(data.info.get("synthetic"))
+    inputs = {"cohort": data.info.get("cohort_hash", ""), "split": data.info.get("split_hash", "")}
+    prov = provenance_record(dataclasses.asdict(cfg), seed, inputs)
+    path = save_checkpoint(out, model, meta, overwrite=overwrite, provenance=prov)
+    return Path(path), info
