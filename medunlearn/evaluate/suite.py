@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from medunlearn.data.imageset import ImageSet, SplitData
+from medunlearn.errors import CheckpointError
 from medunlearn.evaluate import functional as fn
 from medunlearn.evaluate.mia import AttackInputs, LossLRAttack, SVCShadowAttack
 from medunlearn.runtime import RunContext
@@ -70,13 +71,13 @@ def predict(model: nn.Module, imageset: ImageSet, batch_size: int = 256,
 
 
 def param_distance(a: nn.Module, b: nn.Module) -> float | None:
-    """‖θ_a − θ_b‖₂ over parameters (buffers such as BN running stats excluded); None if shapes differ."""
-    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
-    if pa.keys() != pb.keys() or any(pa[k].shape != pb[k].shape for k in pa):
+    """‖θ_a − θ_b‖₂ over learned float weights (BN running stats excluded); None if architectures differ."""
+    from medunlearn.models.checkpoint import state_distance  # lazy: keeps evaluate importable on its own
+
+    try:
+        return state_distance(a, b)
+    except CheckpointError:
         return None
-    total = sum(float(((pa[k].detach().double().cpu() - pb[k].detach().double().cpu()) ** 2).sum())
-                for k in pa if pa[k].is_floating_point())
-    return math.sqrt(total)
 
 
 def _outputs(model: nn.Module, data: SplitData, device: torch.device | None, batch_size: int) -> dict[str, Any]:

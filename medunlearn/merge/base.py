@@ -55,6 +55,8 @@ class MergeEnv:
     build_model: ModelBuilder | None = None
     score_fn: ScoreFn | None = None
     run_params: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per-run extras (density)
+    base_sd: Mapping[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # full state dicts,
+    run_sds: Sequence[Mapping[str, torch.Tensor]] = ()  # buffers included (greedy soup scores whole models)
 
     def require(self, what: str, method: str) -> None:
         if getattr(self, what) is None:
@@ -97,12 +99,13 @@ class MergeMethod(abc.ABC):
             raise ConfigError(f"Expected no per-run weights for {self.name!r} (it chooses its own mixing), "
                               f"but got {list(weights)}.")
         w = check_weights(weights, len(run_sds), self.allow_negative_weights)
-        env = MergeEnv(ctx or RunContext(), data, build_model, score_fn, run_params or [{} for _ in run_sds])
+        env = MergeEnv(ctx or RunContext(), data, build_model, score_fn, run_params or [{} for _ in run_sds],
+                       base_sd, run_sds)
         float_keys = [k for k, t in base_sd.items() if t.is_floating_point() and not is_bn_stat(k)]
         merged = self._merge_floats({k: base_sd[k] for k in float_keys},
                                     [{k: sd[k] for k in float_keys} for sd in run_sds], w, env)
         out = {k: merged[k].to(base_sd[k].dtype).clone() for k in float_keys}
-        out.update(self._merge_buffers(base_sd, run_sds, w))
+        out.update(self._merge_buffers(base_sd, run_sds, w, env))
         if self.config.bn_stats == "recompute" and any(is_bn_stat(k) for k in base_sd):
             env.require("data", self.name)
             env.require("build_model", self.name)
@@ -115,7 +118,7 @@ class MergeMethod(abc.ABC):
         """Merge the learned float tensors (BN stats excluded)."""
 
     def _merge_buffers(self, base: Mapping[str, torch.Tensor], runs: Sequence[Mapping[str, torch.Tensor]],
-                       weights: list[float]) -> StateDict:
+                       weights: list[float], env: MergeEnv) -> StateDict:
         return merge_buffers(base, runs, weights, self.config.bn_stats)
 
     def _finish(self, state: StateDict, env: MergeEnv) -> StateDict:

@@ -14,10 +14,11 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.loops import goal_stop, release, retain_finetune_loop, train_only
+from medunlearn.unlearn.stopping import StopConfig
 
 
 @dataclass
-class CFkConfig(BaseConfig):
+class CFkConfig(BaseConfig, StopConfig):
     epochs: float = 3.0  # passes over the retain set
     batch_size: int = 64
     lr: float = 0.02  # SGD
@@ -37,5 +38,5 @@ class CFk(Unlearner):
         params = train_only(model, f"last-{c.k}")
         retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
                              momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
-                             stop=goal_stop(goal, original, data, ctx))
+                             stop=goal_stop(goal, c, original, data, ctx, self.name))
         return release(model)

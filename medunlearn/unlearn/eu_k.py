@@ -14,6 +14,7 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.loops import goal_stop, release, retain_finetune_loop, train_only
+from medunlearn.unlearn.stopping import StopConfig
 
 
 def reinitialise_blocks(model: nn.Module, blocks: list[str]) -> None:
@@ -26,7 +27,7 @@ def reinitialise_blocks(model: nn.Module, blocks: list[str]) -> None:
 
 
 @dataclass
-class EUkConfig(BaseConfig):
+class EUkConfig(BaseConfig, StopConfig):
     epochs: float = 5.0  # passes over the retain set (retraining from scratch needs more than fine-tuning)
     batch_size: int = 64
     lr: float = 0.05  # SGD
@@ -47,5 +48,5 @@ class EUk(Unlearner):
         reinitialise_blocks(model, model.block_names()[-c.k:])
         retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
                              momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
-                             stop=goal_stop(goal, original, data, ctx))
+                             stop=goal_stop(goal, c, original, data, ctx, self.name))
         return release(model)

@@ -13,10 +13,11 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.loops import goal_stop, release, retain_finetune_loop, train_only
+from medunlearn.unlearn.stopping import StopConfig
 
 
 @dataclass
-class FinetuneConfig(BaseConfig):
+class FinetuneConfig(BaseConfig, StopConfig):
     epochs: float = 2.0  # passes over the retain set (the PSG protocol used 10 on CIFAR)
     batch_size: int = 64
     lr: float = 0.02  # SGD; 0.01–0.04 is the usual range (PSG protocol: 0.04)
@@ -36,5 +37,5 @@ class Finetune(Unlearner):
         params = train_only(model, c.params)
         retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
                              momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
-                             stop=goal_stop(goal, original, data, ctx))
+                             stop=goal_stop(goal, c, original, data, ctx, self.name))
         return release(model)

@@ -14,6 +14,7 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.loops import goal_stop, release, retain_finetune_loop, train_only
+from medunlearn.unlearn.stopping import StopConfig
 
 
 def l1_weight(alpha: float, t: int, steps: int) -> float:
@@ -27,7 +28,7 @@ def l1_norm(params: list[nn.Parameter]) -> torch.Tensor:
 
 
 @dataclass
-class L1SparseConfig(BaseConfig):
+class L1SparseConfig(BaseConfig, StopConfig):
     epochs: float = 3.0  # passes over the retain set
     batch_size: int = 64
     lr: float = 0.02  # SGD
@@ -52,5 +53,5 @@ class L1Sparse(Unlearner):
 
         retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
                              momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
-                             stop=goal_stop(goal, original, data, ctx), penalty=penalty)
+                             stop=goal_stop(goal, c, original, data, ctx, self.name), penalty=penalty)
         return release(model)

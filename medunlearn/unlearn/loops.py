@@ -6,6 +6,7 @@ stop rule and logs what happened in `ctx.log[<method>]`.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -16,8 +17,10 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.models.zoo import parameter_subset
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import check_finite_loss, cycle, n_steps
+from medunlearn.unlearn.stopping import StopConfig, StopRule, make_stop_rule
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, C, H, W), labels (B,)
+StepOut = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # loss, forget logits (B, K), labels
 
 
 def batches(images: ImageSet, batch_size: int, seed: int, device: torch.device) -> Iterator[Batch]:
@@ -78,17 +81,18 @@ def release(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step: Callable[[int], torch.Tensor], steps: int,
-              method: str, ctx: RunContext, stop: Callable[[nn.Module, int], bool] | None = None,
+def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step: Callable[[int], StepOut], steps: int,
+              method: str, ctx: RunContext, stop: StopRule | None = None,
               grad_hook: Callable[[int], None] | None = None) -> dict:
-    """Run up to `steps` optimiser steps of `loss = step(t)`; returns (and logs) {steps, stopped_early, last_loss}.
+    """Run up to `steps` optimiser steps; `step(t)` returns (loss, forget logits or None, forget labels or None).
 
-    `stop(model, t)` is asked after every update; True ends the run (retrain-free goal stop rules).
+    The forget logits (computed before the update) feed the goal's stop rule, which is asked after every
+    update and may end the run early. Returns (and logs in ctx.log[method]) {steps, budget, last_loss}.
     """
-    record = {"steps": 0, "budget": steps, "stopped_early": False, "last_loss": float("nan")}
+    record = {"steps": 0, "budget": steps, "last_loss": float("nan")}
     with ctx.progress(method, steps) as advance:
         for t in range(steps):
-            loss = step(t)
+            loss, logits_f, labels_f = step(t)
             check_finite_loss(loss.detach(), method, t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -97,46 +101,51 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step: Callable
             optimizer.step()
             advance(1)
             record["steps"], record["last_loss"] = t + 1, float(loss.detach())
-            if stop is not None and stop(model, t):
-                record["stopped_early"] = t + 1 < steps
+            if stop is not None and stop.update(t, model, logits_f, labels_f):
                 break
+    if stop is not None:
+        stop.finish(record["steps"] - 1)
     ctx.log.setdefault(method, {}).update(record)
     return record
 
 
+def goal_stop(goal: str, config: StopConfig, original: nn.Module, data: SplitData, ctx: RunContext,
+              method: str) -> StopRule:
+    """The retrain-free stop rule of `goal` (SuppressionStop / EquivalenceStop) with the method's stop knobs."""
+    knobs = {f.name: getattr(config, f.name) for f in dataclasses.fields(StopConfig)}
+    return make_stop_rule(goal, StopConfig(**knobs), data, original, ctx, method)
+
+
 def retain_finetune_loop(model: nn.Module, data: SplitData, ctx: RunContext, *, params: list[nn.Parameter],
                          epochs: float, batch_size: int, lr: float, momentum: float, weight_decay: float,
-                         method: str, stop: Callable[[nn.Module, int], bool] | None = None,
+                         method: str, stop: StopRule | None = None,
                          penalty: Callable[[int, int], torch.Tensor] | None = None) -> dict:
     """Minimise CE on D_r (+ `penalty(t, steps)`) over `params` for `epochs` passes of the retain set."""
     stream = batches(data.train_retain, batch_size, ctx.rank_seed, ctx.device)
     steps = n_steps(len(data.train_retain), batch_size, epochs)
     opt = sgd(params, lr, momentum, weight_decay)
 
-    def step(t: int) -> torch.Tensor:
+    def step(t: int) -> StepOut:
         x, y = next(stream)
         loss = F.cross_entropy(model(x), y)
-        return loss + penalty(t, steps) if penalty is not None else loss
+        return (loss + penalty(t, steps) if penalty is not None else loss), None, None
 
     return run_steps(model, opt, step, steps, method, ctx, stop=stop)
 
 
-def goal_stop(goal: str, original: nn.Module, data: SplitData, ctx: RunContext) -> Callable[[nn.Module, int], bool] | None:
-    """The retrain-free stop rule for `goal` as a `stop(model, t)` callable (see `unlearn.stopping`)."""
-    return None
-
 
 def random_label_step(model: nn.Module, data: SplitData, ctx: RunContext, batch_size: int,
-                      retain_weight: float) -> Callable[[int], torch.Tensor]:
+                      retain_weight: float) -> Callable[[int], StepOut]:
     """Step closure for random-label forgetting: CE(f(x_f), ỹ) + w·CE(f(x_r), y_r), ỹ ≠ y re-drawn every step."""
     pairs = paired_batches(data.train_forget, data.train_retain, batch_size, ctx.rank_seed, ctx.device)
     gen = label_generator(ctx)
 
-    def step(t: int) -> torch.Tensor:
+    def step(t: int) -> StepOut:
         (xf, yf), (xr, yr) = next(pairs)
-        loss = F.cross_entropy(model(xf), random_wrong_labels(yf, data.num_classes, gen))
+        logits_f = model(xf)
+        loss = F.cross_entropy(logits_f, random_wrong_labels(yf, data.num_classes, gen))
         if retain_weight > 0:
             loss = loss + retain_weight * F.cross_entropy(model(xr), yr)
-        return loss
+        return loss, logits_f.detach(), yf
 
     return step

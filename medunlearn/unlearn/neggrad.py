@@ -15,7 +15,8 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
-from medunlearn.unlearn.loops import goal_stop, paired_batches, release, run_steps, sgd, train_only
+from medunlearn.unlearn.loops import StepOut, goal_stop, paired_batches, release, run_steps, sgd, train_only
+from medunlearn.unlearn.stopping import StopConfig
 
 
 def neggrad_loss(retain_ce: torch.Tensor, forget_ce: torch.Tensor, alpha: float, clip: float) -> torch.Tensor:
@@ -24,7 +25,7 @@ def neggrad_loss(retain_ce: torch.Tensor, forget_ce: torch.Tensor, alpha: float,
 
 
 @dataclass
-class NegGradConfig(BaseConfig):
+class NegGradConfig(BaseConfig, StopConfig):
     epochs: float = 3.0  # passes over the forget set; each step pairs one forget and one retain batch
     batch_size: int = 64
     lr: float = 0.02  # SGD
@@ -47,11 +48,14 @@ class NegGrad(Unlearner):
         freeze_batchnorm(model)  # forget-only forward passes must not shift the running statistics
         pairs = paired_batches(data.train_forget, data.train_retain, c.batch_size, ctx.rank_seed, ctx.device)
 
-        def step(t: int) -> torch.Tensor:
+        def step(t: int) -> StepOut:
             (xf, yf), (xr, yr) = next(pairs)
-            return neggrad_loss(F.cross_entropy(model(xr), yr), F.cross_entropy(model(xf), yf),
-                                c.alpha, c.forget_loss_clip)
+            logits_f = model(xf)
+            loss = neggrad_loss(F.cross_entropy(model(xr), yr), F.cross_entropy(logits_f, yf), c.alpha,
+                                c.forget_loss_clip)
+            return loss, logits_f.detach(), yf
 
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        run_steps(model, opt, step, steps, self.name, ctx, stop=goal_stop(goal, original, data, ctx))
+        stop = goal_stop(goal, c, original, data, ctx, self.name)
+        run_steps(model, opt, step, steps, self.name, ctx, stop=stop)
         return release(model)

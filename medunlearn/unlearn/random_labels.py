@@ -13,10 +13,11 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
 from medunlearn.unlearn.loops import goal_stop, random_label_step, release, run_steps, sgd, train_only
+from medunlearn.unlearn.stopping import StopConfig
 
 
 @dataclass
-class RandomLabelsConfig(BaseConfig):
+class RandomLabelsConfig(BaseConfig, StopConfig):
     epochs: float = 3.0  # passes over the forget set
     batch_size: int = 64
     lr: float = 0.01  # SGD
@@ -38,5 +39,6 @@ class RandomLabels(Unlearner):
         freeze_batchnorm(model)  # forget batches come from one domain: keep θ0's running statistics
         step = random_label_step(model, data, ctx, c.batch_size, c.retain_weight)
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        run_steps(model, opt, step, steps, self.name, ctx, stop=goal_stop(goal, original, data, ctx))
+        stop = goal_stop(goal, c, original, data, ctx, self.name)
+        run_steps(model, opt, step, steps, self.name, ctx, stop=stop)
         return release(model)

@@ -19,6 +19,7 @@ from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
 from medunlearn.unlearn.loops import goal_stop, random_label_step, release, run_steps, sgd, train_only
+from medunlearn.unlearn.stopping import StopConfig
 
 
 def saliency_mask(grads: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
@@ -42,7 +43,7 @@ def forget_gradients(model: nn.Module, params: list[nn.Parameter], forget: Image
 
 
 @dataclass
-class SalUnConfig(BaseConfig):
+class SalUnConfig(BaseConfig, StopConfig):
     epochs: float = 3.0  # passes over the forget set
     batch_size: int = 64
     lr: float = 0.01  # SGD
@@ -79,6 +80,6 @@ class SalUn(Unlearner):
 
         step = random_label_step(model, data, ctx, c.batch_size, c.retain_weight)
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        run_steps(model, opt, step, steps, self.name, ctx, stop=goal_stop(goal, original, data, ctx),
-                  grad_hook=mask_grads)
+        stop = goal_stop(goal, c, original, data, ctx, self.name)
+        run_steps(model, opt, step, steps, self.name, ctx, stop=stop, grad_hook=mask_grads)
         return release(model)

@@ -18,7 +18,8 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
-from medunlearn.unlearn.loops import batches, goal_stop, kl_teacher_student, release, run_steps, sgd, train_only
+from medunlearn.unlearn.loops import StepOut, batches, goal_stop, kl_teacher_student, release, run_steps, sgd, train_only
+from medunlearn.unlearn.stopping import StopConfig
 
 
 def scrub_schedule(rounds: int, msteps: int, forget_steps: int, retain_steps: int) -> list[bool]:
@@ -30,7 +31,7 @@ def scrub_schedule(rounds: int, msteps: int, forget_steps: int, retain_steps: in
 
 
 @dataclass
-class ScrubConfig(BaseConfig):
+class ScrubConfig(BaseConfig, StopConfig):
     epochs: float = 3.0  # rounds; each round is one pass over D_r (fractional: rounded up)
     batch_size: int = 64
     lr: float = 0.01  # SGD (the SCRUB paper: 5e-4 on large nets with many more steps)
@@ -59,15 +60,16 @@ class Scrub(Unlearner):
         plan = scrub_schedule(max(1, math.ceil(c.epochs)), c.msteps, n_steps(len(data.train_forget), c.batch_size, 1),
                               n_steps(len(data.train_retain), c.batch_size, 1))
 
-        def step(t: int) -> torch.Tensor:
+        def step(t: int) -> StepOut:
             x, y = next(forget if plan[t] else retain)
             logits = model(x)
             with torch.no_grad():
                 target = teacher(x)
             kl = kl_teacher_student(logits, target, c.temperature)
-            if plan[t]:
-                return -kl
-            return c.kd_weight * kl + c.ce_weight * F.cross_entropy(logits, y)
+            if plan[t]:  # max-step: move away from the teacher on D_f
+                return -kl, logits.detach(), y
+            return c.kd_weight * kl + c.ce_weight * F.cross_entropy(logits, y), None, None
 
-        run_steps(model, opt, step, len(plan), self.name, ctx, stop=goal_stop(goal, original, data, ctx))
+        stop = goal_stop(goal, c, original, data, ctx, self.name)
+        run_steps(model, opt, step, len(plan), self.name, ctx, stop=stop)
         return release(model)

@@ -1,0 +1,29 @@
+"""`medunlearn demo`: the whole workflow on the built-in SYNTHETIC cohort, in a few minutes on a laptop CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medunlearn.cli.app import app, console, guarded
+from medunlearn.cli.options import Overwrite, Seed
+
+
+@app.command("demo")
+@guarded
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for every demo output.")] = Path("demo_out"),
+    patients: Annotated[int, typer.Option("--patients", help="Synthetic patients to generate.")] = 48,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs for the base and retrain models.")] = 8,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Synthesise a cohort, forget device ScannerX with PSG and FAMR, add a site policy, merge, and report.
+
+    Example: [bold]medunlearn demo --out demo_out[/]
+    """
+    from medunlearn.workflow.demo import run_demo
+
+    run_demo(out, patients=patients, seed=seed, epochs=epochs, overwrite=overwrite, echo=console.print,
+             progress=True)

@@ -1,0 +1,300 @@
+"""Index a DICOM / NIfTI archive into the cohort table (one pseudonymised row per image).
+
+`index_archive` walks every file (any extension), reads headers in parallel, drops duplicate
+images, joins labels.csv and returns the table plus an ingest report. The archive is only read:
+the pseudonymisation salt comes from the argument or $MEDUNLEARN_SALT, never from a file we write.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import time
+from collections import Counter
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from medunlearn.data.dicom import SkipFile, read_dicom_header
+from medunlearn.data.nifti import is_nifti, read_nifti_header
+from medunlearn.errors import DataError, OutputExistsError
+from medunlearn.fileio import atomic_path
+from medunlearn.provenance import sha256_text
+from medunlearn.registry import did_you_mean
+from medunlearn.runtime import RunContext
+
+COHORT_COLUMNS: tuple[str, ...] = (
+    "image_id", "path", "format", "label", "patient", "study", "device", "manufacturer", "manufacturer_raw",
+    "site", "station", "serial", "modality", "body_part", "study_date", "rows", "cols", "frames",
+    "spacing_row", "spacing_col",
+)
+INT_COLUMNS = ("rows", "cols", "frames")
+FLOAT_COLUMNS = ("spacing_row", "spacing_col")
+# Salt used when none is given; documented so that cohorts indexed without one stay reproducible,
+# but the report warns: anyone who knows it can test a guessed PatientID against a pseudonym.
+DEFAULT_SALT = "medunlearn-default-salt-v1"
+SALT_ENV = "MEDUNLEARN_SALT"
+_COMPANION_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".md", ".log", ".yaml", ".yml")
+SERIAL_BELOW = 256  # fewer files than this are read in-process: a pool costs more than it saves
+
+
+def resolve_salt(salt: str | None) -> tuple[str, str]:
+    """(salt, source) with source in {"argument", "env", "default"}."""
+    if salt:
+        return salt, "argument"
+    if os.environ.get(SALT_ENV):
+        return os.environ[SALT_ENV], "env"
+    return DEFAULT_SALT, "default"
+
+
+def walk_files(root: Path, exclude: set[Path]) -> tuple[list[Path], int]:
+    """(candidate image files sorted, count of ignored companions); hidden files and folders skipped."""
+    found, ignored = [], 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            low = name.lower()
+            if path.resolve() in exclude or low.startswith("readme") or low.endswith(_COMPANION_SUFFIXES):
+                ignored += 1
+                continue
+            found.append(path)
+    return found, ignored
+
+
+def _read_one(path: str, salt: str, root: str) -> tuple[str, dict | None, str]:
+    try:
+        reader = read_nifti_header if is_nifti(path) else read_dicom_header
+        return path, reader(path, salt, root), ""
+    except SkipFile as exc:
+        return path, None, exc.reason
+    except OSError as exc:
+        return path, None, f"unreadable ({type(exc).__name__})"
+
+
+def _read_chunk(paths: list[str], salt: str, root: str) -> list[tuple[str, dict | None, str]]:
+    return [_read_one(p, salt, root) for p in paths]
+
+
+def _make_pool(kind: str, workers: int) -> Executor:
+    if kind == "thread":
+        return ThreadPoolExecutor(max_workers=workers)
+    import multiprocessing as mp
+
+    # fork: workers start in milliseconds and inherit imports; pools are created before any
+    # progress-bar thread exists, so no lock can be held across the fork.
+    method = "fork" if "fork" in mp.get_all_start_methods() else None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
+
+
+def read_headers(files: list[Path], salt: str, root: Path, workers: int, pool: str = "process",
+                 progress: bool = False) -> Iterator[tuple[str, dict | None, str]]:
+    """Yield (path, row or None, skip reason) for every file, reading chunks in parallel."""
+    names = [str(f) for f in files]
+    with RunContext(show_progress=progress).progress("Indexing headers", total=len(names)) as advance:
+        if workers <= 1 or len(names) < SERIAL_BELOW:
+            for name in names:
+                yield _read_one(name, salt, str(root))
+                advance(1)
+            return
+        size = max(16, min(512, len(names) // (workers * 8) + 1))
+        chunks = [names[i:i + size] for i in range(0, len(names), size)]
+        with _make_pool(pool, workers) as ex:
+            futures = [ex.submit(_read_chunk, c, salt, str(root)) for c in chunks]
+            for fut in as_completed(futures):
+                result = fut.result()
+                yield from result
+                advance(len(result))
+
+
+def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, salt: str | None = None,
+                  workers: int | None = None, progress: bool = False,
+                  pool: str = "process") -> tuple[pd.DataFrame, dict]:
+    """Index every image under `data_dir` → (cohort DataFrame with COHORT_COLUMNS + label extras, report).
+
+    Report keys: indexed, skipped, skipped_files [{path, reason}], ignored, by_vendor, by_device,
+    by_site, labelled, unlabelled, labels_unmatched, workers, pool, seconds, salt_source, warnings.
+    """
+    start = time.perf_counter()
+    root = Path(data_dir)
+    if not root.exists():
+        raise DataError(f"Expected a data folder, but {root} does not exist.")
+    if not root.is_dir():
+        raise DataError(f"Expected a data folder, but {root} is a file.")
+    if pool not in ("process", "thread"):
+        raise DataError(f"Expected pool 'process' or 'thread', but got {pool!r}.")
+    root = root.resolve()
+    labels = read_labels(labels_csv) if labels_csv is not None else None
+    salt, salt_source = resolve_salt(salt)
+    exclude = {Path(labels_csv).resolve()} if labels_csv is not None else set()
+    files, ignored = walk_files(root, exclude)
+    if not files:
+        raise DataError(f"Expected image files in {root}, but the folder has none ({ignored} companion files ignored).")
+    workers = max(1, int(workers if workers is not None else min(os.cpu_count() or 1, 8)))
+    rows, skipped, seen = [], [], {}
+    for path, row, reason in sorted(read_headers(files, salt, root, workers, pool, progress), key=lambda r: r[0]):
+        rel = Path(path).relative_to(root).as_posix()
+        if row is not None and row["image_id"] in seen:
+            row, reason = None, f"duplicate image (same SOPInstanceUID as {seen[row['image_id']]})"
+        if row is None:
+            skipped.append({"path": rel, "reason": reason})
+            continue
+        seen[row["image_id"]] = rel
+        rows.append(row)
+    if not rows:
+        examples = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+        raise DataError(f"Expected DICOM or NIfTI images in {root}, but none of {len(files)} files is one "
+                        f"(e.g. {examples}).")
+    df = pd.DataFrame(rows)
+    df["label"] = ""
+    report: dict = {"warnings": []}
+    if labels is not None:
+        df, join_info = join_labels(df, labels, root, protected=COHORT_COLUMNS)
+        report.update(join_info)
+    df = _typed(df.drop(columns=["sop_instance_uid"]))
+    extras = [c for c in df.columns if c not in COHORT_COLUMNS]
+    df = df[list(COHORT_COLUMNS) + extras].reset_index(drop=True)
+    if salt_source == "default":
+        report["warnings"].append(f"No salt given (argument or ${SALT_ENV}); used the public default salt, "
+                                  "so pseudonyms can be linked back by anyone holding a guessed PatientID.")
+    labelled = int((df["label"] != "").sum())
+    report.update({
+        "indexed": len(df), "skipped": len(skipped), "skipped_files": skipped, "ignored": ignored,
+        "by_vendor": _counts(df["manufacturer"]), "by_device": _counts(df["device"]),
+        "by_site": _counts(df["site"]), "labelled": labelled, "unlabelled": len(df) - labelled,
+        "workers": workers, "pool": pool, "seconds": round(time.perf_counter() - start, 3),
+        "salt_source": salt_source,
+    })
+    report.setdefault("labels_unmatched", 0)
+    return df, report
+
+
+def read_labels(path: str | Path) -> pd.DataFrame:
+    """Read labels.csv as strings; it needs a `label` column and a `sop_instance_uid` or `path` key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Expected a labels CSV at {path}, but it does not exist.")
+    try:
+        labels = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"Expected a valid labels CSV at {path}, but it is corrupt ({exc}).") from exc
+    labels.columns = [str(c).strip() for c in labels.columns]
+    cols = list(labels.columns)
+    if "label" not in labels.columns:
+        raise DataError(f"Expected a 'label' column in {path}, but got columns {cols}.{did_you_mean('label', cols)}")
+    if not {"sop_instance_uid", "path"} & set(cols):
+        raise DataError(f"Expected a 'sop_instance_uid' or 'path' column in {path} to match images, but got {cols}.")
+    if labels.empty:
+        raise DataError(f"Expected label rows in {path}, but it has only a header.")
+    return labels
+
+
+def _rel_key(value: str, root: Path) -> str:
+    p = Path(value.strip())
+    if p.is_absolute():
+        try:
+            p = p.resolve().relative_to(root)
+        except ValueError:
+            return p.as_posix()
+    return p.as_posix().removeprefix("./")
+
+
+def join_labels(df: pd.DataFrame, labels: pd.DataFrame, root: Path,
+                protected: tuple[str, ...] = COHORT_COLUMNS) -> tuple[pd.DataFrame, dict]:
+    """Fill `label` (and extra numeric columns) by sop_instance_uid, else by path relative to `root`."""
+    by_uid = {u.strip(): i for i, u in enumerate(labels.get("sop_instance_uid", [])) if u.strip()}
+    by_path = {_rel_key(p, root): i for i, p in enumerate(labels.get("path", [])) if p.strip()}
+    hits = []
+    for uid, path in zip(df["sop_instance_uid"], df["path"]):
+        i = by_uid.get(uid) if uid else None
+        hits.append(i if i is not None else by_path.get(Path(path).relative_to(root).as_posix()))
+    matched = {i for i in hits if i is not None}
+    if not matched:
+        raise DataError(f"Expected labels.csv rows to match indexed images by sop_instance_uid or path, "
+                        f"but none of its {len(labels)} rows matches any of {len(df)} images.")
+    df = df.copy()
+    pick = lambda col: [labels[col].iat[i].strip() if i is not None else "" for i in hits]  # noqa: E731
+    df["label"] = pick("label")
+    extra, dropped = [], []
+    for col in labels.columns:
+        if col in ("label", "path", "sop_instance_uid", "image_id"):
+            continue
+        values = pd.to_numeric(labels[col].replace("", None), errors="coerce")
+        if col in protected or values.notna().sum() != (labels[col].str.strip() != "").sum():
+            dropped.append(col)  # clashes with a cohort column, or not numeric
+            continue
+        df[col] = [float(values.iat[i]) if i is not None else float("nan") for i in hits]
+        extra.append(col)
+    info = {"labels_unmatched": len(labels) - len(matched), "label_columns_joined": extra,
+            "warnings": [f"labels.csv column {c!r} not joined (not numeric or a cohort column)" for c in dropped]}
+    return df, info
+
+
+def _counts(col: pd.Series) -> dict[str, int]:
+    return {(k or "unknown"): int(v) for k, v in Counter(col.astype(str)).most_common()}
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """Numeric size columns as nullable ints, spacings as floats (NaN when unknown), the rest strings."""
+    df = df.copy()
+    for c in INT_COLUMNS:
+        df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce").astype("Int64")
+    for c in FLOAT_COLUMNS:
+        df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce").astype(float)
+    for c in COHORT_COLUMNS:
+        if c not in INT_COLUMNS + FLOAT_COLUMNS:
+            df[c] = df[c].fillna("").astype(str)
+    return df
+
+
+def write_cohort(df: pd.DataFrame, path: str | Path, overwrite: bool = False) -> Path:
+    """Write the cohort CSV atomically; refuse to replace an existing file unless `overwrite`."""
+    path = Path(path)
+    missing = [c for c in COHORT_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"Expected cohort columns {list(COHORT_COLUMNS)}, but {missing} are missing.")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"Cohort {path} already exists; pass --overwrite to replace it.")
+    out = df.drop(columns=[c for c in ("sop_instance_uid",) if c in df.columns])
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False, na_rep="")
+    return path
+
+
+def read_cohort(path: str | Path) -> pd.DataFrame:
+    """Read and validate a cohort CSV written by write_cohort (types restored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Expected a cohort CSV at {path}, but it does not exist.")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"Expected a valid cohort CSV at {path}, but it is corrupt ({exc}).") from exc
+    missing = [c for c in COHORT_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"Expected cohort columns {list(COHORT_COLUMNS)} in {path}, but {missing} are missing.")
+    df = _typed(df)
+    for c in df.columns:
+        if c not in COHORT_COLUMNS:
+            num = pd.to_numeric(df[c].replace("", None), errors="coerce")
+            if num.notna().sum() == (df[c] != "").sum():
+                df[c] = num.astype(float)
+    return df
+
+
+def _canon(value: object) -> str:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if value != value:  # NaN
+            return ""
+        return str(int(value)) if float(value).is_integer() else f"{float(value):.9g}"
+    return "" if value is pd.NA else str(value)
+
+
+def cohort_hash(df: pd.DataFrame) -> str:
+    """sha256 of the cohort content that matters for training, independent of row order and file paths."""
+    cols = sorted(c for c in df.columns if c != "path")
+    lines = sorted("\x1f".join(_canon(v) for v in row) for row in df[cols].itertuples(index=False, name=None))
+    return sha256_text("\x1f".join(cols) + "\n" + "\n".join(lines))

@@ -1,0 +1,204 @@
+"""Patient-level train/val/test split and the forget/retain selection on top of it.
+
+No patient ever appears in two splits. Patients are ordered by (majority label, majority device, seeded
+shuffle) and dealt to the split furthest below its quota, so every label — and within a label every
+device — is spread over train/val/test in proportion to ``fractions`` (±1 patient). The first patient of
+each label goes to train, so every class is trainable. Same cohort + seed → same split, whatever the row
+order.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from medunlearn.errors import ConfigError, DataError, SelectionError
+from medunlearn.forget.outliers import text_values
+from medunlearn.forget.rules import Rule, validate
+from medunlearn.provenance import hash_strings
+
+SPLITS = ("train", "val", "test")
+PARTS = tuple(f"{s}_{g}" for s in SPLITS for g in ("forget", "retain"))
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+
+
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    fr = tuple(float(f) for f in fractions)
+    if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0:
+        raise ConfigError(f"Expected three train/val/test fractions >= 0 summing to 1 with train > 0, "
+                          f"but got {tuple(fractions)}.")
+    return fr  # type: ignore[return-value]
+
+
+def _majority(s: pd.Series) -> str:
+    counts = s.value_counts()
+    return sorted(counts[counts == counts.max()].index)[0]  # ties → alphabetical, for determinism
+
+
+def patient_keys(df: pd.DataFrame) -> pd.Series:
+    """Patient id per row; rows with no patient id count as their own patient ('image:<image_id>')."""
+    for col in ("patient", "image_id"):
+        if col not in df.columns:
+            raise DataError(f"Expected a '{col}' column in the cohort table, but got {list(df.columns)}.")
+    pat = text_values(df["patient"])
+    return pat.where(pat != "", "image:" + text_values(df["image_id"]))
+
+
+def patient_split(df: pd.DataFrame, seed: int = 0,
+                  fractions: Sequence[float] = DEFAULT_FRACTIONS) -> pd.Series:
+    """"train" / "val" / "test" per row (Series indexed like ``df``), assigned by patient."""
+    fr = np.array(check_fractions(fractions))
+    if len(df) == 0:
+        raise DataError("Expected cohort rows to split, but got an empty table.")
+    keys = patient_keys(df)
+    rows = pd.DataFrame({
+        "patient": keys.to_numpy(),
+        "label": text_values(df["label"]).to_numpy() if "label" in df.columns else "",
+        "device": text_values(df["device"]).to_numpy() if "device" in df.columns else "",
+    })
+    per = rows.groupby("patient", sort=True).agg(label=("label", _majority), device=("device", _majority))
+    per["order"] = np.random.default_rng(seed).permutation(len(per))  # patients sorted by id first
+    per = per.sort_values(["label", "device", "order"], kind="mergesort")
+    assigned = np.zeros(3)
+    choice: dict[str, str] = {}
+    prev = None
+    for n, (pid, label) in enumerate(zip(per.index, per["label"]), start=1):
+        k = 0 if label != prev else int(np.argmax(n * fr - assigned))  # largest deficit; ties → train first
+        assigned[k] += 1
+        choice[pid] = SPLITS[k]
+        prev = label
+    return pd.Series(keys.map(choice).to_numpy(), index=df.index, name="split")
+
+
+def _tally(values: pd.Series, group: np.ndarray) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for v in sorted(set(values)):
+        sel = (values == v).to_numpy()
+        out[v or "(unknown)"] = {g: int((sel & (group == g)).sum()) for g in ("forget", "retain")}
+    return out
+
+
+def selection_counts(frame: pd.DataFrame, split: pd.Series, forget: np.ndarray) -> dict[str, Any]:
+    """Images and patients per split × forget/retain, plus per class / device / site image counts.
+
+    A patient counts in a group when at least one of their images is in it (a date rule can split one).
+    """
+    group = np.where(forget, "forget", "retain")
+    keys = patient_keys(frame).to_numpy()
+    out: dict[str, Any] = {"images": {}, "patients": {}, "per_class": {}, "per_device": {}, "per_site": {}}
+    for s in SPLITS:
+        in_s = (split == s).to_numpy()
+        out["images"][s] = {g: int((in_s & (group == g)).sum()) for g in ("forget", "retain")}
+        out["patients"][s] = {g: len(set(keys[in_s & (group == g)])) for g in ("forget", "retain")}
+        for name, col in (("per_class", "label"), ("per_device", "device"), ("per_site", "site")):
+            if col in frame.columns:
+                out[name][s] = _tally(text_values(frame[col])[in_s], group[in_s])
+    out["total"] = {"images": len(frame), "patients": len(set(keys)), "forget_images": int(forget.sum()),
+                    "forget_patients": len(set(keys[forget]))}
+    return out
+
+
+@dataclass
+class Selection:
+    """A patient-level split plus the forget mask of one rule.
+
+    split / forget are indexed like the kept (labelled) rows of the input table; the ``<split>_<forget|retain>``
+    arrays hold that table's INDEX LABELS (use ``df.loc[...]``).
+    """
+
+    rule: Rule
+    seed: int
+    fractions: tuple[float, float, float]
+    split: pd.Series
+    forget: pd.Series
+    train_forget: np.ndarray
+    train_retain: np.ndarray
+    val_forget: np.ndarray
+    val_retain: np.ndarray
+    test_forget: np.ndarray
+    test_retain: np.ndarray
+    counts: dict[str, Any]
+    split_hash: str
+    frame: pd.DataFrame = field(repr=False)
+
+    def part(self, name: str) -> np.ndarray:
+        if name not in PARTS:
+            raise ConfigError(f"Expected a part in {list(PARTS)}, but got {name!r}.")
+        return getattr(self, name)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able record (for fileio.write_json): rule, seed, split hash, counts and the pseudonymised
+        image / patient ids of each part (never paths or raw tags)."""
+        ids = text_values(self.frame["image_id"])
+        keys = patient_keys(self.frame)
+        return {
+            "rule": {"text": self.rule.describe(), "spec": self.rule.to_dict()},
+            "seed": self.seed, "fractions": list(self.fractions), "split_hash": self.split_hash,
+            "counts": self.counts,
+            "image_ids": {p: ids.loc[self.part(p)].tolist() for p in PARTS},
+            "patients": {s: sorted(set(keys[(self.split == s).to_numpy()])) for s in SPLITS},
+        }
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One row per split plus a total: forget/retain images and patients (for a printed table)."""
+        rows = [{"split": s,
+                 "forget_images": self.counts["images"][s]["forget"],
+                 "retain_images": self.counts["images"][s]["retain"],
+                 "forget_patients": self.counts["patients"][s]["forget"],
+                 "retain_patients": self.counts["patients"][s]["retain"]} for s in SPLITS]
+        total = {"split": "total"}
+        for k in ("forget_images", "retain_images", "forget_patients", "retain_patients"):
+            total[k] = sum(r[k] for r in rows)
+        return rows + [total]
+
+
+def _labelled(df: pd.DataFrame, drop_unlabelled: bool) -> tuple[pd.DataFrame, int]:
+    if "label" not in df.columns:
+        raise DataError(f"Expected a 'label' column in the cohort table, but got {list(df.columns)}.")
+    has = (text_values(df["label"]) != "").to_numpy()
+    n_un = int((~has).sum())
+    if not has.any():
+        raise SelectionError(f"Expected labelled images to split, but all {len(df)} are unlabelled.")
+    if n_un and not drop_unlabelled:
+        raise SelectionError(f"Expected every image to have a label for splitting, but got {n_un} unlabelled "
+                             f"of {len(df)} (drop them with drop_unlabelled=True).")
+    return df.loc[has], n_un
+
+
+def select(df: pd.DataFrame, rule: Rule, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+           drop_unlabelled: bool = True) -> Selection:
+    """Split ``df`` by patient, then mark the rows ``rule`` matches (outlier statistics from train rows)."""
+    fr = check_fractions(fractions)
+    frame, n_unlabelled = _labelled(df, drop_unlabelled)
+    ids = text_values(frame["image_id"]) if "image_id" in frame.columns else None
+    if ids is not None and ids.duplicated().any():
+        raise DataError(f"Expected unique image_id values, but got a duplicate: {ids[ids.duplicated()].iloc[0]!r}.")
+    validate(rule, frame)
+    split = patient_split(frame, seed, fr)
+    is_train = (split == "train").to_numpy()
+    forget = np.asarray(rule.mask(frame, reference=frame.loc[is_train]), dtype=bool)
+    desc = rule.describe()
+    n_train, n_tf = int(is_train.sum()), int((forget & is_train).sum())
+    if n_tf == 0:
+        raise SelectionError(f"Expected the forget rule ({desc}) to match some training images, but it matches "
+                             f"none of {n_train} (and {int(forget.sum())} of {len(frame)} overall).")
+    if n_tf == n_train:
+        raise SelectionError(f"Expected the forget rule ({desc}) to leave training images to retain, but it "
+                             f"matches all {n_train}.")
+    labels = text_values(frame["label"]).to_numpy()
+    missing = sorted(set(labels[is_train]) - set(labels[is_train & ~forget]))
+    if missing:
+        raise SelectionError(f"Expected every class to keep training images after forgetting ({desc}), but "
+                             f"class(es) {missing} would have none left to retain.")
+    parts = {f"{s}_{g}": frame.index[(split == s).to_numpy() & (forget if g == "forget" else ~forget)].to_numpy()
+             for s in SPLITS for g in ("forget", "retain")}
+    counts = selection_counts(frame, split, forget)
+    counts["total"]["dropped_unlabelled"] = n_unlabelled
+    part_of = np.array([f"{s}_{'forget' if f else 'retain'}" for s, f in zip(split, forget)], dtype=object)
+    split_hash = hash_strings(f"{p}:{i}" for p, i in zip(part_of, text_values(frame["image_id"])))
+    return Selection(rule=rule, seed=seed, fractions=fr, split=split,
+                     forget=pd.Series(forget, index=frame.index, name="forget"), counts=counts,
+                     split_hash=split_hash, frame=frame, **parts)

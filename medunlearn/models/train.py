@@ -1,0 +1,205 @@
+"""Supervised training: the base model, and (exclude_forget=True) the retrain reference.
+
+The retrain reference is the same recipe and seed on the retain rows only, so any gap between it and the
+base model is caused by the forget set. The loop takes device, seed, rank and progress from a RunContext
+and shards the training set by rank, so torchrun / DDP can drive it without a rewrite.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from medunlearn.data.imageset import ImageSet, SplitData
+from medunlearn.errors import ConfigError, DataError, DivergenceError
+from medunlearn.models.zoo import Classifier, create_model
+from medunlearn.provenance import code_version
+from medunlearn.registry import did_you_mean
+from medunlearn.runtime import RunContext
+
+
+@dataclass
+class TrainConfig:
+    """Training recipe (defaults follow docs/calibration: AllCNN, SGD Nesterov, one-cycle)."""
+
+    model: str = "allcnn"  # zoo registry name
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model options (e.g. width)
+    epochs: int = 8  # full passes over the training set
+    batch_size: int = 64
+    lr: float = 0.05  # one-cycle peak learning rate
+    momentum: float = 0.9  # SGD Nesterov momentum
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    amp: bool = True  # mixed precision; only used on CUDA (bf16 when supported, else fp16 + grad scaling)
+    image_size: int = 64  # size the data pipeline resizes to; the model records the data's actual size
+    eval_batch_size: int = 256
+
+    def validate(self) -> "TrainConfig":
+        for name in ("epochs", "batch_size", "image_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Expected train option {name} to be a positive integer, but got {value!r}.")
+        for name in ("lr", "momentum", "weight_decay", "label_smoothing"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"Expected train option {name} to be a finite number >= 0, but got {value!r}.")
+        if self.lr == 0 or self.label_smoothing >= 1 or self.momentum >= 1:
+            raise ConfigError(f"Expected lr > 0, momentum < 1 and label_smoothing < 1, but got lr={self.lr}, "
+                              f"momentum={self.momentum}, label_smoothing={self.label_smoothing}.")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a YAML/JSON mapping; unknown keys raise ConfigError with a did-you-mean."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in names:
+                raise ConfigError(f"Expected train options in {names}, but got {key!r}.{did_you_mean(key, names)}")
+        return cls(**d).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _amp_settings(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
+    if not (cfg.amp and device.type == "cuda"):
+        return False, torch.float32
+    return True, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def _on_device(s: ImageSet, device: torch.device) -> ImageSet:
+    # Small medical cohorts fit in GPU memory: one copy up front removes per-step host->device transfers.
+    return s if device.type == "cpu" else ImageSet(s.images.to(device), s.labels.to(device), s.meta)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, s: ImageSet, device: torch.device, batch_size: int = 256,
+             amp_dtype: torch.dtype | None = None) -> float:
+    """Top-1 accuracy in percent (0-100) of `model` on `s`; nan for an empty set. Model left in eval mode."""
+    if len(s) == 0:
+        return float("nan")
+    model.eval()
+    correct = 0
+    for batch in s.loader(batch_size):
+        x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            correct += int((model(x).argmax(1) == y).sum())
+    return 100.0 * correct / len(s)
+
+
+def _wrap_ddp(model: nn.Module, ctx: RunContext) -> nn.Module:
+    dist = torch.distributed
+    if ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
+                exclude_forget: bool = False) -> tuple[Classifier, dict[str, Any]]:
+    """Train `cfg.model` on data.train (or data.train_retain when exclude_forget: the retrain reference).
+
+    Keeps the epoch with the best validation accuracy (data.val, or data.val_retain when exclude_forget).
+    Returns (model in eval mode on ctx.device, info with wall_time_s, history, best_epoch, n_train, ...).
+    """
+    cfg.validate()
+    train_set = data.train_retain if exclude_forget else data.train
+    val_set = data.val_retain if exclude_forget else data.val
+    if len(train_set) == 0:
+        raise DataError(f"Expected training images, but the {'retain' if exclude_forget else 'train'} set is empty.")
+    if ctx.world_size > 1:  # each rank sees its own shard; gradients are averaged by DDP
+        train_set = train_set.subset(list(range(ctx.rank, len(train_set), ctx.world_size)))
+    device = ctx.device
+    use_amp, amp_dtype = _amp_settings(cfg, device)
+    train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
+    c, h, _ = data.in_shape
+    ctx.seed_everything()  # model init and shuffles depend only on the seed (and rank)
+    model = create_model(cfg.model, data.num_classes, in_channels=c, image_size=h, **cfg.model_kwargs).to(device)
+    net = _wrap_ddp(model, ctx)
+
+    drop_last = len(train_set) > cfg.batch_size  # a ragged last batch adds noise to BN statistics
+    steps = len(train_set) // cfg.batch_size if drop_last else 1
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                          weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    history: list[dict[str, float]] = []
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    start = time.perf_counter()
+    with ctx.progress(f"train {cfg.model}{' (retain only)' if exclude_forget else ''}", cfg.epochs * steps) as advance:
+        for epoch in range(1, cfg.epochs + 1):
+            net.train()
+            loss_sum, correct, seen, wait_s, step_s = 0.0, 0, 0, 0.0, 0.0
+            loader = train_set.loader(cfg.batch_size, shuffle=True, seed=ctx.rank_seed * 10_007 + epoch,
+                                      drop_last=drop_last)
+            t0 = time.perf_counter()
+            for batch in loader:
+                t1 = time.perf_counter()
+                x = batch["image"].to(device, non_blocking=True)
+                y = batch["label"].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    logits = net(x)
+                    loss = loss_fn(logits.float(), y)
+                loss_value = float(loss.detach())  # one sync per step: divergence check and honest timing
+                if not math.isfinite(loss_value):
+                    raise DivergenceError(f"Expected a finite training loss, but got {loss_value} at epoch {epoch} "
+                                          f"(lr={cfg.lr}); lower the learning rate.")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                loss_sum += loss_value * len(y)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += len(y)
+                advance(1)
+                t0, wait_s, step_s = time.perf_counter(), wait_s + (t1 - t0), step_s + (time.perf_counter() - t1)
+            val_acc = accuracy(model, val_set, device, cfg.eval_batch_size, amp_dtype if use_amp else None)
+            history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
+                            "val_acc": val_acc, "data_wait_s": wait_s, "step_s": step_s,
+                            "lr_end": float(sched.get_last_lr()[0])})
+            score = val_acc if math.isfinite(val_acc) else float(epoch)  # no val set: keep the last epoch
+            if score >= best_acc:  # ties go to the later (lower-lr) epoch
+                best_acc, best_epoch = score, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    wall = time.perf_counter() - start
+    model.load_state_dict(best_state)
+    model.eval()
+    info = {
+        "wall_time_s": wall, "history": history, "best_epoch": best_epoch,
+        "best_val_acc": history[best_epoch - 1]["val_acc"], "n_train": len(train_set), "n_val": len(val_set),
+        "exclude_forget": exclude_forget, "seed": ctx.seed, "device": str(device),
+        "amp": str(amp_dtype).replace("torch.", "") if use_amp else "off",
+    }
+    return model, info
+
+
+def make_meta(kind: str, cfg: TrainConfig, data: SplitData, info: dict[str, Any], model: Classifier) -> dict[str, Any]:
+    """The checkpoint meta dict (keys per docs/ARCHITECTURE.md) for a trained base or retrain model."""
+    c, h, _ = data.in_shape
+    return {
+        "kind": kind,
+        "architecture": copy.deepcopy(model.arch),
+        "class_names": list(data.class_names),
+        "image_size": int(h),
+        "in_channels": int(c),
+        "config": {**cfg.to_dict(), "exclude_forget": bool(info.get("exclude_forget", False))},
+        "seed": info.get("seed"),
+        "code_version": code_version(),
+        "cohort_hash": data.info.get("cohort_hash"),
+        "split_hash": data.info.get("split_hash"),
+        "rule": data.info.get("rule"),
+        "wall_time_s": float(info["wall_time_s"]),
+        "changelog": [],
+        "metrics": {"best_val_acc": info.get("best_val_acc"), "best_epoch": info.get("best_epoch"),
+                    "n_train": info.get("n_train")},
+        "training": {"history": info.get("history", []), "device": info.get("device"), "amp": info.get("amp")},
+    }

@@ -1,0 +1,163 @@
+"""PSG: perturbed sign-gradient bilevel unlearning (Nahass et al., arXiv 2505.21872), boundary-based.
+
+Inner (per forget sample, on the frozen original f0): a noisy sign-gradient search for a small input
+perturbation that crosses f0's decision boundary (`inner.psg_perturb`); the class it lands in is the new
+target (`inner.relabel`). Outer: fine-tune θ on the CLEAN forget images toward those targets,
+    min_θ  mean_{D_f} CE(f_θ(x), t(x))  +  φ · mean_{D_r} CE(f_θ(x_r), y_r)   (soft mode: distil f0(x_r)),
+with targets re-drawn every step with fresh noise. γ = λ = φ = 0, one inner step, hard targets is exactly
+Boundary Shrink (`boundary_shrink.py`).
+
+Conventions (see inner.py): ε in [0, 1] pixel units (models normalise inside); γ relative to each sample's
+mean |input gradient| by default. Departures from the authors' code, on purpose: one input space; soft
+targets are probabilities, not logits; `nearest_wrong` takes the nearest class ≠ y even when the attack
+failed (the authors then kept y, so forgetting stalled whenever noise hid the gradient's sign); BatchNorm
+statistics are frozen (forget-only batches would shift them); lr 1e-2 rather than 1e-5, because the
+authors' rate needs ~10 epochs and our stop rules make a larger rate safe (tuned on the synthetic
+device-deprecation split: forget domain to chance, test-retain kept).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from medunlearn.data.imageset import SplitData
+from medunlearn.errors import ConfigError, DataError
+from medunlearn.registry import did_you_mean
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn.base import (METHODS, BaseConfig, Unlearner, check_finite_loss, cycle, freeze_batchnorm,
+                                     n_steps)
+from medunlearn.unlearn.inner import NOISE_SCALES, NOISES, SCHEDULES, psg_perturb, relabel, scheduled_lam
+from medunlearn.unlearn.stopping import StopConfig, make_stop_rule
+
+
+@dataclasses.dataclass
+class PSGConfig(BaseConfig, StopConfig):
+    """PSG hyperparameters (defaults tuned on the synthetic device-deprecation split)."""
+
+    epochs: float = 5.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
+    batch_size: int = 32
+    lr: float = 1e-2  # outer SGD learning rate (authors: 1e-5 for 10 epochs)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epsilon: float = 0.1  # L∞ radius in [0, 1] pixel units
+    gamma: float = 0.1  # noise scale (relative to mean |input gradient| when noise_scale="relative")
+    noise: str = "gaussian"  # gaussian | laplace | cauchy | uniform
+    noise_scale: str = "relative"  # relative | absolute
+    lam: float = 0.0  # closeness λ of the inner problem (only acts when inner_steps > 1)
+    lam_schedule: str = "constant"  # constant | inverse | exponential | linear (over outer steps)
+    inner_steps: int = 1  # 1 = one FGSM-style step (authors' code); > 1 = PGD-like with confidence stop
+    step_size: float = 1.0  # inner step η_t = step_size·ε/√t
+    kappa: float = 0.2  # inner confidence stop: a sample stops once f0's p_y(x+δ) <= kappa
+    target: str = "hard"  # hard (more forgetting) | soft (top-k probabilities of f0(x'), more retention)
+    top_k: int = 3
+    nearest_wrong: bool = True  # exclude y when picking the new target
+    phi: float = 0.0  # retain weight (soft mode distils f0 on retain rows)
+    quantise: bool = True  # round x' to multiples of 1/255
+    freeze_bn: bool = True  # keep BatchNorm statistics (and dropout) in eval mode
+
+
+def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"Expected {key} in {list(choices)}, but got {value!r}.{did_you_mean(value, list(choices))}")
+
+
+def validate(cfg: PSGConfig) -> None:
+    _choice(cfg.noise, NOISES, "noise")
+    _choice(cfg.noise_scale, NOISE_SCALES, "noise_scale")
+    _choice(cfg.lam_schedule, SCHEDULES, "lam_schedule")
+    _choice(cfg.target, ("hard", "soft"), "target")
+    for key in ("epsilon", "lr", "epochs"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"Expected {key} > 0, but got {getattr(cfg, key)}.")
+    for key in ("gamma", "lam", "phi", "weight_decay", "momentum"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"Expected {key} >= 0, but got {getattr(cfg, key)}.")
+    if cfg.inner_steps < 1 or cfg.batch_size < 1 or cfg.top_k < 1:
+        raise ConfigError(f"Expected inner_steps, batch_size, top_k >= 1, but got "
+                          f"{cfg.inner_steps}, {cfg.batch_size}, {cfg.top_k}.")
+
+
+def frozen_teacher(original: nn.Module, device: torch.device) -> nn.Module:
+    teacher = copy.deepcopy(original).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def run_psg(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str,
+            cfg: PSGConfig, log_key: str) -> nn.Module:
+    """The PSG outer loop; updates `model` in place. Also runs Boundary Shrink (γ = λ = φ = 0)."""
+    validate(cfg)
+    if len(data.train_forget) == 0:
+        raise DataError("Expected at least one forget image, but got an empty forget set.")
+    dev, k = ctx.device, data.num_classes
+    teacher = frozen_teacher(original, dev)
+    model.train()
+    if cfg.freeze_bn:
+        freeze_batchnorm(model)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    per_epoch = n_steps(len(data.train_forget), cfg.batch_size, 1.0)
+    total = n_steps(len(data.train_forget), cfg.batch_size, cfg.epochs)
+    forget_it = cycle(data.train_forget.loader(cfg.batch_size, shuffle=True, seed=ctx.rank_seed))
+    retain_it = None
+    if cfg.phi > 0 and len(data.train_retain) > 0:
+        retain_it = cycle(data.train_retain.loader(cfg.batch_size, shuffle=True, seed=ctx.rank_seed + 1))
+    rule = make_stop_rule(goal, cfg, data, original, ctx, log_key)
+    log = ctx.log.setdefault(log_key, {})
+    hist = torch.zeros(k, k, dtype=torch.long)
+    success: list[list[int]] = []  # per epoch: [crossed, seen]
+    step = 0
+    for step in range(1, total + 1):
+        batch = next(forget_it)
+        x, y = batch["image"].to(dev), batch["label"].to(dev)
+        x_adv = psg_perturb(teacher, x, y, epsilon=cfg.epsilon, steps=cfg.inner_steps, step_size=cfg.step_size,
+                            gamma=cfg.gamma, lam=scheduled_lam(cfg.lam, cfg.lam_schedule, step, total),
+                            noise=cfg.noise, noise_scale=cfg.noise_scale, kappa=cfg.kappa, quantise=cfg.quantise)
+        tgt, raw = relabel(teacher, x_adv, y, cfg.target, cfg.nearest_wrong, cfg.top_k)
+        logits = model(x)
+        loss = F.cross_entropy(logits, tgt)
+        if retain_it is not None:
+            rb = next(retain_it)
+            xr, yr = rb["image"].to(dev), rb["label"].to(dev)
+            out_r = model(xr)
+            if cfg.target == "soft":
+                with torch.no_grad():
+                    yr_soft = F.softmax(teacher(xr).float(), 1)
+                loss = loss + cfg.phi * F.cross_entropy(out_r, yr_soft)
+            else:
+                loss = loss + cfg.phi * F.cross_entropy(out_r, yr)
+        check_finite_loss(loss, log_key, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        new = tgt if tgt.dim() == 1 else tgt.argmax(1)
+        hist.index_put_((y.cpu(), new.cpu()), torch.ones(len(y), dtype=torch.long), accumulate=True)
+        epoch = (step - 1) // per_epoch
+        while len(success) <= epoch:
+            success.append([0, 0])
+        success[epoch][0] += int((raw != y).sum())
+        success[epoch][1] += len(y)
+        if rule.update(step, model, logits, y):
+            break
+    rule.finish(step)
+    log.update({
+        "steps": step, "steps_budget": total,
+        "attack_success": [round(c / max(1, n), 4) for c, n in success],
+        "relabel_histogram": hist.tolist(),
+        "stop_reason": rule.record.get("reason", ""),
+    })
+    return model
+
+
+@METHODS.register("psg")
+class PSG(Unlearner):
+    name = "psg"
+    summary = "Perturbed sign-gradient bilevel unlearning: relabel forget rows to the nearest wrong class, fine-tune"
+    Config = PSGConfig
+
+    def _run(self, model, original, data, ctx, goal):
+        return run_psg(model, original, data, ctx, goal, self.config, self.name)
