@@ -37,7 +37,8 @@ def build_split_data(df: pd.DataFrame, rule: Rule, seed: int = 0, image_size: in
 
     Returns SplitData whose ImageSets hold images (n, 1, S, S) float32 in [0, 1], labels (n,) int64 and meta
     rows (image_id, patient, device, site, manufacturer, label, study_date; pseudonymised ids only).
-    info = {rule (text), rule_spec (to_dict), seed, fractions, split_hash, counts, class_names, image_size}.
+    info = {rule (text), rule_spec (to_dict), seed, fractions, split_hash, train_hash (rule-free),
+    cohort_hash, counts, class_names, image_size}.
     """
     sel = select(df, rule, seed=seed, fractions=fractions, drop_unlabelled=drop_unlabelled)
     frame = sel.frame
@@ -62,8 +63,11 @@ def build_split_data(df: pd.DataFrame, rule: Rule, seed: int = 0, image_size: in
     position = pd.Series(np.arange(len(frame)), index=frame.index)
     sets = {}
     for p in PARTS:
-        idx = torch.as_tensor(position.loc[sel.part(p)].to_numpy(), dtype=torch.long)
+        idx = torch.as_tensor(position.loc[sel.part(p)].to_numpy().copy(), dtype=torch.long)
         sets[p] = ImageSet(images[idx], labels[idx], meta.iloc[idx.numpy()].reset_index(drop=True))
+    from medunlearn.data.cohort import cohort_hash  # lazy: pulls in the DICOM/NIfTI readers
+
     info = {"rule": rule.describe(), "rule_spec": rule.to_dict(), "seed": seed, "fractions": list(sel.fractions),
-            "split_hash": sel.split_hash, "counts": sel.counts, "class_names": names, "image_size": image_size}
+            "split_hash": sel.split_hash, "train_hash": sel.train_hash, "cohort_hash": cohort_hash(df),
+            "counts": sel.counts, "class_names": names, "image_size": image_size}
     return SplitData(class_names=names, info=info, **sets)

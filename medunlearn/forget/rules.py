@@ -238,43 +238,43 @@ class WhereRule:
 
 
 @dataclass(frozen=True)
-class AllOf:
+class _Combination:
+    rules: tuple[Rule, ...]
+    _key = ""  # to_dict key: "all" | "any"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", tuple(self.rules))  # lists accepted; tuples keep == and hash
+
+    def validate(self, df: pd.DataFrame) -> None:
+        for r in self.rules:
+            r.validate(df)
+
+    def describe(self) -> str:
+        join, other = (" AND ", AnyOf) if self._key == "all" else (" OR ", AllOf)
+        return join.join(f"({r.describe()})" if isinstance(r, other) else r.describe() for r in self.rules)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self._key: [r.to_dict() for r in self.rules]}
+
+
+@dataclass(frozen=True)
+class AllOf(_Combination):
     """AND of child rules."""
 
-    rules: tuple[Rule, ...]
+    _key = "all"
 
     def mask(self, df: pd.DataFrame, reference: pd.DataFrame | None = None) -> np.ndarray:
         return reduce(np.logical_and, (r.mask(df, reference) for r in self.rules), np.ones(len(df), bool))
 
-    def validate(self, df: pd.DataFrame) -> None:
-        for r in self.rules:
-            r.validate(df)
-
-    def describe(self) -> str:
-        return " AND ".join(f"({r.describe()})" if isinstance(r, AnyOf) else r.describe() for r in self.rules)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"all": [r.to_dict() for r in self.rules]}
-
 
 @dataclass(frozen=True)
-class AnyOf:
+class AnyOf(_Combination):
     """OR of child rules."""
 
-    rules: tuple[Rule, ...]
+    _key = "any"
 
     def mask(self, df: pd.DataFrame, reference: pd.DataFrame | None = None) -> np.ndarray:
         return reduce(np.logical_or, (r.mask(df, reference) for r in self.rules), np.zeros(len(df), bool))
-
-    def validate(self, df: pd.DataFrame) -> None:
-        for r in self.rules:
-            r.validate(df)
-
-    def describe(self) -> str:
-        return " OR ".join(f"({r.describe()})" if isinstance(r, AllOf) else r.describe() for r in self.rules)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"any": [r.to_dict() for r in self.rules]}
 
 
 def _scalars(value: Any, key: str) -> list[str]:

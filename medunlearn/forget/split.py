@@ -33,9 +33,12 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return fr  # type: ignore[return-value]
 
 
-def _majority(s: pd.Series) -> str:
-    counts = s.value_counts()
-    return sorted(counts[counts == counts.max()].index)[0]  # ties → alphabetical, for determinism
+def majority(keys: pd.Series, values: pd.Series) -> pd.Series:
+    """Most frequent value per key (ties → alphabetically first, for determinism), indexed by sorted key."""
+    pairs = pd.DataFrame({"key": keys.to_numpy(), "value": values.to_numpy()})
+    counts = pairs.groupby(["key", "value"], sort=False).size().rename("n").reset_index()
+    counts = counts.assign(neg=-counts["n"]).sort_values(["key", "neg", "value"], kind="mergesort")
+    return counts.drop_duplicates("key").set_index("key")["value"]
 
 
 def patient_keys(df: pd.DataFrame) -> pd.Series:
@@ -54,12 +57,11 @@ def patient_split(df: pd.DataFrame, seed: int = 0,
     if len(df) == 0:
         raise DataError("Expected cohort rows to split, but got an empty table.")
     keys = patient_keys(df)
-    rows = pd.DataFrame({
-        "patient": keys.to_numpy(),
-        "label": text_values(df["label"]).to_numpy() if "label" in df.columns else "",
-        "device": text_values(df["device"]).to_numpy() if "device" in df.columns else "",
-    })
-    per = rows.groupby("patient", sort=True).agg(label=("label", _majority), device=("device", _majority))
+    blank = pd.Series("", index=df.index)
+    per = pd.DataFrame({
+        "label": majority(keys, text_values(df["label"]) if "label" in df.columns else blank),
+        "device": majority(keys, text_values(df["device"]) if "device" in df.columns else blank),
+    }).sort_index()
     per["order"] = np.random.default_rng(seed).permutation(len(per))  # patients sorted by id first
     per = per.sort_values(["label", "device", "order"], kind="mergesort")
     assigned = np.zeros(3)
@@ -121,7 +123,8 @@ class Selection:
     test_forget: np.ndarray
     test_retain: np.ndarray
     counts: dict[str, Any]
-    split_hash: str
+    split_hash: str  # identifies the six parts (depends on the rule)
+    train_hash: str  # identifies the train rows only (rule-free: base and unlearned runs must agree)
     frame: pd.DataFrame = field(repr=False)
 
     def part(self, name: str) -> np.ndarray:
@@ -137,7 +140,7 @@ class Selection:
         return {
             "rule": {"text": self.rule.describe(), "spec": self.rule.to_dict()},
             "seed": self.seed, "fractions": list(self.fractions), "split_hash": self.split_hash,
-            "counts": self.counts,
+            "train_hash": self.train_hash, "counts": self.counts,
             "image_ids": {p: ids.loc[self.part(p)].tolist() for p in PARTS},
             "patients": {s: sorted(set(keys[(self.split == s).to_numpy()])) for s in SPLITS},
         }
@@ -172,6 +175,8 @@ def select(df: pd.DataFrame, rule: Rule, seed: int = 0, fractions: Sequence[floa
            drop_unlabelled: bool = True) -> Selection:
     """Split ``df`` by patient, then mark the rows ``rule`` matches (outlier statistics from train rows)."""
     fr = check_fractions(fractions)
+    if not df.index.is_unique:
+        raise DataError("Expected a cohort table with a unique index, but got repeated index labels.")
     frame, n_unlabelled = _labelled(df, drop_unlabelled)
     ids = text_values(frame["image_id"]) if "image_id" in frame.columns else None
     if ids is not None and ids.duplicated().any():
@@ -199,6 +204,7 @@ def select(df: pd.DataFrame, rule: Rule, seed: int = 0, fractions: Sequence[floa
     counts["total"]["dropped_unlabelled"] = n_unlabelled
     part_of = np.array([f"{s}_{'forget' if f else 'retain'}" for s, f in zip(split, forget)], dtype=object)
     split_hash = hash_strings(f"{p}:{i}" for p, i in zip(part_of, text_values(frame["image_id"])))
+    train_hash = hash_strings(text_values(frame["image_id"])[is_train])
     return Selection(rule=rule, seed=seed, fractions=fr, split=split,
                      forget=pd.Series(forget, index=frame.index, name="forget"), counts=counts,
-                     split_hash=split_hash, frame=frame, **parts)
+                     split_hash=split_hash, train_hash=train_hash, frame=frame, **parts)

@@ -1,0 +1,11 @@
+"""Merging unlearning runs that share one base: one method per file, chosen by registry name.
+
+Methods: linear, task_arithmetic, ties, dare_ties, fisher, greedy_soup, splice (see each module).
+"""
+from medunlearn.merge import dare_ties, fisher, greedy_soup, linear, splice, task_arithmetic, ties  # noqa: F401
+from medunlearn.merge.base import MERGES, MergeConfig, MergeMethod
+from medunlearn.merge.config import MergeSpec, load_merge_config, parse_merge_config
+from medunlearn.merge.runner import merge_from_config, merge_runs, merged_meta, save_merged
+
+__all__ = ["MERGES", "MergeConfig", "MergeMethod", "MergeSpec", "load_merge_config", "parse_merge_config",
+           "merge_from_config", "merge_runs", "merged_meta", "save_merged"]

@@ -36,7 +36,7 @@ def diagonal_fisher(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         classes = range(logp.shape[0]) if mode == "expected" else [int(y)]
         for k in classes:
             grads = torch.autograd.grad(logp[k], list(params.values()), retain_graph=True, allow_unused=True)
-            weight = float(logp[k].exp()) if mode == "expected" else 1.0
+            weight = float(logp[k].detach().exp()) if mode == "expected" else 1.0
             for (n, _), g in zip(params.items(), grads):
                 if g is not None:
                     fisher[n] += weight * g.detach().double() ** 2
@@ -82,7 +82,7 @@ class Fisher(MergeMethod):
             raise DataError("Expected retain-train images to estimate the Fisher, but the retain set is empty.")
         x, y = _sample(env.data.train_retain, int(self.config.fisher_samples), int(env.ctx.seed))
         fishers = []
-        for sd in runs:
+        for sd in env.run_sds:  # whole state dicts: the model needs its BatchNorm buffers
             model = env.build_model(sd).to(env.ctx.device)
             fishers.append({k: v.cpu() for k, v in diagonal_fisher(model, x.to(env.ctx.device),
                                                                   y.to(env.ctx.device), self.config.fisher_labels).items()})

@@ -182,6 +182,10 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     return model, info
 
 
+def _finite_or_none(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
 def make_meta(kind: str, cfg: TrainConfig, data: SplitData, info: dict[str, Any], model: Classifier) -> dict[str, Any]:
     """The checkpoint meta dict (keys per docs/ARCHITECTURE.md) for a trained base or retrain model."""
     c, h, _ = data.in_shape
@@ -199,7 +203,7 @@ def make_meta(kind: str, cfg: TrainConfig, data: SplitData, info: dict[str, Any]
         "rule": data.info.get("rule"),
         "wall_time_s": float(info["wall_time_s"]),
         "changelog": [],
-        "metrics": {"best_val_acc": info.get("best_val_acc"), "best_epoch": info.get("best_epoch"),
+        "metrics": {"best_val_acc": _finite_or_none(info.get("best_val_acc")), "best_epoch": info.get("best_epoch"),
                     "n_train": info.get("n_train")},
         "training": {"history": info.get("history", []), "device": info.get("device"), "amp": info.get("amp")},
     }

@@ -22,9 +22,9 @@ from medunlearn.unlearn.stopping import StopConfig, make_stop_rule
 class BoundaryExpandingConfig(BaseConfig, StopConfig):
     """Boundary Expanding hyperparameters."""
 
-    epochs: float = 5.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
+    epochs: float = 20.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
     batch_size: int = 32
-    lr: float = 1e-2  # SGD learning rate (authors: 1e-5 for 10 epochs)
+    lr: float = 1e-3  # SGD learning rate (authors: 1e-5 for 10 epochs)
     momentum: float = 0.9
     weight_decay: float = 0.0
     freeze_bn: bool = True  # keep BatchNorm statistics (and dropout) in eval mode
@@ -89,5 +89,6 @@ class BoundaryExpanding(Unlearner):
                 break
         rule.finish(step)
         model.head = prune_head(model.head)
+        model.eval()
         ctx.log[self.name].update({"steps": step, "steps_budget": total, "stop_reason": rule.record.get("reason", "")})
         return model

@@ -4,7 +4,7 @@ For each forget image, one FGSM step of size ε on the frozen original model fin
 class (x' = clip(x + ε·sign ∇_x CE(f0(x), y)), target = argmax_{k≠y} f0(x')); the model is then
 fine-tuned on the clean forget images toward those targets. This is PSG with γ = λ = φ = 0, one inner
 step and hard targets, and it runs through the same loop (`psg.run_psg`), so the two agree bit for bit.
-ε is in [0, 1] pixel units; lr 1e-2 with a stop rule instead of the authors' 1e-5 for 10 epochs.
+ε is in [0, 1] pixel units; lr 1e-4 with a stop rule instead of the authors' 1e-5 for 10 epochs.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from medunlearn.unlearn.stopping import StopConfig
 class BoundaryShrinkConfig(BaseConfig, StopConfig):
     """Boundary Shrink hyperparameters."""
 
-    epochs: float = 5.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
+    epochs: float = 20.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
     batch_size: int = 32
-    lr: float = 1e-2  # SGD learning rate
+    lr: float = 1e-4  # SGD learning rate
     momentum: float = 0.9
     weight_decay: float = 0.0
     epsilon: float = 0.1  # FGSM step in [0, 1] pixel units

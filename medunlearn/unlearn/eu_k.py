@@ -1,7 +1,8 @@
 """EU-k (Goel et al. 2022): exact-unlearning proxy that re-initialises the last k blocks and retrains them.
 
 The last k blocks (head counts as one) get fresh random weights (and fresh BatchNorm statistics); they are
-then trained on D_r with all earlier blocks frozen. Whatever those blocks encoded about D_f is gone by
+then trained on D_r with all earlier blocks frozen. The goal's stop rule is consulted only after one
+retain pass: freshly initialised blocks are at chance on everything, which is not forgetting. Whatever those blocks encoded about D_f is gone by
 construction; what the frozen early blocks encode stays.
 """
 from __future__ import annotations
@@ -48,5 +49,5 @@ class EUk(Unlearner):
         reinitialise_blocks(model, model.block_names()[-c.k:])
         retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
                              momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
-                             stop=goal_stop(goal, c, original, data, ctx, self.name))
+                             stop=goal_stop(goal, c, original, data, ctx, self.name), stop_after_epochs=1.0)
         return release(model)

@@ -83,11 +83,12 @@ def release(model: nn.Module) -> nn.Module:
 
 def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step: Callable[[int], StepOut], steps: int,
               method: str, ctx: RunContext, stop: StopRule | None = None,
-              grad_hook: Callable[[int], None] | None = None) -> dict:
+              grad_hook: Callable[[int], None] | None = None, stop_after: int = 0) -> dict:
     """Run up to `steps` optimiser steps; `step(t)` returns (loss, forget logits or None, forget labels or None).
 
     The forget logits (computed before the update) feed the goal's stop rule, which is asked after every
-    update and may end the run early. Returns (and logs in ctx.log[method]) {steps, budget, last_loss}.
+    update (from step `stop_after` on) and may end the run early.
+    Returns (and logs in ctx.log[method]) {steps, budget, last_loss}.
     """
     record = {"steps": 0, "budget": steps, "last_loss": float("nan")}
     with ctx.progress(method, steps) as advance:
@@ -101,7 +102,7 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step: Callable
             optimizer.step()
             advance(1)
             record["steps"], record["last_loss"] = t + 1, float(loss.detach())
-            if stop is not None and stop.update(t, model, logits_f, labels_f):
+            if stop is not None and t >= stop_after and stop.update(t, model, logits_f, labels_f):
                 break
     if stop is not None:
         stop.finish(record["steps"] - 1)
@@ -118,9 +119,12 @@ def goal_stop(goal: str, config: StopConfig, original: nn.Module, data: SplitDat
 
 def retain_finetune_loop(model: nn.Module, data: SplitData, ctx: RunContext, *, params: list[nn.Parameter],
                          epochs: float, batch_size: int, lr: float, momentum: float, weight_decay: float,
-                         method: str, stop: StopRule | None = None,
+                         method: str, stop: StopRule | None = None, stop_after_epochs: float = 0.0,
                          penalty: Callable[[int, int], torch.Tensor] | None = None) -> dict:
-    """Minimise CE on D_r (+ `penalty(t, steps)`) over `params` for `epochs` passes of the retain set."""
+    """Minimise CE on D_r (+ `penalty(t, steps)`) over `params` for `epochs` passes of the retain set.
+
+    The stop rule is consulted only after `stop_after_epochs` passes (EU-k's fresh blocks start at chance).
+    """
     stream = batches(data.train_retain, batch_size, ctx.rank_seed, ctx.device)
     steps = n_steps(len(data.train_retain), batch_size, epochs)
     opt = sgd(params, lr, momentum, weight_decay)
@@ -130,7 +134,8 @@ def retain_finetune_loop(model: nn.Module, data: SplitData, ctx: RunContext, *, 
         loss = F.cross_entropy(model(x), y)
         return (loss + penalty(t, steps) if penalty is not None else loss), None, None
 
-    return run_steps(model, opt, step, steps, method, ctx, stop=stop)
+    warmup = n_steps(len(data.train_retain), batch_size, stop_after_epochs) if stop_after_epochs > 0 else 0
+    return run_steps(model, opt, step, steps, method, ctx, stop=stop, stop_after=warmup)
 
 
 

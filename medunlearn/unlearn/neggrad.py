@@ -1,8 +1,8 @@
 """NegGrad+ (Kurmanji et al. 2023): descend on the retain set while ascending on the forget set.
 
-loss = α·CE(retain) − (1−α)·min(CE(forget), clip). Plain gradient ascent (α=0) blows up: CE on D_f is
-unbounded above. The clip stops the ascent term's gradient once a forget batch is already misclassified
-with loss ≥ `forget_loss_clip`, so the run cannot diverge and the retain term keeps the rest of the model.
+loss = α·CE(retain) − (1−α)·mean_i min(CE_i(forget), clip). Plain gradient ascent (α=0) blows up: CE on D_f
+is unbounded above. The clip is per sample: a forget image whose loss already exceeds `forget_loss_clip`
+stops contributing to the ascent, so no logit is pushed without bound and the retain term holds the rest.
 """
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from medunlearn.unlearn.stopping import StopConfig
 
 
 def neggrad_loss(retain_ce: torch.Tensor, forget_ce: torch.Tensor, alpha: float, clip: float) -> torch.Tensor:
-    """α·CE_r − (1−α)·min(CE_f, clip): scalar tensors in, scalar out. The clamp has zero gradient above `clip`."""
-    return alpha * retain_ce - (1.0 - alpha) * torch.clamp(forget_ce, max=clip)
+    """α·CE_r − (1−α)·mean(min(CE_f, clip)). retain_ce: scalar; forget_ce: (B,) per-sample losses.
+
+    The clamp has zero gradient for samples above `clip`."""
+    return alpha * retain_ce - (1.0 - alpha) * torch.clamp(forget_ce, max=clip).mean()
 
 
 @dataclass
@@ -32,7 +34,7 @@ class NegGradConfig(BaseConfig, StopConfig):
     momentum: float = 0.9
     weight_decay: float = 0.0
     alpha: float = 0.9  # retain weight α; the ascent weight is 1−α (PSG protocol used 0.9999 with 10+ epochs)
-    forget_loss_clip: float = 5.0  # cap on CE(forget) in the ascent term (≈ −log p_y = 5 → p_y ≈ 0.7 %)
+    forget_loss_clip: float = 5.0  # per-sample cap on CE(forget) in the ascent (CE 5 ↔ p_y ≈ 0.7 %)
     params: str = "all"  # parameter subset: "all", "head" or "last-N"
 
 
@@ -51,7 +53,7 @@ class NegGrad(Unlearner):
         def step(t: int) -> StepOut:
             (xf, yf), (xr, yr) = next(pairs)
             logits_f = model(xf)
-            loss = neggrad_loss(F.cross_entropy(model(xr), yr), F.cross_entropy(logits_f, yf), c.alpha,
+            loss = neggrad_loss(F.cross_entropy(model(xr), yr), F.cross_entropy(logits_f, yf, reduction="none"), c.alpha,
                                 c.forget_loss_clip)
             return loss, logits_f.detach(), yf
 

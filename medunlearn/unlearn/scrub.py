@@ -54,7 +54,8 @@ class Scrub(Unlearner):
         c = self.config
         teacher = copy.deepcopy(original).to(ctx.device).eval()  # frozen θ0; the caller's model stays as it was
         opt = sgd(train_only(model, c.params), c.lr, c.momentum, c.weight_decay)
-        freeze_batchnorm(model)  # max-steps see one domain only; keep θ0's running statistics
+        # BatchNorm stays in train mode as in SCRUB: batch statistics make the student differ from the teacher,
+        # without which KL(teacher‖student) and its gradient start at exactly 0 and the max-steps do nothing.
         forget = batches(data.train_forget, c.batch_size, ctx.rank_seed, ctx.device)
         retain = batches(data.train_retain, c.batch_size, ctx.rank_seed + 1, ctx.device)
         plan = scrub_schedule(max(1, math.ceil(c.epochs)), c.msteps, n_steps(len(data.train_forget), c.batch_size, 1),

@@ -1,0 +1,138 @@
+"""MONAI data path: cohort rows → dictionary records → transforms → (N, C, S, S) float32 tensors in [0, 1].
+
+DICOM rows load with PydicomReader and NIfTI rows with NibabelReader, chosen per record from the
+cohort's `format` column. 3D volumes and multi-frame files contribute their middle slice / frame;
+colour images become grey, so every model sees one channel in pixel units [0, 1].
+"""
+from __future__ import annotations
+
+from typing import Hashable, Mapping
+
+import pandas as pd
+import torch
+from monai.config import KeysCollection
+from monai.data import CacheDataset, DataLoader, Dataset, NibabelReader, PydicomReader
+from monai.transforms import (Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, MapTransform,
+                              RepeatChanneld, Resized, ScaleIntensityd)
+
+from medunlearn.errors import DataError
+from medunlearn.registry import did_you_mean
+from medunlearn.runtime import RunContext
+
+_GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
+
+
+def cohort_records(df: pd.DataFrame, class_names: list[str]) -> list[dict]:
+    """Cohort rows → [{"image": path, "label": class index, "image_id", "format"}]; every label must be known."""
+    for col in ("path", "label", "image_id"):
+        if col not in df.columns:
+            raise DataError(f"Expected a cohort with a {col!r} column, but got columns {list(df.columns)}.")
+    index = {name: i for i, name in enumerate(class_names)}
+    records = []
+    for row in df.itertuples(index=False):
+        label = str(row.label)
+        if label not in index:
+            hint = did_you_mean(label, list(class_names)) if label else " Unlabelled rows must be dropped first."
+            raise DataError(f"Expected a label in {list(class_names)}, but image {row.image_id} has {label!r}.{hint}")
+        fmt = str(getattr(row, "format", "") or ("nifti" if str(row.path).lower().endswith((".nii", ".nii.gz"))
+                                                   else "dicom"))
+        records.append({"image": str(row.path), "label": index[label], "image_id": str(row.image_id), "format": fmt})
+    return records
+
+
+def middle_grey_2d(arr: torch.Tensor, fmt: str) -> torch.Tensor:
+    """One 2D grey plane (H, W) from a loaded array.
+
+    DICOM (pydicom layout): (H, W), (H, W, 3|4) colour, (F, H, W) frames, (F, H, W, 3|4).
+    NIfTI: (X, Y), (X, Y, Z), (X, Y, Z, T) → middle Z of the first volume.
+    """
+    x = torch.as_tensor(arr).float()
+    if fmt == "nifti":
+        while x.ndim > 3:
+            x = x[..., 0]
+        return x[..., x.shape[-1] // 2] if x.ndim == 3 else x
+    colour = x.ndim == 4 or (x.ndim == 3 and x.shape[-1] in (3, 4) and x.shape[0] > 4)
+    if x.ndim == 4 or (x.ndim == 3 and not colour):
+        x = x[x.shape[0] // 2]
+    if colour:
+        x = sum(w * x[..., c] for c, w in enumerate(_GREY))
+    return x
+
+
+class LoadMiddleSliced(MapTransform):
+    """Load `keys` with the reader for the record's format, keep the middle grey 2D plane (H, W)."""
+
+    def __init__(self, keys: KeysCollection, format_key: str = "format") -> None:
+        super().__init__(keys)
+        self.format_key = format_key
+        self.loaders = {
+            "dicom": LoadImaged(keys, reader=PydicomReader(swap_ij=False), image_only=True),
+            "nifti": LoadImaged(keys, reader=NibabelReader(), image_only=True),
+        }
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        fmt = str(d.get(self.format_key) or "dicom")
+        if fmt not in self.loaders:
+            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}.{did_you_mean(fmt, list(self.loaders))}")
+        try:
+            d = self.loaders[fmt](d)
+        except Exception as exc:  # undecodable pixels (missing codec, truncated file, ...)
+            raise DataError(f"Expected decodable pixel data, but image {d.get('image_id', '?')} failed "
+                            f"({type(exc).__name__}: {str(exc)[:120]}).") from exc
+        for key in self.key_iterator(d):
+            d[key] = middle_grey_2d(d[key], fmt)
+        return d
+
+
+def make_transforms(image_size: int, in_channels: int = 1) -> Compose:
+    """Dictionary transforms: load → middle grey plane → channel first → [0, 1] → (C, S, S) float32."""
+    steps = [
+        LoadMiddleSliced("image"),
+        EnsureChannelFirstd("image", channel_dim="no_channel"),
+        ScaleIntensityd("image", minv=0.0, maxv=1.0),
+        Resized("image", spatial_size=(image_size, image_size), mode="bilinear", anti_aliasing=True),
+    ]
+    if in_channels > 1:
+        steps.append(RepeatChanneld("image", repeats=in_channels))
+    steps.append(EnsureTyped("image", dtype=torch.float32, track_meta=False))
+    return Compose(steps)
+
+
+def make_dataset(records: list[dict], image_size: int, cache: bool = True, in_channels: int = 1) -> Dataset:
+    """MONAI CacheDataset (decode once, keep in memory) or a plain Dataset when cache=False."""
+    transform = make_transforms(image_size, in_channels)
+    if cache:
+        return CacheDataset(records, transform, cache_rate=1.0, num_workers=0, progress=False)
+    return Dataset(records, transform)
+
+
+def _data_error(exc: BaseException) -> DataError | None:
+    while exc is not None:
+        if isinstance(exc, DataError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def load_images(df: pd.DataFrame, class_names: list[str], image_size: int, progress: bool = False,
+                in_channels: int = 1, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode every cohort row once → images (N, C, S, S) float32 in [0, 1], labels (N,) int64."""
+    records = cohort_records(df, class_names)
+    if not records:
+        return torch.zeros(0, in_channels, image_size, image_size), torch.zeros(0, dtype=torch.long)
+    loader = DataLoader(make_dataset(records, image_size, cache=False, in_channels=in_channels),
+                        batch_size=batch_size, shuffle=False, num_workers=0)
+    images, labels = [], []
+    with RunContext(show_progress=progress).progress("Decoding images", total=len(records)) as advance:
+        try:
+            for batch in loader:
+                images.append(batch["image"].float())
+                labels.append(torch.as_tensor(batch["label"], dtype=torch.long))
+                advance(len(batch["label"]))
+        except Exception as exc:
+            err = _data_error(exc)
+            if err is not None:
+                raise err from exc
+            raise DataError(f"Expected every cohort image to load, but decoding failed ({type(exc).__name__}).") from exc
+    return torch.cat(images).clamp_(0.0, 1.0), torch.cat(labels)

@@ -1,0 +1,20 @@
+"""Shared unlearning fixtures: one tiny trained base model per test session."""
+from __future__ import annotations
+
+import pytest
+
+from medunlearn.models.train import TrainConfig, train_model
+from medunlearn.runtime import RunContext
+from tests.conftest import make_tiny_split
+
+
+@pytest.fixture(scope="session")
+def trained_tiny():
+    """(model, split): small_cnn (width 8) trained on the 3-class, 16 px, 600-row four-device tiny split.
+
+    The forget set is device ScannerX. Tests must not modify the returned model (unlearners copy it)."""
+    split = make_tiny_split(num_classes=3, size=16, n_train=600, seed=0)
+    cfg = TrainConfig(model="small_cnn", model_kwargs={"width": 8}, epochs=6, batch_size=32, lr=0.05,
+                      image_size=16, amp=False)
+    model, _ = train_model(split, cfg, RunContext(seed=0))
+    return model.eval(), split

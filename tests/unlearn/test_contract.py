@@ -1,0 +1,138 @@
+"""Contract tests over EVERY registered unlearner (a new method is covered by registering it).
+
+The behavioural check runs on the tiny device-forgetting problem (`trained_tiny`: small_cnn, 16 px, 3 classes,
+forget set = device ScannerX, 60 forget / 180 retain rows). All methods get the same override, batch_size=16,
+so the tiny sets give several steps per pass; every other hyperparameter is the method's default.
+Tolerances (the same for every method): under the suppression goal, forget accuracy (train_forget) must fall
+by at least FA_DROP points and retain accuracy (train_retain) must stay within RA_TOL points of the original.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from medunlearn.errors import ConfigError
+from medunlearn.models.zoo import Classifier
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn import GOALS, METHODS
+from medunlearn.unlearn.stopping import accuracy_pct, predict_logits
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "unlearn"
+TINY = {"batch_size": 16}
+FA_DROP = 10.0  # percentage points the forget accuracy must fall (suppression)
+RA_TOL = 15.0  # percentage points the retain accuracy may fall at most
+
+# Methods that cannot meet the suppression check on this problem, and why. The forget domain (ScannerX) differs
+# from the retain domains only by an intensity offset and a marker stripe, so it shares every class feature.
+_RETAIN_ONLY = ("never sees the forget set; when the forget domain shares the retain domains' class features, "
+                "fitting D_r keeps forget accuracy high (calibration.md table B: fine-tune FA 99.0 -> 96.8)")
+CANNOT_SUPPRESS = {
+    "finetune": _RETAIN_ONLY,
+    "l1_sparse": _RETAIN_ONLY,
+    "cf_k": _RETAIN_ONLY,
+    "eu_k": _RETAIN_ONLY + "; the retrained last blocks relearn the shared features",
+    "scrub": ("SCRUB's min-steps distil the teacher on D_r, which pulls a forget domain that shares D_r's features "
+              "back to the teacher's (correct) predictions; the max-KL pass cannot outweigh it"),
+}
+
+
+def _unlearn(name: str, model: torch.nn.Module, split, goal: str, seed: int = 0, **overrides):
+    ctx = RunContext(seed=seed)
+    out = METHODS.get(name)(**{**TINY, **overrides}).unlearn(model, split, ctx, goal)
+    return out, ctx
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _acc(model: torch.nn.Module, images) -> float:
+    return accuracy_pct(predict_logits(model, images.images, 3, torch.device("cpu")), images.labels)
+
+
+@pytest.mark.parametrize("goal", GOALS)
+@pytest.mark.parametrize("name", METHODS.names())
+def test_returns_new_classifier_of_same_architecture(name, goal, trained_tiny):
+    model, split = trained_tiny
+    out, _ = _unlearn(name, model, split, goal)
+    assert isinstance(out, Classifier) and out is not model
+    assert {k: v.shape for k, v in out.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert out.arch == model.arch
+
+
+@pytest.mark.parametrize("goal", GOALS)
+@pytest.mark.parametrize("name", METHODS.names())
+def test_leaves_input_model_untouched(name, goal, trained_tiny):
+    model = copy.deepcopy(trained_tiny[0]).train()  # train mode: a method must not flip BN layers of its input
+    before, flags = _state(model), [(m.training, p.requires_grad) for m, p in zip(model.modules(), model.parameters())]
+    _unlearn(name, model, trained_tiny[1], goal)
+    after = model.state_dict()
+    for key, value in before.items():  # parameters and BatchNorm buffers (running stats, num_batches_tracked)
+        assert torch.equal(after[key], value), f"{name} modified the input model's {key}"
+    assert [(m.training, p.requires_grad) for m, p in zip(model.modules(), model.parameters())] == flags
+
+
+@pytest.mark.parametrize("goal", GOALS)
+@pytest.mark.parametrize("name", METHODS.names())
+def test_deterministic_for_a_seed(name, goal, trained_tiny):
+    model, split = trained_tiny
+    a, _ = _unlearn(name, model, split, goal, seed=3)
+    b, _ = _unlearn(name, model, split, goal, seed=3)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa), f"{name} gave different weights for the same seed"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_suppression_lowers_forget_accuracy_and_keeps_retain(name, trained_tiny, request):
+    if name in CANNOT_SUPPRESS:
+        request.applymarker(pytest.mark.xfail(reason=CANNOT_SUPPRESS[name], strict=True))
+    model, split = trained_tiny
+    fa0, ra0 = _acc(model, split.train_forget), _acc(model, split.train_retain)
+    out, _ = _unlearn(name, model, split, "suppression")
+    fa, ra = _acc(out, split.train_forget), _acc(out, split.train_retain)
+    assert fa <= fa0 - FA_DROP, f"{name}: forget accuracy {fa0:.1f} -> {fa:.1f}, expected a drop of >= {FA_DROP}"
+    assert ra >= ra0 - RA_TOL, f"{name}: retain accuracy {ra0:.1f} -> {ra:.1f}, expected a drop of <= {RA_TOL}"
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_config_yaml_has_exactly_the_dataclass_defaults(name):
+    path = CONFIG_DIR / f"{name}.yaml"
+    assert path.is_file(), f"missing {path}"
+    loaded = yaml.safe_load(path.read_text())
+    defaults = {f.name: _plain(getattr(METHODS.get(name).Config(), f.name))
+                for f in dataclasses.fields(METHODS.get(name).Config)}
+    assert set(loaded) == set(defaults)
+    for key, value in defaults.items():
+        assert loaded[key] == value and type(loaded[key]) is type(value), f"{name}.yaml {key}: {loaded[key]!r}"
+    assert METHODS.get(name)(**loaded).config == METHODS.get(name).Config()
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_name_and_summary(name):
+    cls = METHODS.get(name)
+    assert cls.name == name
+    assert isinstance(cls.summary, str) and cls.summary.strip() and "\n" not in cls.summary
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_unknown_override_raises_config_error_with_suggestion(name):
+    with pytest.raises(ConfigError, match='Did you mean "epochs"'):
+        METHODS.get(name)(epoch=2)
+    with pytest.raises(ConfigError, match="Expected a number for lr"):
+        METHODS.get(name)(lr="fast")
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_unknown_goal_raises_config_error(name, trained_tiny):
+    model, split = trained_tiny
+    with pytest.raises(ConfigError, match='Did you mean "suppression"'):
+        METHODS.get(name)().unlearn(model, split, RunContext(seed=0), goal="supression")

@@ -1,0 +1,104 @@
+"""PSG: inner relabelling, noise-scale convention, Boundary Shrink equivalence, suppression, errors."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from medunlearn.errors import ConfigError, DivergenceError
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn import METHODS
+from medunlearn.unlearn.inner import psg_perturb, relabel, scheduled_lam
+from medunlearn.unlearn.psg import frozen_teacher
+from medunlearn.unlearn.stopping import accuracy_pct, predict_logits
+
+NO_STOP = {"check_every": 100000}
+
+
+def _success(teacher, x, y, **kw) -> float:
+    torch.manual_seed(0)
+    x_adv = psg_perturb(teacher, x, y, epsilon=0.1, **kw)
+    _, raw = relabel(teacher, x_adv, y)
+    return float((raw != y).float().mean())
+
+
+def test_relabel_targets_a_class_other_than_y(trained_tiny):
+    model, split = trained_tiny
+    teacher = frozen_teacher(model, torch.device("cpu"))
+    x, y = split.train_forget.images, split.train_forget.labels
+    x_adv = psg_perturb(teacher, x, y, epsilon=0.1, gamma=0.1)
+    tgt, raw = relabel(teacher, x_adv, y, "hard")
+    assert bool((tgt != y).all())
+    assert float((x_adv - x).abs().max()) <= 0.1 + 0.5 / 255 + 1e-6
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    assert torch.allclose(x_adv * 255, torch.round(x_adv * 255), atol=1e-4)  # quantised to 1/255
+    soft, _ = relabel(teacher, x_adv, y, "soft", top_k=3)
+    assert torch.allclose(soft.sum(1), torch.ones(len(y)), atol=1e-5)
+    assert float(soft.gather(1, y[:, None]).max()) == 0.0  # nearest_wrong removes y from soft targets too
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_relative_noise_keeps_attack_success_absolute_does_not(trained_tiny):
+    model, split = trained_tiny
+    teacher = frozen_teacher(model, torch.device("cpu"))
+    x, y = split.train_forget.images, split.train_forget.labels
+    clean = _success(teacher, x, y)
+    rel = _success(teacher, x, y, gamma=0.1, noise_scale="relative")
+    absolute = _success(teacher, x, y, gamma=0.1, noise_scale="absolute")
+    assert clean >= 0.8
+    assert rel >= 0.9 * clean
+    assert absolute < rel - 0.2  # the per-pixel input gradient is tiny: absolute noise hides its sign
+
+
+def test_multi_step_inner_search_stays_in_ball_and_stops_on_confidence(trained_tiny):
+    model, split = trained_tiny
+    teacher = frozen_teacher(model, torch.device("cpu"))
+    x, y = split.train_forget.images[:32], split.train_forget.labels[:32]
+    x_adv = psg_perturb(teacher, x, y, epsilon=0.05, steps=5, step_size=0.5, gamma=0.1, lam=0.5,
+                        noise="laplace", quantise=False)
+    assert float((x_adv - x).abs().max()) <= 0.05 + 1e-6
+    p_y = torch.softmax(teacher(x_adv), 1).gather(1, y[:, None]).squeeze(1)
+    p_clean = torch.softmax(teacher(x), 1).gather(1, y[:, None]).squeeze(1)
+    assert float(p_y.mean()) < float(p_clean.mean())
+    assert scheduled_lam(1.0, "inverse", 4, 10) == 0.25
+    assert scheduled_lam(1.0, "linear", 11, 10) == 0.0
+
+
+def test_psg_with_zero_knobs_is_boundary_shrink_bit_for_bit(trained_tiny):
+    model, split = trained_tiny
+    shared = dict(epochs=2.0, lr=1e-3, batch_size=16, **NO_STOP)
+    bs = METHODS.get("boundary_shrink")(**shared).unlearn(model, split, RunContext(seed=3))
+    psg = METHODS.get("psg")(gamma=0.0, lam=0.0, phi=0.0, **shared).unlearn(model, split, RunContext(seed=3))
+    noisy = METHODS.get("psg")(gamma=2.0, lam=0.0, phi=0.0, **shared).unlearn(model, split, RunContext(seed=3))
+    a, b, c = bs.state_dict(), psg.state_dict(), noisy.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the comparison can fail
+    assert not torch.equal(a["head.weight"], model.state_dict()["head.weight"])
+
+
+def test_psg_suppresses_forget_domain_and_logs(trained_tiny):
+    model, split = trained_tiny
+    before = copy.deepcopy(model.state_dict())
+    ctx = RunContext(seed=0)
+    out = METHODS.get("psg")().unlearn(model, split, ctx, goal="suppression")
+    log = ctx.log["psg"]
+    k = split.num_classes
+    assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())  # input untouched
+    val_forget = accuracy_pct(predict_logits(out, split.val_forget.images, k, ctx.device), split.val_forget.labels)
+    retain = accuracy_pct(predict_logits(out, split.test_retain.images, k, ctx.device), split.test_retain.labels)
+    assert log["stop"]["reason"].startswith("val_forget accuracy")
+    assert val_forget <= 100 / k + 5 + 1e-6
+    assert retain >= 70
+    hist = torch.tensor(log["relabel_histogram"])
+    assert hist.shape == (k, k) and int(hist.diagonal().sum()) == 0 and int(hist.sum()) > 0
+    assert 0.0 <= min(log["attack_success"]) <= max(log["attack_success"]) <= 1.0
+    assert log["steps"] <= log["steps_budget"]
+
+
+def test_psg_errors(trained_tiny):
+    model, split = trained_tiny
+    with pytest.raises(ConfigError, match="laplace"):
+        METHODS.get("psg")(noise="laplac").unlearn(model, split, RunContext())
+    with pytest.raises(DivergenceError):
+        METHODS.get("psg")(lr=1e10, epochs=3.0, **NO_STOP).unlearn(model, split, RunContext())
