@@ -30,7 +30,7 @@ def _check_class_names(labels: pd.Series, class_names: list[str]) -> None:
                             f"{did_you_mean(lab, class_names)}")
 
 
-def build_split_data(df: pd.DataFrame, rule: Rule, seed: int = 0, image_size: int = 64,
+def build_split_data(df: pd.DataFrame, rule: Rule | None, seed: int = 0, image_size: int = 64,
                      fractions: Sequence[float] = DEFAULT_FRACTIONS, loader: Loader | None = None,
                      class_names: Sequence[str] | None = None, drop_unlabelled: bool = True) -> SplitData:
     """Select (patient-level split + forget mask) and materialise the six image sets.
@@ -67,7 +67,7 @@ def build_split_data(df: pd.DataFrame, rule: Rule, seed: int = 0, image_size: in
         sets[p] = ImageSet(images[idx], labels[idx], meta.iloc[idx.numpy()].reset_index(drop=True))
     from medunlearn.data.cohort import cohort_hash  # lazy: pulls in the DICOM/NIfTI readers
 
-    info = {"rule": rule.describe(), "rule_spec": rule.to_dict(), "seed": seed, "fractions": list(sel.fractions),
+    info = {"rule": sel.rule.describe(), "rule_spec": sel.rule.to_dict(), "seed": seed, "fractions": list(sel.fractions),
             "split_hash": sel.split_hash, "train_hash": sel.train_hash, "cohort_hash": cohort_hash(df),
             "counts": sel.counts, "class_names": names, "image_size": image_size}
     return SplitData(class_names=names, info=info, **sets)

@@ -171,9 +171,14 @@ def _labelled(df: pd.DataFrame, drop_unlabelled: bool) -> tuple[pd.DataFrame, in
     return df.loc[has], n_un
 
 
-def select(df: pd.DataFrame, rule: Rule, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+def select(df: pd.DataFrame, rule: Rule | None, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
            drop_unlabelled: bool = True) -> Selection:
-    """Split ``df`` by patient, then mark the rows ``rule`` matches (outlier statistics from train rows)."""
+    """Split ``df`` by patient, then mark the rows ``rule`` matches (outlier statistics from train rows).
+
+    ``rule=None`` selects no forget rows (used to train the deployed model on the whole train split).
+    A rule that removes every training image of a class is allowed (class forgetting); the classes are
+    listed in ``counts["total"]["classes_fully_forgotten"]``.
+    """
     fr = check_fractions(fractions)
     if not df.index.is_unique:
         raise DataError("Expected a cohort table with a unique index, but got repeated index labels.")
@@ -181,30 +186,45 @@ def select(df: pd.DataFrame, rule: Rule, seed: int = 0, fractions: Sequence[floa
     ids = text_values(frame["image_id"]) if "image_id" in frame.columns else None
     if ids is not None and ids.duplicated().any():
         raise DataError(f"Expected unique image_id values, but got a duplicate: {ids[ids.duplicated()].iloc[0]!r}.")
+    rule = rule if rule is not None else NoRule()
     validate(rule, frame)
     split = patient_split(frame, seed, fr)
     is_train = (split == "train").to_numpy()
     forget = np.asarray(rule.mask(frame, reference=frame.loc[is_train]), dtype=bool)
     desc = rule.describe()
     n_train, n_tf = int(is_train.sum()), int((forget & is_train).sum())
-    if n_tf == 0:
+    if n_tf == 0 and not isinstance(rule, NoRule):
         raise SelectionError(f"Expected the forget rule ({desc}) to match some training images, but it matches "
                              f"none of {n_train} (and {int(forget.sum())} of {len(frame)} overall).")
     if n_tf == n_train:
         raise SelectionError(f"Expected the forget rule ({desc}) to leave training images to retain, but it "
                              f"matches all {n_train}.")
     labels = text_values(frame["label"]).to_numpy()
-    missing = sorted(set(labels[is_train]) - set(labels[is_train & ~forget]))
-    if missing:
-        raise SelectionError(f"Expected every class to keep training images after forgetting ({desc}), but "
-                             f"class(es) {missing} would have none left to retain.")
+    fully_forgotten = sorted(set(labels[is_train]) - set(labels[is_train & ~forget]))
     parts = {f"{s}_{g}": frame.index[(split == s).to_numpy() & (forget if g == "forget" else ~forget)].to_numpy()
              for s in SPLITS for g in ("forget", "retain")}
     counts = selection_counts(frame, split, forget)
     counts["total"]["dropped_unlabelled"] = n_unlabelled
+    counts["total"]["classes_fully_forgotten"] = fully_forgotten
     part_of = np.array([f"{s}_{'forget' if f else 'retain'}" for s, f in zip(split, forget)], dtype=object)
     split_hash = hash_strings(f"{p}:{i}" for p, i in zip(part_of, text_values(frame["image_id"])))
     train_hash = hash_strings(text_values(frame["image_id"])[is_train])
     return Selection(rule=rule, seed=seed, fractions=fr, split=split,
                      forget=pd.Series(forget, index=frame.index, name="forget"), counts=counts,
                      split_hash=split_hash, train_hash=train_hash, frame=frame, **parts)
+
+
+class NoRule:
+    """The empty forget rule: matches nothing (training the deployed model on every train row)."""
+
+    def mask(self, df: pd.DataFrame, reference: pd.DataFrame | None = None) -> np.ndarray:
+        return np.zeros(len(df), dtype=bool)
+
+    def describe(self) -> str:
+        return "(no forget rule)"
+
+    def to_dict(self) -> dict:
+        return {}
+
+    def validate(self, df: pd.DataFrame) -> None:
+        return None

@@ -39,7 +39,7 @@ SOLVERS = ("iterative", "one_step", "newton_cg")
 class FAMRConfig(BaseConfig, StopConfig):
     """FAMR hyperparameters (suggested defaults, not the paper's)."""
 
-    epochs: float = 10.0  # iterative solver budget in passes over D_f
+    epochs: float = 30.0  # iterative solver budget in passes over D_f
     batch_size: int = 64
     lr: float = 1e-2  # Adam learning rate (weight decay 0)
     loss: str = "ce_uniform"  # ce_uniform | kl_p_u

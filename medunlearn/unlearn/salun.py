@@ -44,13 +44,13 @@ def forget_gradients(model: nn.Module, params: list[nn.Parameter], forget: Image
 
 @dataclass
 class SalUnConfig(BaseConfig, StopConfig):
-    epochs: float = 3.0  # passes over the forget set
+    epochs: float = 6.0  # passes over the forget set
     batch_size: int = 64
     lr: float = 0.01  # SGD
     momentum: float = 0.9
     weight_decay: float = 0.0  # applied to masked weights only
     sparsity: float = 0.5  # fraction of weights (whole model) the saliency mask lets move
-    retain_weight: float = 1.0  # weight of CE on the paired retain batch
+    retain_weight: float = 2.0  # weight of CE on the paired retain batch (as random_labels)
     params: str = "all"  # parameter subset the saliency ranking runs over: "all", "head" or "last-N"
 
 

@@ -27,7 +27,7 @@ def test_index_synthetic_with_labels(syn, tmp_path):
     assert rep["indexed"] == len(labels) == len(df) and rep["skipped"] == 0
     assert rep["labelled"] == len(df) and rep["unlabelled"] == 0 and rep["labels_unmatched"] == 0
     assert set(df["label"]) == {"normal", "cyst", "mass"}
-    assert set(rep["by_vendor"]) == {"Siemens", "GE", "Philips", "Canon"} & set(rep["by_vendor"])
+    assert set(rep["by_vendor"]) <= {"Siemens", "GE", "Philips", "Canon"} and len(rep["by_vendor"]) >= 3
     assert "ScannerX" in rep["by_device"] and len(rep["by_site"]) >= 2
     assert df["patient"].str.match(r"^P-[0-9a-f]{12}$").all() and df["image_id"].is_unique
     assert df["patient"].nunique() == 10 and (df["rows"] == 16).all() and df["study_date"].str.match(r"2023-").all()

@@ -35,16 +35,24 @@ def test_synthetic_batch_shapes(cohort):
 
 
 def test_real_pydicom_files_grey_and_multiframe():
+    """Grey CT/MR, an RGB secondary capture and a 10-frame enhanced MR all come out (N, 1, 32, 32)."""
     import pydicom
 
-    files = Path(pydicom.__file__).parent / "data" / "test_files"
-    df, _ = index_archive(files, salt="s", workers=1)
-    names = df["path"].map(lambda p: Path(p).name)
-    pick = df[names.isin(["CT_small.dcm", "MR_small.dcm", "SC_rgb_small_odd.dcm", "emri_small.dcm"])].copy()
-    assert len(pick) >= 2
-    pick["label"] = "any"
+    roots = [Path(pydicom.__file__).parent / "data" / "test_files"]
+    data_store = pytest.importorskip("data_store")
+    roots.append(Path(data_store.__file__).parent / "data")
+    wanted = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_small_odd.dcm", "emri_small.dcm"]
+    frames = []
+    for root in roots:
+        df, _ = index_archive(root, salt="s", workers=1)
+        frames.append(df[df["path"].map(lambda p: Path(p).name).isin(wanted)])
+    import pandas as pd
+
+    pick = pd.concat(frames, ignore_index=True).assign(label="any")
+    assert sorted(pick["path"].map(lambda p: Path(p).name)) == sorted(wanted)
+    assert pick.set_index(pick["path"].map(lambda p: Path(p).name)).loc["emri_small.dcm", "frames"] == 10
     x, y = load_images(pick, ["any"], 32)
-    assert x.shape == (len(pick), 1, 32, 32) and (y == 0).all()
+    assert x.shape == (4, 1, 32, 32) and (y == 0).all()
     assert torch.isfinite(x).all() and (x.amax(dim=(1, 2, 3)) > 0.5).all()
 
 

@@ -117,8 +117,11 @@ def test_empty_and_total_forget_sets():
         select(df, build_rule(where="measurement_mm>1000"))
     with pytest.raises(SelectionError, match="matches all"):
         select(df, build_rule(where="rows=64"))
-    with pytest.raises(SelectionError, match="class"):
-        select(df, build_rule(where="label=normal"))
+    # forgetting a whole class is a legitimate policy (class withdrawal): allowed and recorded
+    whole_class = select(df, build_rule(where="label=normal"))
+    assert whole_class.counts["total"]["classes_fully_forgotten"] == ["normal"]
+    assert select(df, None).counts["total"]["classes_fully_forgotten"] == []
+    assert not select(df, None).forget.any()
     with pytest.raises(SelectionError, match="Did you mean"):
         select(df, build_rule(device="ScanerX"))
 

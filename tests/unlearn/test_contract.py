@@ -112,7 +112,8 @@ def test_config_yaml_has_exactly_the_dataclass_defaults(name):
                 for f in dataclasses.fields(METHODS.get(name).Config)}
     assert set(loaded) == set(defaults)
     for key, value in defaults.items():
-        assert loaded[key] == value and type(loaded[key]) is type(value), f"{name}.yaml {key}: {loaded[key]!r}"
+        same_type = type(loaded[key]) is type(value) or (type(value) is float and type(loaded[key]) is int)
+        assert loaded[key] == value and same_type, f"{name}.yaml {key}: {loaded[key]!r}, default {value!r}"
     assert METHODS.get(name)(**loaded).config == METHODS.get(name).Config()
 
 
