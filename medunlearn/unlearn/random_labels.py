@@ -20,7 +20,7 @@ from medunlearn.unlearn.stopping import StopConfig
 class RandomLabelsConfig(BaseConfig, StopConfig):
     epochs: float = 6.0  # passes over the forget set
     batch_size: int = 64
-    lr: float = 0.01  # SGD
+    lr: float = 0.005  # SGD; larger steps collapse every domain before the retain term can separate them
     momentum: float = 0.9
     weight_decay: float = 0.0
     # weight of CE on the paired retain batch (0 = forget term only). A wrong-label CE on a confident model

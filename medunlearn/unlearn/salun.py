@@ -46,7 +46,7 @@ def forget_gradients(model: nn.Module, params: list[nn.Parameter], forget: Image
 class SalUnConfig(BaseConfig, StopConfig):
     epochs: float = 6.0  # passes over the forget set
     batch_size: int = 64
-    lr: float = 0.01  # SGD
+    lr: float = 0.0025  # SGD; the mask concentrates each update on the most forget-salient weights
     momentum: float = 0.9
     weight_decay: float = 0.0  # applied to masked weights only
     sparsity: float = 0.5  # fraction of weights (whole model) the saliency mask lets move

@@ -1,0 +1,189 @@
+"""render_report: a checkpoint directory -> report.html (self-contained), report.md, report.json.
+
+Sections follow the FDA PCCP skeleton: Description of Modification, Modification Protocol, Impact
+Assessment, Plots, Limitations. HTML text is escaped; plots are inline base64 PNG data URIs; nothing is
+fetched from the network. A final PHI scrub refuses to write anything that matches the deny-list.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import string
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from medunlearn.errors import DataError, OutputExistsError
+from medunlearn.fileio import read_json, write_text
+from medunlearn.report import content as C
+from medunlearn.report.phi import compile_patterns, scrub_check, strip_identifying
+
+SYNTHETIC_NOTE = ("SYNTHETIC DATA: every number in this report comes from synthetic images. It says nothing "
+                  "about performance on patients and must not be used for clinical decisions.")
+LIMITATIONS = (
+    "Unlearning is judged empirically (forget/retain/test accuracy, membership inference); it is not a formal "
+    "privacy guarantee unless a certificate below says otherwise, and a single-model MIA is only a sanity check.",
+    "The retrained reference is the gold standard; without one, Avg-Gap and agreement cannot be computed.",
+    "Subgroup (device / site) accuracies on small groups are noisy; read them with their n.",
+    "Results hold for the cohort, rule and seeds listed here; other scanners, sites or label mixes may differ.",
+    "The model is a decision-support component; intended use, clinical validation and monitoring remain the "
+    "deployer's responsibility.",
+)
+
+
+def _load(run_dir: Path) -> tuple[dict, dict, dict]:
+    if not run_dir.is_dir():
+        raise DataError(f"Expected a run or merged checkpoint directory, but got {str(run_dir)!r}.")
+    meta = read_json(run_dir / "meta.json")
+    metrics = read_json(run_dir / "metrics.json")
+    prov = read_json(run_dir / "provenance.json") if (run_dir / "provenance.json").is_file() else {}
+    for name, doc in (("meta.json", meta), ("metrics.json", metrics), ("provenance.json", prov)):
+        if not isinstance(doc, dict):
+            raise DataError(f"Expected {name} to hold a JSON object, but got {type(doc).__name__}.")
+    return strip_identifying(meta), strip_identifying(metrics), strip_identifying(prov)
+
+
+def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Mapping[str, Any]) -> list[dict]:
+    """The report as a list of sections (see report.content for the block types)."""
+    kind = str(meta.get("kind", "unlearned"))
+    label = "merged" if kind == "merged" else "unlearned"
+    pols = C.policies(meta)
+    desc = [{"type": "p", "text": f"This {label} model changes the deployed base model (sha256 "
+             f"{str(meta.get('base_sha256') or 'not recorded')[:16]}) by forgetting {len(pols)} data policy(ies)."}]
+    for p in pols:
+        counts = p["counts"] if isinstance(p["counts"], Mapping) else {}
+        rows = [["rule", p["rule"]], ["method", C.fmt(p["method"])], ["goal", C.fmt(p["goal"])]]
+        rows += [[f"{k} removed", C.fmt(counts.get(k))] for k in C.COUNT_KEYS]
+        rows += [[str(k), C.fmt(v)] for k, v in counts.items() if k not in C.COUNT_KEYS]
+        desc.append({"type": "kv", "title": f"Policy: {p['name']}", "rows": rows})
+    merge = meta.get("merge") if isinstance(meta.get("merge"), Mapping) else {}
+    cfg = merge.get("config") if merge else meta.get("config")
+    proto_rows = [["method", C.fmt(merge.get("method") if merge else (meta.get("method") or C.get(meta, "config.method")))],
+                  ["seed", C.fmt(meta.get("seed", prov.get("seed")))],
+                  ["code version", C.fmt(meta.get("code_version") or prov.get("code_version"))],
+                  ["created", C.fmt(prov.get("created"))],
+                  ["method wall time (s)", C.fmt(meta.get("wall_time_s") or metrics.get("wall_time_s"))]]
+    if merge:
+        proto_rows.append(["merge weights", C.fmt(merge.get("weights"))])
+    protocol = [{"type": "kv", "title": "Method and run", "rows": proto_rows}]
+    if isinstance(cfg, Mapping) and cfg:
+        protocol.append({"type": "kv", "title": "Hyperparameters", "rows": [[str(k), C.fmt(v)] for k, v in cfg.items()]})
+    hashes = dict(prov.get("input_hashes") or {})
+    for key in ("base_sha256", "cohort_hash", "split_hash"):
+        if meta.get(key):
+            hashes.setdefault(key, meta[key])
+    if hashes:
+        protocol.append({"type": "kv", "title": "Input hashes", "rows": [[k, str(v)] for k, v in hashes.items()]})
+    if isinstance(prov.get("environment"), Mapping):
+        protocol.append({"type": "kv", "title": "Environment", "rows": [[k, str(v)] for k, v in prov["environment"].items()]})
+    impact, images = [], []
+    for title, m in C.metric_sets(metrics):
+        impact.append({"type": "h3", "text": title})
+        impact.append(C.impact_table(m, label))
+        for key, lab in (("per_device", "device"), ("per_site", "site")):
+            table = C.group_table(m.get(key), lab)
+            if table:
+                impact += [{"type": "p", "text": f"Accuracy per {lab} ({label} model)."}, table]
+        images += C.figures(title, m)
+    log_images, log_tables = C.log_figures(meta, metrics)
+    impact += log_tables
+    images += log_images
+    limits = list(LIMITATIONS)
+    if not any(isinstance(m.get("reference"), Mapping) for _, m in C.metric_sets(metrics)):
+        limits.insert(0, "No retrained reference was evaluated, so the gap to the gold standard is unknown.")
+    return [
+        {"title": "Description of Modification", "blocks": desc},
+        {"title": "Modification Protocol", "blocks": protocol},
+        {"title": "Impact Assessment", "blocks": impact},
+        {"title": "Plots", "blocks": images or [{"type": "p", "text": "No plottable metrics were recorded."}]},
+        {"title": "Limitations", "blocks": [{"type": "list", "items": limits}]},
+    ]
+
+
+def _html_block(b: Mapping[str, Any]) -> str:
+    e = html.escape
+    if b["type"] == "p":
+        return f"<p>{e(b['text'])}</p>"
+    if b["type"] == "h3":
+        return f"<h3>{e(b['text'])}</h3>"
+    if b["type"] == "list":
+        return "<ul>" + "".join(f"<li>{e(i)}</li>" for i in b["items"]) + "</ul>"
+    if b["type"] == "image":
+        data = base64.b64encode(b["png"]).decode("ascii")
+        return (f'<figure><img alt="{e(b["title"])}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{e(b['title'])}</figcaption></figure>")
+    cols = b.get("columns") or ["item", "value"]
+    head = f"<h3>{e(b['title'])}</h3>" if b.get("title") else ""
+    rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b["rows"])
+    return head + "<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + f"</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def to_html(title: str, subtitle: str, sections: list[dict], synthetic: bool) -> str:
+    tpl = resources.files("medunlearn.report").joinpath("templates")
+    page = string.Template(tpl.joinpath("report.html").read_text(encoding="utf-8"))
+    body = "".join(f'<section id="s{i}"><h2>{html.escape(s["title"])}</h2>'
+                   + "".join(_html_block(b) for b in s["blocks"]) + "</section>" for i, s in enumerate(sections))
+    return page.substitute(
+        title=html.escape(title), subtitle=html.escape(subtitle), css=tpl.joinpath("report.css").read_text(encoding="utf-8"),
+        banner=f'<div class="banner" role="alert">{html.escape(SYNTHETIC_NOTE)}</div>' if synthetic else "",
+        toc="".join(f'<li><a href="#s{i}">{html.escape(s["title"])}</a></li>' for i, s in enumerate(sections)), body=body)
+
+
+def _md_cell(x: Any) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(title: str, subtitle: str, sections: list[dict], synthetic: bool) -> str:
+    out = [f"# {title}", "", f"_{subtitle}_", ""]
+    if synthetic:
+        out += [f"> **{SYNTHETIC_NOTE}**", ""]
+    for s in sections:
+        out += [f"## {s['title']}", ""]
+        for b in s["blocks"]:
+            if b["type"] in ("p", "h3"):
+                out += [("### " if b["type"] == "h3" else "") + b["text"], ""]
+            elif b["type"] == "list":
+                out += [f"- {i}" for i in b["items"]] + [""]
+            elif b["type"] == "image":
+                out += [f"- Figure: {b['title']} (embedded in report.html)"]
+            else:
+                cols = b.get("columns") or ["item", "value"]
+                out += ([f"### {b['title']}", ""] if b.get("title") else []) + [
+                    "| " + " | ".join(map(_md_cell, cols)) + " |", "|" + "---|" * len(cols)]
+                out += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in b["rows"]] + [""]
+        out.append("")
+    return "\n".join(out)
+
+
+def render_report(run_dir: str | Path, out_dir: str | Path | None = None, overwrite: bool = False,
+                  deny_patterns: Sequence[str] | None = None) -> dict[str, Path]:
+    """Write report.html / report.md / report.json for a run or merged checkpoint. Returns their paths.
+
+    out_dir defaults to run_dir. Refuses to replace existing reports unless `overwrite` (OutputExistsError),
+    and refuses to write anything if the PHI deny-list matches (MedUnlearnError).
+    """
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir
+    paths = {k: out / f"report.{k}" for k in ("html", "md", "json")}
+    existing = [p.name for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"Report files {existing} already exist in {out}; pass --overwrite to replace them.")
+    patterns = compile_patterns(deny_patterns)
+    meta, metrics, prov = _load(run_dir)
+    synthetic = C.is_synthetic(meta, metrics, prov)
+    sections = build_sections(meta, metrics, prov)
+    kind = str(meta.get("kind", "unlearned"))
+    title = f"Model modification report: {kind} model {run_dir.name}"
+    subtitle = f"Generated {time.strftime('%Y-%m-%d %H:%M')} by medunlearn {C.fmt(meta.get('code_version') or prov.get('code_version'))}"
+    doc = {"schema_version": 1, "title": title, "kind": kind, "synthetic": synthetic,
+           "synthetic_note": SYNTHETIC_NOTE if synthetic else None,
+           "sections": [{"title": s["title"], "blocks": [{k: v for k, v in b.items() if k != "png"} for b in s["blocks"]]}
+                        for s in sections]}
+    texts = {"html": to_html(title, subtitle, sections, synthetic), "md": to_markdown(title, subtitle, sections, synthetic),
+             "json": json.dumps(doc, indent=2, default=str) + "\n"}
+    scrub_check(texts, patterns, sources={"meta": meta, "metrics": metrics, "provenance": prov})
+    for key, path in paths.items():
+        write_text(path, texts[key])
+    return paths
