@@ -24,7 +24,7 @@ class BoundaryExpandingConfig(BaseConfig, StopConfig):
 
     epochs: float = 20.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
     batch_size: int = 32
-    lr: float = 1e-3  # SGD learning rate (authors: 1e-5 for 10 epochs)
+    lr: float = 3e-4  # SGD learning rate (authors: 1e-5 for 10 epochs)
     momentum: float = 0.9
     weight_decay: float = 0.0
     freeze_bn: bool = True  # keep BatchNorm statistics (and dropout) in eval mode

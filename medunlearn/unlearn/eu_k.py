@@ -1,9 +1,9 @@
 """EU-k (Goel et al. 2022): exact-unlearning proxy that re-initialises the last k blocks and retrains them.
 
 The last k blocks (head counts as one) get fresh random weights (and fresh BatchNorm statistics); they are
-then trained on D_r with all earlier blocks frozen. The goal's stop rule is consulted only after one
-retain pass: freshly initialised blocks are at chance on everything, which is not forgetting. Whatever those blocks encoded about D_f is gone by
-construction; what the frozen early blocks encode stays.
+then trained on D_r with all earlier blocks frozen. Whatever those blocks encoded about D_f is gone by
+construction; what the frozen early blocks encode stays. The goal's stop rule is consulted only after one
+retain pass: freshly initialised blocks are at chance on everything, which is not forgetting.
 """
 from __future__ import annotations
 

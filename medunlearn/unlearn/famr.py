@@ -10,6 +10,9 @@ uniform-prediction objective rewrite shared features and collapse retain accurac
 while the head-only variant retained (Avg-Gap 1.68). BatchNorm/Dropout in eval mode; Adam with weight
 decay 0 (decay pulls toward 0, not toward θ0). λ from a deviation budget when `lam` is None:
 λ = 2(L_f(θ0) − L_min)/budget², so the a-priori bound below equals `budget`.
+Goal note: with support "all" FAMR flattens forget-domain confidence (KL(u‖p) -> 0) but need not flip
+the argmax, so on a forget domain that shares the retain classes' features (device/site) its accuracy can
+stay high; suppression by argmax needs support "remaining" (class forgetting) or a boundary method.
 Solvers: iterative (Adam on J), one_step θ0 − ∇L_f(θ0)/λ, newton_cg θ0 − (H_f + λI)^{-1}∇L_f(θ0) by
 conjugate gradient on double-backward Hessian-vector products. The certificate goes to
 ctx.log["famr"]["certificate"]: bounds under stated assumptions, not a formal privacy guarantee.

@@ -55,8 +55,8 @@ class NegGrad(Unlearner):
         def step(t: int) -> StepOut:
             (xf, yf), (xr, yr) = next(pairs)
             logits_f = model(xf)
-            loss = neggrad_loss(F.cross_entropy(model(xr), yr), F.cross_entropy(logits_f, yf, reduction="none"), c.alpha,
-                                c.forget_loss_clip)
+            forget_ce = F.cross_entropy(logits_f, yf, reduction="none")
+            loss = neggrad_loss(F.cross_entropy(model(xr), yr), forget_ce, c.alpha, c.forget_loss_clip)
             return loss, logits_f.detach(), yf
 
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)

@@ -70,7 +70,7 @@ class SalUn(Unlearner):
         ctx.log.setdefault(self.name, {})["mask_fraction"] = float(
             sum(m.sum() for m in masks) / sum(m.numel() for m in masks))
         opt = sgd(params, c.lr, c.momentum, weight_decay=0.0)
-        train_only(model, c.params)
+        train_only(model, c.params)  # back to train mode after the eval-mode saliency pass
         freeze_batchnorm(model)
 
         def mask_grads(t: int) -> None:

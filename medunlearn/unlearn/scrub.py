@@ -17,7 +17,7 @@ from torch import nn
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, n_steps
 from medunlearn.unlearn.loops import StepOut, batches, goal_stop, kl_teacher_student, release, run_steps, sgd, train_only
 from medunlearn.unlearn.stopping import StopConfig
 

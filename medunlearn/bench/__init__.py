@@ -1,0 +1,1 @@
+"""Reproducible unlearning benchmarks: suites (data + recipe), a resumable runner, result tables."""
