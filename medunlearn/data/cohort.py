@@ -27,7 +27,7 @@ from medunlearn.runtime import RunContext
 COHORT_COLUMNS: tuple[str, ...] = (
     "image_id", "path", "format", "label", "patient", "study", "device", "manufacturer", "manufacturer_raw",
     "site", "station", "serial", "modality", "body_part", "study_date", "rows", "cols", "frames",
-    "spacing_row", "spacing_col",
+    "spacing_row", "spacing_col", "synthetic",
 )
 INT_COLUMNS = ("rows", "cols", "frames")
 FLOAT_COLUMNS = ("spacing_row", "spacing_col")

@@ -133,5 +133,12 @@ def read_dicom_header(path: str | Path, salt: str, root: str | Path | None = Non
         "frames": frames,
         "spacing_row": spacing_row,
         "spacing_col": spacing_col,
+        "synthetic": "true" if _is_synthetic(ds) else "",
         "sop_instance_uid": sop,
     }
+
+
+def _is_synthetic(ds) -> bool:
+    """True for images that declare themselves synthetic (ImageType or DeidentificationMethod say so)."""
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    return "SYNTHETIC" in image_type or _text(ds, "DeidentificationMethod").upper().startswith("SYNTHETIC")

@@ -100,5 +100,6 @@ def read_nifti_header(path: str | Path, salt: str, root: str | Path | None = Non
         "frames": frames,
         "spacing_row": f"{zooms[0]:g}" if len(zooms) > 0 else "",
         "spacing_col": f"{zooms[1]:g}" if len(zooms) > 1 else "",
+        "synthetic": "",
         "sop_instance_uid": "",
     }

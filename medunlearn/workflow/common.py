@@ -18,6 +18,11 @@ def load_cohort(cohort: str | Path | pd.DataFrame) -> pd.DataFrame:
     return cohort.copy() if isinstance(cohort, pd.DataFrame) else read_cohort(cohort)
 
 
+def is_synthetic(df: pd.DataFrame) -> bool:
+    """True when any image of the cohort declares itself synthetic (the built-in cohort does)."""
+    return "synthetic" in df.columns and bool(df["synthetic"].astype(str).str.lower().isin(["true", "1"]).any())
+
+
 def split_settings(meta: dict[str, Any] | None, seed: int) -> tuple[int, tuple[float, ...], int]:
     """(split seed, fractions, image size) — from a checkpoint's meta when given, so splits always agree."""
     if not meta:

@@ -9,7 +9,7 @@ from medunlearn.errors import ConfigError
 from medunlearn.fileio import prepare_out_dir
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import DEFAULT_FRACTIONS, load_cohort, split_data_for
+from medunlearn.workflow.common import DEFAULT_FRACTIONS, is_synthetic, load_cohort, split_data_for
 
 
 def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: int = 0, image_size: int = 64,
@@ -32,7 +32,7 @@ def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: 
     model, info = train_model(data, cfg, ctx, exclude_forget=exclude)
     meta = make_meta("retrain" if exclude else "base", cfg, data, info, model)
     meta["split"] = {"seed": seed, "fractions": list(DEFAULT_FRACTIONS), "train_hash": data.info.get("train_hash")}
-    meta["synthetic"] = bool(df.get("synthetic", False).any()) if "synthetic" in df else bool(data.info.get("synthetic"))
+    meta["synthetic"] = is_synthetic(df)
     inputs = {"cohort": data.info.get("cohort_hash", ""), "split": data.info.get("split_hash", "")}
     prov = provenance_record(dataclasses.asdict(cfg), seed, inputs)
     path = save_checkpoint(out, model, meta, overwrite=overwrite, provenance=prov)
