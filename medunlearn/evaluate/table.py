@@ -16,7 +16,7 @@ ROWS: list[tuple[str, Callable[[dict], Any], str]] = [
     ("TA-forget (%)", lambda r: r.get("test_forget_acc"), "{:.1f}"),
     ("test-forget confidence (%)", lambda r: r.get("test_forget_confidence"), "{:.1f}"),
     ("MIA-efficacy (%)", lambda r: r.get("mia_efficacy"), "{:.1f}"),
-    ("loss-MIA AUC", lambda r: r.get("mia", {}).get("loss_lr", {}).get("auc_mean"), "{:.3f}"),
+    ("loss-MIA AUC", lambda r: r.get("mia_loss_auc", r.get("mia", {}).get("loss_lr", {}).get("auc_mean")), "{:.3f}"),
     ("AUROC", lambda r: r.get("auroc"), "{:.3f}"),
     ("ECE", lambda r: r.get("ece"), "{:.3f}"),
     ("Avg-Gap", lambda r: r.get("avg_gap"), "{:.2f}"),
@@ -36,9 +36,8 @@ def compare_table(results: dict[str, dict], title: str | None = None) -> Table:
     if not results:
         raise DataError("Expected at least one result to compare, but got none")
     for name, res in results.items():
-        if not isinstance(res, dict) or "schema_version" not in res:
-            raise DataError(f"Expected a metrics.json dictionary for {name!r}, but got {type(res).__name__}"
-                            f"{' without schema_version' if isinstance(res, dict) else ''}")
+        if not isinstance(res, dict):  # a full metrics.json or its "core" subset (e.g. metrics["original"])
+            raise DataError(f"Expected a metrics dictionary for {name!r}, but got {type(res).__name__}")
     table = Table(title=title)
     table.add_column("metric", style="bold")
     for name in results:

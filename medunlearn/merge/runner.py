@@ -21,7 +21,7 @@ from medunlearn.runtime import RunContext
 def _policy(meta: Mapping[str, Any]) -> dict[str, Any]:
     """What a run forgot and how, from its meta.json (pseudonymised fields only)."""
     cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    return {"rule": meta.get("rule"), "method": meta.get("method", cfg.get("method")),
+    return {"rule": meta.get("rule"), "rule_text": meta.get("rule_text"), "method": meta.get("method", cfg.get("method")),
             "goal": meta.get("goal", cfg.get("goal")), "counts": meta.get("counts"),
             "kind": meta.get("kind"), "synthetic": bool(meta.get("synthetic", False))}
 

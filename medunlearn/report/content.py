@@ -88,11 +88,11 @@ def policies(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
     cfg = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
     merge = meta.get("merge") if isinstance(meta.get("merge"), Mapping) else None
     if merge and merge.get("runs"):
-        return [{"name": str(r.get("path", f"run {i}")).rstrip("/").split("/")[-1], "rule": rule_text(r.get("rule")),
+        return [{"name": str(r.get("path", f"run {i}")).rstrip("/").split("/")[-1], "rule": r.get("rule_text") or rule_text(r.get("rule")),
                  "method": r.get("method"), "goal": r.get("goal"), "counts": r.get("counts") or {},
                  "checkpoint_sha256": r.get("sha256")} for i, r in enumerate(merge["runs"])]
     counts = meta.get("counts") or find_key(meta.get("split_info", {}), "counts") or {}
-    return [{"name": "policy", "rule": rule_text(meta.get("rule")), "method": meta.get("method", cfg.get("method")),
+    return [{"name": "policy", "rule": meta.get("rule_text") or rule_text(meta.get("rule")), "method": meta.get("method", cfg.get("method")),
              "goal": meta.get("goal", cfg.get("goal")), "counts": counts}]
 
 

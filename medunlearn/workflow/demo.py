@@ -13,7 +13,7 @@ from medunlearn.fileio import prepare_out_dir, write_json
 DEMO_DEVICE = "ScannerX"
 
 
-def run_demo(out: str | Path, patients: int = 48, seed: int = 0, epochs: int = 8, image_size: int = 48,
+def run_demo(out: str | Path, patients: int = 120, seed: int = 0, epochs: int = 15, image_size: int = 48,
              overwrite: bool = False, echo: Callable[[Any], None] = print, progress: bool = False) -> dict:
     from medunlearn.data.cohort import index_archive, write_cohort
     from medunlearn.data.synthetic import synthesize_cohort
@@ -43,7 +43,7 @@ def run_demo(out: str | Path, patients: int = 48, seed: int = 0, epochs: int = 8
     echo(f"3. Forget rule [bold]{device_rule.describe()}[/]:")
     echo(_selection_table(selection))
 
-    train_opts = {"epochs": epochs, "model": "allcnn"}
+    train_opts = {"epochs": epochs, "model": "allcnn", "batch_size": 32}
     base, base_info = train(df, out / "base", seed=seed, image_size=image_size, progress=progress, **train_opts)
     ref, ref_info = train(df, out / "retrain_device", rule=device_rule, exclude=True, seed=seed,
                           image_size=image_size, progress=progress, **train_opts)

@@ -73,6 +73,15 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     return Path(out), metrics
 
 
+def removed_counts(data) -> dict:
+    """What the policy removes from training: images, patients, devices, sites (pseudonymised ids only)."""
+    meta = data.train_forget.meta
+    return {"images": len(data.train_forget),
+            "patients": int(meta["patient"].nunique()) if "patient" in meta else None,
+            "devices": sorted(map(str, meta["device"].unique())) if "device" in meta else [],
+            "sites": sorted(map(str, meta["site"].unique())) if "site" in meta else []}
+
+
 def _unlearned_meta(base_meta: dict, model_dir, method: str, goal: str, cfg, rule, data, wall: float,
                     metrics: dict, seed: int) -> dict:
     from medunlearn.models.checkpoint import model_sha256
@@ -87,6 +96,7 @@ def _unlearned_meta(base_meta: dict, model_dir, method: str, goal: str, cfg, rul
         "kind": "unlearned", "method": method, "goal": goal, "seed": seed,
         "unlearn_config": dataclasses.asdict(cfg), "rule": rule.to_dict(), "rule_text": rule.describe(),
         "base_sha256": model_sha256(model_dir), "wall_time_s": wall, "metrics": headline,
+        "counts": removed_counts(data), "synthetic": bool(base_meta.get("synthetic")),
         "changelog": list(base_meta.get("changelog", [])) + [entry],
     })
     return meta

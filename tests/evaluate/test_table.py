@@ -28,5 +28,5 @@ def test_compare_table_renders_values_and_dashes() -> None:
 def test_compare_table_errors() -> None:
     with pytest.raises(DataError, match="Expected at least one result"):
         compare_table({})
-    with pytest.raises(DataError, match="Expected a metrics.json dictionary for 'x'"):
-        compare_table({"x": {"forget_acc": 1.0}})
+    with pytest.raises(DataError, match="Expected a metrics dictionary for 'x'"):
+        compare_table({"x": [1.0]})

@@ -1,0 +1,249 @@
+"""Run a benchmark suite: cached original + retrain models, one resumable cell per (scenario, method, goal, seed).
+
+Layout of `out/`:
+  bench.json                       the suite and settings of this output folder (refuses a different suite)
+  cache/<kind>-<hash>/             original ("base") and retrain checkpoints, keyed by a hash of the training
+                                   recipe + the exact training/validation tensors, reused across runs
+  cells/<scenario>__<method>__<goal>__s<seed>.json   one finished cell, written atomically; a rerun skips
+                                   every cell whose file exists with the same key (config, goal, seed, models)
+  results.json, results.md, avg_gap_vs_rte.png       aggregated by `bench.tables`
+The original and retrain models use training seed 0; `seeds` vary the unlearning run only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from medunlearn.bench.suites import SUITES, SuiteOptions
+from medunlearn.configio import REPO_CONFIGS, load_yaml_mapping, method_config
+from medunlearn.data.imageset import ImageSet, SplitData
+from medunlearn.errors import ConfigError, MedUnlearnError, OutputExistsError
+from medunlearn.fileio import read_json, write_json
+from medunlearn.runtime import RunContext
+
+Event = Callable[[str, dict], None]  # on_event(kind, info): "start" {total}, "phase" {text}, "cell" {name, skipped}
+GAP_PAIRS = {"FA": "forget_acc", "RA": "retain_acc", "TA": "test_acc", "MIA": "mia_efficacy"}
+
+
+@dataclass
+class BenchSettings:
+    """Resolved settings of one bench run (what results.md records)."""
+
+    suite: str
+    scenarios: list[str]
+    methods: list[str]
+    goals: list[str]
+    seeds: list[int]
+    quick: bool
+    subset: int | None
+    train: dict[str, Any]
+    method_overrides: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+
+
+def digest(*parts: Any) -> str:
+    """sha256 over JSON-able parts and tensors (bytes of the contiguous CPU tensor)."""
+    h = hashlib.sha256()
+    for p in parts:
+        if torch.is_tensor(p):
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _set_digest(*sets: ImageSet) -> str:
+    return digest(*[t for s in sets for t in (s.images, s.labels)])
+
+
+def load_bench_config(suite: str, config: str | Path | dict | None = None) -> dict[str, Any]:
+    """configs/bench/<suite>.yaml (or the given path / mapping); empty when the suite has none."""
+    if isinstance(config, dict):
+        return config
+    path = Path(config) if config is not None else REPO_CONFIGS / "bench" / f"{suite}.yaml"
+    return load_yaml_mapping(path) if (config is not None or path.is_file()) else {}
+
+
+def resolve_settings(suite: str, methods: list[str] | None, seeds: int | list[int], goals: list[str] | None,
+                     quick: bool, subset: int | None, scenarios: list[str] | None,
+                     config: str | Path | dict | None) -> BenchSettings:
+    from medunlearn.unlearn import GOALS, METHODS
+    from medunlearn.unlearn.base import check_goal
+
+    s = SUITES.get(suite)
+    cfg = load_bench_config(suite, config)
+    quick_cfg = cfg.get("quick", {}) if quick else {}
+    train = {**cfg.get("train", {}), **quick_cfg.get("train", {})}
+    names = list(methods or quick_cfg.get("methods") or cfg.get("default_methods") or METHODS.names())
+    for m in names:
+        METHODS.get(m)  # ConfigError with did-you-mean
+    goal_list = list(goals or cfg.get("default_goals") or GOALS)
+    for g in goal_list:
+        check_goal(g)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise ConfigError(f"Expected at least one seed, but got {seeds!r}.")
+    if subset is None:
+        subset = quick_cfg.get("subset")
+    return BenchSettings(suite, s.check_scenarios(scenarios), names, goal_list, seed_list, quick,
+                         subset, train, {k: cfg.get(k, {}) for k in ("methods", "goals", "scenarios")})
+
+
+def method_overrides(settings: BenchSettings, method: str, scenario: str, goal: str) -> dict[str, Any]:
+    """Bench YAML overrides for one cell: methods.<m> <- goals.<g>.<m> <- scenarios.<s>.<m>."""
+    o = settings.method_overrides
+    out: dict[str, Any] = {}
+    for layer in (o.get("methods", {}), o.get("goals", {}).get(goal, {}), o.get("scenarios", {}).get(scenario, {})):
+        out.update((layer or {}).get(method) or {})
+    return out
+
+
+def prepare_out(out: Path, suite: str, overwrite: bool) -> None:
+    """Resume a bench of the same suite; refuse anything else unless overwrite (which drops old cells)."""
+    manifest = out / "bench.json"
+    if out.is_dir() and any(out.iterdir()):
+        prev = read_json(manifest).get("suite") if manifest.is_file() else None
+        if not overwrite and prev != suite:
+            what = f"a bench of suite {prev!r}" if prev else "files that are not a bench"
+            raise OutputExistsError(f"Expected {out} to be empty or a {suite!r} bench to resume, but it holds "
+                                    f"{what}; pass --overwrite to replace it.")
+        if overwrite:  # the model cache stays: it is keyed by content and still valid
+            shutil.rmtree(out / "cells", ignore_errors=True)
+            for name in ("results.json", "results.md", "avg_gap_vs_rte.png", "bench.json"):
+                (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def cached_model(out: Path, kind: str, data: SplitData, train_cfg: dict, exclude: bool, on_event: Event):
+    """Train (or load from out/cache) the original (exclude=False) or retrain reference (exclude=True)."""
+    from medunlearn.models.checkpoint import load_checkpoint, save_checkpoint
+    from medunlearn.models.train import TrainConfig, make_meta, train_model
+
+    cfg = TrainConfig.from_dict(train_cfg)
+    sets = (data.train_retain, data.val_retain) if exclude else (data.train, data.val)
+    key = digest(cfg.to_dict(), _set_digest(*sets))[:16]
+    path = out / "cache" / f"{kind}-{key}"
+    if (path / "meta.json").is_file():
+        model, meta = load_checkpoint(path)
+        return model, float(meta["wall_time_s"]), key
+    on_event("phase", {"text": f"training the {kind} model ({len(sets[0])} images, {cfg.epochs} epochs)"})
+    # the original sees retain + forget as one training set; a SplitData with an empty forget part does it
+    empty = data.train_forget.subset([])
+    view = data if exclude else SplitData(data.class_names, sets[0], empty, sets[1], empty, data.test_retain,
+                                          data.test_forget, data.info)
+    model, info = train_model(view, cfg, RunContext.create(seed=0, device="cpu"), exclude_forget=exclude)
+    save_checkpoint(path, model, make_meta("retrain" if exclude else "base", cfg, data, info, model), overwrite=True)
+    return model, float(info["wall_time_s"]), key
+
+
+def unlearn_cell(method: str, cfg: Any, original: torch.nn.Module, data: SplitData, seed: int,
+                 goal: str) -> tuple[torch.nn.Module, float, dict]:
+    """Run one method; returns (unlearned model, wall seconds, ctx.log). Tests spy on this function."""
+    from medunlearn.unlearn import METHODS
+
+    ctx = RunContext.create(seed=seed, device="cpu")
+    start = time.perf_counter()
+    model = METHODS.get(method)(cfg).unlearn(original, data, ctx, goal)
+    return model, time.perf_counter() - start, ctx.log
+
+
+def _score(model, data: SplitData, wall: float | None, ref: dict, goal: str | None) -> dict:
+    """evaluate_model's metrics plus the retrain gap, computed against cached reference core metrics
+    (same definitions as evaluate.suite: |model − retrain| over FA, RA, TA (all test rows), MIA-efficacy)."""
+    from medunlearn.evaluate.suite import evaluate_model
+
+    m = evaluate_model(model, data, wall_time_s=wall, reference_wall_time_s=ref.get("wall_time_s"), goal=goal)
+    gaps = {g: abs(m[k] - ref[k]) if m.get(k) is not None and ref.get(k) is not None else None
+            for g, k in GAP_PAIRS.items()}
+    m["gap"] = gaps
+    m["avg_gap"] = sum(gaps.values()) / 4 if all(v is not None for v in gaps.values()) else None
+    return m
+
+
+def _core(m: dict) -> dict:
+    from medunlearn.evaluate.suite import core_metrics
+
+    return {**core_metrics(m), "wall_time_s": m.get("wall_time_s"), "avg_gap": m.get("avg_gap"), "rte": m.get("rte")}
+
+
+def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[int] = 1, quick: bool = False,
+              out: str | Path = "bench_out", goals: list[str] | None = None, subset: int | None = None,
+              data_dir: str | Path | None = None, scenarios: list[str] | None = None, overwrite: bool = False,
+              config: str | Path | dict | None = None, command: str = "",
+              on_event: Event | None = None) -> dict[str, Any]:
+    """Run (or resume) a suite; writes cells, results.json, results.md and the plot; returns results."""
+    from medunlearn.bench.tables import write_results
+    from medunlearn.evaluate.suite import evaluate_model
+    from medunlearn.unlearn import METHODS
+
+    on_event = on_event or (lambda kind, info: None)
+    settings = resolve_settings(suite, methods, seeds, goals, quick, subset, scenarios, config)
+    settings.command = command
+    out = Path(out)
+    prepare_out(out, suite, overwrite)
+    write_json(out / "bench.json", {"suite": suite, "settings": settings.__dict__})
+    opts = SuiteOptions(quick=quick, subset=settings.subset, data_dir=Path(data_dir) if data_dir else None,
+                        cache_dir=out / "cache")
+    s = SUITES.get(suite)
+    on_event("start", {"total": len(settings.scenarios) * len(settings.methods) * len(settings.goals)
+                       * len(settings.seeds)})
+    raw = s.prepare(opts)
+    summary: dict[str, Any] = {}
+    for scenario in settings.scenarios:
+        data = s.split(raw, scenario, opts)
+        original, orig_wall, okey = cached_model(out, "original", data, settings.train, False, on_event)
+        reference, ref_wall, rkey = cached_model(out, "retrain", data, settings.train, True, on_event)
+        ref = {**_core(evaluate_model(reference, data)), "wall_time_s": ref_wall}
+        orig = _score(original, data, None, ref, None)
+        summary[scenario] = {"original": _core(orig), "retrain": {**ref, "avg_gap": 0.0, "rte": 1.0},
+                             "original_wall_time_s": orig_wall, "counts": data.info.get("counts"),
+                             "rule": data.info.get("rule"), "cells": []}
+        for method in settings.methods:
+            for goal in settings.goals:
+                cfg = method_config(METHODS.get(method), _method_yaml(method),
+                                    method_overrides(settings, method, scenario, goal))
+                for seed in settings.seeds:
+                    name = f"{scenario}__{method}__{goal}__s{seed}"
+                    path = out / "cells" / f"{name}.json"
+                    key = digest(method, goal, seed, okey, rkey, settings.subset, repr(cfg))
+                    cell = read_json(path) if path.is_file() else None
+                    if cell is None or cell.get("key") != key:
+                        cell = _run_cell(method, cfg, original, data, seed, goal, ref, key, scenario)
+                        write_json(path, cell)
+                        on_event("cell", {"name": name, "skipped": False, "cell": cell})
+                    else:
+                        on_event("cell", {"name": name, "skipped": True, "cell": cell})
+                    summary[scenario]["cells"].append(cell)
+    return write_results(out, settings, summary)
+
+
+def _method_yaml(method: str) -> Path | None:
+    path = REPO_CONFIGS / "unlearn" / f"{method}.yaml"
+    return path if path.is_file() else None
+
+
+def _run_cell(method: str, cfg: Any, original, data: SplitData, seed: int, goal: str, ref: dict, key: str,
+              scenario: str) -> dict:
+    import dataclasses
+
+    cell: dict[str, Any] = {"key": key, "scenario": scenario, "method": method, "goal": goal, "seed": seed,
+                            "config": dataclasses.asdict(cfg)}
+    try:
+        model, wall, log = unlearn_cell(method, cfg, original, data, seed, goal)
+    except MedUnlearnError as exc:  # e.g. divergence: a result of the benchmark, recorded, not a crash
+        return {**cell, "error": f"{type(exc).__name__}: {exc}"}
+    metrics = _score(model, data, wall, ref, goal)
+    stop = (log.get(method) or {}).get("stop") if isinstance(log.get(method), dict) else None
+    return {**cell, "core": _core(metrics), "gap": metrics["gap"], "stop": _stop_summary(stop),
+            "metrics": metrics}
+
+
+def _stop_summary(stop: dict | None) -> dict | None:
+    return None if not stop else {k: stop.get(k) for k in ("goal_rule", "step", "reason", "target_acc")}

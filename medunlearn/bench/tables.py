@@ -1,0 +1,162 @@
+"""Aggregate bench cells into results.json, results.md (one table per scenario × goal) and a plot.
+
+Every number is the mean ± sample std over seeds (std omitted for one seed). Units follow metrics.json:
+accuracies, confidence, MIA-efficacy and Avg-Gap in percent; time in seconds; RTE = t_retrain / t_method.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+from medunlearn.fileio import atomic_path, write_json, write_text
+
+COLUMNS = (("FA", "forget_acc"), ("RA", "retain_acc"), ("TA-retain", "test_retain_acc"),
+           ("TA-forget", "test_forget_acc"), ("conf test-forget", "test_forget_confidence"),
+           ("MIA-eff", "mia_efficacy"), ("Avg-Gap", "avg_gap"), ("time s", "wall_time_s"), ("RTE", "rte"))
+PLOT_NAME = "avg_gap_vs_rte.png"
+
+
+def mean_std(values: list[float | None]) -> dict[str, Any]:
+    """{mean, std, n} over the finite values (std = sample std, 0 for one value; None when empty)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
+
+
+def aggregate(cells: list[dict]) -> dict[str, dict[str, dict]]:
+    """{goal: {method: {metric key: mean_std, errors: [...], stop: [reasons]}}} in first-seen order."""
+    out: dict[str, dict[str, dict]] = {}
+    for c in cells:
+        row = out.setdefault(c["goal"], {}).setdefault(c["method"], {"_cells": []})
+        row["_cells"].append(c)
+    for rows in out.values():
+        for method, row in rows.items():
+            cs = row.pop("_cells")
+            ok = [c for c in cs if "core" in c]
+            for _, key in COLUMNS:
+                row[key] = mean_std([c["core"].get(key) for c in ok])
+            row["seeds"] = [c["seed"] for c in ok]
+            row["errors"] = [c["error"] for c in cs if "error" in c]
+            row["stop"] = [(c.get("stop") or {}).get("reason") for c in ok]
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "device": "cpu"}
+
+
+def _fmt(v: Any, std: Any = None, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    s = f"{v:.{digits}f}"
+    return s + (f" ± {std:.{digits}f}" if std else "")
+
+
+def _cell(stat: dict, key: str) -> str:
+    digits = 2 if key == "avg_gap" else 1
+    if key == "rte" and stat["mean"] is not None:
+        return _fmt(stat["mean"], stat["std"], digits) + "×"
+    return _fmt(stat["mean"], stat["std"], digits)
+
+
+def _plain_row(name: str, core: dict) -> str:
+    vals = []
+    for _, key in COLUMNS:
+        v = core.get(key)
+        vals.append(_fmt(v, None, 2 if key == "avg_gap" else 1) + ("×" if key == "rte" and v is not None else ""))
+    return f"| {name} | " + " | ".join(vals) + " |"
+
+
+def render_markdown(settings: Any, summary: dict, results: dict) -> str:
+    m = results["machine"]
+    lines = [f"# medunlearn bench: {settings.suite}", "",
+             f"- command: `{settings.command or '(python API)'}`",
+             f"- date: {results['date']}; code version: {results['code_version']}",
+             f"- machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} "
+             f"({m['torch_threads']} threads), Python {m['python']}, device {m['device']}",
+             f"- methods: {', '.join(settings.methods)}; goals: {', '.join(settings.goals)}; seeds: {settings.seeds}; "
+             f"quick: {settings.quick}; subset: {settings.subset}; train recipe: {settings.train}",
+             "- FA/RA = train forget/retain accuracy, TA = test retain/forget accuracy, conf = mean max-softmax on "
+             "test-forget, MIA-eff = SVC true-label-confidence attack (percent of forget rows judged non-member), "
+             "Avg-Gap = mean |Δ| vs retrain over FA, RA, TA (all test rows), MIA-eff; RTE = t_retrain / t_method. "
+             "Mean ± std over seeds.", ""]
+    header = "| method | " + " | ".join(c for c, _ in COLUMNS) + " |"
+    sep = "|---" * (len(COLUMNS) + 1) + "|"
+    for scenario, sc in summary.items():
+        for goal, rows in results["scenarios"][scenario]["goals"].items():
+            lines += [f"## {scenario} — goal: {goal}", "", f"Forget rule: {sc.get('rule')}; counts: {sc.get('counts')}",
+                      "", header, sep, _plain_row("original", sc["original"]),
+                      _plain_row("retrain", sc["retrain"])]
+            notes = []
+            for method, row in rows.items():
+                if not row["seeds"]:
+                    lines.append(f"| {method} | " + " | ".join("error" for _ in COLUMNS) + " |")
+                else:
+                    lines.append(f"| {method} | " + " | ".join(_cell(row[k], k) for _, k in COLUMNS) + " |")
+                stops = sorted({s for s in row["stop"] if s})
+                if stops:
+                    notes.append(f"- {method}: stopped because {'; '.join(stops)}")
+                notes += [f"- {method}: **failed**: {e}" for e in row["errors"]]
+            lines += ["", *notes, ""]
+    lines += [f"![Avg-Gap vs RTE]({PLOT_NAME})", ""]
+    return "\n".join(lines)
+
+
+def plot(path: Path, results: dict) -> Path | None:
+    """Avg-Gap (y) vs RTE (x, log) per method, one panel per scenario × goal (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(s, g, rows) for s, sc in results["scenarios"].items() for g, rows in sc["goals"].items()]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.6 * nrows), squeeze=False)
+    for ax, (scenario, goal, rows) in zip(axes.flat, panels):
+        for method, row in rows.items():
+            x, y = row["rte"]["mean"], row["avg_gap"]["mean"]
+            if x is None or y is None or x <= 0:
+                continue
+            ax.scatter([x], [y], s=24)
+            ax.annotate(method, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("RTE (× faster than retrain)")
+        ax.set_ylabel("Avg-Gap (pp)")
+        ax.set_title(f"{scenario} / {goal}", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_results(out: Path, settings: Any, summary: dict) -> dict:
+    """Write results.json, results.md and the plot into `out`; return the results dict."""
+    from medunlearn.provenance import code_version
+
+    results: dict[str, Any] = {"suite": settings.suite, "command": settings.command, "settings": settings.__dict__,
+                               "machine": machine(), "date": dt.datetime.now().isoformat(timespec="seconds"),
+                               "code_version": code_version(), "scenarios": {}}
+    for scenario, sc in summary.items():
+        results["scenarios"][scenario] = {k: v for k, v in sc.items() if k != "cells"}
+        results["scenarios"][scenario]["goals"] = aggregate(sc["cells"])
+    write_json(out / "results.json", results)
+    write_text(out / "results.md", render_markdown(settings, summary, results))
+    plot(out / PLOT_NAME, results)
+    return results

@@ -1,0 +1,82 @@
+"""`merge`: combine per-policy unlearning runs of one base into a single checkpoint, then re-evaluate it
+on every source policy's forget set and on their union."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from medunlearn.errors import ConfigError
+from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_json
+from medunlearn.provenance import provenance_record
+from medunlearn.runtime import RunContext
+from medunlearn.workflow.common import load_cohort, require_dir, split_data_for, split_settings
+
+
+def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path, method: str = "ties",
+          cohort: Any = None, params: dict | None = None, weights: Sequence[float] | None = None,
+          config_path: str | Path | None = None, seed: int = 0, overwrite: bool = False) -> tuple[Path, dict]:
+    """Merge `run_dirs` (each unlearned from `base_dir`) and write a merged checkpoint with metrics.json.
+
+    With `config_path` (mergekit-style YAML) the runs, base, method and weights come from the file.
+    metrics.json = {"schema_version", "policies": {rule: suite metrics}, "union": suite metrics,
+    "source_runs": {rule: the source run's own headline metrics}}.
+    """
+    from medunlearn.forget.rules import AnyOf, rule_from_dict
+    from medunlearn.merge.config import load_merge_config
+    from medunlearn.merge.runner import merge_runs, merged_meta
+    from medunlearn.models.checkpoint import load_checkpoint, model_sha256, save_checkpoint
+
+    if config_path is not None:
+        spec = load_merge_config(config_path)
+        run_dirs, base_dir, method = spec.models, spec.base_model, spec.method
+        params, weights, seed = spec.parameters, spec.weights, spec.seed
+    if len(run_dirs) < 1:
+        raise ConfigError("Expected at least one run directory to merge, but got none.")
+    prepare_out_dir(out, overwrite)
+    base_dir = require_dir(base_dir, "a base checkpoint")
+    base, base_meta = load_checkpoint(base_dir)
+    run_metas = [read_json(require_dir(r, "an unlearning run") / "meta.json") for r in run_dirs]
+    rules = [rule_from_dict(m["rule"]) for m in run_metas if m.get("rule")]
+    if len(rules) != len(run_metas):
+        raise ConfigError("Expected every run to record its forget rule in meta.json, but at least one does not.")
+    split_seed, fractions, image_size = split_settings(base_meta, seed)
+    union = rules[0] if len(rules) == 1 else AnyOf(rules)
+    df = load_cohort(cohort) if cohort is not None else None
+    union_data = (split_data_for(df, union, split_seed, image_size, fractions, base_meta.get("class_names"))
+                  if df is not None else None)
+    ctx = RunContext.create(seed=seed)
+    model, info = merge_runs(run_dirs, base_dir, method, params=params, weights=weights, data=union_data,
+                             seed=seed, ctx=ctx)
+    metrics = _evaluate_policies(model, base, df, rules, run_dirs, union_data, split_seed, fractions, image_size,
+                                 base_meta, seed) if df is not None else {}
+    meta = merged_meta(info)
+    meta["synthetic"] = bool(base_meta.get("synthetic"))
+    meta["counts"] = {"policies": [m.get("counts") for m in run_metas]}
+    meta["goal"] = sorted({str(m.get("goal")) for m in run_metas})
+    inputs = {"base_model": model_sha256(base_dir), **{f"run:{Path(r).name}": model_sha256(r) for r in run_dirs}}
+    config = {"method": method, "parameters": dict(params or {}), "weights": list(weights) if weights else None,
+              "runs": [str(r) for r in run_dirs], "base": str(base_dir)}
+    with staging_dir(out, overwrite) as tmp:
+        save_checkpoint(tmp, model, meta, overwrite=True, provenance=provenance_record(config, seed, inputs))
+        if metrics:
+            write_json(tmp / "metrics.json", metrics)
+    return Path(out), metrics
+
+
+def _evaluate_policies(model, base, df, rules, run_dirs, union_data, split_seed, fractions, image_size,
+                       base_meta, seed) -> dict:
+    from medunlearn.evaluate.suite import evaluate_model
+
+    out: dict[str, Any] = {"schema_version": 1, "policies": {}, "source_runs": {}}
+    for rule, run in zip(rules, run_dirs):
+        data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"))
+        name = rule.describe()
+        out["policies"][name] = evaluate_model(model, data, original=base, seed=seed)
+        run_metrics = Path(run) / "metrics.json"
+        if run_metrics.is_file():
+            src = read_json(run_metrics)
+            out["source_runs"][name] = {k: src.get(k) for k in ("forget_acc", "retain_acc", "test_retain_acc",
+                                                               "test_forget_acc", "test_forget_confidence",
+                                                               "mia_efficacy")}
+    out["union"] = evaluate_model(model, union_data, original=base, seed=seed)
+    return out

@@ -1,0 +1,12 @@
+"""`report`: the clinical report (HTML, Markdown, JSON) for an unlearning run or a merged checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from medunlearn.workflow.common import require_dir
+
+
+def report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
+    from medunlearn.report.render import render_report
+
+    return render_report(require_dir(run_dir, "a run or merged checkpoint"), out, overwrite=overwrite)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import medunlearn.bench.runner as runner
+from medunlearn.bench.runner import run_bench
+from medunlearn.errors import ConfigError, OutputExistsError
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    calls: list[tuple[str, str, int]] = []
+    real = runner.unlearn_cell
+
+    def counting(method, cfg, original, data, seed, goal):
+        calls.append((method, goal, seed))
+        return real(method, cfg, original, data, seed, goal)
+
+    monkeypatch.setattr(runner, "unlearn_cell", counting)
+    return calls
+
+
+def _run(out, fake, cfg, **kw):
+    return run_bench("fashion-mnist", methods=["finetune", "neggrad"], seeds=2, out=out, data_dir=fake,
+                     scenarios=["class"], subset=120, config=cfg, **kw)
+
+
+def test_resume_recomputes_only_missing_cell(tmp_path, fake_fashion, tiny_config, spy):
+    out = tmp_path / "bench"
+    _run(out, fake_fashion, tiny_config)
+    cells = sorted(p.name for p in (out / "cells").glob("*.json"))
+    assert cells == ["class__finetune__suppression__s0.json", "class__finetune__suppression__s1.json",
+                     "class__neggrad__suppression__s0.json", "class__neggrad__suppression__s1.json"]
+    assert len(spy) == 4
+    (out / "cells" / "class__neggrad__suppression__s1.json").unlink()
+    _run(out, fake_fashion, tiny_config)
+    assert spy[4:] == [("neggrad", "suppression", 1)]
+
+
+def test_changed_hyperparameter_invalidates_only_that_method(tmp_path, fake_fashion, tiny_config, spy):
+    out = tmp_path / "bench"
+    _run(out, fake_fashion, tiny_config)
+    tiny_config["methods"]["finetune"]["lr"] = 0.001
+    _run(out, fake_fashion, tiny_config)
+    assert sorted(spy[4:]) == [("finetune", "suppression", 0), ("finetune", "suppression", 1)]
+    cell = json.loads((out / "cells" / "class__finetune__suppression__s0.json").read_text())
+    assert cell["config"]["lr"] == 0.001
+
+
+def test_models_are_cached_and_reused(tmp_path, fake_fashion, tiny_config, monkeypatch):
+    out = tmp_path / "bench"
+    _run(out, fake_fashion, tiny_config)
+    cached = sorted(p.name.split("-")[0] for p in (out / "cache").iterdir())
+    assert cached == ["original", "retrain"]
+    import medunlearn.models.train as train_mod
+
+    def boom(*a, **k):
+        raise AssertionError("a cached model was retrained")
+
+    monkeypatch.setattr(train_mod, "train_model", boom)
+    res = _run(out, fake_fashion, tiny_config, overwrite=True)  # cells recomputed, models loaded from cache
+    assert res["scenarios"]["class"]["retrain"]["wall_time_s"] > 0
+
+
+def test_results_markdown_and_json(tmp_path, fake_fashion, tiny_config):
+    out = tmp_path / "bench"
+    res = _run(out, fake_fashion, tiny_config, command="medunlearn bench fashion-mnist --test")
+    md = (out / "results.md").read_text()
+    assert "## class — goal: suppression" in md
+    assert "| method | FA | RA | TA-retain | TA-forget | conf test-forget | MIA-eff | Avg-Gap | time s | RTE |" in md
+    assert "medunlearn bench fashion-mnist --test" in md and "CPUs" in md
+    assert md.count("| finetune |") == 1 and "| retrain |" in md and " ± " in md  # two seeds: mean ± std
+    rows = res["scenarios"]["class"]["goals"]["suppression"]
+    assert rows["finetune"]["avg_gap"]["n"] == 2 and rows["finetune"]["rte"]["mean"] > 0
+    # class forgetting: the retrain reference never predicts class 0
+    assert res["scenarios"]["class"]["retrain"]["forget_acc"] == 0.0
+    assert (out / "avg_gap_vs_rte.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((out / "results.json").read_text())
+    n_forget = saved["scenarios"]["class"]["counts"]["train_forget"]
+    assert n_forget > 0 and f"'train_forget': {n_forget}" in md
+    assert saved["machine"]["torch"].startswith("2.")
+
+
+def test_refuses_other_suite_folder(tmp_path, fake_fashion, tiny_config):
+    out = tmp_path / "bench"
+    (out).mkdir()
+    (out / "bench.json").write_text(json.dumps({"suite": "device"}))
+    with pytest.raises(OutputExistsError, match="suite 'device'"):
+        _run(out, fake_fashion, tiny_config)
+
+
+def test_unknown_names_suggest(tmp_path, fake_fashion, tiny_config):
+    with pytest.raises(ConfigError, match='Did you mean "psg"'):
+        run_bench("fashion-mnist", methods=["pgs"], out=tmp_path / "b", data_dir=fake_fashion, config=tiny_config)
+    with pytest.raises(ConfigError, match='Did you mean "fashion-mnist"'):
+        run_bench("fashion-mnst", out=tmp_path / "b")
+    with pytest.raises(ConfigError, match='Did you mean "random"'):
+        run_bench("fashion-mnist", scenarios=["randm"], out=tmp_path / "b", config=tiny_config)
+
+
+def test_scenario_splits(fake_fashion):
+    from medunlearn.bench.suites import SuiteOptions, fashion_prepare, fashion_split
+
+    opts = SuiteOptions(data_dir=fake_fashion)
+    raw = fashion_prepare(opts)
+    assert len(raw["val"]) == 20 and len(raw["train"]) == 220 and len(raw["test"]) == 60
+    cls = fashion_split(raw, "class", opts)
+    assert set(cls.train_forget.labels.tolist()) == {0} and 0 not in cls.train_retain.labels.tolist()
+    sel = fashion_split(raw, "selective", opts)
+    n0 = int((raw["train"].labels == 0).sum())
+    assert len(sel.train_forget) == round(0.1 * n0) and len(sel.test_forget) == int((raw["test"].labels == 0).sum())
+    rnd = fashion_split(raw, "random", opts)
+    assert len(rnd.train_forget) == 22 and len(rnd.test_forget) == 6
+    assert len(rnd.train_forget) + len(rnd.train_retain) == 220
