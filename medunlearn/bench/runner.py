@@ -186,6 +186,8 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
     on_event = on_event or (lambda kind, info: None)
     settings = resolve_settings(suite, methods, seeds, goals, quick, subset, scenarios, config)
     settings.command = command
+    configs = {(sc, m, g): method_config(METHODS.get(m), _method_yaml(m), method_overrides(settings, m, sc, g))
+               for sc in settings.scenarios for m in settings.methods for g in settings.goals}  # fail before training
     out = Path(out)
     prepare_out(out, suite, overwrite)
     write_json(out / "bench.json", {"suite": suite, "settings": settings.__dict__})
@@ -207,8 +209,7 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
                              "rule": data.info.get("rule"), "cells": []}
         for method in settings.methods:
             for goal in settings.goals:
-                cfg = method_config(METHODS.get(method), _method_yaml(method),
-                                    method_overrides(settings, method, scenario, goal))
+                cfg = configs[(scenario, method, goal)]
                 for seed in settings.seeds:
                     name = f"{scenario}__{method}__{goal}__s{seed}"
                     path = out / "cells" / f"{name}.json"

@@ -69,6 +69,14 @@ def _cell(stat: dict, key: str) -> str:
     return _fmt(stat["mean"], stat["std"], digits)
 
 
+def _counts_text(counts: dict) -> str:
+    """'train forget 5 / retain 168, ...' from SplitData.info counts (flat or the cohort selection shape)."""
+    images = counts.get("images") if isinstance(counts.get("images"), dict) else None
+    if images:
+        return ", ".join(f"{p} forget {v.get('forget')} / retain {v.get('retain')}" for p, v in images.items())
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+
+
 def _plain_row(name: str, core: dict) -> str:
     vals = []
     for _, key in COLUMNS:
@@ -94,7 +102,8 @@ def render_markdown(settings: Any, summary: dict, results: dict) -> str:
     sep = "|---" * (len(COLUMNS) + 1) + "|"
     for scenario, sc in summary.items():
         for goal, rows in results["scenarios"][scenario]["goals"].items():
-            lines += [f"## {scenario} — goal: {goal}", "", f"Forget rule: {sc.get('rule')}; counts: {sc.get('counts')}",
+            lines += [f"## {scenario} — goal: {goal}", "",
+                      f"Forget rule: {sc.get('rule')}; images: {_counts_text(sc.get('counts') or {})}",
                       "", header, sep, _plain_row("original", sc["original"]),
                       _plain_row("retrain", sc["retrain"])]
             notes = []
