@@ -240,7 +240,10 @@ def _run_cell(method: str, cfg: Any, original, data: SplitData, seed: int, goal:
         model, wall, log = unlearn_cell(method, cfg, original, data, seed, goal)
     except MedUnlearnError as exc:  # e.g. divergence: a result of the benchmark, recorded, not a crash
         return {**cell, "error": f"{type(exc).__name__}: {exc}"}
-    metrics = _score(model, data, wall, ref, goal)
+    try:
+        metrics = _score(model, data, wall, ref, goal)
+    except ValueError as exc:  # e.g. a degenerate model whose logits overflow: scikit-learn refuses NaN features
+        return {**cell, "wall_time_s": wall, "error": f"evaluation failed ({type(exc).__name__}: {str(exc)[:120]})"}
     stop = (log.get(method) or {}).get("stop") if isinstance(log.get(method), dict) else None
     return {**cell, "core": _core(metrics), "gap": metrics["gap"], "stop": _stop_summary(stop),
             "metrics": metrics}

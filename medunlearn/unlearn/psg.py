@@ -11,8 +11,12 @@ Conventions (see inner.py): ε in [0, 1] pixel units (models normalise inside); 
 mean |input gradient| by default. Departures from the authors' code, on purpose: one input space; soft
 targets are probabilities, not logits; `nearest_wrong` takes the nearest class ≠ y even when the attack
 failed (the authors then kept y, so forgetting stalled whenever noise hid the gradient's sign); BatchNorm
-statistics are frozen (forget-only batches would shift them). Defaults lr 1e-4 (authors 1e-5: needs
-~10 epochs; the stop rule makes a larger rate safe) and φ = 1 (authors mostly 0): on the tiny synthetic
+statistics are frozen (forget-only batches would shift them). Defaults lr 5e-5 (authors 1e-5: needs
+~10 epochs; the stop rule makes a larger rate safe), φ = 5, hard targets, stop rule checked every 2 steps
+(authors mostly φ = 0): on the synthetic DICOM device-deprecation cohort (demo, 120 patients, allcnn 48 px)
+lr 1e-4/φ=1 collapsed retain accuracy to 45 %; lr 1e-4/φ=5 kept test-retain at 100 % but overshot ScannerX
+to 17.6 % (chance 33.3); lr 5e-5/φ=5 checked every 2 steps gave 32.4 % with test-retain 100 %, RA 97 %.
+Earlier, with φ = 1: on the tiny synthetic
 device-deprecation split (tests/conftest.py, 600 rows, small_cnn) this took test-forget 100 -> 38.7 %
 (chance 33.3) with test-retain 99.1 %; φ = 0 kept 92 %, lr 1e-3 only 54 %.
 """
@@ -41,7 +45,8 @@ class PSGConfig(BaseConfig, StopConfig):
 
     epochs: float = 20.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
     batch_size: int = 32
-    lr: float = 1e-4  # outer SGD learning rate (authors: 1e-5 for 10 epochs)
+    lr: float = 5e-5  # outer SGD learning rate (authors: 1e-5 for 10 epochs)
+    check_every: int = 2  # the stop rule is checked often: forgetting happens in a few dozen steps
     momentum: float = 0.9
     weight_decay: float = 0.0
     epsilon: float = 0.1  # L∞ radius in [0, 1] pixel units
@@ -56,7 +61,7 @@ class PSGConfig(BaseConfig, StopConfig):
     target: str = "hard"  # hard (more forgetting) | soft (top-k probabilities of f0(x'), more retention)
     top_k: int = 3
     nearest_wrong: bool = True  # exclude y when picking the new target
-    phi: float = 1.0  # retain weight (soft mode distils f0 on retain rows); 0 = forget-only (authors)
+    phi: float = 5.0  # retain weight (soft mode distils f0 on retain rows); 0 = forget-only (authors)
     quantise: bool = True  # round x' to multiples of 1/255
     freeze_bn: bool = True  # keep BatchNorm statistics (and dropout) in eval mode
 
