@@ -40,6 +40,5 @@ def train(
     path, info = run_train(cohort, out, rule=rule, exclude=exclude, seed=seed, image_size=image_size,
                            overwrite=overwrite, progress=True, model=model, epochs=epochs,
                            batch_size=batch_size, lr=lr)
-    best = info.get("history", [{}])[info.get("best_epoch", 0)] if info.get("history") else {}
     console.print(f"[green]Wrote[/] {path}: {'retrain reference' if exclude else 'base model'}, "
-                  f"{info.get('wall_time_s', 0):.1f} s, best val acc {best.get('val_acc', float('nan')):.1f} %")
+                  f"{info['wall_time_s']:.1f} s, best val acc {info['best_val_acc']:.1f} % (epoch {info['best_epoch']})")

@@ -12,7 +12,7 @@ from medunlearn.data.imageset import ImageSet
 from medunlearn.evaluate import functional as fn
 from medunlearn.evaluate.suite import CORE_KEYS, core_metrics, evaluate_model, predict
 from medunlearn.runtime import RunContext
-from conftest import make_tiny_split
+from tests.conftest import make_tiny_split
 
 SCHEMA_KEYS = ["schema_version", "class_names", "chance_acc", "forget_acc", "retain_acc", "val_forget_acc",
                "test_retain_acc", "test_forget_acc", "test_acc", "test_forget_confidence", "per_class",

@@ -1,0 +1,166 @@
+"""The CLI end to end on a tiny synthetic cohort, plus every bad-input path: one red line, exit code 2."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medunlearn.cli.main import app
+from medunlearn.provenance import sha256_file
+
+runner = CliRunner()
+COMMANDS = ["cohort", "train", "forget", "evaluate", "merge", "report", "export-bundle", "models", "methods",
+            "demo", "bench"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    assert invoke("cohort", "synth", root / "archive", "--patients", "30", "--seed", "1").exit_code == 0
+    res = invoke("cohort", "index", root / "archive", "--labels", root / "archive" / "labels.csv",
+                 "--out", root / "cohort.csv", "--report", root / "ingest.json", "--salt", "test-salt")
+    assert res.exit_code == 0, res.output
+    return root / "cohort.csv"
+
+
+@pytest.fixture(scope="module")
+def trained(cohort: Path) -> dict[str, Path]:
+    root = cohort.parent
+    common = ["--cohort", cohort, "--model", "small_cnn", "--epochs", "2", "--image-size", "32"]
+    assert invoke("train", *common, "--out", root / "base").exit_code == 0
+    res = invoke("train", *common, "--out", root / "retrain", "--device", "ScannerX", "--exclude")
+    assert res.exit_code == 0, res.output
+    return {"base": root / "base", "retrain": root / "retrain", "root": root}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    res = invoke(command, "--help")
+    assert res.exit_code == 0
+    assert "Example" in res.output or command == "cohort"
+
+
+def test_top_level_help_lists_commands() -> None:
+    out = invoke("--help").output
+    for command in COMMANDS:
+        assert command in out
+
+
+def test_dry_run_prints_selection_and_writes_split(cohort: Path, tmp_path: Path) -> None:
+    res = invoke("forget", "--cohort", cohort, "--device", "ScannerX", "--dry-run", "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "device = ScannerX" in res.output and "train" in res.output
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert split["counts"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "ScanerX"], "Did you mean"),
+    (["--where", "measurement_mm>>4"], "Expected"),
+    (["--where", "label~."], "matches all"),
+    (["--site", "Nowhere Hospital"], "Expected"),
+])
+def test_bad_rules_give_one_error_line_and_exit_2(cohort: Path, tmp_path: Path, args, message) -> None:
+    res = invoke("forget", "--cohort", cohort, *args, "--dry-run", "--out", tmp_path)
+    assert res.exit_code == 2
+    assert message in res.output and "Error:" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "split.json").exists()
+
+
+def test_missing_inputs_exit_2(tmp_path: Path) -> None:
+    assert invoke("forget", "--cohort", tmp_path / "nope.csv", "--device", "X", "--dry-run").exit_code == 2
+    assert invoke("cohort", "index", tmp_path / "missing").exit_code == 2
+    (tmp_path / "empty").mkdir()
+    assert invoke("cohort", "index", tmp_path / "empty", "--out", tmp_path / "c.csv").exit_code == 2
+    assert not (tmp_path / "c.csv").exists()
+    bad = tmp_path / "corrupt.csv"
+    bad.write_bytes(b"\x00\x01not a csv")
+    assert invoke("forget", "--cohort", bad, "--device", "X", "--dry-run").exit_code == 2
+
+
+def test_forget_merge_report_bundle_end_to_end(cohort: Path, trained: dict[str, Path]) -> None:
+    root, base = trained["root"], trained["base"]
+    base_hash = sha256_file(base / "model.safetensors")
+    res = invoke("forget", "--cohort", cohort, "--model", base, "--device", "ScannerX", "--method", "psg",
+                 "--reference", trained["retrain"], "--out", root / "run_device", "--set", "epochs=2")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((root / "run_device" / "metrics.json").read_text())
+    for key in ("forget_acc", "retain_acc", "test_retain_acc", "test_forget_acc", "mia", "per_device", "per_site",
+                "auroc", "ece", "avg_gap", "rte"):
+        assert key in metrics
+    site = json.loads((root / "run_device" / "meta.json").read_text())["counts"]["sites"][0]
+    res = invoke("forget", "--cohort", cohort, "--model", base, "--site", site, "--method", "famr",
+                 "--out", root / "run_site", "--set", "epochs=2", "--goal", "equivalence")
+    assert res.exit_code == 0, res.output
+    res = invoke("merge", root / "run_device", root / "run_site", "--base", base, "--method", "ties",
+                 "--cohort", cohort, "--out", root / "merged")
+    assert res.exit_code == 0, res.output
+    merged = json.loads((root / "merged" / "metrics.json").read_text())
+    assert len(merged["policies"]) == 2 and "union" in merged
+    assert invoke("report", root / "merged", "--out", root / "report").exit_code == 0
+    html = (root / "report" / "report.html").read_text()
+    assert "synthetic" in html.lower() and "data:image/png;base64," in html
+    assert invoke("export-bundle", root / "merged", root / "bundle").exit_code == 0
+    changelog = json.loads((root / "bundle" / "configs" / "metadata.json").read_text())["changelog"]
+    assert len(changelog) >= 2
+    # the deployed model is never modified; outputs are never clobbered without --overwrite
+    assert sha256_file(base / "model.safetensors") == base_hash
+    res = invoke("forget", "--cohort", cohort, "--model", base, "--device", "ScannerX", "--out", root / "run_device")
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    # no identifying tags anywhere in what was written (the synthetic headers carry fake names "SYNTH^...")
+    for path in root.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".csv", ".md", ".html", ".yaml"}:
+            text = path.read_text(errors="ignore")
+            assert "SYNTH^" not in text, path
+
+
+def test_forget_refuses_bad_configs(cohort: Path, trained: dict[str, Path], tmp_path: Path) -> None:
+    base = trained["base"]
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text("lr: !!python/object/apply:os.system ['touch pwned']\n")
+    args = ["forget", "--cohort", cohort, "--model", base, "--device", "ScannerX", "--out", tmp_path / "run"]
+    res = invoke(*args, "--config", hostile)
+    assert res.exit_code == 2 and not Path("pwned").exists()
+    res = invoke(*args, "--set", "learning_rate=0.1")
+    assert res.exit_code == 2 and "Expected" in res.output
+    res = invoke(*args, "--method", "pgs")
+    assert res.exit_code == 2 and 'Did you mean "psg"' in res.output
+    res = invoke(*args, "--goal", "supression")
+    assert res.exit_code == 2 and "suppression" in res.output
+    res = invoke("forget", "--cohort", cohort, "--model", tmp_path / "no_model", "--device", "ScannerX",
+                 "--out", tmp_path / "run")
+    assert res.exit_code == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_writes_metrics(cohort: Path, trained: dict[str, Path], tmp_path: Path) -> None:
+    res = invoke("evaluate", "--model", trained["retrain"], "--cohort", cohort, "--device", "ScannerX",
+                 "--original", trained["base"], "--reference", trained["retrain"], "--out", tmp_path / "m.json")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["avg_gap"] == 0 and metrics["agreement"] == 100
+
+
+def test_catalog_commands() -> None:
+    assert "allcnn" in invoke("models").output
+    out = invoke("methods").output
+    for name in ("psg", "famr", "boundary_shrink", "scrub"):
+        assert name in out
+
+
+def test_demo_runs_the_whole_workflow_on_a_tiny_cohort(tmp_path: Path) -> None:
+    res = invoke("demo", "--out", tmp_path / "demo", "--patients", "24", "--epochs", "2")
+    assert res.exit_code == 0, res.output
+    assert "SYNTHETIC" in res.output
+    for rel in ("cohort.csv", "split.json", "base/model.safetensors", "retrain_device/meta.json",
+                "runs/psg_device/metrics.json", "runs/famr_device/metrics.json", "merged/metrics.json",
+                "report/report.html"):
+        assert (tmp_path / "demo" / rel).is_file(), rel
+    assert invoke("demo", "--out", tmp_path / "demo", "--patients", "24").exit_code == 2  # no silent clobber
