@@ -51,6 +51,7 @@ class Unlearner(abc.ABC):
         ctx.seed_everything()
         out = self._run(new, model, data, ctx, goal)
         check_finite_model(out)
+        check_finite_outputs(out, data, ctx)
         return out
 
     @abc.abstractmethod
@@ -115,6 +116,22 @@ def check_finite_model(model: nn.Module) -> None:
     for name, t in model.state_dict().items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise DivergenceError(f"Unlearning produced non-finite values in {name!r}. No checkpoint was written.")
+
+
+@torch.no_grad()
+def check_finite_outputs(model: nn.Module, data: SplitData, ctx: RunContext, rows: int = 64) -> None:
+    """Finite weights can still overflow to inf/NaN logits (e.g. after gradient ascent): refuse such a model."""
+    was_training = model.training
+    model.eval()
+    try:
+        for part in (data.train_forget, data.train_retain):
+            if len(part):
+                logits = model(part.images[:rows].to(ctx.device))
+                if not torch.isfinite(logits).all():
+                    raise DivergenceError("Unlearning produced a model with non-finite outputs (its weights "
+                                          "overflowed); lower the learning rate. No checkpoint was written.")
+    finally:
+        model.train(was_training)
 
 
 def freeze_batchnorm(model: nn.Module) -> None:
