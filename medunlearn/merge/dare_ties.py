@@ -11,8 +11,8 @@ import dataclasses
 
 import torch
 
-from medunlearn.merge.base import MERGES, MergeEnv, MergeMethod, StateDict, check_range, deltas
-from medunlearn.merge.ties import TiesConfig, run_densities, sign_consensus_merge
+from medunlearn.merge.base import MERGES, MergeEnv, StateDict, deltas
+from medunlearn.merge.ties import Ties, TiesConfig, run_densities, sign_consensus_merge
 
 
 @dataclasses.dataclass
@@ -29,15 +29,12 @@ def dare_sparsify(tau: torch.Tensor, density: float, generator: torch.Generator)
 
 
 @MERGES.register("dare_ties")
-class DareTies(MergeMethod):
+class DareTies(Ties):
+    """TIES with DARE's random drop-and-rescale in place of magnitude trimming (same knobs and checks)."""
+
     name = "dare_ties"
     summary = "DARE: randomly drop delta entries and rescale the rest, then TIES sign election"
     Config = DareTiesConfig
-    run_param_names = ("weight", "density")
-
-    def validate(self) -> None:
-        check_range("density", float(self.config.density), 0.0, 1.0, lo_open=True)
-        check_range("scaling", float(self.config.scaling), -10.0, 10.0)
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
         dens = run_densities(self.config.density, env.run_params, len(runs))
