@@ -73,7 +73,12 @@ def _merge_and_report(df, base: Path, runs: list[Path], out: Path, seed: int, ec
     from medunlearn.workflow.steps_report import report
 
     merged_dir, merged_metrics = merge(runs, base, out / "merged", method="ties", cohort=df, seed=seed)
-    echo(f"7. Merged both policies with TIES → {merged_dir}")
+    echo(f"7. Merged both policies with TIES → {merged_dir}; re-evaluated on each policy and their union "
+         "(compare with each run's own numbers: merging can dilute forgetting, see README Results):")
+    if merged_metrics:
+        from medunlearn.evaluate.table import compare_table
+
+        echo(compare_table({**merged_metrics["policies"], "union": merged_metrics["union"]}))
     paths = report(merged_dir, out / "report")
     echo(f"8. Clinical report → {paths.get('html')}")
     return {"dir": str(merged_dir), "report": {k: str(v) for k, v in paths.items()}}
