@@ -127,7 +127,9 @@ def cached_model(out: Path, kind: str, data: SplitData, train_cfg: dict, exclude
     from medunlearn.models.train import TrainConfig, make_meta, train_model
 
     cfg = TrainConfig.from_dict(train_cfg)
-    sets = (data.train_retain, data.val_retain) if exclude else (data.train, data.val)
+    # canonical row order (by image_id): the original then depends only on the training images, so every
+    # scenario of a suite shares one cached original instead of retraining it per forget set
+    sets = tuple(_canonical(x) for x in ((data.train_retain, data.val_retain) if exclude else (data.train, data.val)))
     key = digest(cfg.to_dict(), _set_digest(*sets))[:16]
     path = out / "cache" / f"{kind}-{key}"
     if (path / "meta.json").is_file():
@@ -136,11 +138,17 @@ def cached_model(out: Path, kind: str, data: SplitData, train_cfg: dict, exclude
     on_event("phase", {"text": f"training the {kind} model ({len(sets[0])} images, {cfg.epochs} epochs)"})
     # the original sees retain + forget as one training set; a SplitData with an empty forget part does it
     empty = data.train_forget.subset([])
-    view = data if exclude else SplitData(data.class_names, sets[0], empty, sets[1], empty, data.test_retain,
-                                          data.test_forget, data.info)
-    model, info = train_model(view, cfg, RunContext.create(seed=0, device="cpu"), exclude_forget=exclude)
+    view = SplitData(data.class_names, sets[0], empty, sets[1], empty, data.test_retain, data.test_forget, data.info)
+    model, info = train_model(view, cfg, RunContext.create(seed=0, device="cpu"))
+    info["exclude_forget"] = exclude
     save_checkpoint(path, model, make_meta("retrain" if exclude else "base", cfg, data, info, model), overwrite=True)
     return model, float(info["wall_time_s"]), key
+
+
+def _canonical(s: ImageSet) -> ImageSet:
+    """The set sorted by meta image_id (stable), so equal sets give equal tensors and training order."""
+    order = sorted(range(len(s)), key=lambda i: str(s.meta["image_id"].iloc[i]))
+    return s.subset(order)
 
 
 def unlearn_cell(method: str, cfg: Any, original: torch.nn.Module, data: SplitData, seed: int,

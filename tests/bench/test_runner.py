@@ -137,3 +137,11 @@ def test_bad_override_fails_before_training(tmp_path, fake_fashion, tiny_config,
     tiny_config["methods"]["finetune"]["lrr"] = 0.1
     with pytest.raises(ConfigError, match='Did you mean "lr"'):
         _run(tmp_path / "bench", fake_fashion, tiny_config)
+
+
+def test_scenarios_share_one_cached_original(tmp_path, fake_fashion, tiny_config):
+    out = tmp_path / "bench"
+    run_bench("fashion-mnist", methods=["finetune"], out=out, data_dir=fake_fashion, subset=120,
+              scenarios=["class", "random"], config=tiny_config)
+    kinds = sorted(p.name.split("-")[0] for p in (out / "cache").iterdir())
+    assert kinds == ["original", "retrain", "retrain"]
