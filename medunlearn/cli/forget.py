@@ -9,6 +9,7 @@ import typer
 from medunlearn.cli import options as o
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.cli.cohort import selection_table
+from medunlearn.cli.verdict import print_acceptance
 
 
 @app.command("forget")
@@ -31,6 +32,9 @@ def forget(
     overwrite: o.Overwrite = False,
 ) -> None:
     """Unlearn the images matching a forget rule from a deployed model.
+
+    The run is judged on validation rows against its acceptance criteria (set with --set forget_tol=…,
+    confidence_margin=…, retain_drop=…, forget_target=… or the config YAML); exit code 3 when they are not met.
 
     Examples:
       [bold]medunlearn forget --cohort cohort.csv --device ScannerX --dry-run[/]
@@ -69,4 +73,9 @@ def forget(
                                overrides=parse_set_options(set_), reference=reference, seed=seed,
                                overwrite=overwrite, force=force, progress=True)
     print_metrics({method: metrics}, title=f"{method} ({goal}) — {rule.describe()}")
-    console.print(f"[green]Wrote[/] {path}")
+    print_acceptance(metrics["acceptance"])
+    if not metrics["acceptance"]["met"]:
+        console.print(f"[bold red]Criteria NOT met.[/] Wrote {path} (checkpoint marked accepted: false; "
+                      f"see {path / 'trace.csv'}).")
+        raise typer.Exit(3)
+    console.print(f"[green]Criteria met.[/] Wrote {path}")

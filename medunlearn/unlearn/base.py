@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from medunlearn.data.imageset import SplitData
-from medunlearn.errors import ConfigError, DivergenceError
+from medunlearn.errors import ConfigError, DataError, DivergenceError
 from medunlearn.registry import Registry, did_you_mean
 from medunlearn.runtime import RunContext
 
@@ -33,7 +33,12 @@ class BaseConfig:
 
 
 class Unlearner(abc.ABC):
-    """Base class: `unlearn(model, data, ctx, goal)` returns a new model; the input is never modified."""
+    """Base class. A method supplies `plan(...)` (its update step and budget); the controller
+    (`unlearn.controller.run_controlled`) owns checks, retain repair, rollback, the trace and the verdict.
+
+    `run(model, data, ctx, goal)` returns an Outcome (new model + acceptance + trace); `unlearn(...)` returns
+    just the model. The input model is never modified.
+    """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
@@ -45,18 +50,35 @@ class Unlearner(abc.ABC):
             cfg = apply_overrides(cfg, overrides)
         self.config = cfg
 
-    def unlearn(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression") -> nn.Module:
+    def run(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression"):
+        from medunlearn.unlearn.controller import run_controlled
+
         check_goal(goal)
+        if len(data.train_forget) == 0:
+            raise DataError("Expected at least one forget image, but got an empty forget set.")
         new = copy.deepcopy(model).to(ctx.device)
+        original = copy.deepcopy(model).to(ctx.device).eval()  # the caller's model is never touched
         ctx.seed_everything()
-        out = self._run(new, model, data, ctx, goal)
-        check_finite_model(out)
-        check_finite_outputs(out, data, ctx)
-        return out
+        plan = self.plan(new, original, data, ctx, goal)
+        outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name)
+        outcome.model = release(outcome.model)
+        check_finite_model(outcome.model)
+        check_finite_outputs(outcome.model, data, ctx)
+        return outcome
+
+    def unlearn(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression") -> nn.Module:
+        return self.run(model, data, ctx, goal).model
 
     @abc.abstractmethod
-    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
-        """Update `model` (a private copy of `original`) in place and return it."""
+    def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str):
+        """Prepare `model` (a private copy of `original`) and return a controller.Plan that updates it in place."""
+
+
+def release(model: nn.Module) -> nn.Module:
+    """Restore requires_grad on every parameter and switch to eval mode (the state a caller expects back)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()
 
 
 def check_goal(goal: str) -> None:
@@ -74,7 +96,11 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
                 f"Expected a {type(cfg).__qualname__} field in {sorted(fields)}, but got {key!r}."
                 f"{did_you_mean(key, sorted(fields))}"
             )
-        values[key] = coerce(raw, getattr(cfg, key), key)
+        default = getattr(cfg, key)
+        if default is None and "float" in str(fields[key].type):  # Optional[float]: a number, or null
+            values[key] = None if raw is None or str(raw).lower() in ("none", "null", "") else coerce(raw, 0.0, key)
+        else:
+            values[key] = coerce(raw, default, key)
     return dataclasses.replace(cfg, **values)
 
 

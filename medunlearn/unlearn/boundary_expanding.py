@@ -13,13 +13,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medunlearn.errors import ConfigError, DataError
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, check_finite_loss, cycle, freeze_batchnorm, n_steps
-from medunlearn.unlearn.stopping import StopConfig, make_stop_rule
+from medunlearn.errors import ConfigError
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, cycle, freeze_batchnorm, n_steps
+from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.loops import gradient_update
 
 
 @dataclasses.dataclass
-class BoundaryExpandingConfig(BaseConfig, StopConfig):
+class BoundaryExpandingConfig(BaseConfig, ControlConfig):
     """Boundary Expanding hyperparameters."""
 
     epochs: float = 20.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
@@ -58,37 +59,28 @@ class BoundaryExpanding(Unlearner):
     summary = "Boundary Expanding: push forget rows into an added shadow class, then prune it"
     Config = BoundaryExpandingConfig
 
-    def _run(self, model, original, data, ctx, goal):
+    def plan(self, model, original, data, ctx, goal) -> Plan:
         cfg, k, dev = self.config, data.num_classes, ctx.device
         head = getattr(model, "head", None)
         if not isinstance(head, nn.Linear) or head.out_features != k:
             raise ConfigError(f"Expected a model whose .head is nn.Linear(F, {k}), but got {type(head).__name__}.")
-        if len(data.train_forget) == 0:
-            raise DataError("Expected at least one forget image, but got an empty forget set.")
         if cfg.lr <= 0 or cfg.epochs <= 0:
             raise ConfigError(f"Expected lr > 0 and epochs > 0, but got {cfg.lr} and {cfg.epochs}.")
-        model.head = expand_head(head)
+        model.head = expand_head(head)  # checks read the first K logits; the shadow row is pruned at the end
         model.train()
         if cfg.freeze_bn:
             freeze_batchnorm(model)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        total = n_steps(len(data.train_forget), cfg.batch_size, cfg.epochs)
         forget_it = cycle(data.train_forget.loader(cfg.batch_size, shuffle=True, seed=ctx.rank_seed))
-        rule = make_stop_rule(goal, cfg, data, original, ctx, self.name)
-        step = 0
-        for step in range(1, total + 1):
+
+        def loss_fn(t: int) -> torch.Tensor:
             batch = next(forget_it)
-            x, y = batch["image"].to(dev), batch["label"].to(dev)
-            logits = model(x)
-            loss = F.cross_entropy(logits, torch.full_like(y, k))
-            check_finite_loss(loss, self.name, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if rule.update(step, model, logits, y):
-                break
-        rule.finish(step)
-        model.head = prune_head(model.head)
-        model.eval()
-        ctx.log[self.name].update({"steps": step, "steps_budget": total, "stop_reason": rule.record.get("reason", "")})
-        return model
+            x = batch["image"].to(dev)
+            return F.cross_entropy(model(x), torch.full((len(x),), k, dtype=torch.long, device=dev))
+
+        def finalize(m: nn.Module) -> nn.Module:
+            m.head = prune_head(m.head)
+            return m
+
+        total = n_steps(len(data.train_forget), cfg.batch_size, cfg.epochs)
+        return Plan(gradient_update(opt, loss_fn), total, rows_per_step=3 * cfg.batch_size, finalize=finalize)

@@ -3,7 +3,7 @@
 For each forget image, one FGSM step of size ε on the frozen original model finds the nearest wrong
 class (x' = clip(x + ε·sign ∇_x CE(f0(x), y)), target = argmax_{k≠y} f0(x')); the model is then
 fine-tuned on the clean forget images toward those targets. This is PSG with γ = λ = φ = 0, one inner
-step and hard targets, and it runs through the same loop (`psg.run_psg`), so the two agree bit for bit.
+step and hard targets, and it runs through the same loop (`psg.psg_plan`), so the two agree bit for bit.
 ε is in [0, 1] pixel units; lr 1e-4 with a stop rule instead of the authors' 1e-5 for 10 epochs.
 """
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
-from medunlearn.unlearn.psg import PSGConfig, run_psg
-from medunlearn.unlearn.stopping import StopConfig
+from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.psg import PSGConfig, psg_plan
 
 
 @dataclasses.dataclass
-class BoundaryShrinkConfig(BaseConfig, StopConfig):
+class BoundaryShrinkConfig(BaseConfig, ControlConfig):
     """Boundary Shrink hyperparameters."""
 
     epochs: float = 20.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
@@ -42,5 +42,5 @@ class BoundaryShrink(Unlearner):
     summary = "Boundary Shrink: relabel forget rows to the FGSM nearest wrong class of the original, fine-tune"
     Config = BoundaryShrinkConfig
 
-    def _run(self, model, original, data, ctx, goal):
-        return run_psg(model, original, data, ctx, goal, as_psg_config(self.config), self.name)
+    def plan(self, model, original, data, ctx, goal) -> Plan:
+        return psg_plan(model, original, data, ctx, as_psg_config(self.config), self.name)

@@ -14,8 +14,8 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
-from medunlearn.unlearn.loops import goal_stop, release, retain_finetune_loop, train_only
-from medunlearn.unlearn.stopping import StopConfig
+from medunlearn.unlearn.loops import retain_finetune_plan, train_only
+from medunlearn.unlearn.controller import ControlConfig, Plan
 
 
 def reinitialise_blocks(model: nn.Module, blocks: list[str]) -> None:
@@ -28,7 +28,7 @@ def reinitialise_blocks(model: nn.Module, blocks: list[str]) -> None:
 
 
 @dataclass
-class EUkConfig(BaseConfig, StopConfig):
+class EUkConfig(BaseConfig, ControlConfig):
     epochs: float = 5.0  # passes over the retain set (retraining from scratch needs more than fine-tuning)
     batch_size: int = 64
     lr: float = 0.05  # SGD
@@ -43,11 +43,9 @@ class EUk(Unlearner):
     summary = "EU-k: re-initialise the last k blocks and retrain them on the retain set, others frozen."
     Config = EUkConfig
 
-    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+    def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
         params = train_only(model, f"last-{c.k}")  # validates k before anything is reset
         reinitialise_blocks(model, model.block_names()[-c.k:])
-        retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
-                             momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
-                             stop=goal_stop(goal, c, original, data, ctx, self.name), stop_after_epochs=1.0)
-        return release(model)
+        return retain_finetune_plan(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                             momentum=c.momentum, weight_decay=c.weight_decay, warmup_epochs=1.0)

@@ -12,12 +12,12 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
-from medunlearn.unlearn.loops import goal_stop, release, retain_finetune_loop, train_only
-from medunlearn.unlearn.stopping import StopConfig
+from medunlearn.unlearn.loops import retain_finetune_plan, train_only
+from medunlearn.unlearn.controller import ControlConfig, Plan
 
 
 @dataclass
-class FinetuneConfig(BaseConfig, StopConfig):
+class FinetuneConfig(BaseConfig, ControlConfig):
     epochs: float = 2.0  # passes over the retain set (the PSG protocol used 10 on CIFAR)
     batch_size: int = 64
     lr: float = 0.02  # SGD; 0.01–0.04 is the usual range (PSG protocol: 0.04)
@@ -32,10 +32,8 @@ class Finetune(Unlearner):
     summary = "Fine-tune on the retain set only (catastrophic-forgetting baseline)."
     Config = FinetuneConfig
 
-    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+    def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
         params = train_only(model, c.params)
-        retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
-                             momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
-                             stop=goal_stop(goal, c, original, data, ctx, self.name))
-        return release(model)
+        return retain_finetune_plan(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                             momentum=c.momentum, weight_decay=c.weight_decay)

@@ -13,8 +13,8 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
-from medunlearn.unlearn.loops import goal_stop, release, retain_finetune_loop, train_only
-from medunlearn.unlearn.stopping import StopConfig
+from medunlearn.unlearn.loops import retain_finetune_plan, train_only
+from medunlearn.unlearn.controller import ControlConfig, Plan
 
 
 def l1_weight(alpha: float, t: int, steps: int) -> float:
@@ -28,7 +28,7 @@ def l1_norm(params: list[nn.Parameter]) -> torch.Tensor:
 
 
 @dataclass
-class L1SparseConfig(BaseConfig, StopConfig):
+class L1SparseConfig(BaseConfig, ControlConfig):
     epochs: float = 3.0  # passes over the retain set
     batch_size: int = 64
     lr: float = 0.02  # SGD
@@ -44,14 +44,12 @@ class L1Sparse(Unlearner):
     summary = "ℓ1-sparse fine-tuning on retain: CE + linearly decaying α·‖θ‖₁."
     Config = L1SparseConfig
 
-    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+    def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
         params = train_only(model, c.params)
 
         def penalty(t: int, steps: int) -> torch.Tensor:
             return l1_weight(c.alpha, t, steps) * l1_norm(params)
 
-        retain_finetune_loop(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
-                             momentum=c.momentum, weight_decay=c.weight_decay, method=self.name,
-                             stop=goal_stop(goal, c, original, data, ctx, self.name), penalty=penalty)
-        return release(model)
+        return retain_finetune_plan(model, data, ctx, params=params, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                             momentum=c.momentum, weight_decay=c.weight_decay, penalty=penalty)

@@ -1,12 +1,11 @@
-"""Loop pieces the baseline unlearners share: batch streams, label noise, parameter subsets, one step driver.
+"""Loop pieces the baseline unlearners share: batch streams, label noise, parameter subsets, the update step.
 
-Every method builds a `step(t) -> loss` closure and hands it to `run_steps`, which checks the loss is finite,
-applies an optional gradient hook (SalUn's mask, ℓ1 sub-gradient), steps the optimiser, consults the goal's
-stop rule and logs what happened in `ctx.log[<method>]`.
+A method builds a `loss(t)` closure and turns it into a controller update with `gradient_update`, which
+back-propagates, applies an optional gradient hook (SalUn's mask) and steps the optimiser. When to check,
+repair, roll back and stop is the controller's business (`unlearn/controller.py`), never a method's.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -16,11 +15,11 @@ from torch import nn
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.models.zoo import parameter_subset
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.base import check_finite_loss, cycle, n_steps
-from medunlearn.unlearn.stopping import StopConfig, StopRule, make_stop_rule
+from medunlearn.unlearn.base import cycle, n_steps, release  # noqa: F401  (release: re-exported for methods)
+from medunlearn.unlearn.controller import Plan
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, C, H, W), labels (B,)
-StepOut = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # loss, forget logits (B, K), labels
+LossFn = Callable[[int], torch.Tensor]  # loss(t) for step t = 1..budget
 
 
 def batches(images: ImageSet, batch_size: int, seed: int, device: torch.device) -> Iterator[Batch]:
@@ -74,83 +73,53 @@ def train_only(model: nn.Module, which: str) -> list[nn.Parameter]:
     return [p for _, p in chosen]
 
 
-def release(model: nn.Module) -> nn.Module:
-    """Restore requires_grad on every parameter and switch to eval mode (the state a caller expects back)."""
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model.eval()
+def gradient_update(optimizer: torch.optim.Optimizer, loss_fn: LossFn,
+                    grad_hook: Callable[[int], None] | None = None) -> Callable[[int], float]:
+    """A controller update: loss_fn(t), backward, optional gradient hook (e.g. a weight mask), optimiser step."""
+
+    def update(t: int) -> float:
+        loss = loss_fn(t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_hook is not None:
+            grad_hook(t)
+        optimizer.step()
+        return float(loss.detach())
+
+    return update
 
 
-def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step: Callable[[int], StepOut], steps: int,
-              method: str, ctx: RunContext, stop: StopRule | None = None,
-              grad_hook: Callable[[int], None] | None = None, stop_after: int = 0) -> dict:
-    """Run up to `steps` optimiser steps; `step(t)` returns (loss, forget logits or None, forget labels or None).
-
-    The forget logits (computed before the update) feed the goal's stop rule, which is asked after every
-    update (from step `stop_after` on) and may end the run early.
-    Returns (and logs in ctx.log[method]) {steps, budget, last_loss}.
-    """
-    record = {"steps": 0, "budget": steps, "last_loss": float("nan")}
-    with ctx.progress(method, steps) as advance:
-        for t in range(steps):
-            loss, logits_f, labels_f = step(t)
-            check_finite_loss(loss.detach(), method, t)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_hook is not None:
-                grad_hook(t)
-            optimizer.step()
-            advance(1)
-            record["steps"], record["last_loss"] = t + 1, float(loss.detach())
-            if stop is not None and t >= stop_after and stop.update(t, model, logits_f, labels_f):
-                break
-    if stop is not None:
-        stop.finish(record["steps"] - 1)
-    ctx.log.setdefault(method, {}).update(record)
-    return record
-
-
-def goal_stop(goal: str, config: StopConfig, original: nn.Module, data: SplitData, ctx: RunContext,
-              method: str) -> StopRule:
-    """The retrain-free stop rule of `goal` (SuppressionStop / EquivalenceStop) with the method's stop knobs."""
-    knobs = {f.name: getattr(config, f.name) for f in dataclasses.fields(StopConfig)}
-    return make_stop_rule(goal, StopConfig(**knobs), data, original, ctx, method)
-
-
-def retain_finetune_loop(model: nn.Module, data: SplitData, ctx: RunContext, *, params: list[nn.Parameter],
+def retain_finetune_plan(model: nn.Module, data: SplitData, ctx: RunContext, *, params: list[nn.Parameter],
                          epochs: float, batch_size: int, lr: float, momentum: float, weight_decay: float,
-                         method: str, stop: StopRule | None = None, stop_after_epochs: float = 0.0,
-                         penalty: Callable[[int, int], torch.Tensor] | None = None) -> dict:
+                         warmup_epochs: float = 0.0,
+                         penalty: Callable[[int, int], torch.Tensor] | None = None) -> Plan:
     """Minimise CE on D_r (+ `penalty(t, steps)`) over `params` for `epochs` passes of the retain set.
 
-    The stop rule is consulted only after `stop_after_epochs` passes (EU-k's fresh blocks start at chance).
-    """
+    No state before `warmup_epochs` passes may be accepted (EU-k's fresh blocks start at chance)."""
     stream = batches(data.train_retain, batch_size, ctx.rank_seed, ctx.device)
     steps = n_steps(len(data.train_retain), batch_size, epochs)
     opt = sgd(params, lr, momentum, weight_decay)
 
-    def step(t: int) -> StepOut:
+    def loss_fn(t: int) -> torch.Tensor:
         x, y = next(stream)
         loss = F.cross_entropy(model(x), y)
-        return (loss + penalty(t, steps) if penalty is not None else loss), None, None
+        return loss + penalty(t, steps) if penalty is not None else loss
 
-    warmup = n_steps(len(data.train_retain), batch_size, stop_after_epochs) if stop_after_epochs > 0 else 0
-    return run_steps(model, opt, step, steps, method, ctx, stop=stop, stop_after=warmup)
+    warmup = n_steps(len(data.train_retain), batch_size, warmup_epochs) if warmup_epochs > 0 else 0
+    return Plan(gradient_update(opt, loss_fn), steps, warmup=warmup, rows_per_step=3 * batch_size, params=params)
 
 
-
-def random_label_step(model: nn.Module, data: SplitData, ctx: RunContext, batch_size: int,
-                      retain_weight: float) -> Callable[[int], StepOut]:
+def random_label_loss(model: nn.Module, data: SplitData, ctx: RunContext, batch_size: int,
+                      retain_weight: float) -> LossFn:
     """Step closure for random-label forgetting: CE(f(x_f), ỹ) + w·CE(f(x_r), y_r), ỹ ≠ y re-drawn every step."""
     pairs = paired_batches(data.train_forget, data.train_retain, batch_size, ctx.rank_seed, ctx.device)
     gen = label_generator(ctx)
 
-    def step(t: int) -> StepOut:
+    def loss_fn(t: int) -> torch.Tensor:
         (xf, yf), (xr, yr) = next(pairs)
-        logits_f = model(xf)
-        loss = F.cross_entropy(logits_f, random_wrong_labels(yf, data.num_classes, gen))
+        loss = F.cross_entropy(model(xf), random_wrong_labels(yf, data.num_classes, gen))
         if retain_weight > 0:
             loss = loss + retain_weight * F.cross_entropy(model(xr), yr)
-        return loss, logits_f.detach(), yf
+        return loss
 
-    return step
+    return loss_fn

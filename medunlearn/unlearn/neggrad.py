@@ -15,8 +15,8 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
-from medunlearn.unlearn.loops import StepOut, goal_stop, paired_batches, release, run_steps, sgd, train_only
-from medunlearn.unlearn.stopping import StopConfig
+from medunlearn.unlearn.loops import gradient_update, paired_batches, sgd, train_only
+from medunlearn.unlearn.controller import ControlConfig, Plan
 
 
 def neggrad_loss(retain_ce: torch.Tensor, forget_ce: torch.Tensor, alpha: float, clip: float) -> torch.Tensor:
@@ -27,7 +27,7 @@ def neggrad_loss(retain_ce: torch.Tensor, forget_ce: torch.Tensor, alpha: float,
 
 
 @dataclass
-class NegGradConfig(BaseConfig, StopConfig):
+class NegGradConfig(BaseConfig, ControlConfig):
     epochs: float = 6.0  # passes over the forget set; each step pairs one forget and one retain batch
     batch_size: int = 64
     lr: float = 0.02  # SGD
@@ -46,20 +46,17 @@ class NegGrad(Unlearner):
     summary = "NegGrad+: descend on retain, clipped gradient ascent on forget, paired batches."
     Config = NegGradConfig
 
-    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+    def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
-        opt = sgd(train_only(model, c.params), c.lr, c.momentum, c.weight_decay)
+        params = train_only(model, c.params)
+        opt = sgd(params, c.lr, c.momentum, c.weight_decay)
         freeze_batchnorm(model)  # forget-only forward passes must not shift the running statistics
         pairs = paired_batches(data.train_forget, data.train_retain, c.batch_size, ctx.rank_seed, ctx.device)
 
-        def step(t: int) -> StepOut:
+        def loss_fn(t: int) -> torch.Tensor:
             (xf, yf), (xr, yr) = next(pairs)
-            logits_f = model(xf)
-            forget_ce = F.cross_entropy(logits_f, yf, reduction="none")
-            loss = neggrad_loss(F.cross_entropy(model(xr), yr), forget_ce, c.alpha, c.forget_loss_clip)
-            return loss, logits_f.detach(), yf
+            forget_ce = F.cross_entropy(model(xf), yf, reduction="none")
+            return neggrad_loss(F.cross_entropy(model(xr), yr), forget_ce, c.alpha, c.forget_loss_clip)
 
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        stop = goal_stop(goal, c, original, data, ctx, self.name)
-        run_steps(model, opt, step, steps, self.name, ctx, stop=stop)
-        return release(model)
+        return Plan(gradient_update(opt, loss_fn), steps, rows_per_step=6 * c.batch_size, params=params)

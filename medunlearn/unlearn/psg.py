@@ -30,23 +30,22 @@ from torch import nn
 from torch.nn import functional as F
 
 from medunlearn.data.imageset import SplitData
-from medunlearn.errors import ConfigError, DataError
+from medunlearn.errors import ConfigError
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.base import (METHODS, BaseConfig, Unlearner, check_finite_loss, cycle, freeze_batchnorm,
-                                     n_steps)
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, cycle, freeze_batchnorm, n_steps
+from medunlearn.unlearn.controller import ControlConfig, Plan
 from medunlearn.unlearn.inner import NOISE_SCALES, NOISES, SCHEDULES, psg_perturb, relabel, scheduled_lam
-from medunlearn.unlearn.stopping import StopConfig, make_stop_rule
+from medunlearn.unlearn.loops import gradient_update
 
 
 @dataclasses.dataclass
-class PSGConfig(BaseConfig, StopConfig):
+class PSGConfig(BaseConfig, ControlConfig):
     """PSG hyperparameters (defaults tuned on the synthetic device-deprecation split)."""
 
     epochs: float = 20.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
     batch_size: int = 32
     lr: float = 5e-5  # outer SGD learning rate (authors: 1e-5 for 10 epochs)
-    check_every: int = 2  # the stop rule is checked often: forgetting happens in a few dozen steps
     momentum: float = 0.9
     weight_decay: float = 0.0
     epsilon: float = 0.1  # L∞ radius in [0, 1] pixel units
@@ -94,38 +93,33 @@ def frozen_teacher(original: nn.Module, device: torch.device) -> nn.Module:
     return teacher
 
 
-def run_psg(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str,
-            cfg: PSGConfig, log_key: str) -> nn.Module:
-    """The PSG outer loop; updates `model` in place. Also runs Boundary Shrink (γ = λ = φ = 0)."""
+def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, cfg: PSGConfig,
+             log_key: str) -> Plan:
+    """The PSG outer loop as a controller plan; updates `model` in place. Also Boundary Shrink (γ = λ = φ = 0)."""
     validate(cfg)
-    if len(data.train_forget) == 0:
-        raise DataError("Expected at least one forget image, but got an empty forget set.")
     dev, k = ctx.device, data.num_classes
     teacher = frozen_teacher(original, dev)
     model.train()
     if cfg.freeze_bn:
         freeze_batchnorm(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    per_epoch = n_steps(len(data.train_forget), cfg.batch_size, 1.0)
     total = n_steps(len(data.train_forget), cfg.batch_size, cfg.epochs)
     forget_it = cycle(data.train_forget.loader(cfg.batch_size, shuffle=True, seed=ctx.rank_seed))
     retain_it = None
     if cfg.phi > 0 and len(data.train_retain) > 0:
         retain_it = cycle(data.train_retain.loader(cfg.batch_size, shuffle=True, seed=ctx.rank_seed + 1))
-    rule = make_stop_rule(goal, cfg, data, original, ctx, log_key)
     log = ctx.log.setdefault(log_key, {})
     hist = torch.zeros(k, k, dtype=torch.long)
-    success: list[list[int]] = []  # per epoch: [crossed, seen]
-    step = 0
-    for step in range(1, total + 1):
+    success = [0, 0]  # [crossed, seen]
+
+    def loss_fn(step: int) -> torch.Tensor:
         batch = next(forget_it)
         x, y = batch["image"].to(dev), batch["label"].to(dev)
         x_adv = psg_perturb(teacher, x, y, epsilon=cfg.epsilon, steps=cfg.inner_steps, step_size=cfg.step_size,
                             gamma=cfg.gamma, lam=scheduled_lam(cfg.lam, cfg.lam_schedule, step, total),
                             noise=cfg.noise, noise_scale=cfg.noise_scale, kappa=cfg.kappa, quantise=cfg.quantise)
         tgt, raw = relabel(teacher, x_adv, y, cfg.target, cfg.nearest_wrong, cfg.top_k)
-        logits = model(x)
-        loss = F.cross_entropy(logits, tgt)
+        loss = F.cross_entropy(model(x), tgt)
         if retain_it is not None:
             rb = next(retain_it)
             xr, yr = rb["image"].to(dev), rb["label"].to(dev)
@@ -136,28 +130,16 @@ def run_psg(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunCont
                 loss = loss + cfg.phi * F.cross_entropy(out_r, yr_soft)
             else:
                 loss = loss + cfg.phi * F.cross_entropy(out_r, yr)
-        check_finite_loss(loss, log_key, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         new = tgt if tgt.dim() == 1 else tgt.argmax(1)
         hist.index_put_((y.cpu(), new.cpu()), torch.ones(len(y), dtype=torch.long), accumulate=True)
-        epoch = (step - 1) // per_epoch
-        while len(success) <= epoch:
-            success.append([0, 0])
-        success[epoch][0] += int((raw != y).sum())
-        success[epoch][1] += len(y)
-        if rule.update(step, model, logits, y):
-            break
-    rule.finish(step)
-    model.eval()
-    log.update({
-        "steps": step, "steps_budget": total,
-        "attack_success": [round(c / max(1, n), 4) for c, n in success],
-        "relabel_histogram": hist.tolist(),
-        "stop_reason": rule.record.get("reason", ""),
-    })
-    return model
+        success[0] += int((raw != y).sum())
+        success[1] += len(y)
+        log.update({"attack_success": round(success[0] / max(1, success[1]), 4),
+                    "relabel_histogram": hist.tolist()})
+        return loss
+
+    rows = cfg.batch_size * (3 + 2 * cfg.inner_steps + (3 if retain_it is not None else 0))
+    return Plan(gradient_update(opt, loss_fn), total, rows_per_step=rows)
 
 
 @METHODS.register("psg")
@@ -166,5 +148,5 @@ class PSG(Unlearner):
     summary = "Perturbed sign-gradient bilevel unlearning: relabel forget rows to the nearest wrong class, fine-tune"
     Config = PSGConfig
 
-    def _run(self, model, original, data, ctx, goal):
-        return run_psg(model, original, data, ctx, goal, self.config, self.name)
+    def plan(self, model, original, data, ctx, goal) -> Plan:
+        return psg_plan(model, original, data, ctx, self.config, self.name)

@@ -12,12 +12,12 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
-from medunlearn.unlearn.loops import goal_stop, random_label_step, release, run_steps, sgd, train_only
-from medunlearn.unlearn.stopping import StopConfig
+from medunlearn.unlearn.loops import gradient_update, random_label_loss, sgd, train_only
+from medunlearn.unlearn.controller import ControlConfig, Plan
 
 
 @dataclass
-class RandomLabelsConfig(BaseConfig, StopConfig):
+class RandomLabelsConfig(BaseConfig, ControlConfig):
     epochs: float = 6.0  # passes over the forget set
     batch_size: int = 64
     lr: float = 0.005  # SGD; larger steps collapse every domain before the retain term can separate them
@@ -35,12 +35,11 @@ class RandomLabels(Unlearner):
     summary = "Fine-tune forget rows on random wrong labels (re-drawn per step) plus a retain term."
     Config = RandomLabelsConfig
 
-    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+    def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
-        opt = sgd(train_only(model, c.params), c.lr, c.momentum, c.weight_decay)
+        params = train_only(model, c.params)
+        opt = sgd(params, c.lr, c.momentum, c.weight_decay)
         freeze_batchnorm(model)  # forget batches come from one domain: keep θ0's running statistics
-        step = random_label_step(model, data, ctx, c.batch_size, c.retain_weight)
+        loss_fn = random_label_loss(model, data, ctx, c.batch_size, c.retain_weight)
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        stop = goal_stop(goal, c, original, data, ctx, self.name)
-        run_steps(model, opt, step, steps, self.name, ctx, stop=stop)
-        return release(model)
+        return Plan(gradient_update(opt, loss_fn), steps, rows_per_step=6 * c.batch_size, params=params)

@@ -18,8 +18,8 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
-from medunlearn.unlearn.loops import goal_stop, random_label_step, release, run_steps, sgd, train_only
-from medunlearn.unlearn.stopping import StopConfig
+from medunlearn.unlearn.loops import gradient_update, random_label_loss, sgd, train_only
+from medunlearn.unlearn.controller import ControlConfig, Plan
 
 
 def saliency_mask(grads: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
@@ -43,7 +43,7 @@ def forget_gradients(model: nn.Module, params: list[nn.Parameter], forget: Image
 
 
 @dataclass
-class SalUnConfig(BaseConfig, StopConfig):
+class SalUnConfig(BaseConfig, ControlConfig):
     epochs: float = 6.0  # passes over the forget set
     batch_size: int = 64
     lr: float = 0.0025  # SGD; the mask concentrates each update on the most forget-salient weights
@@ -60,7 +60,7 @@ class SalUn(Unlearner):
     summary = "SalUn: gradient-saliency weight mask, then random-label forgetting with a retain term."
     Config = SalUnConfig
 
-    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+    def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
         if not 0.0 < c.sparsity <= 1.0:
             raise ConfigError(f"Expected salun sparsity in (0, 1], but got {c.sparsity}.")
@@ -78,8 +78,6 @@ class SalUn(Unlearner):
                 if p.grad is not None:
                     p.grad.add_(p.detach(), alpha=c.weight_decay).mul_(m)
 
-        step = random_label_step(model, data, ctx, c.batch_size, c.retain_weight)
+        loss_fn = random_label_loss(model, data, ctx, c.batch_size, c.retain_weight)
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        stop = goal_stop(goal, c, original, data, ctx, self.name)
-        run_steps(model, opt, step, steps, self.name, ctx, stop=stop, grad_hook=mask_grads)
-        return release(model)
+        return Plan(gradient_update(opt, loss_fn, grad_hook=mask_grads), steps, rows_per_step=6 * c.batch_size, params=params)

@@ -18,8 +18,8 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, n_steps
-from medunlearn.unlearn.loops import StepOut, batches, goal_stop, kl_teacher_student, release, run_steps, sgd, train_only
-from medunlearn.unlearn.stopping import StopConfig
+from medunlearn.unlearn.loops import batches, gradient_update, kl_teacher_student, sgd, train_only
+from medunlearn.unlearn.controller import ControlConfig, Plan
 
 
 def scrub_schedule(rounds: int, msteps: int, forget_steps: int, retain_steps: int) -> list[bool]:
@@ -31,7 +31,7 @@ def scrub_schedule(rounds: int, msteps: int, forget_steps: int, retain_steps: in
 
 
 @dataclass
-class ScrubConfig(BaseConfig, StopConfig):
+class ScrubConfig(BaseConfig, ControlConfig):
     epochs: float = 3.0  # rounds; each round is one pass over D_r (fractional: rounded up)
     batch_size: int = 64
     lr: float = 0.01  # SGD (the SCRUB paper: 5e-4 on large nets with many more steps)
@@ -50,27 +50,26 @@ class Scrub(Unlearner):
     summary = "SCRUB: teacher-student distillation, max-KL on forget and min-KL + CE on retain."
     Config = ScrubConfig
 
-    def _run(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> nn.Module:
+    def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
         teacher = copy.deepcopy(original).to(ctx.device).eval()  # frozen θ0; the caller's model stays as it was
-        opt = sgd(train_only(model, c.params), c.lr, c.momentum, c.weight_decay)
+        params = train_only(model, c.params)
+        opt = sgd(params, c.lr, c.momentum, c.weight_decay)
         # BatchNorm stays in train mode as in SCRUB: batch statistics make the student differ from the teacher,
         # without which KL(teacher‖student) and its gradient start at exactly 0 and the max-steps do nothing.
         forget = batches(data.train_forget, c.batch_size, ctx.rank_seed, ctx.device)
         retain = batches(data.train_retain, c.batch_size, ctx.rank_seed + 1, ctx.device)
-        plan = scrub_schedule(max(1, math.ceil(c.epochs)), c.msteps, n_steps(len(data.train_forget), c.batch_size, 1),
+        schedule = scrub_schedule(max(1, math.ceil(c.epochs)), c.msteps, n_steps(len(data.train_forget), c.batch_size, 1),
                               n_steps(len(data.train_retain), c.batch_size, 1))
 
-        def step(t: int) -> StepOut:
-            x, y = next(forget if plan[t] else retain)
+        def loss_fn(t: int) -> torch.Tensor:
+            x, y = next(forget if schedule[t - 1] else retain)
             logits = model(x)
             with torch.no_grad():
                 target = teacher(x)
             kl = kl_teacher_student(logits, target, c.temperature)
-            if plan[t]:  # max-step: move away from the teacher on D_f
-                return -kl, logits.detach(), y
-            return c.kd_weight * kl + c.ce_weight * F.cross_entropy(logits, y), None, None
+            if schedule[t - 1]:  # max-step: move away from the teacher on D_f
+                return -kl
+            return c.kd_weight * kl + c.ce_weight * F.cross_entropy(logits, y)
 
-        stop = goal_stop(goal, c, original, data, ctx, self.name)
-        run_steps(model, opt, step, len(plan), self.name, ctx, stop=stop)
-        return release(model)
+        return Plan(gradient_update(opt, loss_fn), len(schedule), rows_per_step=4 * c.batch_size, params=params)

@@ -51,17 +51,20 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
 
     ctx = RunContext.create(seed=seed, show_progress=progress)
     start = time.perf_counter()
-    model = method_cls(cfg).unlearn(base, data, ctx, goal=goal)
+    outcome = method_cls(cfg).run(base, data, ctx, goal=goal)
+    model, acceptance = outcome.model, outcome.acceptance
     wall = time.perf_counter() - start
 
     ref_wall = ref_meta.get("wall_time_s") if ref_meta else None
     metrics = evaluate_model(model, data, original=base, reference=ref_model, wall_time_s=wall,
                              reference_wall_time_s=ref_wall, goal=goal, seed=seed)
     metrics["warnings"] = warnings
+    metrics["acceptance"] = acceptance
     metrics["method_log"] = ctx.log
     config = {"method": method, "goal": goal, "hyperparameters": dataclasses.asdict(cfg), "seed": seed,
               "rule": rule.to_dict(), "rule_text": rule.describe()}
     meta = _unlearned_meta(base_meta, model_dir, method, goal, cfg, rule, data, wall, metrics, seed)
+    meta["accepted"] = bool(acceptance["met"])
     inputs = {"base_model": model_sha256(model_dir), "cohort": data.info.get("cohort_hash", ""),
               "split": data.info.get("split_hash", "")}
     if reference:
@@ -70,7 +73,23 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
         save_checkpoint(tmp, model, meta, overwrite=True, provenance=provenance_record(config, seed, inputs))
         write_json(tmp / "metrics.json", metrics)
         write_text(tmp / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        write_text(tmp / acceptance["trace_file"], trace_csv(outcome.trace))
     return Path(out), metrics
+
+
+def trace_csv(trace: list[dict]) -> str:
+    """The controller's check trace as CSV (one row per check; columns = the union of the rows' keys)."""
+    import csv
+    import io
+
+    columns: list[str] = []
+    for row in trace:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(trace)
+    return buf.getvalue()
 
 
 def removed_counts(data) -> dict:
@@ -88,8 +107,10 @@ def _unlearned_meta(base_meta: dict, model_dir, method: str, goal: str, cfg, rul
 
     headline = {k: metrics.get(k) for k in ("forget_acc", "retain_acc", "test_retain_acc", "test_forget_acc",
                                             "mia_efficacy", "avg_gap", "rte")}
+    acceptance = metrics.get("acceptance", {})
     entry = {"policy": rule.describe(), "method": method, "goal": goal,
              "counts": data.info.get("counts", {}), "metrics": headline,
+             "acceptance": {"met": acceptance.get("met"), "checks": acceptance.get("checks", [])},
              "date": time.strftime("%Y-%m-%d")}
     meta = dict(base_meta)
     meta.update({

@@ -90,15 +90,16 @@ def test_forget_merge_report_bundle_end_to_end(cohort: Path, trained: dict[str, 
     base_hash = sha256_file(base / "model.safetensors")
     res = invoke("forget", "--cohort", cohort, "--model", base, "--device", "ScannerX", "--method", "psg",
                  "--reference", trained["retrain"], "--out", root / "run_device", "--set", "epochs=2")
-    assert res.exit_code == 0, res.output
     metrics = json.loads((root / "run_device" / "metrics.json").read_text())
+    assert res.exit_code == (0 if metrics["acceptance"]["met"] else 3), res.output
     for key in ("forget_acc", "retain_acc", "test_retain_acc", "test_forget_acc", "mia", "per_device", "per_site",
                 "auroc", "ece", "avg_gap", "rte"):
         assert key in metrics
     site = json.loads((root / "run_device" / "meta.json").read_text())["counts"]["sites"][0]
     res = invoke("forget", "--cohort", cohort, "--model", base, "--site", site, "--method", "famr",
                  "--out", root / "run_site", "--set", "epochs=2", "--goal", "equivalence")
-    assert res.exit_code == 0, res.output
+    met = json.loads((root / "run_site" / "metrics.json").read_text())["acceptance"]["met"]
+    assert res.exit_code == (0 if met else 3), res.output
     res = invoke("merge", root / "run_device", root / "run_site", "--base", base, "--method", "ties",
                  "--cohort", cohort, "--out", root / "merged")
     assert res.exit_code == 0, res.output
@@ -119,6 +120,21 @@ def test_forget_merge_report_bundle_end_to_end(cohort: Path, trained: dict[str, 
         if path.is_file() and path.suffix in {".json", ".csv", ".md", ".html", ".yaml"}:
             text = path.read_text(errors="ignore")
             assert "SYNTH^" not in text, path
+
+
+def test_a_budget_too_small_exits_3_and_writes_a_checkpoint_marked_not_accepted(cohort: Path,
+                                                                                  trained: dict[str, Path]) -> None:
+    out = trained["root"] / "run_tiny_budget"
+    res = invoke("forget", "--cohort", cohort, "--model", trained["base"], "--device", "ScannerX", "--method", "psg",
+                 "--out", out, "--set", "epochs=0.01")
+    assert res.exit_code == 3 and "Criteria NOT met" in res.output and "FAIL" in res.output
+    acceptance = json.loads((out / "metrics.json").read_text())["acceptance"]
+    assert acceptance["met"] is False and acceptance["budget"] == 1
+    assert {c["name"] for c in acceptance["checks"]} == {"forget_accuracy", "forget_confidence", "retain_accuracy"}
+    assert json.loads((out / "meta.json").read_text())["accepted"] is False
+    assert (out / "model.safetensors").is_file()
+    trace = (out / "trace.csv").read_text().splitlines()
+    assert trace[0].startswith("step,phase,forget_acc,forget_conf,retain_acc") and len(trace) >= 3
 
 
 def test_forget_refuses_bad_configs(cohort: Path, trained: dict[str, Path], tmp_path: Path) -> None:

@@ -18,3 +18,23 @@ def trained_tiny():
                       image_size=16, amp=False)
     model, _ = train_model(split, cfg, RunContext(seed=0))
     return model.eval(), split
+
+
+def run_plan(name: str, model, split, goal: str = "suppression", seed: int = 0, **overrides):
+    """A method's plan run to its budget without the controller: the method's own mechanics, no rollback.
+
+    Returns (unlearned copy, ctx)."""
+    import copy
+
+    from medunlearn.unlearn import METHODS
+    from medunlearn.unlearn.base import release
+
+    ctx = RunContext(seed=seed)
+    ctx.seed_everything()
+    work = copy.deepcopy(model)
+    plan = METHODS.get(name)(**overrides).plan(work, copy.deepcopy(model).eval(), split, ctx, goal)
+    for t in range(1, plan.budget + 1):
+        plan.update(t)
+    if plan.finalize is not None:
+        work = plan.finalize(work)
+    return release(work), ctx

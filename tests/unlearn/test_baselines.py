@@ -10,10 +10,11 @@ from medunlearn.models.zoo import parameter_subset
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.l1_sparse import l1_norm, l1_weight
-from medunlearn.unlearn.loops import kl_teacher_student, random_wrong_labels, run_steps, sgd
+from medunlearn.unlearn.loops import kl_teacher_student, random_wrong_labels
 from medunlearn.unlearn.neggrad import neggrad_loss
 from medunlearn.unlearn.salun import forget_gradients, saliency_mask
 from medunlearn.unlearn.scrub import scrub_schedule
+from tests.unlearn.conftest import run_plan
 
 MINE = ["cf_k", "eu_k", "finetune", "l1_sparse", "neggrad", "random_labels", "salun", "scrub"]
 
@@ -63,16 +64,15 @@ def test_scrub_schedule_runs_max_passes_only_in_the_first_msteps_rounds():
     assert plan == [True, True, False, False, False] * 2 + [False] * 3
 
 
-def test_run_steps_raises_divergence_error_on_non_finite_loss():
-    w = torch.nn.Parameter(torch.ones(2))
-    with pytest.raises(DivergenceError, match="neggrad diverged: non-finite loss at step 0"):
-        run_steps(torch.nn.Linear(1, 1), sgd([w], 0.1), lambda t: ((w * float("nan")).sum(), None, None), 3,
-                  "neggrad", RunContext())
+def test_non_finite_loss_raises_divergence_error(trained_tiny):
+    model, split = trained_tiny
+    with pytest.raises(DivergenceError, match="neggrad diverged: non-finite loss"):
+        METHODS.get("neggrad")(batch_size=16, lr=float("1e30"), alpha=0.0).unlearn(model, split, RunContext())
 
 
 def test_salun_moves_only_masked_weights(trained_tiny):
     model, split = trained_tiny
-    out = METHODS.get("salun")(batch_size=16, sparsity=0.2).unlearn(model, split, RunContext(seed=0))
+    out, _ = run_plan("salun", model, split, batch_size=16, sparsity=0.2)
     params = [p for _, p in parameter_subset(model, "all")]
     masks = saliency_mask(forget_gradients(model, params, split.train_forget, 16, torch.device("cpu")), 0.2)
     moved = [(p_out.detach() != p.detach()) for p, p_out in zip(params, out.parameters())]
@@ -83,7 +83,7 @@ def test_salun_moves_only_masked_weights(trained_tiny):
 @pytest.mark.parametrize("name", ["cf_k", "eu_k"])
 def test_k_methods_change_only_the_last_k_blocks(name, trained_tiny):
     model, split = trained_tiny
-    out = METHODS.get(name)(batch_size=16, k=2).unlearn(model, split, RunContext(seed=0))
+    out, _ = run_plan(name, model, split, batch_size=16, k=2)
     trainable = tuple(f"features.{b}." if b != "head" else "head." for b in model.block_names()[-2:])
     changed = _changed(model, out)
     assert changed and all(k.startswith(trainable) for k in changed)  # frozen blocks keep weights AND BN stats
@@ -92,23 +92,26 @@ def test_k_methods_change_only_the_last_k_blocks(name, trained_tiny):
 
 def test_finetune_head_subset_changes_only_the_head(trained_tiny):
     model, split = trained_tiny
-    out = METHODS.get("finetune")(batch_size=16, params="head").unlearn(model, split, RunContext(seed=0))
+    out, _ = run_plan("finetune", model, split, batch_size=16, params="head")
     assert _changed(model, out) and all(k.startswith("head.") for k in _changed(model, out))
 
 
 def test_l1_term_shrinks_the_weights(trained_tiny):
     model, split = trained_tiny
-    plain = METHODS.get("l1_sparse")(batch_size=16, alpha=0.0).unlearn(model, split, RunContext(seed=0))
-    sparse = METHODS.get("l1_sparse")(batch_size=16, alpha=5e-3).unlearn(model, split, RunContext(seed=0))
+    plain, _ = run_plan("l1_sparse", model, split, batch_size=16, alpha=0.0)
+    sparse, _ = run_plan("l1_sparse", model, split, batch_size=16, alpha=5e-3)
     assert l1_norm(list(sparse.parameters())) < 0.97 * l1_norm(list(plain.parameters()))
 
 
 @pytest.mark.parametrize("name", MINE)
-def test_goal_stop_rule_is_consulted(name, trained_tiny):
-    """stop_margin=100 makes the suppression target 133 %: the rule must fire at its first check."""
+def test_controller_stops_at_the_first_met_check_with_patience_zero(name, trained_tiny):
+    """Criteria that every state meets (a 100-point band, no confidence or retain demand): the controller
+    returns a met state at once and stops after its first method check (EU-k: after its warm-up pass)."""
     model, split = trained_tiny
-    ctx = RunContext(seed=0)
-    METHODS.get(name)(batch_size=16, stop_margin=100.0).unlearn(model, split, ctx, "suppression")
-    log = ctx.log[name]
-    assert log["steps"] < log["budget"] and log["stop"]["reason"].startswith("val_forget accuracy")
-    assert log["steps"] == (1 if name != "eu_k" else log["stop"]["step"] + 1)
+    out = METHODS.get(name)(batch_size=16, forget_tol=100.0, confidence_margin=-1, retain_drop=100.0, patience=0,
+                            check_every=1).run(model, split, RunContext(seed=0), "suppression")
+    acc = out.acceptance
+    assert acc["met"] and acc["steps_run"] < acc["budget"]
+    assert acc["reason"].startswith("criteria met")
+    warmup = 0 if name != "eu_k" else acc["steps_run"] - 1
+    assert acc["steps_run"] == warmup + 1

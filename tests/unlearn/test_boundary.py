@@ -8,7 +8,7 @@ from medunlearn.errors import DivergenceError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.boundary_expanding import expand_head, prune_head
-from medunlearn.unlearn.stopping import accuracy_pct, predict_logits
+from medunlearn.unlearn.probes import accuracy_pct, predict_logits
 
 
 def _acc(model, s, k):
@@ -25,27 +25,27 @@ def test_expand_then_prune_keeps_the_real_rows():
 
 def test_boundary_expanding_returns_k_class_model_and_forgets(trained_tiny):
     model, split = trained_tiny
-    ctx = RunContext(seed=0)
-    out = METHODS.get("boundary_expanding")().unlearn(model, split, ctx)
+    outcome = METHODS.get("boundary_expanding")().run(model, split, RunContext(seed=0))
+    out = outcome.model
     k = split.num_classes
     assert out.head.out_features == k and type(out) is type(model)
     assert {n: t.shape for n, t in out.state_dict().items()} == {n: t.shape for n, t in model.state_dict().items()}
     assert _acc(out, split.val_forget, k) < _acc(model, split.val_forget, k) - 30
-    assert ctx.log["boundary_expanding"]["steps"] >= 1 and "reason" in ctx.log["boundary_expanding"]["stop"]
+    assert outcome.acceptance["steps_run"] >= 1 and outcome.acceptance["reason"]
 
 
 def test_boundary_shrink_forgets_and_keeps_some_retain(trained_tiny):
     model, split = trained_tiny
-    ctx = RunContext(seed=0)
-    out = METHODS.get("boundary_shrink")().unlearn(model, split, ctx)
+    outcome = METHODS.get("boundary_shrink")().run(model, split, RunContext(seed=0))
+    out = outcome.model
     k = split.num_classes
     assert _acc(out, split.val_forget, k) <= 100 / k + 5
     assert _acc(out, split.test_retain, k) >= 60
-    assert ctx.log["boundary_shrink"]["stop"]["reason"].startswith("val_forget")
+    assert {c["name"]: c for c in outcome.acceptance["checks"]}["forget_accuracy"]["passed"]
 
 
 @pytest.mark.parametrize("name", ["boundary_shrink", "boundary_expanding"])
 def test_divergence_raises(trained_tiny, name):
     model, split = trained_tiny
     with pytest.raises(DivergenceError):
-        METHODS.get(name)(lr=1e10, epochs=3.0, check_every=100000).unlearn(model, split, RunContext())
+        METHODS.get(name)(lr=1e10, epochs=3.0, check_every=1).unlearn(model, split, RunContext())

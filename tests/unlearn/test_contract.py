@@ -20,7 +20,7 @@ from medunlearn.errors import ConfigError
 from medunlearn.models.zoo import Classifier
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import GOALS, METHODS
-from medunlearn.unlearn.stopping import accuracy_pct, predict_logits
+from medunlearn.unlearn.probes import accuracy_pct, predict_logits
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "unlearn"
 TINY = {"batch_size": 16}
@@ -36,8 +36,6 @@ CANNOT_SUPPRESS = {
     "l1_sparse": _RETAIN_ONLY,
     "cf_k": _RETAIN_ONLY,
     "eu_k": _RETAIN_ONLY + "; the retrained last blocks relearn the shared features",
-    "scrub": ("SCRUB's min-steps distil the teacher on D_r, which pulls a forget domain that shares D_r's features "
-              "back to the teacher's (correct) predictions; the max-KL pass cannot outweigh it"),
 }
 
 

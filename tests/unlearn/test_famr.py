@@ -1,6 +1,7 @@
 """FAMR: λ from the budget, a-priori bound, movement toward uniform, solvers, parameter subsets, certificate."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -9,32 +10,38 @@ import torch
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.famr import conjugate_gradient, kl_u_p, support_mask, uniform_loss
+from medunlearn.unlearn.base import release
+from medunlearn.unlearn.famr_math import conjugate_gradient, kl_u_p, support_mask, uniform_loss
 
-NO_STOP = {"check_every": 100000}
 
-
-def _run(trained_tiny, goal="suppression", **kw):
+def _run(trained_tiny, goal="suppression", name="famr", **kw):
+    """FAMR's plan run to its budget with no controller (the method's math alone)."""
     model, split = trained_tiny
     ctx = RunContext(seed=0)
-    out = METHODS.get("famr")(**{**NO_STOP, **kw}).unlearn(model, split, ctx, goal)
-    return model, out, ctx.log["famr"]
+    work = copy.deepcopy(model)
+    plan = METHODS.get(name)(**kw).plan(work, copy.deepcopy(model).eval(), split, ctx, goal)
+    for t in range(1, plan.budget + 1):
+        plan.update(t)
+    out = release(plan.finalize(work))
+    return model, out, ctx.log[name]
 
 
 def test_iterative_respects_apriori_bound_and_flattens_forget_predictions(trained_tiny):
     # FAMR proper (no retain term) on the head: the variant the a-priori bound and the head-only check describe
-    model, out, log = _run(trained_tiny, epochs=30.0, budget=5.0, params="head", retain_weight=0.0, lr=1e-2, tol=0.05)
-    cert = log["certificate"]
-    assert cert["label"] == "bounds under stated assumptions, not a formal privacy guarantee"
+    model, out, log = _run(trained_tiny, epochs=30.0, budget=5.0, params="head", lr=1e-2)
+    cert, meas = log["certificate"], log["certificate"]["measured"]
+    assert cert["label"].startswith("bounds under stated assumptions and measurements")
     assert log["lam_source"] == "budget"
-    assert math.isclose(log["lam"], 2 * (cert["L_f_before"] - math.log(3)) / 25.0, rel_tol=1e-6)
-    assert math.isclose(cert["bound_apriori"], 5.0, rel_tol=1e-6)
-    assert cert["bound_apriori_applies"] and cert["delta_norm"] <= cert["bound_apriori"]
-    assert cert["kl_u_p_after"] < 0.25 * cert["kl_u_p_before"]
-    assert math.isclose(cert["delta_norm"], math.sqrt(sum(v ** 2 for v in cert["delta_norm_per_tensor"].values())),
+    assert math.isclose(log["lam"], 2 * (meas["L_f_before"] - math.log(3)) / 25.0, rel_tol=1e-6)
+    apriori = cert["bounds"]["apriori_delta_norm"]
+    assert math.isclose(apriori["value"], 5.0, rel_tol=1e-6)
+    assert apriori["condition_holds"] and apriori["holds"] and meas["delta_norm"] <= apriori["value"]
+    assert cert["bounds"]["convex_delta_norm"]["assumption_verified"] is False
+    assert meas["kl_u_p_after"] < 0.25 * meas["kl_u_p_before"]
+    assert math.isclose(meas["delta_norm"], math.sqrt(sum(v ** 2 for v in meas["delta_norm_per_tensor"].values())),
                         rel_tol=1e-5)
-    assert set(cert["delta_norm_per_tensor"]) == {"head.weight", "head.bias"}
-    assert cert["retain"]["certified_but_flipped"] == 0
+    assert set(meas["delta_norm_per_tensor"]) == {"head.weight", "head.bias"}
+    assert meas["retain"]["secant_slope_max"] >= meas["retain"]["secant_slope_median"] > 0
     for name, t in model.state_dict().items():  # params="head": the feature extractor is untouched
         if not name.startswith("head."):
             assert torch.equal(t, out.state_dict()[name])
@@ -44,7 +51,7 @@ def test_iterative_respects_apriori_bound_and_flattens_forget_predictions(traine
 @pytest.mark.parametrize("solver", ["one_step", "newton_cg"])
 def test_closed_form_solvers_move_toward_uniform(trained_tiny, solver):
     _, _, log = _run(trained_tiny, solver=solver, lam=1.0, cg_iters=5)
-    cert = log["certificate"]
+    cert = log["certificate"]["measured"]
     assert cert["kl_u_p_after"] < 0.8 * cert["kl_u_p_before"]
     assert cert["delta_norm"] > 0 and log["lam_source"] == "given"
     if solver == "newton_cg":
@@ -55,7 +62,7 @@ def test_closed_form_solvers_move_toward_uniform(trained_tiny, solver):
 
 def test_all_parameters_move_the_features(trained_tiny):
     model, out, log = _run(trained_tiny, params="all", epochs=2.0)
-    assert any(k.startswith("features.") for k in log["certificate"]["delta_norm_per_tensor"])
+    assert any(k.startswith("features.") for k in log["certificate"]["measured"]["delta_norm_per_tensor"])
     assert not torch.equal(model.state_dict()["features.conv1.0.weight"], out.state_dict()["features.conv1.0.weight"])
 
 
@@ -84,3 +91,12 @@ def test_famr_config_errors(trained_tiny):
         _run(trained_tiny, lam=-1.0)
     with pytest.raises(ConfigError, match="every class"):
         _run(trained_tiny, support="remaining")
+
+
+def test_famr_retain_zero_weight_is_famr(trained_tiny):
+    _, a, _ = _run(trained_tiny, epochs=1.0)
+    _, b, _ = _run(trained_tiny, name="famr_retain", epochs=1.0, retain_weight=0.0)
+    _, c, _ = _run(trained_tiny, name="famr_retain", epochs=1.0)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)

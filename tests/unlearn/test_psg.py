@@ -11,9 +11,9 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.inner import psg_perturb, relabel, scheduled_lam
 from medunlearn.unlearn.psg import frozen_teacher
-from medunlearn.unlearn.stopping import accuracy_pct, predict_logits
+from medunlearn.unlearn.probes import accuracy_pct, predict_logits
+from tests.unlearn.conftest import run_plan
 
-NO_STOP = {"check_every": 100000}
 
 
 def _success(teacher, x, y, **kw) -> float:
@@ -67,35 +67,31 @@ def test_multi_step_inner_search_stays_in_ball_and_stops_on_confidence(trained_t
 
 def test_psg_with_zero_knobs_is_boundary_shrink_bit_for_bit(trained_tiny):
     model, split = trained_tiny
-    shared = dict(epochs=2.0, lr=1e-3, batch_size=16, **NO_STOP)
-    bs = METHODS.get("boundary_shrink")(**shared).unlearn(model, split, RunContext(seed=3))
+    shared = dict(epochs=2.0, lr=1e-3, batch_size=16)
+    bs, _ = run_plan("boundary_shrink", model, split, seed=3, **shared)
     # Boundary Shrink = PSG with γ = λ = φ = 0, one inner step and hard targets
-    psg = METHODS.get("psg")(gamma=0.0, lam=0.0, phi=0.0, target="hard", **shared).unlearn(model, split, RunContext(seed=3))
-    noisy = METHODS.get("psg")(gamma=2.0, lam=0.0, phi=0.0, target="hard", **shared).unlearn(model, split, RunContext(seed=3))
+    psg, _ = run_plan("psg", model, split, seed=3, gamma=0.0, lam=0.0, phi=0.0, target="hard", **shared)
+    noisy, _ = run_plan("psg", model, split, seed=3, gamma=2.0, lam=0.0, phi=0.0, target="hard", **shared)
     a, b, c = bs.state_dict(), psg.state_dict(), noisy.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the comparison can fail
     assert not torch.equal(a["head.weight"], model.state_dict()["head.weight"])
 
 
-def test_psg_suppresses_forget_domain_and_logs(trained_tiny):
+def test_psg_moves_forget_domain_to_wrong_classes_and_logs(trained_tiny):
     model, split = trained_tiny
     before = copy.deepcopy(model.state_dict())
-    ctx = RunContext(seed=0)
-    # the tiny split's small net needs a larger step than the defaults (tuned on the 48 px DICOM cohort)
-    out = METHODS.get("psg")(lr=1e-4, phi=1.0).unlearn(model, split, ctx, goal="suppression")
+    out, ctx = run_plan("psg", model, split, lr=1e-4, phi=1.0, epochs=2.0)
     log = ctx.log["psg"]
     k = split.num_classes
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())  # input untouched
     val_forget = accuracy_pct(predict_logits(out, split.val_forget.images, k, ctx.device), split.val_forget.labels)
     retain = accuracy_pct(predict_logits(out, split.test_retain.images, k, ctx.device), split.test_retain.labels)
-    assert log["stop"]["reason"].startswith("val_forget accuracy")
-    assert val_forget <= 100 / k + 5 + 1e-6
+    assert val_forget <= 60
     assert retain >= 70
     hist = torch.tensor(log["relabel_histogram"])
     assert hist.shape == (k, k) and int(hist.diagonal().sum()) == 0 and int(hist.sum()) > 0
-    assert 0.0 <= min(log["attack_success"]) <= max(log["attack_success"]) <= 1.0
-    assert log["steps"] <= log["steps_budget"]
+    assert 0.0 <= log["attack_success"] <= 1.0
 
 
 def test_psg_errors(trained_tiny):
@@ -103,4 +99,4 @@ def test_psg_errors(trained_tiny):
     with pytest.raises(ConfigError, match="laplace"):
         METHODS.get("psg")(noise="laplac").unlearn(model, split, RunContext())
     with pytest.raises(DivergenceError):
-        METHODS.get("psg")(lr=1e10, epochs=3.0, **NO_STOP).unlearn(model, split, RunContext())
+        METHODS.get("psg")(lr=1e10, epochs=3.0, check_every=1).unlearn(model, split, RunContext())

@@ -1,0 +1,290 @@
+"""The one stop-and-guard controller every unlearning method runs under.
+
+A method supplies a `Plan` (its update step and step budget); the controller owns everything else:
+  checks   after every `check_every` steps, on fixed seeded probes of VALIDATION rows (val_forget, val_retain;
+           equivalence also train_forget) — test rows are never read; `check_every=0` (auto) checks every
+           step unless the probes' forward passes would exceed a third of the run (estimated from row counts);
+  repair   when val_retain falls below its guard, up to `repair_steps` steps of retain CE + distillation from
+           the original (a removed class's logit masked out of the teacher), then the method goes on;
+  rollback the best checked state that meets every criterion (highest val_retain accuracy) is returned; when
+           none does, the closest one (smallest total violation) is returned and the run is marked not met;
+  stop     `patience` checks after the last improvement once criteria are met, after `patience` consecutive
+           overshooting checks (forgotten past the band: going on cannot help), or at the budget;
+  trace    one row per check (step, phase, measurements, decision) for the run folder and the report.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from medunlearn.data.imageset import ImageSet, SplitData
+from medunlearn.errors import ConfigError
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn.criteria import (Criteria, CriteriaConfig, bootstrap_membership, evaluate_checks,
+                                         forget_shortfall, resolve_criteria, violation)
+from medunlearn.unlearn.probes import predict_logits, subsample
+
+
+@dataclasses.dataclass
+class ControlConfig(CriteriaConfig):
+    """Controller fields shared by every method's Config."""
+
+    check_every: int = 0  # check every this many steps; 0 = auto (every step, thinned to keep checks < 1/3)
+    max_eval: int = 512  # rows per fixed probe (val_forget, val_retain, train_forget)
+    patience: int = 3  # checks to go on after the last improvement (criteria met) or while overshooting
+    repair: bool = True  # run retain repair when val_retain falls below its guard
+    repair_steps: int = 20  # most repair steps per guard breach
+    repair_lr: float = 0.01  # SGD (momentum 0.9) learning rate of the repair steps
+    repair_batch_size: int = 64
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a method hands the controller. `update(t)` performs optimiser step t (1-based), returns its loss."""
+
+    update: Callable[[int], float]
+    budget: int
+    warmup: int = 0  # no state before this step may be accepted (EU-k's fresh blocks start at chance)
+    rows_per_step: int = 0  # forward-equivalent rows one step processes (auto check interval); 0 = unknown
+    finalize: Optional[Callable[[nn.Module], nn.Module]] = None  # applied to the returned state (e.g. prune a head)
+    params: Optional[list[nn.Parameter]] = None  # what retain repair may update (the method's subset); None = all
+
+
+@dataclasses.dataclass
+class Outcome:
+    model: nn.Module
+    acceptance: dict[str, Any]
+    trace: list[dict[str, Any]]
+
+
+def validate_control(cfg: ControlConfig) -> None:
+    if cfg.check_every < 0 or cfg.max_eval < 8 or cfg.patience < 0 or cfg.repair_steps < 0:
+        raise ConfigError(f"Expected check_every >= 0, max_eval >= 8, patience >= 0, repair_steps >= 0, but got "
+                          f"{cfg.check_every}, {cfg.max_eval}, {cfg.patience}, {cfg.repair_steps}.")
+    if not cfg.repair_lr > 0 or cfg.repair_batch_size < 1:
+        raise ConfigError(f"Expected repair_lr > 0 and repair_batch_size >= 1, but got {cfg.repair_lr}, "
+                          f"{cfg.repair_batch_size}.")
+
+
+def removed_classes(data: SplitData) -> list[int]:
+    """Classes present in train_forget but absent from train_retain (a class withdrawal)."""
+    forget = set(data.train_forget.labels.tolist())
+    return sorted(forget - set(data.train_retain.labels.tolist()))
+
+
+class Probes:
+    """Fixed seeded validation subsamples and the measurement on them."""
+
+    def __init__(self, data: SplitData, cfg: ControlConfig, goal: str, seed: int, device: torch.device) -> None:
+        self.k, self.goal, self.device, self.seed = data.num_classes, goal, device, seed
+        held = data.val_forget if len(data.val_forget) else data.train_forget
+        self.forget_source = "val_forget" if len(data.val_forget) else "train_forget (val_forget is empty)"
+        self.forget = subsample(held, cfg.max_eval, seed)
+        retain = data.val_retain if len(data.val_retain) else data.train_retain
+        self.retain_source = "val_retain" if len(data.val_retain) else "train_retain (val_retain is empty)"
+        self.retain = subsample(retain, cfg.max_eval, seed + 1)
+        self.members: ImageSet | None = None
+        if goal == "equivalence":
+            self.members = subsample(data.train_forget, cfg.max_eval, seed + 2)
+            if not len(data.val_forget):  # held-out rows of the same domain are missing: use all of val
+                self.forget = subsample(data.val, cfg.max_eval, seed)
+                self.forget_source = "val (val_forget is empty)"
+
+    def rows(self) -> int:
+        return len(self.forget) + len(self.retain) + (len(self.members) if self.members is not None else 0)
+
+    def _logits(self, model: nn.Module, s: ImageSet) -> torch.Tensor:
+        return predict_logits(model, s.images, self.k, self.device)
+
+    def retain_acc(self, model: nn.Module) -> float:
+        return float((self._logits(model, self.retain).argmax(1) == self.retain.labels).float().mean() * 100)
+
+    def measure(self, model: nn.Module, criteria: Criteria | None) -> dict[str, float]:
+        lf = self._logits(model, self.forget)
+        m = {"forget_acc": float((lf.argmax(1) == self.forget.labels).float().mean() * 100) if len(lf) else 0.0,
+             "forget_conf": float(lf.softmax(1).amax(1).mean() * 100) if len(lf) else 0.0,
+             "retain_acc": self.retain_acc(model)}
+        if self.members is not None and criteria is not None:
+            lm = self._logits(model, self.members)
+            m.update(bootstrap_membership(
+                (lm.argmax(1) == self.members.labels).long(), F.cross_entropy(lm, self.members.labels, reduction="none"),
+                (lf.argmax(1) == self.forget.labels).long(), F.cross_entropy(lf, self.forget.labels, reduction="none"),
+                criteria.bootstrap, criteria.ci_level, self.seed))
+        return m
+
+
+def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
+    """check_every, or (auto) the smallest interval keeping probe forwards under half the steps' cost, i.e.
+    checks under a third of the run: a probe row costs one forward, a step row a forward and a backward."""
+    if cfg.check_every > 0:
+        return cfg.check_every
+    if plan.rows_per_step <= 0:
+        return 1
+    return max(1, math.ceil(probe_rows / (0.5 * plan.rows_per_step)))
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class Repairer:
+    """Retain repair: CE on train_retain + KL(original‖model), removed classes masked in the teacher."""
+
+    def __init__(self, model: nn.Module, original: nn.Module, data: SplitData, cfg: ControlConfig,
+                 ctx: RunContext, removed: list[int], params: Optional[list[nn.Parameter]] = None) -> None:
+        from medunlearn.unlearn.loops import batches  # loops imports this module's Plan
+
+        self.model, self.k, self.cfg, self.removed = model, data.num_classes, cfg, removed
+        self.teacher = copy.deepcopy(original).to(ctx.device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.stream = batches(data.train_retain, cfg.repair_batch_size, ctx.rank_seed + 7, ctx.device)
+        self.params = list(params) if params is not None else list(model.parameters())
+        self.opt: torch.optim.Optimizer | None = None
+
+    def step(self) -> float:
+        model = self.model
+        flags = [(m, m.training) for m in model.modules()]
+        grads = [(p, p.requires_grad) for p in model.parameters()]
+        model.train()
+        for m in model.modules():  # retain-only batches must not move BatchNorm statistics either
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
+                m.eval()
+        for p, _ in grads:
+            p.requires_grad_(True)
+        if self.opt is None:
+            self.opt = torch.optim.SGD(self.params, lr=self.cfg.repair_lr, momentum=0.9)
+        try:
+            x, y = next(self.stream)
+            out = model(x)[:, :self.k]
+            with torch.no_grad():
+                t = self.teacher(x)[:, :self.k].float()
+                if self.removed:
+                    t[:, self.removed] = float("-inf")
+            loss = F.cross_entropy(out, y) + F.kl_div(F.log_softmax(out.float(), 1), F.log_softmax(t, 1),
+                                                      reduction="batchmean", log_target=True)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        finally:
+            for m, f in flags:
+                m.train(f)
+            for p, g in grads:
+                p.requires_grad_(g)
+        return float(loss.detach())
+
+
+def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str,
+                   cfg: ControlConfig, plan: Plan, name: str) -> Outcome:
+    """Drive `plan` on `model` (a private copy of `original`) under the goal's acceptance criteria."""
+    from medunlearn.unlearn.base import check_finite_loss
+
+    validate_control(cfg)
+    probes = Probes(data, cfg, goal, ctx.seed, ctx.device)
+    removed = removed_classes(data)
+    class_removal = bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
+    criteria = resolve_criteria(cfg, goal, data.num_classes, class_removal, probes.retain_acc(original))
+    guard = criteria.retain_original - criteria.retain_drop
+    every = check_interval(cfg, plan, probes.rows())
+    repairer = Repairer(model, original, data, cfg, ctx, removed, plan.params) \
+        if cfg.repair and len(data.train_retain) else None
+    trace: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    closest: dict[str, Any] = {}
+    timing = {"steps_s": 0.0, "checks_s": 0.0, "repair_s": 0.0}
+    state = {"since_best": 0, "overshoot": 0, "reason": "", "repair_steps": 0}
+
+    def check(step: int, phase: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        m = probes.measure(model, criteria)
+        checks = evaluate_checks(criteria, m)
+        met = all(c["passed"] for c in checks)
+        row = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
+               "violation": round(violation(checks), 4), "decision": ""}
+        eligible = step >= plan.warmup
+        if not eligible:
+            row["decision"] = "warm-up (not eligible)"
+        elif met and (not best or m["retain_acc"] > best["m"]["retain_acc"] + 1e-9):
+            best.update(step=step, phase=phase, m=m, checks=checks, state=_snapshot(model))
+            state["since_best"] = 0
+            row["decision"] = "new best (criteria met)"
+        elif not best and (not closest or row["violation"] < closest["violation"] - 1e-9):
+            closest.update(step=step, phase=phase, m=m, checks=checks, violation=row["violation"],
+                           state=_snapshot(model))
+            row["decision"] = "closest so far"
+        timing["checks_s"] += time.perf_counter() - t0
+        trace.append(row)
+        return {"m": m, "met": met, "eligible": eligible, "row": row}
+
+    def repair(step: int) -> None:
+        t0 = time.perf_counter()
+        for _ in range(cfg.repair_steps):
+            check_finite_loss(torch.tensor(repairer.step()), f"{name} (retain repair)", step)
+            state["repair_steps"] += 1
+            timing["repair_s"] += time.perf_counter() - t0
+            c = check(step, "repair")
+            t0 = time.perf_counter()
+            if c["m"]["retain_acc"] >= guard:
+                c["row"]["decision"] = (c["row"]["decision"] + "; " if c["row"]["decision"] else "") + "retain restored"
+                break
+
+    check(0, "original")
+    step = 0
+    with ctx.progress(name, plan.budget) as advance:
+        for step in range(1, plan.budget + 1):
+            t0 = time.perf_counter()
+            check_finite_loss(torch.tensor(plan.update(step)), name, step)
+            timing["steps_s"] += time.perf_counter() - t0
+            advance(1)
+            if step % every and step != plan.budget:
+                continue
+            c = check(step, "method")
+            if not c["eligible"]:
+                continue
+            if best:
+                state["since_best"] += 0 if c["row"]["decision"].startswith("new best") else 1
+                if state["since_best"] > cfg.patience:
+                    state["reason"] = f"criteria met; no better state in {cfg.patience} further checks"
+                    break
+            overshoot = forget_shortfall(criteria, c["m"]) < 0
+            state["overshoot"] = state["overshoot"] + 1 if overshoot else 0
+            if overshoot and state["overshoot"] > cfg.patience:
+                state["reason"] = f"forgetting overshot its band for {cfg.patience + 1} checks; rolled back"
+                break
+            if repairer is not None and c["m"]["retain_acc"] < guard:
+                c["row"]["decision"] = (c["row"]["decision"] + "; " if c["row"]["decision"] else "") + "retain below guard: repair"
+                repair(step)
+        else:
+            state["reason"] = "step budget reached"
+    chosen = best or closest
+    if chosen:
+        model.load_state_dict(chosen["state"])
+    if plan.finalize is not None:
+        model = plan.finalize(model)
+    met = bool(best)
+    if met and not state["reason"].startswith("criteria met"):
+        state["reason"] += "; returned the best state that met the criteria"
+    elif not met:
+        state["reason"] += "; no checked state met every criterion: returned the closest"
+    final = chosen["checks"] if chosen else evaluate_checks(criteria, probes.measure(model, criteria))
+    total = sum(timing.values()) or 1.0
+    acceptance = {
+        "met": met, "goal": goal, "judged_on": "validation",
+        "probes": {"forget": f"{probes.forget_source} ({len(probes.forget)} rows)",
+                   "retain": f"{probes.retain_source} ({len(probes.retain)} rows)"},
+        "criteria": criteria.to_dict(), "checks": final,
+        "state": "best (criteria met)" if met else "closest (criteria not met)",
+        "step": chosen.get("step", step) if chosen else step, "chosen_phase": chosen.get("phase") if chosen else None,
+        "steps_run": step, "budget": plan.budget, "check_every": every, "repair_steps": state["repair_steps"],
+        "check_time_fraction": round(timing["checks_s"] / total, 4), "reason": state["reason"].lstrip("; "),
+        "trace_file": "trace.csv",
+    }
+    ctx.log.setdefault(name, {}).update({"steps": step, "budget": plan.budget, "timing_s": timing})
+    return Outcome(model=model, acceptance=acceptance, trace=trace)

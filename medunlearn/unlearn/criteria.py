@@ -1,0 +1,175 @@
+"""Acceptance criteria: what a policy requires of the forget domain and the retain guard (pure math).
+
+Suppression (a device, site or outlier group is retired; or a class is withdrawn):
+  (a) forget_accuracy   held-out forget-domain accuracy (val_forget) within ±forget_tol points of the target:
+                        chance 100/K for a domain, 0 for a removed class (its images must never be called it);
+  (b) forget_confidence mean max-softmax on val_forget <= 100/K + confidence_margin (domains only): the model is
+                        uncertain there, not confidently wrong, so a deployment can route such images to a human;
+  (c) retain_accuracy   val_retain accuracy >= the original's − retain_drop.
+Equivalence (consent withdrawn: look as if the forget rows were never seen):
+  (a) membership_accuracy_gap  acc(train_forget) − acc(val_forget): its bootstrap interval covers 0;
+  (b) membership_loss_auc      P(loss on val_forget > loss on train_forget): its interval covers 0.5;
+  (c) retain_accuracy          as above.
+Every number is a percentage (the AUC too, 50 = indistinguishable). Test rows are never read here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import torch
+
+from medunlearn.errors import ConfigError
+
+
+@dataclasses.dataclass
+class CriteriaConfig:
+    """Criteria knobs shared by every method's Config (settable with --set or the config YAML)."""
+
+    forget_tol: float = 5.0  # (a) half-width of the accepted band around the target, points
+    forget_target: Optional[float] = None  # (a) target accuracy %; None = chance (domain) or 0 (removed class)
+    confidence_margin: float = 10.0  # (b) mean max-softmax <= 100/K + margin, points; negative = criterion off
+    retain_drop: float = 1.0  # (c) val_retain accuracy may fall at most this many points below the original's
+    ci_level: float = 0.95  # equivalence: two-sided bootstrap interval level
+    bootstrap: int = 200  # equivalence: bootstrap resamples per check
+
+
+@dataclasses.dataclass(frozen=True)
+class Criteria:
+    """Resolved criteria of one run (all in percent)."""
+
+    goal: str
+    forget_target: float
+    forget_tol: float
+    max_confidence: Optional[float]  # None: no confidence criterion (a removed class, or switched off)
+    retain_drop: float
+    retain_original: float  # the original model's val_retain accuracy on the same probe
+    ci_level: float = 0.95
+    bootstrap: int = 200
+    policy_kind: str = "domain"  # domain | class
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def validate_criteria(cfg: CriteriaConfig) -> None:
+    if not 0 <= cfg.forget_tol <= 100:
+        raise ConfigError(f"Expected forget_tol in [0, 100] points, but got {cfg.forget_tol}.")
+    if not 0 <= cfg.retain_drop <= 100:
+        raise ConfigError(f"Expected retain_drop in [0, 100] points, but got {cfg.retain_drop}.")
+    if not 0.5 <= cfg.ci_level < 1:
+        raise ConfigError(f"Expected ci_level in [0.5, 1), but got {cfg.ci_level}.")
+    if not 20 <= cfg.bootstrap <= 10_000:
+        raise ConfigError(f"Expected bootstrap in [20, 10000], but got {cfg.bootstrap}.")
+    if cfg.forget_target is not None:
+        try:
+            target = float(cfg.forget_target)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Expected forget_target to be a percentage or null, but got {cfg.forget_target!r}.") from exc
+        if not 0 <= target <= 100:
+            raise ConfigError(f"Expected forget_target in [0, 100], but got {cfg.forget_target}.")
+
+
+def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_removal: bool,
+                     retain_original: float) -> Criteria:
+    """The run's criteria from its knobs, its goal and its policy kind (a removed class or a domain)."""
+    validate_criteria(cfg)
+    chance = 100.0 / num_classes
+    if cfg.forget_target is not None:
+        target = float(cfg.forget_target)
+    else:
+        target = 0.0 if class_removal else chance
+    max_conf = None if class_removal or cfg.confidence_margin < 0 else min(100.0, chance + cfg.confidence_margin)
+    return Criteria(goal=goal, forget_target=target, forget_tol=cfg.forget_tol, max_confidence=max_conf,
+                    retain_drop=cfg.retain_drop, retain_original=retain_original, ci_level=cfg.ci_level,
+                    bootstrap=cfg.bootstrap, policy_kind="class" if class_removal else "domain")
+
+
+def _check(name: str, label: str, value: float, op: str, threshold: Any,
+           interval: tuple[float, float] | None = None) -> dict[str, Any]:
+    """One check record. op: "within" (threshold [lo, hi]), "<=", ">=", or "ci_covers" (the bootstrap
+    `interval` of `value` must contain the threshold)."""
+    eps = 1e-9
+    if op == "within":
+        passed = threshold[0] - eps <= value <= threshold[1] + eps
+    elif op == "ci_covers":
+        passed = interval[0] - eps <= threshold <= interval[1] + eps
+    elif op == "<=":
+        passed = value <= threshold + eps
+    else:
+        passed = value >= threshold - eps
+    rec = {"name": name, "label": label, "value": round(float(value), 3), "op": op,
+           "threshold": [round(float(t), 3) for t in threshold] if op == "within" else round(float(threshold), 3),
+           "unit": "%", "passed": bool(passed)}
+    if interval is not None:
+        rec["interval"] = [round(float(interval[0]), 3), round(float(interval[1]), 3)]
+    return rec
+
+
+def evaluate_checks(criteria: Criteria, m: dict[str, float]) -> list[dict[str, Any]]:
+    """The criteria's checks on one measurement `m` (see controller.measure for its keys)."""
+    out = []
+    if criteria.goal == "suppression":
+        band = [max(0.0, criteria.forget_target - criteria.forget_tol), min(100.0, criteria.forget_target + criteria.forget_tol)]
+        out.append(_check("forget_accuracy", "held-out forget-domain accuracy", m["forget_acc"], "within", band))
+        if criteria.max_confidence is not None:
+            out.append(_check("forget_confidence", "mean max-softmax on the forget domain", m["forget_conf"], "<=",
+                              criteria.max_confidence))
+    else:
+        out.append(_check("membership_accuracy_gap", "train_forget − held-out forget accuracy", m["acc_gap"],
+                          "ci_covers", 0.0, (m["acc_gap_lo"], m["acc_gap_hi"])))
+        out.append(_check("membership_loss_auc", "loss AUC, held-out vs train_forget", m["auc"], "ci_covers", 50.0,
+                          (m["auc_lo"], m["auc_hi"])))
+    out.append(_check("retain_accuracy", "val_retain accuracy", m["retain_acc"], ">=",
+                      criteria.retain_original - criteria.retain_drop))
+    return out
+
+
+def violation(checks: list[dict[str, Any]]) -> float:
+    """Total distance (points) by which the failed checks miss their thresholds; 0 when every check passes."""
+    total = 0.0
+    for c in checks:
+        if c["passed"]:
+            continue
+        v, t = c["value"], c["threshold"]
+        if c["op"] == "within":
+            total += max(t[0] - v, v - t[1])
+        elif c["op"] == "ci_covers":
+            total += max(c["interval"][0] - t, t - c["interval"][1])
+        else:
+            total += abs(v - t)
+    return total
+
+
+def forget_shortfall(criteria: Criteria, m: dict[str, float]) -> float:
+    """Signed distance of forgetting from its band: > 0 not forgotten enough yet, < 0 overshot, 0 inside (points)."""
+    if criteria.goal == "suppression":
+        acc, lo, hi = m["forget_acc"], criteria.forget_target - criteria.forget_tol, criteria.forget_target + criteria.forget_tol
+        return acc - hi if acc > hi else (acc - lo if acc < lo else 0.0)
+    return m["acc_gap_lo"] if m["acc_gap_lo"] > 0 else min(0.0, m["acc_gap_hi"])
+
+
+# ---------------------------------------------------------------- bootstrap (equivalence)
+def bootstrap_membership(correct_f: torch.Tensor, loss_f: torch.Tensor, correct_h: torch.Tensor,
+                         loss_h: torch.Tensor, resamples: int, level: float, seed: int) -> dict[str, float]:
+    """Accuracy gap and loss AUC between train_forget (f) and held-out (h) rows, with bootstrap intervals.
+
+    correct_*: (N,) 0/1; loss_*: (N,) per-row CE. Returns percent values: acc_gap = acc_f − acc_h,
+    auc = 100·P(loss_h > loss_f) (+ half ties), each with [lo, hi] percentile intervals.
+    """
+    nf, nh = len(loss_f), len(loss_h)
+    gen = torch.Generator().manual_seed(seed)
+    cf = torch.zeros(resamples, nf, dtype=torch.float64).scatter_add_(
+        1, torch.randint(0, nf, (resamples, nf), generator=gen), torch.ones(resamples, nf, dtype=torch.float64))
+    ch = torch.zeros(resamples, nh, dtype=torch.float64).scatter_add_(
+        1, torch.randint(0, nh, (resamples, nh), generator=gen), torch.ones(resamples, nh, dtype=torch.float64))
+    cor_f, cor_h = correct_f.double(), correct_h.double()
+    gap = 100.0 * (cf @ cor_f / nf - ch @ cor_h / nh)
+    lf, lh = loss_f.double(), loss_h.double()
+    wins = (lh[:, None] > lf[None, :]).double() + 0.5 * (lh[:, None] == lf[None, :]).double()  # (nh, nf)
+    auc = 100.0 * ((ch @ wins) * cf).sum(1) / (nf * nh)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    g_lo, g_hi = torch.quantile(gap, q).tolist()
+    a_lo, a_hi = torch.quantile(auc, q).tolist()
+    return {"acc_gap": 100.0 * float(cor_f.mean() - cor_h.mean()), "acc_gap_lo": g_lo, "acc_gap_hi": g_hi,
+            "auc": 100.0 * float(wins.mean()), "auc_lo": a_lo, "auc_hi": a_hi}

@@ -1,0 +1,202 @@
+"""The stop-and-guard controller: rollback past an overshoot, retain repair, not-met verdicts, the trace."""
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from medunlearn.data.imageset import ImageSet, SplitData
+from medunlearn.errors import ConfigError
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn import METHODS
+from medunlearn.unlearn.controller import ControlConfig, Plan, check_interval, removed_classes, run_controlled
+from medunlearn.unlearn.loops import gradient_update, sgd
+from medunlearn.unlearn.probes import auc_higher
+
+K = 3
+
+
+def _coded_set(n: int, forget: bool, offset: int) -> ImageSet:
+    """Images that carry their row id and label in pixel (0, 0) and (0, 1); the domain flag in (0, 2)."""
+    ids = torch.arange(n) + offset
+    labels = ids % K
+    x = torch.zeros(n, 1, 4, 4)
+    x[:, 0, 0, 0] = ids.float() / 1000
+    x[:, 0, 0, 1] = labels.float() / 10
+    x[:, 0, 0, 2] = float(forget)
+    return ImageSet(x, labels, pd.DataFrame({"image_id": [f"i{i}" for i in ids.tolist()]}))
+
+
+def coded_split(n: int = 60) -> SplitData:
+    return SplitData([f"c{k}" for k in range(K)], _coded_set(n, False, 0), _coded_set(n, True, 1000),
+                     _coded_set(n, False, 2000), _coded_set(n, True, 3000), _coded_set(n, False, 4000),
+                     _coded_set(n, True, 5000), {"rule": "scripted"})
+
+
+class Scripted(nn.Module):
+    """At script position s (a parameter, so rollback restores it) forget rows are right with probability
+    forget_acc[s] (by row id) and confident at conf[s]; retain rows are right unless retain_bad[s]."""
+
+    def __init__(self, forget_acc: list[float], conf: list[float], retain_bad: list[float]) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.zeros(()))
+        self.fa, self.conf, self.rb = forget_acc, conf, retain_bad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = int(round(float(self.s)))
+        ids = (x[:, 0, 0, 0] * 1000).round().long()
+        y = (x[:, 0, 0, 1] * 10).round().long()
+        forget = x[:, 0, 0, 2] > 0.5
+        hashed = (ids * 37 % 100).float() / 100
+        right = torch.where(forget, hashed < self.fa[s], hashed >= self.rb[s])
+        pred = torch.where(right, y, (y + 1) % K)
+        p = torch.where(forget, torch.tensor(self.conf[s]), torch.tensor(0.95))
+        probs = torch.full((len(x), K), 0.0) + ((1 - p) / (K - 1))[:, None]
+        probs[torch.arange(len(x)), pred] = p
+        return probs.log() + 0 * self.s  # keeps a graph to s
+
+
+def _scripted_plan(model: Scripted, steps: int) -> Plan:
+    def update(t: int) -> float:
+        with torch.no_grad():
+            model.s.fill_(t)
+        return 0.0
+
+    return Plan(update, steps)
+
+
+def _run(model, split, steps, **cfg):
+    cfg = ControlConfig(check_every=1, repair=False, **cfg)
+    return run_controlled(model, copy.deepcopy(model), split, RunContext(seed=0), "suppression", cfg,
+                          _scripted_plan(model, steps), "scripted")
+
+
+def test_rolls_back_past_an_overshoot():
+    fa = [1.0, 0.8, 0.6, 0.35, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    conf = [0.95, 0.8, 0.5, 0.4, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95]
+    model = Scripted(fa, conf, [0.0] * len(fa))
+    out = _run(model, coded_split(), steps=10, patience=2)
+    acc = out.acceptance
+    assert acc["met"] and acc["step"] == 3 and int(out.model.s) == 3  # the state in the band, restored
+    assert acc["steps_run"] < 10  # stopped once no better state came
+    assert all(c["passed"] for c in acc["checks"])
+    assert [r["step"] for r in out.trace][:4] == [0, 1, 2, 3]
+    assert out.trace[3]["decision"].startswith("new best")
+
+
+def test_overshoot_without_any_met_state_returns_closest_and_says_not_met():
+    fa = [1.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0]
+    model = Scripted(fa, [0.95] * len(fa), [0.0] * len(fa))
+    out = _run(model, coded_split(), steps=6, patience=1)
+    acc = out.acceptance
+    assert not acc["met"] and acc["state"].startswith("closest")
+    assert "overshot" in acc["reason"] and "no checked state met" in acc["reason"]
+    assert {c["name"] for c in acc["checks"] if not c["passed"]} >= {"forget_confidence"}
+
+
+def test_confidently_wrong_states_fail_the_confidence_criterion():
+    fa = [1.0, 0.33, 0.33]
+    model = Scripted(fa, [0.95, 0.9, 0.9], [0.0] * 3)
+    out = _run(model, coded_split(), steps=2)
+    checks = {c["name"]: c for c in out.acceptance["checks"]}
+    assert checks["forget_accuracy"]["passed"] and not checks["forget_confidence"]["passed"]
+    assert checks["forget_confidence"]["threshold"] == pytest.approx(100 / 3 + 10, abs=1e-3)
+    assert not out.acceptance["met"]
+
+
+def test_retain_guard_rejects_states_that_lose_retain_accuracy():
+    fa = [1.0, 0.33, 0.33]
+    model = Scripted(fa, [0.95, 0.4, 0.4], [0.0, 0.2, 0.2])  # forgotten, but 20 % of retain rows now wrong
+    out = _run(model, coded_split(), steps=2)
+    checks = {c["name"]: c for c in out.acceptance["checks"]}
+    assert not checks["retain_accuracy"]["passed"] and checks["retain_accuracy"]["threshold"] == pytest.approx(99.0)
+    assert not out.acceptance["met"]
+    relaxed = _run(Scripted(fa, [0.95, 0.4, 0.4], [0.0, 0.2, 0.2]), coded_split(), steps=2, retain_drop=30.0)
+    assert relaxed.acceptance["met"]
+
+
+def test_repair_restores_retain_accuracy(trained_tiny):
+    """A plan that wrecks the head on its first step: the guard fires and repair steps bring retain back."""
+    model, split = trained_tiny
+    work, original = copy.deepcopy(model), copy.deepcopy(model).eval()
+
+    def update(t: int) -> float:
+        with torch.no_grad():
+            if t == 1:
+                work.head.bias[0] += 4.0  # every image called class 0
+        return 0.0
+
+    cfg = ControlConfig(check_every=1)
+    out = run_controlled(work, original, split, RunContext(seed=0), "suppression", cfg, Plan(update, 2), "wreck")
+    repairs = [r for r in out.trace if r["phase"] == "repair"]
+    guard = out.acceptance["criteria"]["retain_original"] - 1.0
+    assert repairs and out.trace[1]["retain_acc"] < guard and "repair" in out.trace[1]["decision"]
+    assert repairs[-1]["retain_acc"] >= guard and "retain restored" in repairs[-1]["decision"]
+    assert out.acceptance["repair_steps"] == len(repairs)
+
+
+def test_a_budget_too_small_is_not_met(trained_tiny):
+    model, split = trained_tiny
+    out = METHODS.get("psg")(epochs=0.01).run(model, split, RunContext(seed=0))
+    assert out.acceptance["budget"] == 1 and not out.acceptance["met"]
+    assert out.acceptance["state"] == "closest (criteria not met)"
+
+
+def test_class_removal_targets_zero_without_a_confidence_criterion(trained_tiny):
+    model, split = trained_tiny
+    keep = lambda s: s.subset(torch.nonzero(s.labels != 0).flatten())  # noqa: E731
+    drop = lambda s: s.subset(torch.nonzero(s.labels == 0).flatten())  # noqa: E731
+    whole = ImageSet.concat([split.train_retain, split.train_forget])
+    vals = ImageSet.concat([split.val_retain, split.val_forget])
+    tests = ImageSet.concat([split.test_retain, split.test_forget])
+    data = SplitData(split.class_names, keep(whole), drop(whole), keep(vals), drop(vals), keep(tests), drop(tests),
+                     {"rule": "label = class0"})
+    assert removed_classes(data) == [0]
+    out = METHODS.get("famr")(support="remaining", batch_size=16).run(model, data, RunContext(seed=0))
+    crit = out.acceptance["criteria"]
+    assert crit["policy_kind"] == "class" and crit["forget_target"] == 0.0 and crit["max_confidence"] is None
+    assert [c["name"] for c in out.acceptance["checks"]] == ["forget_accuracy", "retain_accuracy"]
+
+
+def test_equivalence_checks_use_bootstrap_intervals(trained_tiny):
+    model, split = trained_tiny
+    out = METHODS.get("finetune")(batch_size=16, epochs=0.5).run(model, split, RunContext(seed=0), "equivalence")
+    names = [c["name"] for c in out.acceptance["checks"]]
+    assert names == ["membership_accuracy_gap", "membership_loss_auc", "retain_accuracy"]
+    for c in out.acceptance["checks"][:2]:
+        lo, hi = c["interval"]
+        assert lo <= c["value"] <= hi and c["passed"] == (lo <= c["threshold"] <= hi)
+
+
+def test_auto_check_interval_keeps_checks_under_a_third():
+    plan = Plan(lambda t: 0.0, 10, rows_per_step=96)
+    assert check_interval(ControlConfig(check_every=4), plan, 1000) == 4
+    assert check_interval(ControlConfig(), plan, 48) == 1
+    every = check_interval(ControlConfig(), plan, 1000)
+    assert 1000 / every <= 0.5 * 96 and 1000 / (every - 1) > 0.5 * 96
+
+
+def test_bad_controller_settings_are_config_errors(trained_tiny):
+    model, split = trained_tiny
+    with pytest.raises(ConfigError, match="forget_tol"):
+        METHODS.get("finetune")(forget_tol=-1).run(model, split, RunContext())
+    with pytest.raises(ConfigError, match="check_every"):
+        METHODS.get("finetune")(check_every=-2).run(model, split, RunContext())
+
+
+def test_auc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(0)
+    neg, pos = torch.randint(0, 5, (40,), generator=g).float(), torch.randint(1, 6, (30,), generator=g).float()
+    ref = roc_auc_score([0] * 40 + [1] * 30, torch.cat([neg, pos]).numpy())
+    assert abs(auc_higher(neg, pos) - ref) < 1e-9
+
+
+def test_gradient_update_steps_the_optimiser():
+    w = nn.Parameter(torch.ones(2))
+    update = gradient_update(sgd([w], 0.5, momentum=0.0), lambda t: (w ** 2).sum())
+    assert update(1) == pytest.approx(2.0) and torch.allclose(w.detach(), torch.zeros(2))

@@ -1,0 +1,46 @@
+"""Acceptance criteria math: resolution per policy kind, checks, violation, bootstrap intervals."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medunlearn.errors import ConfigError
+from medunlearn.unlearn.criteria import (CriteriaConfig, bootstrap_membership, evaluate_checks, forget_shortfall,
+                                         resolve_criteria, violation)
+
+
+def test_domain_and_class_targets():
+    dom = resolve_criteria(CriteriaConfig(), "suppression", 4, False, 90.0)
+    assert dom.forget_target == 25.0 and dom.max_confidence == 35.0 and dom.policy_kind == "domain"
+    cls = resolve_criteria(CriteriaConfig(), "suppression", 4, True, 90.0)
+    assert cls.forget_target == 0.0 and cls.max_confidence is None
+    custom = resolve_criteria(CriteriaConfig(forget_target=40.0, confidence_margin=-1), "suppression", 4, False, 90.0)
+    assert custom.forget_target == 40.0 and custom.max_confidence is None
+
+
+def test_checks_and_violation():
+    crit = resolve_criteria(CriteriaConfig(), "suppression", 3, False, 95.0)
+    ok = evaluate_checks(crit, {"forget_acc": 35.0, "forget_conf": 40.0, "retain_acc": 94.5})
+    assert all(c["passed"] for c in ok) and violation(ok) == 0.0
+    bad = evaluate_checks(crit, {"forget_acc": 10.0, "forget_conf": 90.0, "retain_acc": 90.0})
+    assert [c["passed"] for c in bad] == [False, False, False]
+    assert violation(bad) == pytest.approx((100 / 3 - 5 - 10) + (90 - 100 / 3 - 10) + 4.0, abs=1e-2)
+    assert forget_shortfall(crit, {"forget_acc": 10.0}) < 0 < forget_shortfall(crit, {"forget_acc": 80.0})
+
+
+@pytest.mark.parametrize("bad", [{"forget_tol": -1}, {"retain_drop": 200}, {"ci_level": 1.0}, {"bootstrap": 5},
+                                 {"forget_target": 150.0}])
+def test_bad_criteria_are_config_errors(bad):
+    with pytest.raises(ConfigError, match="Expected"):
+        resolve_criteria(CriteriaConfig(**bad), "suppression", 3, False, 90.0)
+
+
+def test_bootstrap_covers_equality_for_identical_samples_and_not_for_separated():
+    g = torch.Generator().manual_seed(0)
+    loss = torch.rand(200, generator=g)
+    correct = (torch.rand(200, generator=g) > 0.3).long()
+    same = bootstrap_membership(correct, loss, correct, loss, 300, 0.95, 0)
+    assert same["acc_gap_lo"] <= 0 <= same["acc_gap_hi"] and same["auc_lo"] <= 50 <= same["auc_hi"]
+    assert same["auc"] == pytest.approx(50.0)
+    apart = bootstrap_membership(torch.ones(200, dtype=torch.long), loss * 0.1, correct, loss + 1.0, 300, 0.95, 0)
+    assert apart["acc_gap_lo"] > 0 and apart["auc_lo"] > 90
