@@ -120,6 +120,13 @@ class Probes:
         return m
 
 
+def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes, original: nn.Module) -> Criteria:
+    """The criteria of a run on `data`: a class withdrawal when every forget row's class left the retain set."""
+    removed = removed_classes(data)
+    class_removal = bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
+    return resolve_criteria(cfg, goal, data.num_classes, class_removal, probes.retain_acc(original))
+
+
 def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
     """check_every, or (auto) the smallest interval keeping probe forwards under half the steps' cost, i.e.
     checks under a third of the run: a probe row costs one forward, a step row a forward and a backward."""
@@ -189,8 +196,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     validate_control(cfg)
     probes = Probes(data, cfg, goal, ctx.seed, ctx.device)
     removed = removed_classes(data)
-    class_removal = bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
-    criteria = resolve_criteria(cfg, goal, data.num_classes, class_removal, probes.retain_acc(original))
+    criteria = run_criteria(cfg, goal, data, probes, original)
     guard = criteria.retain_original - criteria.retain_drop
     every = check_interval(cfg, plan, probes.rows())
     repairer = Repairer(model, original, data, cfg, ctx, removed, plan.params) \
@@ -288,3 +294,18 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     }
     ctx.log.setdefault(name, {}).update({"steps": step, "budget": plan.budget, "timing_s": timing})
     return Outcome(model=model, acceptance=acceptance, trace=trace)
+
+
+def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cfg: ControlConfig | None = None,
+           seed: int = 0, device: torch.device | None = None) -> dict[str, Any]:
+    """Judge one finished model against the goal's criteria on the same validation probes a run uses
+    (e.g. a merged checkpoint, per policy). Returns {met, goal, judged_on, criteria, checks, measurement}."""
+    cfg = cfg or ControlConfig()
+    validate_control(cfg)
+    device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
+    probes = Probes(data, cfg, goal, seed, device)
+    criteria = run_criteria(cfg, goal, data, probes, original)
+    m = probes.measure(model, criteria)
+    checks = evaluate_checks(criteria, m)
+    return {"met": all(c["passed"] for c in checks), "goal": goal, "judged_on": "validation",
+            "criteria": criteria.to_dict(), "checks": checks, "measurement": {k: round(v, 4) for k, v in m.items()}}

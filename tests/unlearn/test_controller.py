@@ -12,7 +12,8 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import ControlConfig, Plan, check_interval, removed_classes, run_controlled
+from medunlearn.unlearn.controller import (ControlConfig, Plan, assess, check_interval, removed_classes,
+                                           run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import auc_higher
 
@@ -200,3 +201,12 @@ def test_gradient_update_steps_the_optimiser():
     w = nn.Parameter(torch.ones(2))
     update = gradient_update(sgd([w], 0.5, momentum=0.0), lambda t: (w ** 2).sum())
     assert update(1) == pytest.approx(2.0) and torch.allclose(w.detach(), torch.zeros(2))
+
+
+def test_assess_judges_a_finished_model_like_a_run(trained_tiny):
+    model, split = trained_tiny
+    out = METHODS.get("psg")(batch_size=16).run(model, split, RunContext(seed=0))
+    judged = assess(out.model, model, split, "suppression")
+    assert judged["met"] == out.acceptance["met"]
+    assert [c["value"] for c in judged["checks"]] == [c["value"] for c in out.acceptance["checks"]]
+    assert not assess(model, model, split, "suppression")["met"]  # the original has forgotten nothing
