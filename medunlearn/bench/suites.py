@@ -151,7 +151,7 @@ def synthetic_prepare(opts: SuiteOptions) -> Any:
 
 
 def synthetic_split(df: Any, scenario: str, opts: SuiteOptions) -> SplitData:
-    from medunlearn.data.splitdata import build_split_data
+    from medunlearn.forget.splitdata import build_split_data
     from medunlearn.data.synthetic import CLASS_NAMES
     from medunlearn.forget.rules import rule_from_dict
 

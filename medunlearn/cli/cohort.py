@@ -5,10 +5,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
-
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.cli.options import Overwrite, Seed
+from medunlearn.forget.table import selection_table  # noqa: F401  (re-exported for cli.forget)
 
 cohort_app = typer.Typer(help="Create the built-in synthetic cohort, or index a DICOM / NIfTI archive.",
                          no_args_is_help=True)
@@ -65,13 +64,3 @@ def index(
     console.print(f"Indexed {ingest.get('indexed')} images, skipped {ingest.get('skipped')} files; by vendor: {vendors}")
     console.print(f"[green]Wrote[/] {out}" + (f" and {report}" if report else ""))
 
-
-def selection_table(selection) -> Table:
-    table = Table(title="Forget-set selection")
-    rows = selection.summary_rows()
-    if rows:
-        for col in rows[0]:
-            table.add_column(str(col))
-        for row in rows:
-            table.add_row(*[str(row[c]) for c in rows[0]])
-    return table

@@ -9,7 +9,7 @@ Two modes:
 Statistics (median, MAD) come from ``reference`` rows when given. ``forget.split.select`` passes the TRAIN
 rows, so the held-out val/test rows never shape the rule that decides what is forgotten (no peeking).
 
-This module also holds the small column helpers that ``forget.rules`` shares (it imports this module).
+Column access (text / numeric readings of cohort columns) lives in ``data.columns``.
 """
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# require_column / text_values are re-exported for callers that imported them from here before data.columns
+from medunlearn.data.columns import numeric_values, require_column, text_values, try_numeric  # noqa: F401
 from medunlearn.errors import ConfigError
-from medunlearn.registry import did_you_mean
 
 # Cohort columns that are never treated as measurement features by ``auto``.
 STANDARD_COLUMNS = frozenset({
@@ -37,53 +38,13 @@ DIRECTIONS = (">", "<", ">=", "<=")
 ACCEPTED_FORMS = "'auto', 'auto:CUTOFF', 'COLUMN>VALUE' (or <, >=, <=), 'COLUMN:auto' or 'COLUMN:auto:CUTOFF'"
 
 
-def require_column(df: pd.DataFrame, column: str, purpose: str) -> None:
-    """Raise ConfigError with did-you-mean when ``column`` is not in the cohort table."""
-    if column not in df.columns:
-        cols = [str(c) for c in df.columns]
-        raise ConfigError(
-            f"Expected a cohort column for {purpose}, but got {column!r} (columns: {', '.join(cols)})."
-            f"{did_you_mean(column, cols)}"
-        )
-
-
-def text_values(s: pd.Series) -> pd.Series:
-    """Column as stripped strings; NaN → ''; integral floats print without '.0' (CSV round-trips)."""
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        return s.map(lambda v: "" if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
-    return s.fillna("").astype(str).str.strip()
-
-
-def _try_numeric(s: pd.Series) -> tuple[np.ndarray, str | None]:
-    """(values as float with NaN for blanks, first non-numeric text or None)."""
-    if pd.api.types.is_bool_dtype(s):
-        return s.to_numpy(float), None
-    if pd.api.types.is_numeric_dtype(s):
-        return s.to_numpy(float), None
-    text = s.fillna("").astype(str).str.strip()
-    num = pd.to_numeric(text.where(text != "", np.nan), errors="coerce")
-    bad = text[(text != "") & num.isna()]
-    return num.to_numpy(float), (None if bad.empty else str(bad.iloc[0]))
-
-
-def numeric_values(df: pd.DataFrame, column: str, purpose: str) -> np.ndarray:
-    """Column as float (N,), blanks → NaN; ConfigError when it holds non-numeric text."""
-    require_column(df, column, purpose)
-    values, bad = _try_numeric(df[column])
-    if bad is not None:
-        raise ConfigError(
-            f"Expected numeric values in column {column!r} for {purpose}, but got {bad!r}."
-        )
-    return values
-
-
 def measurement_columns(df: pd.DataFrame) -> list[str]:
     """Numeric extra columns (not in STANDARD_COLUMNS) holding at least one finite value."""
     out = []
     for c in df.columns:
         if str(c) in STANDARD_COLUMNS:
             continue
-        values, bad = _try_numeric(df[c])
+        values, bad = try_numeric(df[c])
         if bad is None and np.isfinite(values).any():
             out.append(str(c))
     return out

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from medunlearn.data.columns import text_values
 from medunlearn.errors import ConfigError, DataError, SelectionError
-from medunlearn.forget.outliers import text_values
 from medunlearn.forget.rules import Rule, validate
 from medunlearn.provenance import hash_strings
 

@@ -33,7 +33,7 @@ def split_settings(meta: dict[str, Any] | None, seed: int) -> tuple[int, tuple[f
 
 def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
                    fractions: tuple[float, ...] = DEFAULT_FRACTIONS, class_names: list[str] | None = None) -> SplitData:
-    from medunlearn.data.splitdata import build_split_data
+    from medunlearn.forget.splitdata import build_split_data
 
     return build_split_data(cohort_df, rule, seed=seed, image_size=image_size, fractions=fractions,
                             class_names=class_names)

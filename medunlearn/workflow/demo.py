@@ -19,6 +19,7 @@ def run_demo(out: str | Path, patients: int = 120, seed: int = 0, epochs: int = 
     from medunlearn.data.synthetic import synthesize_cohort
     from medunlearn.forget.rules import build_rule
     from medunlearn.forget.split import select
+    from medunlearn.forget.table import selection_table
     from medunlearn.workflow.steps_forget import forget
     from medunlearn.workflow.steps_train import train
 
@@ -41,7 +42,7 @@ def run_demo(out: str | Path, patients: int = 120, seed: int = 0, epochs: int = 
     selection = select(df, device_rule, seed=seed)
     write_json(out / "split.json", selection.to_json())
     echo(f"3. Forget rule [bold]{device_rule.describe()}[/]:")
-    echo(_selection_table(selection))
+    echo(selection_table(selection))
 
     train_opts = {"epochs": epochs, "model": "allcnn", "batch_size": 32}
     base, base_info = train(df, out / "base", seed=seed, image_size=image_size, progress=progress, **train_opts)
@@ -102,12 +103,6 @@ def _clear_demo_dir(out: Path) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-
-
-def _selection_table(selection):
-    from medunlearn.cli.cohort import selection_table
-
-    return selection_table(selection)
 
 
 def _comparison(results: dict):

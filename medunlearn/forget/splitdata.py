@@ -1,5 +1,7 @@
 """Cohort table + forget rule → SplitData (image tensors per split × forget/retain).
 
+It lives in ``forget`` (not ``data``) because it applies the selection: ``forget`` sits above ``data``.
+
 The images are decoded once for all kept rows (through ``data.datasets.load_images`` unless a ``loader``
 with the same signature is injected) and then sliced into the six parts.
 """
@@ -11,9 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medunlearn.data.columns import text_values
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import DataError
-from medunlearn.forget.outliers import text_values
 from medunlearn.forget.rules import Rule
 from medunlearn.forget.split import DEFAULT_FRACTIONS, PARTS, select
 from medunlearn.registry import did_you_mean
