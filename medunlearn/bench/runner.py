@@ -153,13 +153,14 @@ def _canonical(s: ImageSet) -> ImageSet:
 
 def unlearn_cell(method: str, cfg: Any, original: torch.nn.Module, data: SplitData, seed: int,
                  goal: str) -> tuple[torch.nn.Module, float, dict]:
-    """Run one method; returns (unlearned model, wall seconds, ctx.log). Tests spy on this function."""
+    """Run one method under the controller; returns (unlearned model, wall seconds, acceptance record).
+    Tests spy on this function."""
     from medunlearn.unlearn import METHODS
 
     ctx = RunContext.create(seed=seed, device="cpu")
     start = time.perf_counter()
-    model = METHODS.get(method)(cfg).unlearn(original, data, ctx, goal)
-    return model, time.perf_counter() - start, ctx.log
+    outcome = METHODS.get(method)(cfg).run(original, data, ctx, goal)
+    return outcome.model, time.perf_counter() - start, outcome.acceptance
 
 
 def _score(model, data: SplitData, wall: float | None, ref: dict, goal: str | None) -> dict:
@@ -181,7 +182,7 @@ def _core(m: dict) -> dict:
     return {**core_metrics(m), "wall_time_s": m.get("wall_time_s"), "avg_gap": m.get("avg_gap"), "rte": m.get("rte")}
 
 
-def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[int] = 1, quick: bool = False,
+def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[int] = 3, quick: bool = False,
               out: str | Path = "bench_out", goals: list[str] | None = None, subset: int | None = None,
               data_dir: str | Path | None = None, scenarios: list[str] | None = None, overwrite: bool = False,
               config: str | Path | dict | None = None, command: str = "",
@@ -245,17 +246,19 @@ def _run_cell(method: str, cfg: Any, original, data: SplitData, seed: int, goal:
     cell: dict[str, Any] = {"key": key, "scenario": scenario, "method": method, "goal": goal, "seed": seed,
                             "config": dataclasses.asdict(cfg)}
     try:
-        model, wall, log = unlearn_cell(method, cfg, original, data, seed, goal)
+        model, wall, acceptance = unlearn_cell(method, cfg, original, data, seed, goal)
     except MedUnlearnError as exc:  # e.g. divergence: a result of the benchmark, recorded, not a crash
         return {**cell, "error": f"{type(exc).__name__}: {exc}"}
     try:
         metrics = _score(model, data, wall, ref, goal)
     except ValueError as exc:  # e.g. a degenerate model whose logits overflow: scikit-learn refuses NaN features
         return {**cell, "wall_time_s": wall, "error": f"evaluation failed ({type(exc).__name__}: {str(exc)[:120]})"}
-    stop = (log.get(method) or {}).get("stop") if isinstance(log.get(method), dict) else None
-    return {**cell, "core": _core(metrics), "gap": metrics["gap"], "stop": _stop_summary(stop),
+    return {**cell, "core": _core(metrics), "gap": metrics["gap"], "acceptance": _acceptance_summary(acceptance),
             "metrics": metrics}
 
 
-def _stop_summary(stop: dict | None) -> dict | None:
-    return None if not stop else {k: stop.get(k) for k in ("goal_rule", "step", "reason", "target_acc")}
+def _acceptance_summary(acceptance: dict) -> dict:
+    """What a bench cell keeps of a run's acceptance record: the verdict, its checks, where and why it stopped."""
+    keep = ("met", "state", "step", "steps_run", "budget", "repair_steps", "check_every", "check_time_fraction", "reason")
+    return {**{k: acceptance.get(k) for k in keep},
+            "checks": {c["name"]: {"value": c["value"], "passed": c["passed"]} for c in acceptance.get("checks", [])}}

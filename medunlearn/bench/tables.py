@@ -43,7 +43,8 @@ def aggregate(cells: list[dict]) -> dict[str, dict[str, dict]]:
                 row[key] = mean_std([c["core"].get(key) for c in ok])
             row["seeds"] = [c["seed"] for c in ok]
             row["errors"] = [c["error"] for c in cs if "error" in c]
-            row["stop"] = [(c.get("stop") or {}).get("reason") for c in ok]
+            row["stop"] = [(c.get("acceptance") or {}).get("reason") for c in ok]
+            row["met"] = [bool((c.get("acceptance") or {}).get("met")) for c in ok]
     return out
 
 
@@ -77,12 +78,12 @@ def _counts_text(counts: dict) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
 
 
-def _plain_row(name: str, core: dict) -> str:
+def _plain_row(name: str, core: dict, met: str) -> str:
     vals = []
     for _, key in COLUMNS:
         v = core.get(key)
         vals.append(_fmt(v, None, 2 if key == "avg_gap" else 1) + ("×" if key == "rte" and v is not None else ""))
-    return f"| {name} | " + " | ".join(vals) + " |"
+    return f"| {name} | {met} | " + " | ".join(vals) + " |"
 
 
 def render_markdown(settings: Any, summary: dict, results: dict) -> str:
@@ -97,24 +98,26 @@ def render_markdown(settings: Any, summary: dict, results: dict) -> str:
              "- FA/RA = train forget/retain accuracy, TA = test retain/forget accuracy, conf = mean max-softmax on "
              "test-forget, MIA-eff = SVC true-label-confidence attack (percent of forget rows judged non-member), "
              "Avg-Gap = mean |Δ| vs retrain over FA, RA, TA (all test rows), MIA-eff; RTE = t_retrain / t_method. "
-             "Mean ± std over seeds.", ""]
-    header = "| method | " + " | ".join(c for c, _ in COLUMNS) + " |"
-    sep = "|---" * (len(COLUMNS) + 1) + "|"
+             "Mean ± std over seeds. 'criteria met' = seeds whose run met its acceptance criteria (judged on "
+             "validation rows by the controller; the test columns are reported, never used to choose).", ""]
+    header = "| method | criteria met | " + " | ".join(c for c, _ in COLUMNS) + " |"
+    sep = "|---" * (len(COLUMNS) + 2) + "|"
     for scenario, sc in summary.items():
         for goal, rows in results["scenarios"][scenario]["goals"].items():
             lines += [f"## {scenario} — goal: {goal}", "",
                       f"Forget rule: {sc.get('rule')}; images: {_counts_text(sc.get('counts') or {})}",
-                      "", header, sep, _plain_row("original", sc["original"]),
-                      _plain_row("retrain", sc["retrain"])]
+                      "", header, sep, _plain_row("original", sc["original"], "–"),
+                      _plain_row("retrain", sc["retrain"], "–")]
             notes = []
             for method, row in rows.items():
+                met = f"{sum(row['met'])}/{len(row['met']) + len(row['errors'])}"
                 if not row["seeds"]:
-                    lines.append(f"| {method} | " + " | ".join("error" for _ in COLUMNS) + " |")
+                    lines.append(f"| {method} | {met} | " + " | ".join("error" for _ in COLUMNS) + " |")
                 else:
-                    lines.append(f"| {method} | " + " | ".join(_cell(row[k], k) for _, k in COLUMNS) + " |")
+                    lines.append(f"| {method} | {met} | " + " | ".join(_cell(row[k], k) for _, k in COLUMNS) + " |")
                 stops = sorted({s for s in row["stop"] if s})
                 if stops:
-                    notes.append(f"- {method}: stopped because {'; '.join(stops)}")
+                    notes.append(f"- {method}: {'; '.join(stops)}")
                 notes += [f"- {method}: **failed**: {e}" for e in row["errors"]]
             lines += ["", *notes, ""]
     lines += [f"![Avg-Gap vs RTE]({PLOT_NAME})", ""]

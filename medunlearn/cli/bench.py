@@ -21,7 +21,7 @@ def bench(
     suite: Annotated[str, typer.Argument(help="Suite: fashion-mnist, device, site or outlier.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (rerun with the same folder to resume).")],
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: the suite's).")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Unlearning seeds 0..N-1 per cell.")] = 1,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Unlearning seeds 0..N-1 per cell (mean ± std).")] = 3,
     goals: Annotated[Optional[str], typer.Option("--goals", help="Comma-separated: suppression,equivalence.")] = None,
     scenarios: Annotated[Optional[str], typer.Option("--scenarios", help="Comma-separated subset of the suite's scenarios.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small data, fewer epochs and methods: minutes on 2 cores.")] = False,

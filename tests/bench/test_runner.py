@@ -69,7 +69,7 @@ def test_results_markdown_and_json(tmp_path, fake_fashion, tiny_config):
     res = _run(out, fake_fashion, tiny_config, command="medunlearn bench fashion-mnist --test")
     md = (out / "results.md").read_text()
     assert "## class — goal: suppression" in md
-    assert "| method | FA | RA | TA-retain | TA-forget | conf test-forget | MIA-eff | Avg-Gap | time s | RTE |" in md
+    assert "| method | criteria met | FA | RA | TA-retain | TA-forget | conf test-forget | MIA-eff | Avg-Gap | time s | RTE |" in md
     assert "medunlearn bench fashion-mnist --test" in md and "CPUs" in md
     assert md.count("| finetune |") == 1 and "| retrain |" in md and " ± " in md  # two seeds: mean ± std
     rows = res["scenarios"]["class"]["goals"]["suppression"]
