@@ -28,3 +28,7 @@ class DivergenceError(MedUnlearnError):
 
 class OutputExistsError(MedUnlearnError):
     """An output already exists and --overwrite was not given."""
+
+
+class OutputLockedError(MedUnlearnError):
+    """Another run is writing the same output right now."""

@@ -14,6 +14,7 @@ import torch
 from medunlearn.errors import CheckpointError
 from medunlearn.fileio import read_json, staging_dir, write_json, write_text
 from medunlearn.models.checkpoint import import_state_dict, load_checkpoint, load_state_into, model_sha256
+from medunlearn.models.finite import check_finite_outputs
 from medunlearn.models.zoo import Classifier, model_from_arch
 from medunlearn.provenance import environment
 
@@ -105,7 +106,8 @@ def _readme(meta: dict[str, Any], metadata: dict[str, Any], sha: str) -> str:
         f"{meta.get('image_size')}x{meta.get('image_size')} px, float32 pixels in [0, 1] (normalised inside).", "",
         "## Output", f"- logits over {metadata['task'].split('-')[0]} classes; softmax gives probabilities: "
         + ", ".join(meta.get("class_names") or []), "",
-        "## Load", "```python", "import json, torch", "from medunlearn.models.zoo import model_from_arch",
+        "## Load", "```python", "import json, torch", "from medunlearn.models.finite import check_finite_outputs
+from medunlearn.models.zoo import model_from_arch",
         "arch = json.load(open('configs/inference.json'))['architecture']", "model = model_from_arch(arch)",
         "model.load_state_dict(torch.load('models/model.pt', weights_only=True))", "```", "",
         f"Architecture: `{arch['name']}` with {json.dumps(arch.get('kwargs', {}))}.",
@@ -119,7 +121,8 @@ def _readme(meta: dict[str, Any], metadata: dict[str, Any], sha: str) -> str:
 
 def export_bundle(ckpt_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write a MONAI bundle for a checkpoint directory; refuses a non-empty out_dir unless overwrite."""
-    model, meta = load_checkpoint(ckpt_dir)
+    model, meta = load_checkpoint(ckpt_dir)  # refuses non-finite weights
+    check_finite_outputs(model, f"checkpoint {Path(ckpt_dir).name!r}")
     metadata = _metadata(meta, model)
     sha = model_sha256(ckpt_dir)
     with staging_dir(out_dir, overwrite=overwrite) as tmp:

@@ -15,14 +15,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from medunlearn.errors import CheckpointError, ConfigError, DataError
+from medunlearn.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from medunlearn.fileio import read_json, staging_dir, write_json
+from medunlearn.models.finite import check_finite_state
 from medunlearn.models.zoo import Classifier, model_from_arch
 from medunlearn.provenance import code_version, provenance_record, sha256_file
 
 WEIGHTS, META, PROVENANCE = "model.safetensors", "meta.json", "provenance.json"
 KINDS = ("base", "retrain", "unlearned", "merged")
 # Buffers that are statistics, not learned weights: excluded from weight distances.
+# Bounds on sizes read from meta.json, checked before any tensor is allocated.
+MAX_CLASSES, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_PARAMETERS = 10_000, 64, 4096, 2_000_000_000
 _STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "normalize.mean", "normalize.std")
 
 
@@ -61,6 +64,7 @@ def save_checkpoint(out_dir: str | Path, model: nn.Module, meta: Mapping[str, An
     """
     full = _full_meta(model, meta)
     state = _state_for_save(model)
+    check_finite_state(state, f"the {full['kind']} model")
     if provenance is None:
         inputs = {k: str(full[k]) for k in ("cohort_hash", "split_hash", "base_sha256") if full.get(k)}
         provenance = provenance_record(full.get("config", {}), full.get("seed"), inputs)
@@ -91,7 +95,27 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), dict):
         raise CheckpointError(f"Expected {p / META} to hold a dict with an 'architecture' record, but got "
                               f"{type(meta).__name__} without one.")
+    check_arch_bounds(meta["architecture"], str(p / META))
     return meta
+
+
+def check_arch_bounds(arch: Mapping[str, Any], where: str) -> None:
+    """Refuse sizes no classifier needs (a tampered meta.json could ask for terabytes) before building."""
+    kw = arch.get("kwargs") if isinstance(arch.get("kwargs"), Mapping) else {}
+    for key, top in (("num_classes", MAX_CLASSES), ("in_channels", MAX_CHANNELS), ("image_size", MAX_IMAGE_SIZE)):
+        value = kw.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top):
+            raise CheckpointError(f"Expected {key} between 1 and {top:,} in {where}, but got {value!r}.")
+    for key, value in kw.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not -1e6 <= value <= 1e6:
+            raise CheckpointError(f"Expected architecture option {key} within ±1e6 in {where}, but got {value!r}.")
+
+
+def _count_parameters(arch: Mapping[str, Any]) -> int:
+    """Parameters of `arch`, built on the meta device (shapes only, no memory)."""
+    with torch.device("meta"):
+        net = model_from_arch(dict(arch))
+    return sum(t.numel() for t in net.state_dict().values())
 
 
 def read_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -126,11 +150,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Rebuild the model from meta['architecture'] and load its weights. Returns (model in eval mode, meta)."""
     meta = read_meta(path)
     try:
+        n_params = _count_parameters(meta["architecture"])
+        if n_params > MAX_PARAMETERS:
+            raise CheckpointError(f"Expected at most {MAX_PARAMETERS:,} parameters in checkpoint {Path(path).name!r}, "
+                                  f"but its architecture record asks for {n_params:,}.")
         model = model_from_arch(meta["architecture"])
     except ConfigError as exc:
         raise CheckpointError(f"Checkpoint {path}: {exc}") from exc
     state = read_weights(path, "cpu")
     load_state_into(model, state, source=f"checkpoint {Path(path).name!r}")
+    try:
+        check_finite_state(state, f"checkpoint {Path(path).name!r}")
+    except DivergenceError as exc:
+        raise CheckpointError(str(exc).replace("; nothing was written.", "; refusing to use it.")) from exc
     return model.to(torch.device(map_location)).eval(), meta
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medunlearn.errors import ConfigError
+from medunlearn.models.finite import check_finite_outputs
 from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_json
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
@@ -47,6 +48,8 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     ctx = RunContext.create(seed=seed)
     model, info = merge_runs(run_dirs, base_dir, method, params=params, weights=weights, data=union_data,
                              seed=seed, ctx=ctx)
+    check_finite_outputs(model, f"the merged ({method}) model",
+                         union_data.train_retain.images[:16] if union_data is not None else None)
     metrics = _evaluate_policies(model, base, df, rules, run_dirs, union_data, split_seed, fractions, image_size,
                                  base_meta, seed) if df is not None else {}
     meta = merged_meta(info)

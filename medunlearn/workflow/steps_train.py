@@ -7,6 +7,7 @@ from typing import Any
 
 from medunlearn.errors import ConfigError
 from medunlearn.fileio import prepare_out_dir
+from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.common import DEFAULT_FRACTIONS, is_synthetic, load_cohort, split_data_for
@@ -30,6 +31,7 @@ def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: 
     data = split_data_for(df, rule, seed=seed, image_size=image_size, fractions=DEFAULT_FRACTIONS)
     ctx = RunContext.create(seed=seed, show_progress=progress)
     model, info = train_model(data, cfg, ctx, exclude_forget=exclude)
+    check_finite_outputs(model, "the trained model", data.val_retain.images[:16] if len(data.val_retain) else None)
     meta = make_meta("retrain" if exclude else "base", cfg, data, info, model)
     meta["split"] = {"seed": seed, "fractions": list(DEFAULT_FRACTIONS), "train_hash": data.info.get("train_hash")}
     meta["synthetic"] = is_synthetic(df)
