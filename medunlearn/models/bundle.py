@@ -106,8 +106,7 @@ def _readme(meta: dict[str, Any], metadata: dict[str, Any], sha: str) -> str:
         f"{meta.get('image_size')}x{meta.get('image_size')} px, float32 pixels in [0, 1] (normalised inside).", "",
         "## Output", f"- logits over {metadata['task'].split('-')[0]} classes; softmax gives probabilities: "
         + ", ".join(meta.get("class_names") or []), "",
-        "## Load", "```python", "import json, torch", "from medunlearn.models.finite import check_finite_outputs
-from medunlearn.models.zoo import model_from_arch",
+        "## Load", "```python", "import json, torch", "from medunlearn.models.zoo import model_from_arch",
         "arch = json.load(open('configs/inference.json'))['architecture']", "model = model_from_arch(arch)",
         "model.load_state_dict(torch.load('models/model.pt', weights_only=True))", "```", "",
         f"Architecture: `{arch['name']}` with {json.dumps(arch.get('kwargs', {}))}.",
