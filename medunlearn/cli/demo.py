@@ -21,9 +21,16 @@ def demo(
 ) -> None:
     """Synthesise a cohort, forget device ScannerX with PSG and FAMR, add a site policy, merge, and report.
 
+    Exits 3 when the PSG or FAMR device run does not meet its acceptance criteria.
+
     Example: [bold]medunlearn demo --out demo_out[/]
     """
     from medunlearn.workflow.demo import run_demo
 
-    run_demo(out, patients=patients, seed=seed, epochs=epochs, overwrite=overwrite, echo=console.print,
-             progress=True)
+    result = run_demo(out, patients=patients, seed=seed, epochs=epochs, overwrite=overwrite, echo=console.print,
+                      progress=True)
+    missed = [m for m, metrics in result["results"].items() if not metrics.get("acceptance", {}).get("met")]
+    if missed:
+        console.print(f"[bold red]Acceptance criteria NOT met[/] by {', '.join(missed)} on the device policy "
+                      "(see their trace.csv under runs/); exit code 3.")
+        raise typer.Exit(3)

@@ -7,7 +7,9 @@ A method supplies a `Plan` (its update step and step budget); the controller own
   repair   when val_retain falls below its guard, up to `repair_steps` steps of retain CE + distillation from
            the original (a removed class's logit masked out of the teacher), then the method goes on;
   rollback the best checked state that meets every criterion (highest val_retain accuracy) is returned; when
-           none does, the closest one (smallest total violation) is returned and the run is marked not met;
+           none does, the closest one is returned (a state within the retain guard first, then the smallest total
+           violation: a model that forgot but lost the retain domain is worse than one that did not) and the run
+           is marked not met;
   stop     `patience` checks after the last improvement once criteria are met, after `patience` consecutive
            overshooting checks (forgotten past the band: going on cannot help), or at the budget;
   trace    one row per check (step, phase, measurements, decision) for the run folder and the report.
@@ -41,7 +43,7 @@ class ControlConfig(CriteriaConfig):
     patience: int = 3  # checks to go on after the last improvement (criteria met) or while overshooting
     repair: bool = True  # run retain repair when val_retain falls below its guard
     repair_steps: int = 20  # most repair steps per guard breach
-    repair_lr: float = 0.01  # SGD (momentum 0.9) learning rate of the repair steps
+    repair_lr: float = 1e-4  # Adam learning rate of the repair steps (gradient norm clipped at 5)
     repair_batch_size: int = 64
 
 
@@ -137,6 +139,12 @@ def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
     return max(1, math.ceil(probe_rows / (0.5 * plan.rows_per_step)))
 
 
+def _closer(checks: list[dict[str, Any]], v: float, closest: dict[str, Any]) -> bool:
+    """Is a state with these checks closer to acceptance than `closest`? Retain guard first, then violation."""
+    guard = lambda cs: next(c["passed"] for c in cs if c["name"] == "retain_accuracy")  # noqa: E731
+    return (not guard(checks), v) < (not guard(closest["checks"]), closest["violation"] - 1e-9)
+
+
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -167,7 +175,8 @@ class Repairer:
         for p, _ in grads:
             p.requires_grad_(True)
         if self.opt is None:
-            self.opt = torch.optim.SGD(self.params, lr=self.cfg.repair_lr, momentum=0.9)
+            # Adam + clipping: SGD with momentum diverged on a model the method had just pushed far (BN frozen)
+            self.opt = torch.optim.Adam(self.params, lr=self.cfg.repair_lr)
         try:
             x, y = next(self.stream)
             out = model(x)[:, :self.k]
@@ -179,6 +188,7 @@ class Repairer:
                                                       reduction="batchmean", log_target=True)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 5.0)
             self.opt.step()
         finally:
             for m, f in flags:
@@ -221,7 +231,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
             best.update(step=step, phase=phase, m=m, checks=checks, state=_snapshot(model))
             state["since_best"] = 0
             row["decision"] = "new best (criteria met)"
-        elif not best and (not closest or row["violation"] < closest["violation"] - 1e-9):
+        elif not best and (not closest or _closer(checks, row["violation"], closest)):
             closest.update(step=step, phase=phase, m=m, checks=checks, violation=row["violation"],
                            state=_snapshot(model))
             row["decision"] = "closest so far"

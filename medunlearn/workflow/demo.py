@@ -58,6 +58,8 @@ def run_demo(out: str | Path, patients: int = 120, seed: int = 0, epochs: int = 
         results[method] = metrics
     echo("5. Unlearned the device policy with PSG and FAMR (goal: suppression):")
     echo(_comparison(results))
+    for method, metrics in results.items():
+        echo(_verdict_line(method, metrics.get("acceptance", {})))
 
     site = _second_site(df, DEMO_DEVICE)
     site_rule = build_rule(site=[site])
@@ -83,6 +85,14 @@ def _merge_and_report(df, base: Path, runs: list[Path], out: Path, seed: int, ec
     paths = report(merged_dir, out / "report")
     echo(f"8. Clinical report → {paths.get('html')}")
     return {"dir": str(merged_dir), "report": {k: str(v) for k, v in paths.items()}}
+
+
+def _verdict_line(name: str, acceptance: dict) -> str:
+    """One line: criteria met / NOT met, with each check's value and result (validation data)."""
+    parts = [f"{c['name']} {c['value']:.1f}{c.get('unit', '')} {'PASS' if c['passed'] else 'FAIL'}"
+             for c in acceptance.get("checks", [])]
+    verdict = "[green]criteria met[/]" if acceptance.get("met") else "[bold red]criteria NOT met[/]"
+    return f"   {name}: {verdict} ({'; '.join(parts)})"
 
 
 def _second_site(df, device: str) -> str:
