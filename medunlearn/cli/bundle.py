@@ -17,11 +17,17 @@ def export_bundle(
     out: Annotated[Path, typer.Argument(help="Bundle directory to write.")],
     overwrite: Overwrite = False,
 ) -> None:
-    """Write a MONAI bundle (configs/metadata.json with a changelog per unlearning policy, models/model.pt).
+    """Write a MONAI bundle that MONAI runs without medunlearn (TorchScript models/model.ts + configs/inference.json).
 
-    Example: [bold]medunlearn export-bundle merged/ bundle/[/]
+    configs/metadata.json carries MONAI's schema fields, a changelog version per unlearning policy and each
+    policy's acceptance verdict; models/model.pt holds the same weights as a plain state dict.
+
+    Example: [bold]medunlearn export-bundle merged/ bundle/[/], then in bundle/:
+    [bold]python -m monai.bundle run --config_file configs/inference.json --dataset_dir /path/to/images[/]
     """
     from medunlearn.models.bundle import export_bundle as run_export
 
     path = run_export(checkpoint, out, overwrite=overwrite)
     console.print(f"[green]Wrote[/] MONAI bundle {path}")
+    console.print(f"Run it with MONAI: cd {path} && python -m monai.bundle run --config_file configs/inference.json "
+                  "--dataset_dir <images>")
