@@ -50,7 +50,11 @@ def to_torchscript(model: Classifier, example: torch.Tensor) -> tuple[torch.jit.
         except Exception:
             ts, how = torch.jit.trace(model, example), "trace"
     with torch.no_grad():
-        gap = float((ts(example) - model(example)).abs().max())
+        want = model(example)
+        if not torch.isfinite(want).all():
+            raise CheckpointError("Expected finite logits from the checkpoint on a random input, but got NaN or "
+                                  "inf; refusing to export.")
+        gap = float((ts(example) - want).abs().max())
     if not gap <= TS_ATOL:
         raise CheckpointError(f"Expected the TorchScript model to match the checkpoint within {TS_ATOL}, but the "
                               f"largest logit difference is {gap:.3g}; refusing to export.")

@@ -7,6 +7,7 @@ metrics.json beside it; "not evaluated" when a run predates acceptance criteria)
 from __future__ import annotations
 
 import json
+import math
 from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ MONAI_SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/
 INTENDED_USE = ("Research use only. A classifier for de-identified medical images after machine unlearning of "
                 "named data groups; not a medical device and not for clinical decisions.")
 NOT_EVALUATED = "not evaluated"
-_RUNTIME_PACKAGES = ("pytorch-ignite", "pydicom", "nibabel")
+_RUNTIME_PACKAGES = ("pytorch-ignite", "fire", "pydicom", "nibabel")  # engines, CLI, readers
 _CHECK_KEYS = ("name", "label", "value", "op", "threshold", "unit", "passed")
 _VERDICT_KEYS = ("goal", "judged_on", "criteria", "state", "reason", "step", "steps_run", "budget")
 
@@ -159,7 +160,7 @@ def bundle_metadata(meta: dict[str, Any], num_classes: int, spatial_dims: int, c
     arch, kind = meta["architecture"]["name"], meta.get("kind", "base")
     synthetic = " Trained on the SYNTHETIC built-in cohort (no patient data)." if meta.get("synthetic") else ""
     scalars = {k: v for k, v in (meta.get("metrics") or {}).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
     forgotten = "; ".join(p["policy"] for p in pols) or "none"
     record = {
         "schema": MONAI_SCHEMA,

@@ -35,7 +35,7 @@ def ckpt(tmp_path):
     m = _model()
     meta = {"kind": "unlearned", "class_names": CLASSES, "rule": {"field": "device", "value": "ScannerX"},
             "rule_text": "device = ScannerX", "method": "psg", "goal": "suppression", "synthetic": True,
-            "metrics": {"forget_acc": 33.3, "test_acc": 91.0, "note": "x", "mia": None},
+            "metrics": {"forget_acc": 33.3, "test_acc": 91.0, "note": "x", "mia": None, "auroc": float("nan")},
             "changelog": [{"policy": "device = ScannerX", "method": "psg", "metrics": {"forget_acc": 33.3}}]}
     return m, save_checkpoint(tmp_path / "ck", m, meta)
 
@@ -184,3 +184,11 @@ def test_bundle_refuses_overwrite(ckpt, tmp_path) -> None:
         export_bundle(ck, tmp_path / "bundle")
     assert (tmp_path / "bundle/models/model.pt").read_bytes() == before
     export_bundle(ck, tmp_path / "bundle", overwrite=True)
+
+
+def test_non_finite_model_is_not_exported() -> None:
+    m = _model()
+    with torch.no_grad():
+        m.head.bias.fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="finite"):
+        to_torchscript(m, torch.rand(2, 1, 16, 16))
