@@ -111,6 +111,11 @@ def test_forget_merge_report_bundle_end_to_end(cohort: Path, trained: dict[str, 
     assert invoke("export-bundle", root / "merged", root / "bundle").exit_code == 0
     changelog = json.loads((root / "bundle" / "configs" / "metadata.json").read_text())["changelog"]
     assert len(changelog) >= 2
+    # a run's bundle carries the run's acceptance verdict
+    assert invoke("export-bundle", root / "run_device", root / "bundle_run").exit_code == 0
+    verdict = json.loads((root / "bundle_run" / "configs" / "metadata.json").read_text())["acceptance"]
+    run_met = json.loads((root / "run_device" / "metrics.json").read_text())["acceptance"]["met"]
+    assert verdict["met"] is run_met and verdict["policies"][0]["status"] == ("met" if run_met else "not met")
     # the deployed model is never modified; outputs are never clobbered without --overwrite
     assert sha256_file(base / "model.safetensors") == base_hash
     res = invoke("forget", "--cohort", cohort, "--model", base, "--device", "ScannerX", "--out", root / "run_device")
