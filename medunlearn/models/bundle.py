@@ -33,8 +33,9 @@ TS_ATOL = 1e-4  # TorchScript vs eager logits on a random batch
 
 
 def spatial_dims_of(meta: dict[str, Any]) -> int:
-    """meta["spatial_dims"] (2 or 3); 2 for checkpoints that predate 3D models."""
-    dims = meta.get("spatial_dims", 2)
+    """meta["spatial_dims"] (else the architecture's, 2 or 3); 2 for checkpoints that predate 3D models."""
+    kwargs = (meta.get("architecture") or {}).get("kwargs") or {}
+    dims = meta.get("spatial_dims", kwargs.get("spatial_dims", 2))
     if dims not in (2, 3):
         raise CheckpointError(f"Expected meta spatial_dims 2 or 3, but got {dims!r}.")
     return int(dims)

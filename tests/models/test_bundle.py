@@ -172,6 +172,7 @@ def test_torchscript_mismatch_is_refused(monkeypatch) -> None:
 
 def test_spatial_dims_from_meta() -> None:
     assert spatial_dims_of({}) == 2 and spatial_dims_of({"spatial_dims": 3}) == 3
+    assert spatial_dims_of({"architecture": {"name": "x", "kwargs": {"spatial_dims": 3}}}) == 3
     with pytest.raises(CheckpointError, match="spatial_dims"):
         spatial_dims_of({"spatial_dims": 4})
 
