@@ -130,6 +130,7 @@ def load_bundle(bundle_dir: str | Path) -> Classifier:
         raise CheckpointError(f"Expected models/model.pt with the sha256 recorded in metadata.json "
                               f"({str(recorded)[:12]}…), but the file differs; it changed after export.")
     load_state_into(model, import_state_dict(weights), source="bundle model.pt")
+    check_finite_outputs(model, "bundle model.pt")
     return model.eval()
 
 

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from medunlearn.errors import CheckpointError
+from medunlearn.errors import CheckpointError, DivergenceError
 from medunlearn.models.bundle import export_bundle, load_bundle
 from medunlearn.models.bundle_safety import UnsafeBundleError, check_config, check_metadata, inert
 from medunlearn.models.checkpoint import save_checkpoint
@@ -102,6 +102,15 @@ def test_weights_changed_after_export_are_refused(bundle) -> None:
     state["head.bias"] = state["head.bias"] + 1.0
     torch.save(state, bundle / "models/model.pt")
     with pytest.raises(CheckpointError, match="changed after export"):
+        load_bundle(bundle)
+
+
+def test_non_finite_weights_are_refused(bundle) -> None:
+    state = torch.load(bundle / "models/model.pt", weights_only=True)
+    state["head.bias"] = state["head.bias"] * float("nan")
+    torch.save(state, bundle / "models/model.pt")
+    _edit(bundle, "metadata.json", lambda m: m["medunlearn"].pop("model_pt_sha256"))
+    with pytest.raises(DivergenceError, match="finite"):
         load_bundle(bundle)
 
 
