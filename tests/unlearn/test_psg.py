@@ -81,7 +81,7 @@ def test_psg_with_zero_knobs_is_boundary_shrink_bit_for_bit(trained_tiny):
 def test_psg_moves_forget_domain_to_wrong_classes_and_logs(trained_tiny):
     model, split = trained_tiny
     before = copy.deepcopy(model.state_dict())
-    out, ctx = run_plan("psg", model, split, lr=1e-4, phi=1.0, epochs=2.0)
+    out, ctx = run_plan("psg", model, split, lr=1e-4, phi=1.0, epochs=10.0)
     log = ctx.log["psg"]
     k = split.num_classes
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())  # input untouched
