@@ -43,4 +43,4 @@ class BoundaryShrink(Unlearner):
     Config = BoundaryShrinkConfig
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
-        return psg_plan(model, original, data, ctx, as_psg_config(self.config), self.name)
+        return psg_plan(model, original, data, ctx, as_psg_config(self.config), self.name, inner_at="original")

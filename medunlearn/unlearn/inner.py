@@ -13,8 +13,12 @@ Noise scale convention (`noise_scale`):
       noise as large as the gradient's typical entry and λ = 1 a pull as large as it at the ball's edge;
   "absolute": s = 1 and the closeness term is λ·δ (the paper's formula; γ then depends on the model's
       gradient scale, which is tiny: γ = 1e-4 already hides the sign — see calibration.md).
-T = 1, step_size = 1 is one FGSM step of size ε (δ starts at 0, so λ has no effect then); with T > 1
-a sample stops moving once the teacher's p_y(x+δ) <= κ. γ = 0 draws no random numbers.
+T = 1, step_size = 1 is one FGSM step of size ε applied to every sample (Boundary Shrink; δ starts at 0, so
+λ has no effect then). With T > 1 λ acts from the second step on, and before every step (the first included) a
+sample whose p_y(x+δ) <= κ under the searched model stops moving: when the search runs at the CURRENT model
+(`psg`), a forget image the model already doubts keeps δ = 0, so its soft target is the model's own output
+and it stops pulling. γ = 0 draws no random numbers. `teacher` is the model the inner problem is solved at:
+the original θ0 (`psg_frozen`, Boundary Shrink) or the model being unlearned (`psg`).
 """
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ def psg_perturb(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon
                 noise_scale: str = "relative", kappa: float = 0.2, quantise: bool = True) -> torch.Tensor:
     """x' = x + δ* for a batch. x: (B, C, H, W) in [0, 1]; y: (B,). Returns (B, C, H, W) in [0, 1].
 
-    `teacher` must be in eval mode with frozen parameters; its weights are not touched."""
+    `teacher` must be in eval mode; its weights and their .grad are not touched (only ∂/∂x is taken)."""
     if noise_scale not in NOISE_SCALES:
         raise ConfigError(f"Expected noise_scale in {list(NOISE_SCALES)}, but got {noise_scale!r}.")
     x = x.detach()
@@ -74,8 +78,15 @@ def psg_perturb(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon
     for t in range(1, steps + 1):
         xin = (x + delta).requires_grad_(True)
         with torch.enable_grad():
-            loss = F.cross_entropy(teacher(xin), y, reduction="sum")
+            logits = teacher(xin)
+            loss = F.cross_entropy(logits, y, reduction="sum")
             (g,) = torch.autograd.grad(loss, xin)
+        if steps > 1:  # confidence stop, before each step: a sample the model no longer believes stays put
+            with torch.no_grad():
+                p_y = F.softmax(logits.detach().float(), 1).gather(1, y[:, None]).squeeze(1)
+            active = active & (p_y > kappa)
+            if not bool(active.any()):
+                break
         direction = g
         if gamma != 0.0 or lam != 0.0:
             if noise_scale == "relative":
@@ -91,12 +102,6 @@ def psg_perturb(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon
         moved = (x + moved).clamp(0.0, 1.0) - x
         mask = active.view(-1, *([1] * len(dims)))
         delta = torch.where(mask, moved, delta)
-        if t < steps:  # confidence stop: freeze samples the teacher no longer believes
-            with torch.no_grad():
-                p_y = F.softmax(teacher(x + delta), 1).gather(1, y[:, None]).squeeze(1)
-            active = active & (p_y > kappa)
-            if not bool(active.any()):
-                break
     x_adv = x + delta
     if quantise:
         x_adv = torch.round(x_adv * 255.0) / 255.0

@@ -22,8 +22,10 @@ device-deprecation split (tests/conftest.py, 600 rows, small_cnn) this took test
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -54,7 +56,7 @@ class PSGConfig(BaseConfig, ControlConfig):
     noise_scale: str = "relative"  # relative | absolute
     lam: float = 0.0  # closeness λ of the inner problem (only acts when inner_steps > 1)
     lam_schedule: str = "constant"  # constant | inverse | exponential | linear (over outer steps)
-    inner_steps: int = 1  # 1 = one FGSM-style step (authors' code); > 1 = PGD-like with confidence stop
+    inner_steps: int = 5  # > 1 so λ acts (δ starts at 0); 1 = one FGSM-style step (authors' code)
     step_size: float = 1.0  # inner step η_t = step_size·ε/√t
     kappa: float = 0.2  # inner confidence stop: a sample stops once f0's p_y(x+δ) <= kappa
     target: str = "hard"  # hard (more forgetting) | soft (top-k probabilities of f0(x'), more retention)
@@ -93,12 +95,32 @@ def frozen_teacher(original: nn.Module, device: torch.device) -> nn.Module:
     return teacher
 
 
+INNER_AT = ("current", "original")
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` in eval mode (BatchNorm running statistics, no dropout), then restore every module's mode."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, f in flags:
+            m.train(f)
+
+
 def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, cfg: PSGConfig,
-             log_key: str) -> Plan:
-    """The PSG outer loop as a controller plan; updates `model` in place. Also Boundary Shrink (γ = λ = φ = 0)."""
+             log_key: str, inner_at: str = "current") -> Plan:
+    """The PSG outer loop as a controller plan; updates `model` in place.
+
+    inner_at="current": the inner search and the relabel run at the model being unlearned (bilevel, `psg`);
+    "original": at the frozen θ0 (authors' code, `psg_frozen`; with γ = λ = φ = 0 also Boundary Shrink)."""
     validate(cfg)
+    _choice(inner_at, INNER_AT, "inner_at")
     dev, k = ctx.device, data.num_classes
     teacher = frozen_teacher(original, dev)
+    inner = model if inner_at == "current" else teacher
     model.train()
     if cfg.freeze_bn:
         freeze_batchnorm(model)
@@ -115,10 +137,12 @@ def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunCon
     def loss_fn(step: int) -> torch.Tensor:
         batch = next(forget_it)
         x, y = batch["image"].to(dev), batch["label"].to(dev)
-        x_adv = psg_perturb(teacher, x, y, epsilon=cfg.epsilon, steps=cfg.inner_steps, step_size=cfg.step_size,
-                            gamma=cfg.gamma, lam=scheduled_lam(cfg.lam, cfg.lam_schedule, step, total),
-                            noise=cfg.noise, noise_scale=cfg.noise_scale, kappa=cfg.kappa, quantise=cfg.quantise)
-        tgt, raw = relabel(teacher, x_adv, y, cfg.target, cfg.nearest_wrong, cfg.top_k)
+        with evaluating(inner):  # the inner problem sees the deployed (eval-mode) function at θ or θ0
+            x_adv = psg_perturb(inner, x, y, epsilon=cfg.epsilon, steps=cfg.inner_steps, step_size=cfg.step_size,
+                                gamma=cfg.gamma, lam=scheduled_lam(cfg.lam, cfg.lam_schedule, step, total),
+                                noise=cfg.noise, noise_scale=cfg.noise_scale, kappa=cfg.kappa,
+                                quantise=cfg.quantise)
+            tgt, raw = relabel(inner, x_adv, y, cfg.target, cfg.nearest_wrong, cfg.top_k)
         loss = F.cross_entropy(model(x), tgt)
         if retain_it is not None:
             rb = next(retain_it)
@@ -138,7 +162,7 @@ def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunCon
                     "relabel_histogram": hist.tolist()})
         return loss
 
-    rows = cfg.batch_size * (3 + 2 * cfg.inner_steps + (3 if retain_it is not None else 0))
+    rows = cfg.batch_size * (3 + 2 * cfg.inner_steps + 1 + (3 if retain_it is not None else 0))
     return Plan(gradient_update(opt, loss_fn), total, rows_per_step=rows)
 
 
@@ -149,4 +173,4 @@ class PSG(Unlearner):
     Config = PSGConfig
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
-        return psg_plan(model, original, data, ctx, self.config, self.name)
+        return psg_plan(model, original, data, ctx, self.config, self.name, inner_at="current")

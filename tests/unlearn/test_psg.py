@@ -65,23 +65,81 @@ def test_multi_step_inner_search_stays_in_ball_and_stops_on_confidence(trained_t
     assert scheduled_lam(1.0, "linear", 11, 10) == 0.0
 
 
-def test_psg_with_zero_knobs_is_boundary_shrink_bit_for_bit(trained_tiny):
+def test_psg_frozen_with_zero_knobs_is_boundary_shrink_bit_for_bit(trained_tiny):
     model, split = trained_tiny
     shared = dict(epochs=2.0, lr=1e-3, batch_size=16)
     bs, _ = run_plan("boundary_shrink", model, split, seed=3, **shared)
-    # Boundary Shrink = PSG with γ = λ = φ = 0, one inner step and hard targets
-    psg, _ = run_plan("psg", model, split, seed=3, gamma=0.0, lam=0.0, phi=0.0, target="hard", **shared)
-    noisy, _ = run_plan("psg", model, split, seed=3, gamma=2.0, lam=0.0, phi=0.0, target="hard", **shared)
+    # Boundary Shrink = frozen-inner PSG with γ = λ = φ = 0, one inner step and hard targets
+    psg, _ = run_plan("psg_frozen", model, split, seed=3, gamma=0.0, lam=0.0, phi=0.0, target="hard",
+                      inner_steps=1, **shared)
+    noisy, _ = run_plan("psg_frozen", model, split, seed=3, gamma=2.0, lam=0.0, phi=0.0, target="hard", **shared)
     a, b, c = bs.state_dict(), psg.state_dict(), noisy.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the comparison can fail
     assert not torch.equal(a["head.weight"], model.state_dict()["head.weight"])
 
 
+def test_inner_problem_at_current_model_differs_from_frozen(trained_tiny):
+    model, split = trained_tiny
+    knobs = dict(epochs=2.0, lr=1e-3, batch_size=16, gamma=0.0, lam=0.0, phi=0.0, inner_steps=1, seed=3)
+    cur, ctx_c = run_plan("psg", model, split, **knobs)
+    fro, ctx_f = run_plan("psg_frozen", model, split, **knobs)
+    a, b = cur.state_dict(), fro.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    # the frozen search keeps relabelling at θ0; the bilevel one moves its targets with θ
+    assert ctx_c.log["psg"]["relabel_histogram"] != ctx_f.log["psg_frozen"]["relabel_histogram"]
+
+
+def test_variants_registered_with_their_inner_defaults():
+    assert METHODS.get("psg")().config.inner_steps > 1  # so λ acts by default
+    assert METHODS.get("psg_frozen")().config.inner_steps == 1
+    with pytest.raises(ConfigError, match="inner_at"):
+        from medunlearn.unlearn.psg import psg_plan
+
+        psg_plan(None, None, None, RunContext(), METHODS.get("psg")().config, "psg", inner_at="frozen")
+
+
+def test_lambda_changes_the_perturbation_only_with_several_inner_steps(trained_tiny):
+    model, split = trained_tiny
+    teacher = frozen_teacher(model, torch.device("cpu"))
+    x, y = split.train_forget.images[:32], split.train_forget.labels[:32]
+    kw = dict(epsilon=0.1, step_size=0.5, kappa=0.0, quantise=False)
+    one = [psg_perturb(teacher, x, y, steps=1, lam=lam, **kw) for lam in (0.0, 5.0)]
+    many = [psg_perturb(teacher, x, y, steps=4, lam=lam, **kw) for lam in (0.0, 5.0)]
+    assert torch.equal(one[0], one[1])  # δ starts at 0: the closeness pull is zero on the first step
+    assert not torch.equal(many[0], many[1])
+    # the pull keeps δ closer to 0
+    assert float((many[1] - x).pow(2).sum()) < float((many[0] - x).pow(2).sum())
+
+
+def test_confidence_stop_keeps_doubted_samples_in_place(trained_tiny):
+    model, split = trained_tiny
+    teacher = frozen_teacher(model, torch.device("cpu"))
+    x, y = split.train_forget.images[:32], split.train_forget.labels[:32]
+    p_y = torch.softmax(teacher(x), 1).gather(1, y[:, None]).squeeze(1)
+    kappa = float(p_y.median())
+    x_adv = psg_perturb(teacher, x, y, epsilon=0.1, steps=3, kappa=kappa, quantise=False)
+    moved = (x_adv - x).flatten(1).abs().amax(1) > 0
+    assert bool((~moved[p_y <= kappa]).all()) and bool(moved[p_y > kappa].all())
+
+
+def test_soft_targets_without_nearest_wrong_are_the_full_distribution(trained_tiny):
+    model, split = trained_tiny
+    teacher = frozen_teacher(model, torch.device("cpu"))
+    x, y = split.train_forget.images[:16], split.train_forget.labels[:16]
+    k = split.num_classes
+    soft, _ = relabel(teacher, x, y, "soft", nearest_wrong=False, top_k=k)
+    assert torch.allclose(soft, torch.softmax(teacher(x), 1), atol=1e-6)
+    hard, _ = relabel(teacher, x, y, "hard", nearest_wrong=False)
+    assert torch.equal(hard, teacher(x).argmax(1))
+    top1, _ = relabel(teacher, x, y, "soft", nearest_wrong=True, top_k=1)
+    assert torch.equal(top1, torch.nn.functional.one_hot(relabel(teacher, x, y, "hard")[0], k).float())
+
+
 def test_psg_moves_forget_domain_to_wrong_classes_and_logs(trained_tiny):
     model, split = trained_tiny
     before = copy.deepcopy(model.state_dict())
-    out, ctx = run_plan("psg", model, split, lr=1e-4, phi=1.0, epochs=10.0)
+    out, ctx = run_plan("psg", model, split, lr=5e-4, phi=1.0, epochs=2.0)
     log = ctx.log["psg"]
     k = split.num_classes
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())  # input untouched
