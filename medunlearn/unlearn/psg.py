@@ -1,24 +1,25 @@
 """PSG: perturbed sign-gradient bilevel unlearning (Nahass et al., arXiv 2505.21872), boundary-based.
 
-Inner (per forget sample, on the frozen original f0): a noisy sign-gradient search for a small input
-perturbation that crosses f0's decision boundary (`inner.psg_perturb`); the class it lands in is the new
-target (`inner.relabel`). Outer: fine-tune θ on the CLEAN forget images toward those targets,
+Bilevel, as the paper states it: at every outer step the inner problem is solved AT THE CURRENT MODEL θ,
+    δ*(x) ∈ argmax_{‖δ‖∞≤ε, x+δ∈[0,1]} CE(f_θ(x+δ), y) − (λ/2)‖δ‖²     (`inner.psg_perturb`, eval mode)
+and the class (or top-k distribution) f_θ(x+δ*) lands in is the new target (`inner.relabel`), so the targets
+move with θ. Outer: fine-tune θ on the CLEAN forget images toward those targets,
     min_θ  mean_{D_f} CE(f_θ(x), t(x))  +  φ · mean_{D_r} CE(f_θ(x_r), y_r)   (soft mode: distil f0(x_r)),
-with targets re-drawn every step with fresh noise. γ = λ = φ = 0, one inner step, hard targets is exactly
+with targets re-drawn every step with fresh noise. `psg_frozen` is the authors' code's approximation (inner
+search and relabel on the frozen θ0, one FGSM step); with γ = λ = φ = 0 and hard targets it is exactly
 Boundary Shrink (`boundary_shrink.py`).
 
 Conventions (see inner.py): ε in [0, 1] pixel units (models normalise inside); γ relative to each sample's
-mean |input gradient| by default. Departures from the authors' code, on purpose: one input space; soft
+mean |input gradient| by default; λ acts only from the second inner step on (δ starts at 0), hence the
+default inner_steps = 5 (the authors' multi-step variant uses 5 PGD steps); before each inner step a sample
+whose p_y(x+δ) <= κ stops moving. Departures from the authors' code, on purpose: one input space; soft
 targets are probabilities, not logits; `nearest_wrong` takes the nearest class ≠ y even when the attack
-failed (the authors then kept y, so forgetting stalled whenever noise hid the gradient's sign); BatchNorm
-statistics are frozen (forget-only batches would shift them). Defaults lr 5e-5 (authors 1e-5: needs
-~10 epochs; the stop rule makes a larger rate safe), φ = 5, hard targets, stop rule checked every 2 steps
-(authors mostly φ = 0): on the synthetic DICOM device-deprecation cohort (demo, 120 patients, allcnn 48 px)
-lr 1e-4/φ=1 collapsed retain accuracy to 45 %; lr 1e-4/φ=5 kept test-retain at 100 % but overshot ScannerX
-to 17.6 % (chance 33.3); lr 5e-5/φ=5 checked every 2 steps gave 32.4 % with test-retain 100 %, RA 97 %.
-Earlier, with φ = 1: on the tiny synthetic
-device-deprecation split (tests/conftest.py, 600 rows, small_cnn) this took test-forget 100 -> 38.7 %
-(chance 33.3) with test-retain 99.1 %; φ = 0 kept 92 %, lr 1e-3 only 54 %.
+failed (the authors then kept y, so forgetting stalled whenever noise hid the gradient's sign).
+
+Where the defaults come from: lr 5e-5, φ = 5, hard nearest-wrong targets and frozen BatchNorm are carried over
+from the earlier frozen-inner PSG (chosen on the demo cohort); the A/B on VALIDATION probes of the
+synthetic device-deprecation cohort (docs/results/psg-ab.md, benchmarks/psg_ab.py) is the record for
+variant, targets and BatchNorm; repair_lr 1e-3 is explained at its field.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from medunlearn.unlearn.loops import gradient_update
 
 @dataclasses.dataclass
 class PSGConfig(BaseConfig, ControlConfig):
-    """PSG hyperparameters (defaults tuned on the synthetic device-deprecation split)."""
+    """PSG hyperparameters (where each default came from: the module docstring and docs/results/psg-ab.md)."""
 
     epochs: float = 20.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
     batch_size: int = 32
