@@ -19,7 +19,7 @@ failed (the authors then kept y, so forgetting stalled whenever noise hid the gr
 Where the defaults come from: lr 5e-5, φ = 5, hard nearest-wrong targets and frozen BatchNorm are carried over
 from the earlier frozen-inner PSG (chosen on the demo cohort); the A/B on VALIDATION probes of the
 synthetic device-deprecation cohort (docs/results/psg-ab.md, benchmarks/psg_ab.py) is the record for
-variant, targets and BatchNorm; repair_lr 1e-3 is explained at its field.
+variant, targets and BatchNorm.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class PSGConfig(BaseConfig, ControlConfig):
     lam_schedule: str = "constant"  # constant | inverse | exponential | linear (over outer steps)
     inner_steps: int = 5  # > 1 so λ acts (δ starts at 0); 1 = one FGSM-style step (authors' code)
     step_size: float = 1.0  # inner step η_t = step_size·ε/√t
-    kappa: float = 0.2  # inner confidence stop: a sample stops once f0's p_y(x+δ) <= kappa
+    kappa: float = 0.2  # inner confidence stop: a sample stops once the searched model's p_y(x+δ) <= kappa
     target: str = "hard"  # hard (more forgetting) | soft (top-k probabilities of f0(x'), more retention)
     top_k: int = 3
     nearest_wrong: bool = True  # exclude y when picking the new target
