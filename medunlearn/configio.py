@@ -59,4 +59,7 @@ def method_config(method_cls: type, config_path: str | Path | None = None, overr
         cfg = apply_overrides(cfg, load_yaml_mapping(config_path))
     if overrides:
         cfg = apply_overrides(cfg, overrides)
+    from medunlearn.bounds import check_config_bounds
+
+    check_config_bounds(cfg, getattr(method_cls, "name", None) or method_cls.__name__)
     return cfg

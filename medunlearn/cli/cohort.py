@@ -18,8 +18,8 @@ app.add_typer(cohort_app, name="cohort")
 @guarded
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the SYNTHETIC DICOM cohort and labels.csv into.")],
-    patients: Annotated[int, typer.Option("--patients", help="Number of synthetic patients.")] = 48,
-    image_size: Annotated[int, typer.Option("--image-size", help="Pixel rows/columns of each image.")] = 64,
+    patients: Annotated[int, typer.Option("--patients", min=1, max=100_000, help="Number of synthetic patients.")] = 48,
+    image_size: Annotated[int, typer.Option("--image-size", min=8, max=1024, help="Pixel rows/columns of each image.")] = 64,
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ) -> None:
@@ -41,26 +41,46 @@ def index(
     out: Annotated[Path, typer.Option("--out", help="Cohort table to write (CSV).")] = Path("cohort.csv"),
     labels: Annotated[Optional[Path], typer.Option("--labels", help="labels.csv joined by sop_instance_uid or relative path.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Ingest report (JSON): every skipped file with its reason.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Parallel header readers (default: CPU count).")] = None,
-    salt: Annotated[Optional[str], typer.Option("--salt", envvar="MEDUNLEARN_SALT", help="Secret salt for pseudonymised ids.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=256, help="Parallel header readers (default: CPU count).")] = None,
+    salt_file: Annotated[Optional[Path], typer.Option("--salt-file", help="File holding the secret salt for pseudonymised ids (else $MEDUNLEARN_SALT).")] = None,
+    salt: Annotated[Optional[str], typer.Option("--salt", help="Secret salt on the command line (discouraged: it lands in shell history; use --salt-file).")] = None,
+    public_salt: Annotated[bool, typer.Option("--public-salt", help="Accept the public default salt on a non-synthetic archive (demos only: pseudonyms become reversible).")] = False,
+    locator: Annotated[Optional[Path], typer.Option("--locator", help="Where to write the PRIVATE image locator (default: beside --out, as NAME.locator.json).")] = None,
+    date_precision: Annotated[str, typer.Option("--date-precision", help="Study dates in the table: month (default), year or day.")] = "month",
     overwrite: Overwrite = False,
 ) -> None:
-    """Index an imaging archive into a cohort table (header-only reads, pseudonymised patient ids).
+    """Index an imaging archive into a shareable cohort table (header-only reads, pseudonymised ids, no paths)
+    and a private locator (image id -> file, relative to the archive) that stays with the archive.
 
-    Example: [bold]medunlearn cohort index data/synth --labels data/synth/labels.csv --out cohort.csv --report ingest.json[/]
+    Example: [bold]medunlearn cohort index data/synth --labels data/synth/labels.csv --salt-file ~/.medunlearn-salt --out cohort.csv --report ingest.json[/]
     """
-    from medunlearn.data.cohort import index_archive, write_cohort
-    from medunlearn.errors import OutputExistsError
+    import logging
+
+    from medunlearn.data.cohort import PUBLIC_SALT_SOURCE, index_archive, locator_path, read_salt_file, write_cohort
+    from medunlearn.errors import ConfigError, OutputExistsError
     from medunlearn.fileio import write_json
 
-    for path in (out, report):
+    log = logging.getLogger("medunlearn")
+    if salt_file is not None and salt is not None:
+        raise ConfigError("Expected one salt source, but got both --salt-file and --salt.")
+    loc = locator or locator_path(out)
+    for path in (out, report, loc):
         if path is not None and path.exists() and not overwrite:
             raise OutputExistsError(f"Output {path} already exists; pass --overwrite to replace it.")
-    df, ingest = index_archive(data_dir, labels_csv=labels, salt=salt, workers=workers, progress=True)
-    write_cohort(df, out)
+    if salt is not None:
+        log.warning("--salt puts the secret in your shell history and process list; prefer --salt-file or "
+                    "$MEDUNLEARN_SALT.")
+    secret, source = (read_salt_file(salt_file), "file") if salt_file is not None else (salt, "argument")
+    df, ingest = index_archive(data_dir, labels_csv=labels, salt=secret, workers=workers, progress=True,
+                               salt_source=source, public_salt=public_salt, date_precision=date_precision)
+    if ingest.get("salt_source") == PUBLIC_SALT_SOURCE:
+        log.warning("Pseudonyms use the PUBLIC default salt: anyone can re-link them to guessed patient IDs"
+                    + (" (accepted with --public-salt)." if public_salt else " (allowed: the archive is synthetic)."))
+    write_cohort(df, out, overwrite=overwrite, locator=loc)
     if report is not None:
         write_json(report, ingest)
     vendors = ", ".join(f"{k or '(blank)'}: {v}" for k, v in sorted(ingest.get("by_vendor", {}).items()))
     console.print(f"Indexed {ingest.get('indexed')} images, skipped {ingest.get('skipped')} files; by vendor: {vendors}")
-    console.print(f"[green]Wrote[/] {out}" + (f" and {report}" if report else ""))
+    console.print(f"[green]Wrote[/] {out} (shareable)" + (f", {report}" if report else "")
+                  + f" and the PRIVATE locator {loc} (keep it with the archive)")
 

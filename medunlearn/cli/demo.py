@@ -14,8 +14,8 @@ from medunlearn.cli.options import Overwrite, Seed
 @guarded
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for every demo output.")] = Path("demo_out"),
-    patients: Annotated[int, typer.Option("--patients", help="Synthetic patients to generate.")] = 120,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs for the base and retrain models.")] = 15,
+    patients: Annotated[int, typer.Option("--patients", min=6, max=100_000, help="Synthetic patients to generate.")] = 120,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=10_000, help="Training epochs for the base and retrain models.")] = 15,
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ) -> None:

@@ -17,7 +17,7 @@ Outliers = Annotated[Optional[str], typer.Option("--outliers", help="Anatomical 
 Rules = Annotated[Optional[Path], typer.Option("--rules", help="YAML rule file (any:/all: groups); combined with the options above by AND.", rich_help_panel="Forget rule")]
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed (split, training, unlearning).")]
+Seed = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Random seed (split, training, unlearning).")]
 CohortOpt = Annotated[Path, typer.Option("--cohort", help="Cohort table written by `medunlearn cohort index`.")]
 
 

@@ -2,7 +2,14 @@
 
 `index_archive` walks every file (any extension), reads headers in parallel, drops duplicate
 images, joins labels.csv and returns the table plus an ingest report. The archive is only read:
-the pseudonymisation salt comes from the argument or $MEDUNLEARN_SALT, never from a file we write.
+the pseudonymisation salt comes from a salt file, the argument or $MEDUNLEARN_SALT, and only its
+fingerprint is ever written.
+
+What is written is split in two (see `write_cohort`):
+- the cohort table (cohort.csv): shareable; pseudonyms, device, site, label, study dates coarsened to the
+  month; no file paths;
+- the locator (cohort.locator.json): PRIVATE; image id -> file path relative to a recorded archive root.
+  Keep it with the archive. A cohort folder (table + locator + archive) moved elsewhere keeps working.
 """
 from __future__ import annotations
 
@@ -16,10 +23,10 @@ from typing import Iterator
 
 import pandas as pd
 
-from medunlearn.data.dicom import SkipFile, read_dicom_header
+from medunlearn.data.dicom import SkipFile, pseudonym, read_dicom_header
 from medunlearn.data.nifti import is_nifti, read_nifti_header
-from medunlearn.errors import DataError, OutputExistsError
-from medunlearn.fileio import atomic_path
+from medunlearn.errors import ConfigError, DataError, OutputExistsError
+from medunlearn.fileio import atomic_path, read_json, write_json
 from medunlearn.provenance import sha256_text
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
@@ -35,17 +42,51 @@ FLOAT_COLUMNS = ("spacing_row", "spacing_col")
 # but the report warns: anyone who knows it can test a guessed PatientID against a pseudonym.
 DEFAULT_SALT = "medunlearn-default-salt-v1"
 SALT_ENV = "MEDUNLEARN_SALT"
+PUBLIC_SALT_SOURCE = "public-default"
+LOCATOR_ENV, ARCHIVE_ROOT_ENV = "MEDUNLEARN_LOCATOR", "MEDUNLEARN_ARCHIVE_ROOT"
+LOCATOR_SUFFIX = ".locator.json"
+DATE_PRECISIONS = ("day", "month", "year")
 _COMPANION_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".md", ".log", ".yaml", ".yml")
 SERIAL_BELOW = 256  # fewer files than this are read in-process: a pool costs more than it saves
 
 
-def resolve_salt(salt: str | None) -> tuple[str, str]:
-    """(salt, source) with source in {"argument", "env", "default"}."""
+def resolve_salt(salt: str | None, source: str = "argument") -> tuple[str, str]:
+    """(salt, source): the given salt with its `source` ("argument", "file"), else $MEDUNLEARN_SALT ("env"),
+    else the public default ("public-default")."""
     if salt:
-        return salt, "argument"
+        return salt, source
     if os.environ.get(SALT_ENV):
         return os.environ[SALT_ENV], "env"
-    return DEFAULT_SALT, "default"
+    return DEFAULT_SALT, PUBLIC_SALT_SOURCE
+
+
+def read_salt_file(path: str | Path) -> str:
+    """The secret salt in a file (first line, surrounding whitespace dropped); never echoed."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"Expected a salt file at {p}, but it does not exist.")
+    try:
+        text = p.read_text(encoding="utf-8").strip().splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"Expected a UTF-8 text salt file at {p}, but it is binary.") from exc
+    if not text or len(text[0].strip()) < 8:
+        raise DataError(f"Expected a secret of at least 8 characters on the first line of {p}, but got "
+                        f"{len(text[0].strip()) if text else 0}.")
+    return text[0].strip()
+
+
+def salt_fingerprint(salt: str) -> str:
+    """A slow, one-way fingerprint: tells two salts apart without letting anyone test guesses quickly."""
+    import hashlib
+
+    return hashlib.pbkdf2_hmac("sha256", salt.encode("utf-8"), b"medunlearn-salt-fingerprint", 100_000)[:8].hex()
+
+
+def coarsen_date(value: str, precision: str) -> str:
+    """ISO date -> the first day of its month ("month") or year ("year"); "day" keeps it."""
+    if not value or precision == "day":
+        return value
+    return f"{value[:4]}-01-01" if precision == "year" else f"{value[:7]}-01"
 
 
 def walk_files(root: Path, exclude: set[Path]) -> tuple[list[Path], int]:
@@ -112,11 +153,17 @@ def read_headers(files: list[Path], salt: str, root: Path, workers: int, pool: s
 
 def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, salt: str | None = None,
                   workers: int | None = None, progress: bool = False,
-                  pool: str = "process") -> tuple[pd.DataFrame, dict]:
+                  pool: str = "process", salt_source: str = "argument", public_salt: bool = False,
+                  date_precision: str = "month") -> tuple[pd.DataFrame, dict]:
     """Index every image under `data_dir` → (cohort DataFrame with COHORT_COLUMNS + label extras, report).
 
-    Report keys: indexed, skipped, skipped_files [{path, reason}], ignored, by_vendor, by_device,
-    by_site, labelled, unlabelled, labels_unmatched, workers, pool, seconds, salt_source, warnings.
+    The frame's `path` column (absolute) is for this process only: `write_cohort` moves it to the private
+    locator. Study dates are coarsened to `date_precision`. Without a secret salt a non-synthetic archive
+    is refused unless `public_salt` (the public default lets anyone re-link pseudonyms to patient IDs).
+    Report keys: indexed, skipped, skipped_files [{file_id, reason}], ignored, by_vendor, by_device,
+    by_site, labelled, unlabelled, labels_unmatched, workers, pool, seconds, salt_source, salt_fingerprint,
+    date_precision, warnings. The report holds no paths: a skipped file is named by a pseudonymous id that
+    the locator resolves.
     """
     start = time.perf_counter()
     root = Path(data_dir)
@@ -126,28 +173,40 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
         raise DataError(f"Expected a data folder, but {root} is a file.")
     if pool not in ("process", "thread"):
         raise DataError(f"Expected pool 'process' or 'thread', but got {pool!r}.")
+    if date_precision not in DATE_PRECISIONS:
+        raise DataError(f"Expected a date precision in {list(DATE_PRECISIONS)}, but got {date_precision!r}."
+                        f"{did_you_mean(date_precision, list(DATE_PRECISIONS))}")
     root = root.resolve()
     labels = read_labels(labels_csv) if labels_csv is not None else None
-    salt, salt_source = resolve_salt(salt)
+    salt, salt_source = resolve_salt(salt, salt_source)
     exclude = {Path(labels_csv).resolve()} if labels_csv is not None else set()
     files, ignored = walk_files(root, exclude)
     if not files:
         raise DataError(f"Expected image files in {root}, but the folder has none ({ignored} companion files ignored).")
     workers = max(1, int(workers if workers is not None else min(os.cpu_count() or 1, 8)))
-    rows, skipped, seen = [], [], {}
+    rows, skipped, seen, skipped_paths = [], [], {}, {}
     for path, row, reason in sorted(read_headers(files, salt, root, workers, pool, progress), key=lambda r: r[0]):
         rel = Path(path).relative_to(root).as_posix()
         if row is not None and row["image_id"] in seen:
-            row, reason = None, f"duplicate image (same SOPInstanceUID as {seen[row['image_id']]})"
+            row, reason = None, f"duplicate image (same SOPInstanceUID as image {seen[row['image_id']]})"
         if row is None:
-            skipped.append({"path": rel, "reason": reason})
+            file_id = pseudonym("F", rel, salt)
+            skipped_paths[file_id] = rel
+            skipped.append({"file_id": file_id, "reason": _without_paths(reason, path, rel)})
             continue
-        seen[row["image_id"]] = rel
+        seen[row["image_id"]] = row["image_id"]
         rows.append(row)
     if not rows:
-        examples = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+        examples = "; ".join(f"file {s['file_id']}: {s['reason']}" for s in skipped[:3])
         raise DataError(f"Expected DICOM or NIfTI images in {root}, but none of {len(files)} files is one "
                         f"(e.g. {examples}).")
+    synthetic = all(str(r.get("synthetic", "")).lower() in ("true", "1") for r in rows)
+    if salt_source == PUBLIC_SALT_SOURCE and not synthetic and not public_salt:
+        raise ConfigError("Expected a secret salt for a non-synthetic archive (--salt-file PATH or $MEDUNLEARN_SALT), "
+                          "but got none: with the public default salt anyone can re-link a pseudonym to a guessed "
+                          "patient ID. Pass --public-salt to accept that (demos only).")
+    for r in rows:
+        r["study_date"] = coarsen_date(r.get("study_date", ""), date_precision)
     df = pd.DataFrame(rows)
     df["label"] = ""
     report: dict = {"warnings": []}
@@ -157,19 +216,29 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
     df = _typed(df.drop(columns=["sop_instance_uid"]))
     extras = [c for c in df.columns if c not in COHORT_COLUMNS]
     df = df[list(COHORT_COLUMNS) + extras].reset_index(drop=True)
-    if salt_source == "default":
-        report["warnings"].append(f"No salt given (argument or ${SALT_ENV}); used the public default salt, "
-                                  "so pseudonyms can be linked back by anyone holding a guessed PatientID.")
+    if salt_source == PUBLIC_SALT_SOURCE:
+        report["warnings"].append(f"No secret salt given (--salt-file or ${SALT_ENV}); used the public default "
+                                  "salt, so pseudonyms can be linked back by anyone holding a guessed PatientID.")
     labelled = int((df["label"] != "").sum())
     report.update({
         "indexed": len(df), "skipped": len(skipped), "skipped_files": skipped, "ignored": ignored,
         "by_vendor": _counts(df["manufacturer"]), "by_device": _counts(df["device"]),
         "by_site": _counts(df["site"]), "labelled": labelled, "unlabelled": len(df) - labelled,
         "workers": workers, "pool": pool, "seconds": round(time.perf_counter() - start, 3),
-        "salt_source": salt_source,
+        "salt_source": salt_source, "salt_fingerprint": salt_fingerprint(salt), "date_precision": date_precision,
     })
+    df.attrs["archive_root"] = str(root)
+    df.attrs["skipped_paths"] = skipped_paths
     report.setdefault("labels_unmatched", 0)
     return df, report
+
+
+def _without_paths(reason: str, path: str, rel: str) -> str:
+    """A skip reason with the file's path (which may carry identifiers) taken out."""
+    for text in (str(Path(path).resolve()), str(path), rel, Path(rel).name):
+        if text:
+            reason = reason.replace(text, "<file>")
+    return reason
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:
@@ -250,22 +319,102 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def write_cohort(df: pd.DataFrame, path: str | Path, overwrite: bool = False) -> Path:
-    """Write the cohort CSV atomically; refuse to replace an existing file unless `overwrite`."""
+def locator_path(cohort_path: str | Path) -> Path:
+    """Where the private locator of a cohort table lives by default: cohort.csv -> cohort.locator.json."""
+    cohort_path = Path(cohort_path)
+    return cohort_path.with_name(cohort_path.stem + LOCATOR_SUFFIX)
+
+
+def write_cohort(df: pd.DataFrame, path: str | Path, overwrite: bool = False, locator: str | Path | None = None,
+                 archive_root: str | Path | None = None) -> Path:
+    """Write the shareable cohort CSV (no paths) and, when `df` has paths, the private locator beside it.
+
+    The locator maps image_id -> path relative to the archive root, and records that root both relative to
+    the locator's own folder (so a folder moved as a whole keeps working) and absolute. Both files are
+    written atomically; existing ones are refused unless `overwrite`.
+    """
     path = Path(path)
-    missing = [c for c in COHORT_COLUMNS if c not in df.columns]
+    shared = [c for c in COHORT_COLUMNS if c != "path"]
+    missing = [c for c in shared if c not in df.columns]
     if missing:
-        raise DataError(f"Expected cohort columns {list(COHORT_COLUMNS)}, but {missing} are missing.")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"Cohort {path} already exists; pass --overwrite to replace it.")
-    out = df.drop(columns=[c for c in ("sop_instance_uid",) if c in df.columns])
+        raise DataError(f"Expected cohort columns {shared}, but {missing} are missing.")
+    loc = Path(locator) if locator is not None else locator_path(path)
+    has_paths = "path" in df.columns and (df["path"].astype(str) != "").any()
+    for target in (path, loc) if has_paths else (path,):
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"Cohort file {target} already exists; pass --overwrite to replace it.")
+    if has_paths:
+        write_locator(df, loc, archive_root or df.attrs.get("archive_root"), df.attrs.get("skipped_paths"))
+    out = df.drop(columns=[c for c in ("sop_instance_uid", "path") if c in df.columns])
     with atomic_path(path) as tmp:
         out.to_csv(tmp, index=False, na_rep="")
     return path
 
 
+def write_locator(df: pd.DataFrame, loc: Path, archive_root: str | Path | None,
+                  skipped: dict[str, str] | None = None) -> Path:
+    """The PRIVATE image-id -> relative-path map (see write_cohort)."""
+    paths = [Path(p).resolve() for p in df["path"].astype(str)]
+    root = Path(archive_root).resolve() if archive_root else Path(os.path.commonpath([str(p.parent) for p in paths]))
+    try:
+        rel = {str(i): p.relative_to(root).as_posix() for i, p in zip(df["image_id"], paths)}
+    except ValueError as exc:
+        raise DataError(f"Expected every image under the archive root {root}, but at least one is not.") from exc
+    loc_dir = loc.parent.resolve()
+    doc = {
+        "schema_version": 1,
+        "private": "PRIVATE: maps pseudonymous image ids back to files whose paths may identify patients. "
+                   "Keep it with the archive; never share it with the cohort table.",
+        "archive_root": os.path.relpath(root, loc_dir),
+        "archive_root_absolute": str(root),
+        "images": rel,
+        "skipped_files": dict(skipped or {}),
+    }
+    write_json(loc, doc)
+    try:
+        os.chmod(loc, 0o600)
+    except OSError:
+        pass
+    return loc
+
+
+def find_locator(cohort_path: str | Path) -> Path | None:
+    """$MEDUNLEARN_LOCATOR, else the locator beside the table; None when neither exists."""
+    if os.environ.get(LOCATOR_ENV):
+        return Path(os.environ[LOCATOR_ENV])
+    loc = locator_path(cohort_path)
+    return loc if loc.is_file() else None
+
+
+def resolve_paths(df: pd.DataFrame, loc: Path) -> pd.DataFrame:
+    """Add the absolute `path` column from a locator (archive root: $MEDUNLEARN_ARCHIVE_ROOT, else relative to
+    the locator, else the absolute root it recorded). Rows the locator lacks are refused by image id."""
+    doc = read_json(loc)
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), dict):
+        raise DataError(f"Expected a cohort locator (with an 'images' map) at {loc}, but it is not one.")
+    candidates = [os.environ.get(ARCHIVE_ROOT_ENV), loc.parent / str(doc.get("archive_root", "")),
+                  doc.get("archive_root_absolute")]
+    root = next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
+    if root is None:
+        raise DataError(f"Expected the archive named by the locator {loc.name} beside it or at its recorded root, "
+                        f"but neither exists; set ${ARCHIVE_ROOT_ENV} to the archive folder.")
+    images = doc["images"]
+    unknown = [i for i in df["image_id"].astype(str) if i not in images]
+    if unknown:
+        raise DataError(f"Expected the locator {loc.name} to list every image of the cohort, but image {unknown[0]} "
+                        f"({len(unknown)} in all) is missing from it.")
+    df = df.copy()
+    df["path"] = [str(root.resolve() / images[i]) for i in df["image_id"].astype(str)]
+    return df
+
+
 def read_cohort(path: str | Path) -> pd.DataFrame:
-    """Read and validate a cohort CSV written by write_cohort (types restored)."""
+    """Read and validate a cohort CSV written by write_cohort (types restored).
+
+    Image paths come from the private locator when one is found (see `find_locator`); without it the table
+    still serves selection and reporting, and steps that decode images say the locator is missing. Tables
+    written before the split (with an absolute `path` column) still read.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Expected a cohort CSV at {path}, but it does not exist.")
@@ -273,15 +422,25 @@ def read_cohort(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"Expected a valid cohort CSV at {path}, but it is corrupt ({exc}).") from exc
-    missing = [c for c in COHORT_COLUMNS if c not in df.columns]
+    missing = [c for c in COHORT_COLUMNS if c not in df.columns and c != "path"]
     if missing:
         raise DataError(f"Expected cohort columns {list(COHORT_COLUMNS)} in {path}, but {missing} are missing.")
+    legacy = "path" in df.columns
+    if not legacy:
+        df.insert(1, "path", "")
     df = _typed(df)
     for c in df.columns:
         if c not in COHORT_COLUMNS:
             num = pd.to_numeric(df[c].replace("", None), errors="coerce")
             if num.notna().sum() == (df[c] != "").sum():
                 df[c] = num.astype(float)
+    if not legacy:
+        loc = find_locator(path)
+        if loc is not None:
+            df = resolve_paths(df, loc)
+        else:
+            df = df.drop(columns=["path"])
+            df.attrs["locator_expected"] = str(locator_path(path))
     return df
 
 

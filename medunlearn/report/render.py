@@ -45,6 +45,31 @@ def _load(run_dir: Path) -> tuple[dict, dict, dict]:
     return strip_identifying(meta), strip_identifying(metrics), strip_identifying(prov)
 
 
+def verify_inputs(run_dir: Path, meta: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
+    """Load the weights the report describes (safetensors only, finite, matching meta.json) and check that
+    metrics.json belongs to them and to the same rule(s). Returns the weights' sha256."""
+    from medunlearn.models.checkpoint import load_checkpoint, model_sha256
+
+    load_checkpoint(run_dir)  # refuses pickles, corrupt or non-finite weights, architecture mismatches
+    sha = model_sha256(run_dir)
+    got_sha = metrics.get("model_sha256")
+    if got_sha and got_sha != sha:
+        raise DataError(f"Expected metrics.json to describe the weights in {run_dir.name} (sha256 {sha[:12]}), but it "
+                        f"was computed for {str(got_sha)[:12]}; re-run evaluate on this model.")
+    if meta.get("kind") == "merged":
+        pols = C.policies(meta)
+        want = sorted(p["rule"] for p in pols)
+        got = sorted(metrics.get("policies") or {})
+        if got and got != want and got != sorted(p["name"] for p in pols):
+            raise DataError(f"Expected metrics.json to evaluate the merged policies {want}, but it evaluates {got}.")
+    else:
+        want_rule, got_rule = meta.get("rule_text"), metrics.get("rule_text")
+        if want_rule and got_rule and want_rule != got_rule:
+            raise DataError(f"Expected metrics.json to evaluate this run's rule {want_rule!r}, but it evaluates "
+                            f"{got_rule!r}; re-run evaluate with the run's rule.")
+    return sha
+
+
 def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Mapping[str, Any]) -> list[dict]:
     """The report as a list of sections (see report.content for the block types)."""
     kind = str(meta.get("kind", "unlearned"))
@@ -71,6 +96,8 @@ def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Ma
     if isinstance(cfg, Mapping) and cfg:
         protocol.append({"type": "kv", "title": "Hyperparameters", "rows": [[str(k), C.fmt(v)] for k, v in cfg.items()]})
     hashes = dict(prov.get("input_hashes") or {})
+    if meta.get("_model_sha256"):
+        hashes = {"model (these weights)": meta["_model_sha256"], **hashes}
     for key in ("base_sha256", "cohort_hash", "split_hash"):
         if meta.get(key):
             hashes.setdefault(key, meta[key])
@@ -172,12 +199,14 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None, overwr
         raise OutputExistsError(f"Report files {existing} already exist in {out}; pass --overwrite to replace them.")
     patterns = compile_patterns(deny_patterns)
     meta, metrics, prov = _load(run_dir)
+    sha = verify_inputs(run_dir, meta, metrics)
+    meta = {**meta, "_model_sha256": sha}
     synthetic = C.is_synthetic(meta, metrics, prov)
     sections = build_sections(meta, metrics, prov)
     kind = str(meta.get("kind", "unlearned"))
     title = f"Model modification report: {kind} model {run_dir.name}"
     subtitle = f"Generated {time.strftime('%Y-%m-%d %H:%M')} by medunlearn {C.fmt(meta.get('code_version') or prov.get('code_version'))}"
-    doc = {"schema_version": 1, "title": title, "kind": kind, "synthetic": synthetic,
+    doc = {"schema_version": 1, "title": title, "kind": kind, "synthetic": synthetic, "model_sha256": sha,
            "synthetic_note": SYNTHETIC_NOTE if synthetic else None,
            "sections": [{"title": s["title"], "blocks": [{k: v for k, v in b.items() if k != "png"} for b in s["blocks"]]}
                         for s in sections]}

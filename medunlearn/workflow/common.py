@@ -1,6 +1,7 @@
 """Helpers the workflow steps share: loading a cohort + rule into SplitData consistently with a checkpoint."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,9 @@ import pandas as pd
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import CheckpointError, DataError
+from medunlearn.registry import did_you_mean
+
+log = logging.getLogger("medunlearn")
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 
@@ -31,10 +35,53 @@ def split_settings(meta: dict[str, Any] | None, seed: int) -> tuple[int, tuple[f
     return int(split.get("seed", seed)), tuple(split.get("fractions", DEFAULT_FRACTIONS)), int(meta.get("image_size", 64))
 
 
+def cohort_labels(df: pd.DataFrame) -> dict[str, int]:
+    """Images per non-empty label of the cohort table."""
+    labels = df["label"].fillna("").astype(str).str.strip() if "label" in df.columns else pd.Series([], dtype=str)
+    counts = labels[labels != ""].value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def check_label_sets(df: pd.DataFrame, class_names: list[str] | None, what: str) -> None:
+    """Refuse a cohort whose labels differ from the checkpoint's classes, in either direction (did-you-mean)."""
+    if not class_names:
+        return
+    have = cohort_labels(df)
+    names = [str(c) for c in class_names]
+    extra = [lab for lab in sorted(have) if lab not in names]
+    if extra:
+        lab = extra[0]
+        raise DataError(f"Expected the cohort's labels to be {what}'s classes {names}, but label {lab!r} "
+                        f"({have[lab]} image(s)) is not one of them.{did_you_mean(lab, names)}")
+    missing = [c for c in names if c not in have]
+    if missing:
+        raise DataError(f"Expected the cohort to hold every class of {what} {names}, but class {missing[0]!r} "
+                        f"has no labelled image in it (the cohort's labels: {sorted(have)}); is this the cohort "
+                        "the model was trained on?")
+
+
+def warn_near_miss_labels(df: pd.DataFrame, rare: int = 2) -> list[str]:
+    """Warn about labels so rare and so close to another label that they are probably typos (a new class)."""
+    have = cohort_labels(df)
+    notes = []
+    for lab, n in sorted(have.items()):
+        others = [o for o in have if o != lab and have[o] > rare]
+        hint = did_you_mean(lab, others) if n <= rare else ""
+        if hint:
+            notes.append(f"Label {lab!r} occurs on only {n} image(s) and becomes its own class.{hint}")
+    for note in notes:
+        log.warning(note)
+    return notes
+
+
 def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
                    fractions: tuple[float, ...] = DEFAULT_FRACTIONS, class_names: list[str] | None = None) -> SplitData:
     from medunlearn.forget.splitdata import build_split_data
 
+    if "path" not in cohort_df.columns:
+        where = cohort_df.attrs.get("locator_expected", "beside the cohort table")
+        raise DataError(f"Expected the private locator {where} (image id -> file) to find the images, but it is "
+                        "missing; copy it with the archive, or set $MEDUNLEARN_LOCATOR to it.")
     return build_split_data(cohort_df, rule, seed=seed, image_size=image_size, fractions=fractions,
                             class_names=class_names)
 

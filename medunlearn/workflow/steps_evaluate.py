@@ -6,7 +6,9 @@ from typing import Any
 
 from medunlearn.errors import ConfigError
 from medunlearn.fileio import write_json
-from medunlearn.workflow.common import check_same_cohort, load_cohort, split_data_for, split_settings
+from medunlearn.models.checkpoint import model_sha256
+from medunlearn.workflow.common import check_label_sets, check_same_cohort, load_cohort, split_data_for, split_settings
+from medunlearn.workflow.checks import check_original, check_reference
 from medunlearn.workflow.steps_forget import load_model_dir
 
 
@@ -26,13 +28,21 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     orig = load_model_dir(original, "an original checkpoint") if original else (None, None)
     ref = load_model_dir(reference, "a retrain reference checkpoint") if reference else (None, None)
     split_seed, fractions, image_size = split_settings(meta, seed)
-    data = split_data_for(load_cohort(cohort), rule, split_seed, image_size, fractions, meta.get("class_names"))
+    df = load_cohort(cohort)
+    check_label_sets(df, meta.get("class_names"), "the checkpoint")
+    data = split_data_for(df, rule, split_seed, image_size, fractions, meta.get("class_names"))
     warnings = check_same_cohort(meta, data, force, "the checkpoint")
+    if ref[1] is not None:
+        check_reference(meta, ref[1], rule, data)
+    if orig[1] is not None:
+        check_original(meta, orig[1], model_sha256(original), data)
     wall = meta.get("wall_time_s") if meta.get("kind") in ("unlearned", "merged") else None
     ref_wall = ref[1].get("wall_time_s") if ref[1] else None
     metrics = evaluate_model(model, data, original=orig[0], reference=ref[0], wall_time_s=wall,
                              reference_wall_time_s=ref_wall, goal=meta.get("goal"), seed=seed)
     metrics["warnings"] = warnings
+    metrics["rule_text"] = rule.describe()  # the report refuses metrics of another rule or other weights
+    metrics["model_sha256"] = model_sha256(model_dir)
     if out is not None:
         write_json(out, metrics)
     return metrics

@@ -12,7 +12,7 @@ from medunlearn.errors import ConfigError
 from medunlearn.fileio import prepare_out_dir, staging_dir, write_json, write_text
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import check_same_cohort, load_cohort, require_dir, split_data_for, split_settings
+from medunlearn.workflow.common import check_label_sets, check_same_cohort, load_cohort, require_dir, split_data_for, split_settings
 
 
 def load_model_dir(path: str | Path, what: str):
@@ -46,8 +46,14 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     base, base_meta = load_model_dir(model_dir, "a base checkpoint")
     ref_model, ref_meta = load_model_dir(reference, "a retrain reference checkpoint") if reference else (None, None)
     split_seed, fractions, image_size = split_settings(base_meta, seed)
-    data = split_data_for(load_cohort(cohort), rule, split_seed, image_size, fractions, base_meta.get("class_names"))
+    df = load_cohort(cohort)
+    check_label_sets(df, base_meta.get("class_names"), "the base checkpoint")
+    data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"))
     warnings = check_same_cohort(base_meta, data, force, "the base checkpoint")
+    if ref_meta is not None:
+        from medunlearn.workflow.checks import check_reference
+
+        check_reference(base_meta, ref_meta, rule, data)
 
     ctx = RunContext.create(seed=seed, show_progress=progress)
     start = time.perf_counter()
@@ -60,6 +66,7 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
                              reference_wall_time_s=ref_wall, goal=goal, seed=seed)
     metrics["warnings"] = warnings
     metrics["acceptance"] = acceptance
+    metrics["rule_text"] = rule.describe()
     metrics["method_log"] = ctx.log
     config = {"method": method, "goal": goal, "hyperparameters": dataclasses.asdict(cfg), "seed": seed,
               "rule": rule.to_dict(), "rule_text": rule.describe()}

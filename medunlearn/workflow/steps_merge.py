@@ -3,14 +3,17 @@ on every source policy's forget set and on their union."""
 from __future__ import annotations
 
 from pathlib import Path
+import logging
 from typing import Any, Sequence
 
-from medunlearn.errors import ConfigError
+from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_json
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import load_cohort, require_dir, split_data_for, split_settings
+from medunlearn.workflow.common import check_label_sets, load_cohort, require_dir, split_data_for, split_settings
+
+log = logging.getLogger("medunlearn")
 
 
 def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path, method: str = "ties",
@@ -43,8 +46,16 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     split_seed, fractions, image_size = split_settings(base_meta, seed)
     union = rules[0] if len(rules) == 1 else AnyOf(rules)
     df = load_cohort(cohort) if cohort is not None else None
+    if df is not None:
+        check_label_sets(df, base_meta.get("class_names"), "the base checkpoint")
+    warnings = degenerate_merge_warnings(run_dirs)
     union_data = (split_data_for(df, union, split_seed, image_size, fractions, base_meta.get("class_names"))
                   if df is not None else None)
+    if union_data is not None:
+        want, got = (base_meta.get("split") or {}).get("train_hash"), union_data.info.get("train_hash")
+        if want and got and want != got:
+            raise CheckpointError(f"Expected --cohort to be the cohort the base was trained on, but the base's split "
+                                  f"hash {want[:12]} differs from this cohort's {got[:12]}.")
     ctx = RunContext.create(seed=seed)
     model, info = merge_runs(run_dirs, base_dir, method, params=params, weights=weights, data=union_data,
                              seed=seed, ctx=ctx)
@@ -56,6 +67,11 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     meta["synthetic"] = bool(base_meta.get("synthetic"))
     meta["counts"] = {"policies": [m.get("counts") for m in run_metas]}
     meta["goal"] = sorted({str(m.get("goal")) for m in run_metas})
+    meta["split"] = base_meta.get("split")  # the runs share the base's split, so the merge does too
+    meta["run_sha256"] = [r["sha256"] for r in info["runs"]]
+    meta["warnings"] = warnings
+    if metrics:
+        metrics["warnings"] = warnings
     inputs = {"base_model": model_sha256(base_dir), **{f"run:{Path(r).name}": model_sha256(r) for r in run_dirs}}
     config = {"method": method, "parameters": dict(params or {}), "weights": list(weights) if weights else None,
               "runs": [str(r) for r in run_dirs], "base": str(base_dir)}
@@ -64,6 +80,25 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
         if metrics:
             write_json(tmp / "metrics.json", metrics)
     return Path(out), metrics
+
+
+def degenerate_merge_warnings(run_dirs: Sequence[str | Path]) -> list[str]:
+    """Warn (console and metrics) when a merge cannot combine anything: one run, or the same weights twice."""
+    from medunlearn.models.checkpoint import model_sha256
+
+    notes = []
+    if len(run_dirs) == 1:
+        notes.append("Merging a single run only rescales its change to the base; nothing is combined.")
+    seen: dict[str, str] = {}
+    for r in run_dirs:
+        sha = model_sha256(r)
+        if sha in seen:
+            notes.append(f"Runs {Path(seen[sha]).name!r} and {Path(r).name!r} hold identical weights; the merge "
+                         "counts that policy twice.")
+        seen.setdefault(sha, str(r))
+    for note in notes:
+        log.warning(note)
+    return notes
 
 
 def _evaluate_policies(model, base, df, rules, run_dirs, union_data, split_seed, fractions, image_size,

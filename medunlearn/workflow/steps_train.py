@@ -5,12 +5,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from medunlearn.bounds import check_config_bounds
 from medunlearn.errors import ConfigError
 from medunlearn.fileio import prepare_out_dir
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import DEFAULT_FRACTIONS, is_synthetic, load_cohort, split_data_for
+from medunlearn.workflow.common import DEFAULT_FRACTIONS, is_synthetic, load_cohort, split_data_for, warn_near_miss_labels
 
 
 def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: int = 0, image_size: int = 64,
@@ -27,7 +28,9 @@ def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: 
         raise ConfigError("Expected a forget rule (e.g. --device) with --exclude, but got none.")
     out = prepare_out_dir(out, overwrite)
     df = load_cohort(cohort)
+    warn_near_miss_labels(df)
     cfg = apply_overrides(TrainConfig(), {**train_options, "image_size": image_size})
+    check_config_bounds(cfg, "train")
     data = split_data_for(df, rule, seed=seed, image_size=image_size, fractions=DEFAULT_FRACTIONS)
     ctx = RunContext.create(seed=seed, show_progress=progress)
     model, info = train_model(data, cfg, ctx, exclude_forget=exclude)

@@ -56,7 +56,7 @@ def test_salt_changes_pseudonyms_and_parallel_matches_serial(syn, monkeypatch):
         assert rep["workers"] == 2 and c.equals(a)
     monkeypatch.delenv("MEDUNLEARN_SALT", raising=False)
     d, rep = index_archive(syn)
-    assert rep["salt_source"] == "default" and "salt" in rep["warnings"][0]
+    assert rep["salt_source"] == "public-default" and "salt" in rep["warnings"][0]
     monkeypatch.setenv("MEDUNLEARN_SALT", "s2")
     e, rep = index_archive(syn)
     assert rep["salt_source"] == "env" and e["patient"].equals(b["patient"])

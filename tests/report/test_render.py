@@ -7,9 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from medunlearn.errors import MedUnlearnError, OutputExistsError
 from medunlearn.fileio import write_json
+from medunlearn.models.checkpoint import save_checkpoint
+from medunlearn.models.zoo import create_model
 from medunlearn.report import render_report
 
 CORE = {"forget_acc": 91.0, "retain_acc": 95.0, "test_retain_acc": 90.0, "test_forget_acc": 88.0,
@@ -49,7 +52,8 @@ def _run_dir(root: Path, merged: bool = False, rule: str = "device = ScannerX", 
         metrics = {"schema_version": 1, "policies": {"psg_x": _metrics(55.0), "famr_b": _metrics(70.0)},
                    "union": _metrics(62.0)}
         metrics["policies"]["famr_b"]["certificate"] = {"delta_norm": 0.12, "bound_a_priori": 0.9, "label": "theory"}
-    write_json(d / "meta.json", meta)
+    torch.manual_seed(0)
+    save_checkpoint(d, create_model("small_cnn", 2, 1, 16, width=4), meta)  # the report verifies real weights
     write_json(d / "metrics.json", metrics)
     write_json(d / "provenance.json", {"created": "2025-01-01T00:00:00", "code_version": "0.1.0+gtest", "seed": 3,
                                        "input_hashes": {"cohort_hash": "11" * 32}, "environment": {"torch": "2.13.0"}})

@@ -18,6 +18,11 @@ def tiny_model(seed: int = 0, classes: int = 3, width: int = 4):
     return create_model("small_cnn", classes, 1, 16, width=width)
 
 
+@pytest.fixture(autouse=True)
+def _crash_logs_in_tmp(tmp_path_factory, monkeypatch) -> None:
+    monkeypatch.setenv("MEDUNLEARN_LOG_DIR", str(tmp_path_factory.mktemp("crashlogs")))
+
+
 @pytest.fixture
 def runs(tmp_path: Path) -> dict:
     base = tiny_model()

@@ -1,0 +1,59 @@
+"""Provenance checks for the checkpoints a step compares against (--reference, --original).
+
+A comparison is only meaningful between models of one architecture and class list, trained on one
+cohort split; a retrain reference must be a retrain that left out exactly this forget rule, and the
+original must be the base the evaluated model was unlearned from.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from medunlearn.errors import CheckpointError
+
+
+def _train_hash(meta: Mapping[str, Any]) -> str | None:
+    split = meta.get("split")
+    return split.get("train_hash") if isinstance(split, Mapping) else None
+
+
+def _same_model_family(meta: Mapping[str, Any], other: Mapping[str, Any], what: str, data) -> None:
+    if other.get("architecture") != meta.get("architecture"):
+        def arch(m: Mapping[str, Any]) -> str:
+            a = m.get("architecture") if isinstance(m.get("architecture"), Mapping) else {}
+            return f"{a.get('name')} {a.get('kwargs')}"
+
+        raise CheckpointError(f"Expected {what} to have the evaluated model's architecture {arch(meta)}, but got "
+                              f"{arch(other)}.")
+    if list(other.get("class_names") or []) != list(data.class_names):
+        raise CheckpointError(f"Expected {what} to have the classes {list(data.class_names)}, but got "
+                              f"{other.get('class_names')}.")
+    want, got = data.info.get("train_hash"), _train_hash(other)
+    if want and got != want:
+        raise CheckpointError(f"Expected {what} to come from this cohort's training split (hash {want[:12]}), but it "
+                              f"records {str(got)[:12] if got else 'no split hash'}.")
+
+
+def check_reference(meta: Mapping[str, Any], ref_meta: Mapping[str, Any], rule, data) -> None:
+    """--reference: a retrain of this architecture and split that excluded exactly `rule`."""
+    what = "the --reference checkpoint"
+    kind = ref_meta.get("kind")
+    excluded = bool((ref_meta.get("config") or {}).get("exclude_forget")) if isinstance(ref_meta.get("config"), Mapping) else False
+    if kind != "retrain" or not excluded:
+        raise CheckpointError(f"Expected {what} to be a retrain-from-scratch model (train --exclude), but it is a "
+                              f"{kind or 'unknown'} checkpoint.")
+    _same_model_family(meta, ref_meta, what, data)
+    if str(ref_meta.get("rule")) != rule.describe():
+        raise CheckpointError(f"Expected {what} to exclude exactly the forget rule {rule.describe()!r}, but it "
+                              f"excluded {ref_meta.get('rule')!r}.")
+
+
+def check_original(meta: Mapping[str, Any], orig_meta: Mapping[str, Any], orig_sha: str, data) -> None:
+    """--original: the base the model was unlearned (or merged) from; same architecture and split."""
+    what = "the --original checkpoint"
+    _same_model_family(meta, orig_meta, what, data)
+    base_sha = meta.get("base_sha256")
+    if base_sha and base_sha != orig_sha:
+        raise CheckpointError(f"Expected {what} to be the base this model was unlearned from (sha256 "
+                              f"{str(base_sha)[:12]}), but its weights hash to {orig_sha[:12]}.")
+    if not base_sha and orig_meta.get("kind") == "retrain":
+        raise CheckpointError(f"Expected {what} to be a deployed (base) model, but it is a retrain reference.")
