@@ -59,6 +59,14 @@ def middle_grey_2d(arr: torch.Tensor, fmt: str) -> torch.Tensor:
     return x
 
 
+def short_reason(exc: BaseException, path: str = "", limit: int = 160) -> str:
+    """'Type: message' with the file path (which may identify a patient) removed, cut at a word boundary."""
+    text = " ".join(str(exc).replace(path, "<file>").split()) if path else " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class LoadMiddleSliced(MapTransform):
     """Load `keys` with the reader for the record's format, keep the middle grey 2D plane (H, W)."""
 
@@ -79,7 +87,7 @@ class LoadMiddleSliced(MapTransform):
             d = self.loaders[fmt](d)
         except Exception as exc:  # undecodable pixels (missing codec, truncated file, ...)
             raise DataError(f"Expected decodable pixel data, but image {d.get('image_id', '?')} failed "
-                            f"({type(exc).__name__}: {str(exc)[:120]}).") from exc
+                            f"({short_reason(exc, str(d.get(self.keys[0], '')))}).") from exc
         for key in self.key_iterator(d):
             d[key] = middle_grey_2d(d[key], fmt)
         return d

@@ -74,6 +74,18 @@ def warn_near_miss_labels(df: pd.DataFrame, rare: int = 2) -> list[str]:
     return notes
 
 
+def check_files_exist(df: pd.DataFrame) -> None:
+    """Refuse rows whose image file is gone, naming the image by its id (its path may identify a patient)."""
+    import os
+
+    if "path" not in df.columns:
+        return
+    gone = [i for i, p in zip(df["image_id"].astype(str), df["path"].astype(str)) if p and not os.path.isfile(p)]
+    if gone:
+        raise DataError(f"Expected every image of the cohort in the archive, but image {gone[0]} is missing "
+                        f"({len(gone)} missing in all): was the archive moved or pruned? Re-run `cohort index`.")
+
+
 def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
                    fractions: tuple[float, ...] = DEFAULT_FRACTIONS, class_names: list[str] | None = None) -> SplitData:
     from medunlearn.forget.splitdata import build_split_data
@@ -82,6 +94,7 @@ def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
         where = cohort_df.attrs.get("locator_expected", "beside the cohort table")
         raise DataError(f"Expected the private locator {where} (image id -> file) to find the images, but it is "
                         "missing; copy it with the archive, or set $MEDUNLEARN_LOCATOR to it.")
+    check_files_exist(cohort_df)
     return build_split_data(cohort_df, rule, seed=seed, image_size=image_size, fractions=fractions,
                             class_names=class_names)
 
