@@ -11,6 +11,24 @@ from medunlearn.errors import ConfigError
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+def yaml_problem(exc: BaseException) -> str:
+    """One line for a YAML read error: what is wrong and where ("line 3, column 7: ...").
+
+    A refused Python tag (!!python/object ...) is named as such; a syntax error gets its own problem text.
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        return "it is not UTF-8 text"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in str(problem):
+        return f"{where}{problem} (tags such as !!python/object are refused: rule and config files are plain data)"
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and cmark is not None:
+        return f"{where}{problem} ({context} that starts at line {cmark.line + 1}, column {cmark.column + 1})"
+    return f"{where}{context + ': ' if context else ''}{problem}"
+
+
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Load a YAML file that must be a mapping. Python tags and other unsafe constructs are refused."""
     path = Path(path)
@@ -18,11 +36,10 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"Expected a YAML config file at {path}, but it does not exist.")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"Expected plain YAML in {path}, but it could not be read safely ({first}).") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"Expected a UTF-8 text YAML file at {path}, but it is binary.") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Expected plain YAML in {path}, but {yaml_problem(exc)}.") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"Expected plain YAML in {path}, but it is nested too deeply to read.") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

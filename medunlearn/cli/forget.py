@@ -54,9 +54,9 @@ def forget(
         from medunlearn.workflow.common import load_cohort
 
         target = (out / "split.json") if out is not None else Path("split.json")
+        selection = select(load_cohort(cohort), rule, seed=seed)  # a bad rule is reported before any output clash
         if target.exists() and not overwrite:
             raise OutputExistsError(f"Output {target} already exists; pass --overwrite to replace it.")
-        selection = select(load_cohort(cohort), rule, seed=seed)
         console.print(f"Rule: [bold]{rule.describe()}[/]")
         console.print(selection_table(selection))
         write_json(target, selection.to_json())

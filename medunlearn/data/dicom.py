@@ -62,6 +62,12 @@ def _spacing(ds) -> tuple[str, str]:
         return "", ""
 
 
+def _clip(text: str, limit: int = 100) -> str:
+    """One line of at most ~`limit` characters, cut at a word boundary (never mid-word)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def _read(path: Path):
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -71,7 +77,7 @@ def _read(path: Path):
     except InvalidDicomError:
         pass  # no 128-byte preamble + "DICM": maybe a bare stream (old ACR-NEMA style exports)
     except Exception as exc:  # pydicom raises many types on truncated / corrupt files
-        raise SkipFile(f"unreadable DICOM ({type(exc).__name__}: {str(exc)[:80]})") from exc
+        raise SkipFile(f"unreadable DICOM ({type(exc).__name__}: {_clip(str(exc).replace(str(path), '<file>'))})") from exc
     with open(path, "rb") as f:
         head = f.read(2)
     if head not in _BARE_DICOM_STARTS:

@@ -107,7 +107,9 @@ def load_rule_file(path: str | Path) -> Rule:
         with open(p, "r", encoding="utf-8") as fh:
             spec = yaml.safe_load(fh)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"Expected a plain YAML rule file (no tags such as !!python/object), but could not "
-                          f"read {p.name}: {first}") from None
+        from medunlearn.configio import yaml_problem
+
+        raise ConfigError(f"Expected a plain YAML rule file in {p.name}, but {yaml_problem(exc)}.") from None
+    except RecursionError:
+        raise ConfigError(f"Expected a plain YAML rule file in {p.name}, but it is nested too deeply to read.") from None
     return rule_from_dict(spec)

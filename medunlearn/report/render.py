@@ -158,26 +158,31 @@ def to_html(title: str, subtitle: str, sections: list[dict], synthetic: bool) ->
         toc="".join(f'<li><a href="#s{i}">{html.escape(s["title"])}</a></li>' for i, s in enumerate(sections)), body=body)
 
 
+def _md_text(x: Any) -> str:
+    """Text for Markdown: HTML in inputs (e.g. a tampered meta.json) is shown, never rendered."""
+    return html.escape(str(x), quote=False).replace("\n", " ")
+
+
 def _md_cell(x: Any) -> str:
-    return str(x).replace("|", "\\|").replace("\n", " ")
+    return _md_text(x).replace("|", "\\|")
 
 
 def to_markdown(title: str, subtitle: str, sections: list[dict], synthetic: bool) -> str:
-    out = [f"# {title}", "", f"_{subtitle}_", ""]
+    out = [f"# {_md_text(title)}", "", f"_{_md_text(subtitle)}_", ""]
     if synthetic:
         out += [f"> **{SYNTHETIC_NOTE}**", ""]
     for s in sections:
         out += [f"## {s['title']}", ""]
         for b in s["blocks"]:
             if b["type"] in ("p", "h3"):
-                out += [("### " if b["type"] == "h3" else "") + b["text"], ""]
+                out += [("### " if b["type"] == "h3" else "") + _md_text(b["text"]), ""]
             elif b["type"] == "list":
-                out += [f"- {i}" for i in b["items"]] + [""]
+                out += [f"- {_md_text(i)}" for i in b["items"]] + [""]
             elif b["type"] == "image":
-                out += [f"- Figure: {b['title']} (embedded in report.html)"]
+                out += [f"- Figure: {_md_text(b['title'])} (embedded in report.html)"]
             else:
                 cols = b.get("columns") or ["item", "value"]
-                out += ([f"### {b['title']}", ""] if b.get("title") else []) + [
+                out += ([f"### {_md_text(b['title'])}", ""] if b.get("title") else []) + [
                     "| " + " | ".join(map(_md_cell, cols)) + " |", "|" + "---|" * len(cols)]
                 out += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in b["rows"]] + [""]
         out.append("")

@@ -120,5 +120,8 @@ def check_same_cohort(meta: dict[str, Any], data: SplitData, force: bool, what: 
 def require_dir(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_dir():
-        raise DataError(f"Expected {what} directory at {path}, but it does not exist.")
+        got = "a file" if path.is_file() else "it does not exist"
+        raise DataError(f"Expected {what} directory at {path}, but {got}"
+                        + (" (checkpoints are folders with model.safetensors and meta.json; import a .pt state "
+                           "dict first)." if path.is_file() else "."))
     return path
