@@ -153,6 +153,23 @@ _WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|!=|==|=|~|>|<)\s*(.*?)\s*$"
 _NUMERIC_OPS = (">", "<", ">=", "<=")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_number_column(df: pd.DataFrame, column: str) -> bool:
+    """True when the column has values and every non-blank one is a number."""
+    if pd.api.types.is_numeric_dtype(df[column]):
+        return bool(df[column].notna().any())
+    text = text_values(df[column])
+    text = text[text != ""]
+    return len(text) > 0 and all(_is_number(t) for t in text)
+
+
 @dataclass(frozen=True)
 class WhereRule:
     """One ``--where`` expression: KEY=VALUE / KEY!=VALUE (case-insensitive), KEY~REGEX (case-insensitive
@@ -190,6 +207,9 @@ class WhereRule:
         require_column(df, self.key, "--where")
         if self.op in _NUMERIC_OPS:
             numeric_values(df, self.key, f"--where '{self.text()}'")
+        elif self.op in ("=", "!=") and _is_number_column(df, self.key) and not _is_number(self.value):
+            raise ConfigError(f"Expected a number in --where '{self.text()}' (column {self.key!r} is numeric), "
+                              f"but got {self.value!r}.")
 
     def mask(self, df: pd.DataFrame, reference: pd.DataFrame | None = None) -> np.ndarray:
         require_column(df, self.key, "--where")
