@@ -18,10 +18,12 @@ def demo(
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=10_000, help="Training epochs for the base and retrain models.")] = 15,
     seed: Seed = 0,
     overwrite: Overwrite = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when a device run misses its acceptance criteria.")] = False,
 ) -> None:
     """Synthesise a cohort, forget device ScannerX with PSG and FAMR, add a site policy, merge, and report.
 
-    Exits 3 when the PSG or FAMR device run does not meet its acceptance criteria.
+    Each run's verdict is printed; with --strict the command exits 3 when the PSG or FAMR device run does not
+    meet its acceptance criteria (as `forget` always does).
 
     Example: [bold]medunlearn demo --out demo_out[/]
     """
@@ -32,5 +34,6 @@ def demo(
     missed = [m for m, metrics in result["results"].items() if not metrics.get("acceptance", {}).get("met")]
     if missed:
         console.print(f"[bold red]Acceptance criteria NOT met[/] by {', '.join(missed)} on the device policy "
-                      "(see their trace.csv under runs/); exit code 3.")
-        raise typer.Exit(3)
+                      "(see their trace.csv under runs/).")
+        if strict:
+            raise typer.Exit(3)

@@ -180,7 +180,8 @@ def test_demo_runs_the_whole_workflow_on_a_tiny_cohort(tmp_path: Path) -> None:
     res = invoke("demo", "--out", tmp_path / "demo", "--patients", "24", "--epochs", "2")
     met = [json.loads((tmp_path / "demo" / "runs" / f"{m}_device" / "metrics.json").read_text())["acceptance"]["met"]
            for m in ("psg", "famr")]
-    assert res.exit_code == (0 if all(met) else 3), res.output  # a tiny 2-epoch demo may honestly miss
+    assert res.exit_code == 0, res.output  # a tiny 2-epoch demo may honestly miss; it says so (exit 3 with --strict)
+    assert all(met) or "Acceptance criteria NOT met" in res.output
     assert "SYNTHETIC" in res.output and "criteria" in res.output
     for rel in ("cohort.csv", "split.json", "base/model.safetensors", "retrain_device/meta.json",
                 "runs/psg_device/metrics.json", "runs/famr_device/metrics.json", "merged/metrics.json",
