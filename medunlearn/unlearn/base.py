@@ -43,6 +43,8 @@ class Unlearner(abc.ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     Config: ClassVar[type] = BaseConfig
+    # What `medunlearn tune` may vary: {Config field: space.Float | space.Int | space.Choice}; {} = not tunable.
+    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         cfg = config if config is not None else self.Config()

@@ -17,6 +17,7 @@ from medunlearn.errors import ConfigError
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, cycle, freeze_batchnorm, n_steps
 from medunlearn.unlearn.controller import ControlConfig, Plan
 from medunlearn.unlearn.loops import gradient_update
+from medunlearn.unlearn.space import Choice, Float
 
 
 @dataclasses.dataclass
@@ -58,6 +59,7 @@ class BoundaryExpanding(Unlearner):
     name = "boundary_expanding"
     summary = "Boundary Expanding: push forget rows into an added shadow class, then prune it"
     Config = BoundaryExpandingConfig
+    search_space = {"lr": Float(3e-5, 3e-3, log=True), "batch_size": Choice(16, 32, 64)}  # what `medunlearn tune` varies
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         cfg, k, dev = self.config, data.num_classes, ctx.device

@@ -13,6 +13,7 @@ import dataclasses
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.controller import ControlConfig, Plan
 from medunlearn.unlearn.psg import PSGConfig, psg_plan
+from medunlearn.unlearn.space import Choice, Float
 
 
 @dataclasses.dataclass
@@ -41,6 +42,8 @@ class BoundaryShrink(Unlearner):
     name = "boundary_shrink"
     summary = "Boundary Shrink: relabel forget rows to the FGSM nearest wrong class of the original, fine-tune"
     Config = BoundaryShrinkConfig
+    search_space = {"lr": Float(1e-5, 1e-3, log=True), "epsilon": Float(0.02, 0.3),
+                    "batch_size": Choice(16, 32, 64)}  # what `medunlearn tune` varies
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         return psg_plan(model, original, data, ctx, as_psg_config(self.config), self.name, inner_at="original")

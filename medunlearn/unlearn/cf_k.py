@@ -15,6 +15,7 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.loops import retain_finetune_plan, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.space import Choice, Float, Int
 
 
 @dataclass
@@ -32,6 +33,7 @@ class CFk(Unlearner):
     name = "cf_k"
     summary = "CF-k: fine-tune only the last k blocks on the retain set, earlier blocks frozen."
     Config = CFkConfig
+    search_space = {"lr": Float(2e-3, 0.1, log=True), "k": Int(1, 2), "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

@@ -16,6 +16,7 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.loops import retain_finetune_plan, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.space import Choice, Float, Int
 
 
 def reinitialise_blocks(model: nn.Module, blocks: list[str]) -> None:
@@ -42,6 +43,7 @@ class EUk(Unlearner):
     name = "eu_k"
     summary = "EU-k: re-initialise the last k blocks and retrain them on the retain set, others frozen."
     Config = EUkConfig
+    search_space = {"lr": Float(5e-3, 0.2, log=True), "k": Int(1, 2), "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

@@ -31,6 +31,7 @@ from medunlearn.unlearn.famr_certificate import certificate
 from medunlearn.unlearn.famr_math import (conjugate_gradient, forget_gradient, forget_objective, hvp_fn, loss_floor,
                                           resolve_lam, support_mask, uniform_loss)
 from medunlearn.unlearn.probes import subsample
+from medunlearn.unlearn.space import Choice, Float
 
 LOSSES = ("ce_uniform", "kl_p_u")
 SUPPORTS = ("all", "remaining")
@@ -76,6 +77,9 @@ class FAMR(Unlearner):
     name = "famr"
     summary = "FAMR: min L_uniform(D_f) + (λ/2)||θ_S − θ0_S||² (the paper's objective), with a bound report"
     Config = FAMRConfig
+    search_space = {"lr": Float(1e-4, 1e-2, log=True), "budget": Float(1.0, 20.0, log=True),
+                    "batch_size": Choice(32, 64, 128), "loss": Choice("ce_uniform", "kl_p_u"),
+                    "solver": Choice("iterative", "one_step", "newton_cg")}  # what `medunlearn tune` varies
 
     def retain_term(self, model: nn.Module, original: nn.Module, data, ctx) -> Optional[Callable[[], torch.Tensor]]:
         """An extra loss on retain rows; None in FAMR proper (famr_retain overrides it)."""

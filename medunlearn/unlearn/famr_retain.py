@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from medunlearn.unlearn.base import METHODS, cycle
 from medunlearn.unlearn.famr import FAMR, FAMRConfig
+from medunlearn.unlearn.space import Float
 
 
 @dataclasses.dataclass
@@ -29,6 +30,7 @@ class FAMRRetain(FAMR):
     name = "famr_retain"
     summary = "FAMR + a KL output anchor to the original on retain rows (extension, not the paper's method)"
     Config = FAMRRetainConfig
+    search_space = {**FAMR.search_space, "retain_weight": Float(0.1, 10.0, log=True)}  # what `medunlearn tune` varies
 
     def retain_term(self, model: nn.Module, original: nn.Module, data, ctx) -> Optional[Callable[[], torch.Tensor]]:
         w = self.config.retain_weight

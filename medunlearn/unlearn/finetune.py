@@ -14,6 +14,7 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.loops import retain_finetune_plan, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.space import Choice, Float
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Finetune(Unlearner):
     name = "finetune"
     summary = "Fine-tune on the retain set only (catastrophic-forgetting baseline)."
     Config = FinetuneConfig
+    search_space = {"lr": Float(2e-3, 0.1, log=True), "batch_size": Choice(32, 64, 128),
+                    "weight_decay": Float(1e-5, 5e-3, log=True)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

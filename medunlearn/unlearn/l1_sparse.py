@@ -15,6 +15,7 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.loops import retain_finetune_plan, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.space import Choice, Float
 
 
 def l1_weight(alpha: float, t: int, steps: int) -> float:
@@ -43,6 +44,8 @@ class L1Sparse(Unlearner):
     name = "l1_sparse"
     summary = "ℓ1-sparse fine-tuning on retain: CE + linearly decaying α·‖θ‖₁."
     Config = L1SparseConfig
+    search_space = {"lr": Float(2e-3, 0.1, log=True), "alpha": Float(1e-5, 5e-3, log=True),
+                    "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

@@ -17,6 +17,7 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
 from medunlearn.unlearn.loops import gradient_update, paired_batches, sgd, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.space import Choice, Float
 
 
 def neggrad_loss(retain_ce: torch.Tensor, forget_ce: torch.Tensor, alpha: float, clip: float) -> torch.Tensor:
@@ -45,6 +46,8 @@ class NegGrad(Unlearner):
     name = "neggrad"
     summary = "NegGrad+: descend on retain, clipped gradient ascent on forget, paired batches."
     Config = NegGradConfig
+    search_space = {"lr": Float(2e-3, 0.1, log=True), "alpha": Float(0.5, 0.99),
+                    "forget_loss_clip": Float(1.0, 10.0), "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

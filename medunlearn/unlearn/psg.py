@@ -40,6 +40,7 @@ from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, cycle, freez
 from medunlearn.unlearn.controller import ControlConfig, Plan
 from medunlearn.unlearn.inner import NOISE_SCALES, NOISES, SCHEDULES, psg_perturb, relabel, scheduled_lam
 from medunlearn.unlearn.loops import gradient_update
+from medunlearn.unlearn.space import Choice, Float
 
 
 @dataclasses.dataclass
@@ -172,6 +173,9 @@ class PSG(Unlearner):
     name = "psg"
     summary = "Perturbed sign-gradient bilevel unlearning: relabel forget rows to the nearest wrong class, fine-tune"
     Config = PSGConfig
+    search_space = {"lr": Float(1e-5, 5e-4, log=True), "phi": Float(0.5, 20.0, log=True),
+                    "epsilon": Float(0.02, 0.3), "gamma": Float(0.0, 0.5), "batch_size": Choice(16, 32, 64),
+                    "target": Choice("hard", "soft")}  # what `medunlearn tune` varies
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         return psg_plan(model, original, data, ctx, self.config, self.name, inner_at="current")

@@ -14,6 +14,7 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
 from medunlearn.unlearn.loops import gradient_update, random_label_loss, sgd, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.space import Choice, Float
 
 
 @dataclass
@@ -34,6 +35,8 @@ class RandomLabels(Unlearner):
     name = "random_labels"
     summary = "Fine-tune forget rows on random wrong labels (re-drawn per step) plus a retain term."
     Config = RandomLabelsConfig
+    search_space = {"lr": Float(5e-4, 0.02, log=True), "retain_weight": Float(0.5, 8.0, log=True),
+                    "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

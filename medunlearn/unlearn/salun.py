@@ -20,6 +20,7 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
 from medunlearn.unlearn.loops import gradient_update, random_label_loss, sgd, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.space import Choice, Float
 
 
 def saliency_mask(grads: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
@@ -59,6 +60,8 @@ class SalUn(Unlearner):
     name = "salun"
     summary = "SalUn: gradient-saliency weight mask, then random-label forgetting with a retain term."
     Config = SalUnConfig
+    search_space = {"lr": Float(5e-4, 0.01, log=True), "sparsity": Float(0.1, 0.9),
+                    "retain_weight": Float(0.5, 8.0, log=True), "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

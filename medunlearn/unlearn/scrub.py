@@ -20,6 +20,7 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, n_steps
 from medunlearn.unlearn.loops import batches, gradient_update, kl_teacher_student, sgd, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.space import Float, Int
 
 
 def scrub_schedule(rounds: int, msteps: int, forget_steps: int, retain_steps: int) -> list[bool]:
@@ -49,6 +50,8 @@ class Scrub(Unlearner):
     name = "scrub"
     summary = "SCRUB: teacher-student distillation, max-KL on forget and min-KL + CE on retain."
     Config = ScrubConfig
+    search_space = {"lr": Float(1e-3, 0.05, log=True), "temperature": Float(1.0, 8.0),
+                    "kd_weight": Float(0.25, 4.0, log=True), "msteps": Int(1, 3)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
