@@ -11,7 +11,7 @@ from medunlearn.cli.main import app
 from medunlearn.provenance import sha256_file
 
 runner = CliRunner()
-COMMANDS = ["cohort", "train", "forget", "evaluate", "merge", "report", "export-bundle", "models", "methods",
+COMMANDS = ["cohort", "train", "forget", "tune", "evaluate", "merge", "report", "export-bundle", "models", "methods",
             "demo", "bench"]
 
 
