@@ -34,11 +34,11 @@ def tune(
 ) -> None:
     """Tune an unlearning method's hyperparameters on VALIDATION rows (test rows are sealed).
 
-    An Optuna study (TPE, seeded by --seed; median pruning) over the method's declared search space. Every trial
-    runs the method under its acceptance criteria, which are constraints: the best trial is the fastest, least
-    retain-damaging one among those that MET them. Writes OUT/METHOD.yaml for `forget --config` (its header
-    records the command, the study seed and the date) and OUT/METHOD-study/ (trials.csv, importance.png,
-    best_trial.json, provenance.json). Exit code 3 when no trial met the criteria (no YAML is written).
+    An Optuna study (TPE seeded by --seed, median pruning) searches the method's declared search space.
+
+    The acceptance criteria are constraints: the best trial is the fastest, least retain-damaging trial among those that met them.
+
+    Writes OUT/METHOD.yaml for `forget --config` (its header records the command, the study seed and the date) and OUT/METHOD-study/ (trials.csv, importance.png, best_trial.json, provenance.json). Exit code 3 when no trial met the criteria (then no YAML is written).
 
     Examples:
       [bold]medunlearn tune --cohort cohort.csv --model base/ --device ScannerX --method psg --trials 30 --time-budget 10m --out tuned/[/]
