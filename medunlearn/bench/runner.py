@@ -46,6 +46,7 @@ class BenchSettings:
     train: dict[str, Any]
     method_overrides: dict[str, Any] = field(default_factory=dict)
     command: str = ""
+    tuned: str | None = None  # folder of `medunlearn tune` YAMLs: adds a "<method>+tuned" row per YAML found
 
 
 def digest(*parts: Any) -> str:
@@ -185,9 +186,12 @@ def _core(m: dict) -> dict:
 def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[int] = 3, quick: bool = False,
               out: str | Path = "bench_out", goals: list[str] | None = None, subset: int | None = None,
               data_dir: str | Path | None = None, scenarios: list[str] | None = None, overwrite: bool = False,
-              config: str | Path | dict | None = None, command: str = "",
+              config: str | Path | dict | None = None, command: str = "", tuned: str | Path | None = None,
               on_event: Event | None = None) -> dict[str, Any]:
-    """Run (or resume) a suite; writes cells, results.json, results.md and the plot; returns results."""
+    """Run (or resume) a suite; writes cells, results.json, results.md and the plot; returns results.
+
+    `tuned`: a folder written by `medunlearn tune`; each method with a `<method>.yaml` there gets a second row,
+    "<method>+tuned", run with that YAML alone (bench overrides are not applied on top of a tuned config)."""
     from medunlearn.bench.tables import write_results
     from medunlearn.evaluate.suite import evaluate_model
     from medunlearn.unlearn import METHODS
@@ -195,16 +199,16 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
     on_event = on_event or (lambda kind, info: None)
     settings = resolve_settings(suite, methods, seeds, goals, quick, subset, scenarios, config)
     settings.command = command
-    configs = {(sc, m, g): method_config(METHODS.get(m), _method_yaml(m), method_overrides(settings, m, sc, g))
-               for sc in settings.scenarios for m in settings.methods for g in settings.goals}  # fail before training
+    rows = bench_rows(settings, tuned)
+    configs = {(sc, label, g): method_config(METHODS.get(m), path, {} if label != m else method_overrides(settings, m, sc, g))
+               for sc in settings.scenarios for label, m, path in rows for g in settings.goals}  # fail before training
     out = Path(out)
     prepare_out(out, suite, overwrite)
     write_json(out / "bench.json", {"suite": suite, "settings": settings.__dict__})
     opts = SuiteOptions(quick=quick, subset=settings.subset, data_dir=Path(data_dir) if data_dir else None,
                         cache_dir=out / "cache")
     s = SUITES.get(suite)
-    on_event("start", {"total": len(settings.scenarios) * len(settings.methods) * len(settings.goals)
-                       * len(settings.seeds)})
+    on_event("start", {"total": len(settings.scenarios) * len(rows) * len(settings.goals) * len(settings.seeds)})
     raw = s.prepare(opts)
     summary: dict[str, Any] = {}
     for scenario in settings.scenarios:
@@ -216,22 +220,36 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
         summary[scenario] = {"original": _core(orig), "retrain": {**ref, "avg_gap": 0.0, "rte": 1.0},
                              "original_wall_time_s": orig_wall, "counts": data.info.get("counts"),
                              "rule": data.info.get("rule"), "cells": []}
-        for method in settings.methods:
+        for label, method, _ in rows:
             for goal in settings.goals:
-                cfg = configs[(scenario, method, goal)]
+                cfg = configs[(scenario, label, goal)]
                 for seed in settings.seeds:
-                    name = f"{scenario}__{method}__{goal}__s{seed}"
+                    name = f"{scenario}__{label}__{goal}__s{seed}"
                     path = out / "cells" / f"{name}.json"
                     key = digest(method, goal, seed, okey, rkey, settings.subset, repr(cfg))
                     cell = read_json(path) if path.is_file() else None
                     if cell is None or cell.get("key") != key:
-                        cell = _run_cell(method, cfg, original, data, seed, goal, ref, key, scenario)
+                        cell = {**_run_cell(method, cfg, original, data, seed, goal, ref, key, scenario), "method": label}
                         write_json(path, cell)
                         on_event("cell", {"name": name, "skipped": False, "cell": cell})
                     else:
                         on_event("cell", {"name": name, "skipped": True, "cell": cell})
                     summary[scenario]["cells"].append(cell)
     return write_results(out, settings, summary)
+
+
+def bench_rows(settings: BenchSettings, tuned: str | Path | None) -> list[tuple[str, str, Path | None]]:
+    """(row label, registry name, config YAML) per row: every method, then "<m>+tuned" per YAML in `tuned`."""
+    rows = [(m, m, _method_yaml(m)) for m in settings.methods]
+    if tuned is None:
+        return rows
+    folder = Path(tuned)
+    found = [(f"{m}+tuned", m, folder / f"{m}.yaml") for m in settings.methods if (folder / f"{m}.yaml").is_file()]
+    if not found:
+        raise ConfigError(f"Expected a tuned YAML (<method>.yaml from `medunlearn tune`) in {folder} for one of "
+                          f"{settings.methods}, but found none.")
+    settings.tuned = str(folder)
+    return rows + found
 
 
 def _method_yaml(method: str) -> Path | None:

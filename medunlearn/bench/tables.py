@@ -94,7 +94,8 @@ def render_markdown(settings: Any, summary: dict, results: dict) -> str:
              f"- machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} "
              f"({m['torch_threads']} threads), Python {m['python']}, device {m['device']}",
              f"- methods: {', '.join(settings.methods)}; goals: {', '.join(settings.goals)}; seeds: {settings.seeds}; "
-             f"quick: {settings.quick}; subset: {settings.subset}; train recipe: {settings.train}",
+             f"quick: {settings.quick}; subset: {settings.subset}; train recipe: {settings.train}"
+             + (f"; '+tuned' rows: configs from `medunlearn tune` in {settings.tuned}" if getattr(settings, "tuned", None) else ""),
              "- FA/RA = train forget/retain accuracy, TA = test retain/forget accuracy, conf = mean max-softmax on "
              "test-forget, MIA-eff = SVC true-label-confidence attack (percent of forget rows judged non-member), "
              "Avg-Gap = mean |Δ| vs retrain over FA, RA, TA (all test rows), MIA-eff; RTE = t_retrain / t_method. "

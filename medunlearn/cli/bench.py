@@ -29,12 +29,14 @@ def bench(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Fashion-MNIST IDX folder (default: $MEDUNLEARN_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Bench YAML (default: configs/bench/<suite>.yaml).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute every cell (the model cache is kept).")] = False,
+    tuned: Annotated[Optional[Path], typer.Option("--tuned", help="Folder written by `medunlearn tune`: adds a <method>+tuned row per <method>.yaml in it.")] = None,
 ) -> None:
     """Benchmark unlearning methods against the retrain reference; writes results.md, results.json and a plot.
 
     Examples:
       [bold]medunlearn bench fashion-mnist --quick --out bench_out/fm-quick[/]
       [bold]medunlearn bench device --methods psg,famr --seeds 3 --out bench_out/device[/]
+      [bold]medunlearn bench device --methods psg,famr --tuned tuned/ --out bench_out/device-tuned[/]
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -55,5 +57,5 @@ def bench(
 
         run_bench(suite, methods=_names(methods), seeds=seeds, quick=quick, out=out, goals=_names(goals),
                   subset=subset, data_dir=data_dir, scenarios=_names(scenarios), overwrite=overwrite,
-                  config=config, command=command, on_event=on_event)
+                  config=config, command=command, tuned=tuned, on_event=on_event)
     console.print(f"[green]Wrote[/] {out / 'results.md'}, {out / 'results.json'} and {out / 'avg_gap_vs_rte.png'}")
