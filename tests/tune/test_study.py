@@ -109,3 +109,13 @@ def test_monitor_reports_violation_on_a_shared_grid_and_prunes(trained_tiny, pru
             unlearner.run(model, tripwired(split), RunContext(seed=0))
         assert [s for _, s in trial.reports] == [1, 2]
     assert all(v >= 0 for v, _ in trial.reports)
+
+
+def test_equivalence_trials_are_judged_by_the_validation_membership_comparison(trained_tiny) -> None:
+    model, split = trained_tiny
+    cfg = apply_overrides(PSG.Config(), FAST)
+    res = run_study(PSG, cfg, {"lr": PSG.search_space["lr"]}, model, tripwired(split),
+                    TuneSettings(n_trials=1, timeout_s=300, goal="equivalence"))
+    checks = res.records[0]["checks"]
+    assert {"membership_accuracy_gap", "membership_loss_auc", "retain_accuracy"} == set(checks)
+    assert res.records[0]["acceptance"]["judged_on"] == "validation"
