@@ -11,7 +11,10 @@ from typing import Any
 import yaml
 
 TABLE_HEAD = ["trial", "state", "feasible", "objective", "speed", "retain_term", "wall_s", "elapsed_s", "steps_run",
-              "step", "budget", "violation", "pruned_at"]
+              "step", "step_budget", "violation", "pruned_at"]
+
+RECORD_KEY = {"step_budget": "budget"}  # table column -> trial record key (a method may search a field "budget")
+PARAM_PREFIX = "param_"  # parameter columns are prefixed so they never collide with the table's own columns
 
 
 def trials_csv(records: list[dict[str, Any]]) -> str:
@@ -20,9 +23,9 @@ def trials_csv(records: list[dict[str, Any]]) -> str:
     params = list(dict.fromkeys(k for r in records for k in r["params"]))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(TABLE_HEAD + [f"val_{c}" for c in checks] + params + ["reason"])
+    w.writerow(TABLE_HEAD + [f"val_{c}" for c in checks] + [PARAM_PREFIX + p for p in params] + ["reason"])
     for r in records:
-        row = [r["number"], r["state"], r.get("feasible", False)] + [_fmt(r.get(k)) for k in TABLE_HEAD[3:]]
+        row = [r["number"], r["state"], r.get("feasible", False)] + [_fmt(r.get(RECORD_KEY.get(k, k))) for k in TABLE_HEAD[3:]]
         row += [_fmt(r.get("checks", {}).get(c)) for c in checks] + [_fmt(r["params"].get(p)) for p in params]
         w.writerow(row + [r.get("reason", "")])
     return buf.getvalue()

@@ -119,3 +119,15 @@ def test_equivalence_trials_are_judged_by_the_validation_membership_comparison(t
     checks = res.records[0]["checks"]
     assert {"membership_accuracy_gap", "membership_loss_auc", "retain_accuracy"} == set(checks)
     assert res.records[0]["acceptance"]["judged_on"] == "validation"
+
+
+def test_trials_table_columns_never_collide_with_parameters() -> None:
+    from medunlearn.tune.output import trials_csv
+
+    recs = [{"number": 0, "state": "complete", "feasible": True, "objective": 1.0, "budget": 40, "wall_s": 2.0,
+             "params": {"budget": 5.0, "lr": 0.001}, "checks": {"retain_accuracy": 97.0}}]
+    head, row = trials_csv(recs).splitlines()
+    cols = head.split(",")
+    assert len(cols) == len(set(cols))
+    vals = dict(zip(cols, row.split(",")))
+    assert vals["step_budget"] == "40" and vals["param_budget"] == "5" and vals["val_retain_accuracy"] == "97"
