@@ -28,7 +28,7 @@ class CriteriaConfig:
 
     forget_tol: float = 5.0  # (a) half-width of the accepted band around the target, points
     forget_target: Optional[float] = None  # (a) target accuracy %; None = chance (domain) or 0 (removed class)
-    confidence_margin: float = 10.0  # (b) mean max-softmax <= 100/K + margin, points; negative = criterion off
+    confidence_margin: Optional[float] = 10.0  # (b) mean max-softmax <= 100/K + margin, points; null = criterion off
     retain_drop: float = 1.0  # (c) val_retain accuracy may fall at most this many points below the original's
     ci_level: float = 0.95  # equivalence: two-sided bootstrap interval level
     bootstrap: int = 200  # equivalence: bootstrap resamples per check
@@ -55,6 +55,8 @@ class Criteria:
 def validate_criteria(cfg: CriteriaConfig) -> None:
     if not 0 <= cfg.forget_tol <= 100:
         raise ConfigError(f"Expected forget_tol in [0, 100] points, but got {cfg.forget_tol}.")
+    if cfg.confidence_margin is not None and not 0 <= float(cfg.confidence_margin) <= 100:
+        raise ConfigError(f"Expected confidence_margin in [0, 100] points or null (off), but got {cfg.confidence_margin}.")
     if not 0 <= cfg.retain_drop <= 100:
         raise ConfigError(f"Expected retain_drop in [0, 100] points, but got {cfg.retain_drop}.")
     if not 0.5 <= cfg.ci_level < 1:
@@ -79,7 +81,8 @@ def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_rem
         target = float(cfg.forget_target)
     else:
         target = 0.0 if class_removal else chance
-    max_conf = None if class_removal or cfg.confidence_margin < 0 else min(100.0, chance + cfg.confidence_margin)
+    margin = None if cfg.confidence_margin is None else float(cfg.confidence_margin)
+    max_conf = None if class_removal or margin is None else min(100.0, chance + margin)
     return Criteria(goal=goal, forget_target=target, forget_tol=cfg.forget_tol, max_confidence=max_conf,
                     retain_drop=cfg.retain_drop, retain_original=retain_original, ci_level=cfg.ci_level,
                     bootstrap=cfg.bootstrap, policy_kind="class" if class_removal else "domain")

@@ -108,7 +108,7 @@ def test_controller_stops_at_the_first_met_check_with_patience_zero(name, traine
     """Criteria that every state meets (a 100-point band, no confidence or retain demand): the controller
     returns a met state at once and stops after its first method check (EU-k: after its warm-up pass)."""
     model, split = trained_tiny
-    out = METHODS.get(name)(batch_size=16, forget_tol=100.0, confidence_margin=-1, retain_drop=100.0, patience=0,
+    out = METHODS.get(name)(batch_size=16, forget_tol=100.0, confidence_margin=None, retain_drop=100.0, patience=0,
                             check_every=1).run(model, split, RunContext(seed=0), "suppression")
     acc = out.acceptance
     assert acc["met"] and acc["steps_run"] < acc["budget"]

@@ -14,7 +14,7 @@ def test_domain_and_class_targets():
     assert dom.forget_target == 25.0 and dom.max_confidence == 35.0 and dom.policy_kind == "domain"
     cls = resolve_criteria(CriteriaConfig(), "suppression", 4, True, 90.0)
     assert cls.forget_target == 0.0 and cls.max_confidence is None
-    custom = resolve_criteria(CriteriaConfig(forget_target=40.0, confidence_margin=-1), "suppression", 4, False, 90.0)
+    custom = resolve_criteria(CriteriaConfig(forget_target=40.0, confidence_margin=None), "suppression", 4, False, 90.0)
     assert custom.forget_target == 40.0 and custom.max_confidence is None
 
 
@@ -44,3 +44,13 @@ def test_bootstrap_covers_equality_for_identical_samples_and_not_for_separated()
     assert same["auc"] == pytest.approx(50.0)
     apart = bootstrap_membership(torch.ones(200, dtype=torch.long), loss * 0.1, correct, loss + 1.0, 300, 0.95, 0)
     assert apart["acc_gap_lo"] > 0 and apart["auc_lo"] > 90
+
+
+def test_confidence_criterion_switched_off_from_a_set_string():
+    from medunlearn.configio import method_config
+    from medunlearn.unlearn import METHODS
+
+    cfg = method_config(METHODS.get("psg"), None, {"confidence_margin": "null", "forget_target": "20"})
+    assert cfg.confidence_margin is None and cfg.forget_target == 20.0
+    with pytest.raises(ConfigError, match="confidence_margin"):
+        resolve_criteria(CriteriaConfig(confidence_margin=-3.0), "suppression", 3, False, 90.0)
