@@ -1,8 +1,11 @@
 """render_report: a checkpoint directory -> report.html (self-contained), report.md, report.json.
 
-Sections follow the FDA PCCP skeleton: Description of Modification, Modification Protocol, Impact
-Assessment, Plots, Limitations. HTML text is escaped; plots are inline base64 PNG data URIs; nothing is
-fetched from the network. A final PHI scrub refuses to write anything that matches the deny-list.
+The first section is the Verdict (report.verdict: every acceptance check per policy and for a merged model,
+and one decision line); the rest follow the FDA PCCP skeleton: Description of Modification, Modification
+Protocol, Impact Assessment, Plots (incl. the stop / guard trace), Limitations. report.json carries the same
+verdict under "verdict" so runbooks can gate on ``verdict.decision``. HTML text is escaped; plots are inline
+base64 PNG data URIs; nothing is fetched from the network. A final PHI scrub refuses to write anything that
+matches the deny-list.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from typing import Any, Mapping, Sequence
 from medunlearn.errors import DataError, OutputExistsError
 from medunlearn.fileio import read_json, write_text
 from medunlearn.report import content as C
+from medunlearn.report.trace import trace_figure
+from medunlearn.report.verdict import build_verdict, verdict_table
 from medunlearn.report.phi import compile_patterns, scrub_check, strip_identifying
 
 SYNTHETIC_NOTE = ("SYNTHETIC DATA: every number in this report comes from synthetic images. It says nothing "
@@ -33,10 +38,28 @@ LIMITATIONS = (
 )
 
 
+def evaluate_command(run_dir: Path, meta: Mapping[str, Any]) -> str:
+    """The command that writes the evaluations a report needs for this checkpoint."""
+    merge = meta.get("merge") if isinstance(meta.get("merge"), Mapping) else None
+    if str(meta.get("kind")) == "merged" and merge:
+        runs = " ".join(str(r.get("path")) for r in merge.get("runs", []) if isinstance(r, Mapping)) or "RUN ..."
+        base = (merge.get("base") or {}).get("path") if isinstance(merge.get("base"), Mapping) else None
+        return (f"medunlearn merge {runs} --base {base or 'BASE'} --method {merge.get('method', 'ties')} "
+                f"--cohort COHORT.csv --out {run_dir} --overwrite")
+    return (f"medunlearn evaluate --model {run_dir} --cohort COHORT.csv <the run's forget rule, e.g. --device X> "
+            f"--original BASE --out {run_dir / 'metrics.json'}")
+
+
 def _load(run_dir: Path) -> tuple[dict, dict, dict]:
     if not run_dir.is_dir():
         raise DataError(f"Expected a run or merged checkpoint directory, but got {str(run_dir)!r}.")
     meta = read_json(run_dir / "meta.json")
+    if not isinstance(meta, dict):
+        raise DataError(f"Expected meta.json to hold a JSON object, but got {type(meta).__name__}.")
+    if not (run_dir / "metrics.json").is_file():
+        kind = "merged checkpoint" if meta.get("kind") == "merged" else f"{meta.get('kind', 'model')} checkpoint"
+        raise DataError(f"Expected evaluations (metrics.json) in {run_dir}, but this {kind} has none, so there is "
+                        f"nothing to report. Write them with: {evaluate_command(run_dir, meta)}")
     metrics = read_json(run_dir / "metrics.json")
     prov = read_json(run_dir / "provenance.json") if (run_dir / "provenance.json").is_file() else {}
     for name, doc in (("meta.json", meta), ("metrics.json", metrics), ("provenance.json", prov)):
@@ -70,8 +93,10 @@ def verify_inputs(run_dir: Path, meta: Mapping[str, Any], metrics: Mapping[str, 
     return sha
 
 
-def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Mapping[str, Any]) -> list[dict]:
-    """The report as a list of sections (see report.content for the block types)."""
+def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Mapping[str, Any],
+                   run_dir: Path | None = None) -> list[dict]:
+    """The report as a list of sections (see report.content for the block types); the Verdict comes first."""
+    verdict = build_verdict(meta, metrics)
     kind = str(meta.get("kind", "unlearned"))
     label = "merged" if kind == "merged" else "unlearned"
     pols = C.policies(meta)
@@ -114,6 +139,9 @@ def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Ma
             if table:
                 impact += [{"type": "p", "text": f"Accuracy per {lab} ({label} model)."}, table]
         images += C.figures(title, m)
+    trace = trace_figure(run_dir, metrics.get("acceptance")) if run_dir is not None else None
+    if trace is not None:
+        images.insert(0, trace)
     log_images, log_tables = C.log_figures(meta, metrics)
     impact += log_tables
     images += log_images
@@ -121,6 +149,7 @@ def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Ma
     if not any(isinstance(m.get("reference"), Mapping) for _, m in C.metric_sets(metrics)):
         limits.insert(0, "No retrained reference was evaluated, so the gap to the gold standard is unknown.")
     return [
+        {"title": "Verdict", "blocks": [verdict_table(verdict)], "verdict": verdict},
         {"title": "Description of Modification", "blocks": desc},
         {"title": "Modification Protocol", "blocks": protocol},
         {"title": "Impact Assessment", "blocks": impact},
@@ -129,8 +158,29 @@ def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Ma
     ]
 
 
+def _html_verdict(b: Mapping[str, Any]) -> str:
+    e = html.escape
+    css = {"PASS": "pass", "FAIL": "fail", "NOT EVALUATED": "na"}
+    head = "".join(f"<th>{e(c)}</th>" for c in b["columns"])
+    def cell(c: Mapping[str, Any]) -> str:
+        if "value" in c:  # a check: value, requirement, PASS / FAIL on their own lines
+            inner = (f'<span class="v">{e(c["value"])}</span><br><span class="req">required {e(c["required"])}</span>'
+                     f'<br><b>{e(c["result"])}</b>')
+        else:
+            inner = e(c["text"])
+        return f'<td class="{css.get(c["result"], "")}">{inner}</td>'
+
+    body = "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in b["rows"])
+    notes = "".join(f"<li>{e(n)}</li>" for n in b.get("notes", []))
+    return (f'<table class="verdict"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f'<p class="decision {css.get(b["decision"], "")}">{e(b["summary"])}</p>'
+            + (f'<ul class="notes">{notes}</ul>' if notes else ""))
+
+
 def _html_block(b: Mapping[str, Any]) -> str:
     e = html.escape
+    if b["type"] == "verdict":
+        return _html_verdict(b)
     if b["type"] == "p":
         return f"<p>{e(b['text'])}</p>"
     if b["type"] == "h3":
@@ -150,9 +200,11 @@ def _html_block(b: Mapping[str, Any]) -> str:
 def to_html(title: str, subtitle: str, sections: list[dict], synthetic: bool) -> str:
     tpl = resources.files("medunlearn.report").joinpath("templates")
     page = string.Template(tpl.joinpath("report.html").read_text(encoding="utf-8"))
-    body = "".join(f'<section id="s{i}"><h2>{html.escape(s["title"])}</h2>'
-                   + "".join(_html_block(b) for b in s["blocks"]) + "</section>" for i, s in enumerate(sections))
-    return page.substitute(
+    html_sections = [f'<section id="s{i}"><h2>{html.escape(s["title"])}</h2>'
+                     + "".join(_html_block(b) for b in s["blocks"]) + "</section>" for i, s in enumerate(sections)]
+    first = html_sections.pop(0) if sections and sections[0]["title"] == "Verdict" else ""  # verdict first
+    body = "".join(html_sections)
+    return page.substitute(verdict=first,
         title=html.escape(title), subtitle=html.escape(subtitle), css=tpl.joinpath("report.css").read_text(encoding="utf-8"),
         banner=f'<div class="banner" role="alert">{html.escape(SYNTHETIC_NOTE)}</div>' if synthetic else "",
         toc="".join(f'<li><a href="#s{i}">{html.escape(s["title"])}</a></li>' for i, s in enumerate(sections)), body=body)
@@ -180,6 +232,11 @@ def to_markdown(title: str, subtitle: str, sections: list[dict], synthetic: bool
                 out += [f"- {_md_text(i)}" for i in b["items"]] + [""]
             elif b["type"] == "image":
                 out += [f"- Figure: {_md_text(b['title'])} (embedded in report.html)"]
+            elif b["type"] == "verdict":
+                out += ["| " + " | ".join(map(_md_cell, b["columns"])) + " |", "|" + "---|" * len(b["columns"])]
+                out += ["| " + " | ".join(_md_cell(f"**{c['text']}**" if c["text"] in ("PASS", "FAIL") else c["text"])
+                                          for c in r) + " |" for r in b["rows"]]
+                out += ["", f"**{b['summary']}**", ""] + [f"- {n}" for n in b.get("notes", [])] + [""]
             else:
                 cols = b.get("columns") or ["item", "value"]
                 out += ([f"### {_md_text(b['title'])}", ""] if b.get("title") else []) + [
@@ -207,11 +264,13 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None, overwr
     sha = verify_inputs(run_dir, meta, metrics)
     meta = {**meta, "_model_sha256": sha}
     synthetic = C.is_synthetic(meta, metrics, prov)
-    sections = build_sections(meta, metrics, prov)
+    sections = build_sections(meta, metrics, prov, run_dir)
+    verdict = sections[0]["verdict"]
     kind = str(meta.get("kind", "unlearned"))
     title = f"Model modification report: {kind} model {run_dir.name}"
     subtitle = f"Generated {time.strftime('%Y-%m-%d %H:%M')} by medunlearn {C.fmt(meta.get('code_version') or prov.get('code_version'))}"
     doc = {"schema_version": 1, "title": title, "kind": kind, "synthetic": synthetic, "model_sha256": sha,
+           "verdict": verdict,
            "synthetic_note": SYNTHETIC_NOTE if synthetic else None,
            "sections": [{"title": s["title"], "blocks": [{k: v for k, v in b.items() if k != "png"} for b in s["blocks"]]}
                         for s in sections]}

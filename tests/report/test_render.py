@@ -72,7 +72,7 @@ def test_single_run_report(tmp_path):
     assert "4.25" in page and "11.50" in page  # Avg-Gap, RTE
     assert "ScannerX" in page and "SiteA" in page
     doc = json.loads(paths["json"].read_text())
-    assert doc["synthetic"] is True and [s["title"] for s in doc["sections"]][0] == "Description of Modification"
+    assert doc["synthetic"] is True and [s["title"] for s in doc["sections"]][:2] == ["Verdict", "Description of Modification"]
     imgs = re.findall(r'<img [^>]*src="([^"]+)"', page)
     assert len(imgs) >= 5  # bars, per device, per site, confusion, MIA, relabel histogram
     assert all(src.startswith("data:image/png;base64,") for src in imgs)
