@@ -20,6 +20,7 @@ def merge(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Method parameter KEY=VALUE (e.g. density=0.5).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="mergekit-style YAML (merge_method, base_model, models, parameters).")] = None,
     cohort: Annotated[Optional[Path], typer.Option("--cohort", help="Cohort table: re-evaluate on every source forget set and their union.")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Union retrain (train --exclude with every run's rule OR-ed): evaluated beside the merge (needs --cohort).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Merged checkpoint directory to write.")] = Path("merged"),
     seed: o.Seed = 0,
     overwrite: o.Overwrite = False,
@@ -42,7 +43,8 @@ def merge(
     except ValueError as exc:
         raise ConfigError(f"Expected comma-separated numbers for --weights, but got {weights!r}.") from exc
     path, metrics = run_merge(runs or [], base, out, method=method, cohort=cohort, params=parse_set_options(set_),
-                              weights=w, config_path=config, seed=seed, overwrite=overwrite)
+                              weights=w, config_path=config, seed=seed, overwrite=overwrite,
+                              reference=reference)
     if metrics:
         from medunlearn.cli.evaluate import print_metrics
 

@@ -247,16 +247,19 @@ def to_markdown(title: str, subtitle: str, sections: list[dict], synthetic: bool
 
 
 def render_report(run_dir: str | Path, out_dir: str | Path | None = None, overwrite: bool = False,
-                  deny_patterns: Sequence[str] | None = None) -> dict[str, Path]:
-    """Write report.html / report.md / report.json for a run or merged checkpoint. Returns their paths.
+                  deny_patterns: Sequence[str] | None = None, pdf: bool = False) -> dict[str, Path]:
+    """Write report.html / report.md / report.json (and report.pdf when `pdf` and a browser is available)
+    for a run or merged checkpoint. Returns their paths; report.json["pdf"] says whether a PDF was written.
 
     out_dir defaults to run_dir. Refuses to replace existing reports unless `overwrite` (OutputExistsError),
     and refuses to write anything if the PHI deny-list matches (MedUnlearnError).
     """
+    from medunlearn.report.pdf import html_to_pdf
+
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir
     paths = {k: out / f"report.{k}" for k in ("html", "md", "json")}
-    existing = [p.name for p in paths.values() if p.exists()]
+    existing = [p.name for p in [*paths.values(), out / "report.pdf"] if p.exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"Report files {existing} already exist in {out}; pass --overwrite to replace them.")
     patterns = compile_patterns(deny_patterns)
@@ -277,6 +280,12 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None, overwr
     texts = {"html": to_html(title, subtitle, sections, synthetic), "md": to_markdown(title, subtitle, sections, synthetic),
              "json": json.dumps(doc, indent=2, default=str) + "\n"}
     scrub_check(texts, patterns, sources={"meta": meta, "metrics": metrics, "provenance": prov})
-    for key, path in paths.items():
-        write_text(path, texts[key])
+    (out / "report.pdf").unlink(missing_ok=True)  # never leave a PDF of an older report beside the new one
+    for key in ("html", "md"):
+        write_text(paths[key], texts[key])
+    skipped = html_to_pdf(paths["html"], out / "report.pdf") if pdf else "not requested"
+    doc["pdf"] = {"file": "report.pdf"} if skipped is None else {"file": None, "skipped": skipped}
+    write_text(paths["json"], json.dumps(doc, indent=2, default=str) + "\n")
+    if skipped is None:
+        paths["pdf"] = out / "report.pdf"
     return paths

@@ -83,7 +83,11 @@ def _merge_and_report(df, base: Path, runs: list[Path], out: Path, seed: int, ec
 
         echo(compare_table({**merged_metrics["policies"], "union": merged_metrics["union"]}))
     paths = report(merged_dir, out / "report")
-    echo(f"8. Clinical report → {paths.get('html')}")
+    from medunlearn.fileio import read_json
+
+    verdict = read_json(paths["json"])["verdict"]
+    echo(f"8. Clinical report → {paths.get('html')}" + (f" and {paths['pdf']}" if "pdf" in paths else "")
+         + f"\n   {verdict['summary']}")
     return {"dir": str(merged_dir), "report": {k: str(v) for k, v in paths.items()}}
 
 

@@ -18,12 +18,15 @@ log = logging.getLogger("medunlearn")
 
 def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path, method: str = "ties",
           cohort: Any = None, params: dict | None = None, weights: Sequence[float] | None = None,
-          config_path: str | Path | None = None, seed: int = 0, overwrite: bool = False) -> tuple[Path, dict]:
+          config_path: str | Path | None = None, seed: int = 0, overwrite: bool = False,
+          reference: str | Path | None = None) -> tuple[Path, dict]:
     """Merge `run_dirs` (each unlearned from `base_dir`) and write a merged checkpoint with metrics.json.
 
     With `config_path` (mergekit-style YAML) the runs, base, method and weights come from the file.
     metrics.json = {"schema_version", "policies": {rule: suite metrics}, "union": suite metrics,
     "source_runs": {rule: the source run's own headline metrics}}.
+    `reference` is a union retrain (trained with --exclude on the union of every run's rule); with `cohort`
+    it is evaluated beside the merged model on every policy and the union (the report's retrained column).
     """
     from medunlearn.forget.rules import AnyOf, rule_from_dict
     from medunlearn.merge.config import load_merge_config
@@ -49,6 +52,9 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     if df is not None:
         check_label_sets(df, base_meta.get("class_names"), "the base checkpoint")
     warnings = degenerate_merge_warnings(run_dirs)
+    ref_model = _union_reference(reference, union, base_meta) if reference is not None else None
+    if ref_model is not None and df is None:
+        raise ConfigError("Expected --cohort with --reference (the reference is evaluated on the cohort), but got none.")
     union_data = (split_data_for(df, union, split_seed, image_size, fractions, base_meta.get("class_names"))
                   if df is not None else None)
     if union_data is not None:
@@ -62,7 +68,7 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     check_finite_outputs(model, f"the merged ({method}) model",
                          union_data.train_retain.images[:16] if union_data is not None else None)
     metrics = _evaluate_policies(model, base, df, rules, run_dirs, union_data, split_seed, fractions, image_size,
-                                 base_meta, seed) if df is not None else {}
+                                 base_meta, seed, ref_model) if df is not None else {}
     meta = merged_meta(info)
     meta["synthetic"] = bool(base_meta.get("synthetic"))
     meta["counts"] = {"policies": [m.get("counts") for m in run_metas]}
@@ -73,6 +79,8 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     if metrics:
         metrics["warnings"] = warnings
     inputs = {"base_model": model_sha256(base_dir), **{f"run:{Path(r).name}": model_sha256(r) for r in run_dirs}}
+    if reference is not None:
+        inputs["reference_model"] = model_sha256(reference)
     config = {"method": method, "parameters": dict(params or {}), "weights": list(weights) if weights else None,
               "runs": [str(r) for r in run_dirs], "base": str(base_dir)}
     with staging_dir(out, overwrite) as tmp:
@@ -101,20 +109,40 @@ def degenerate_merge_warnings(run_dirs: Sequence[str | Path]) -> list[str]:
     return notes
 
 
+def _union_reference(reference: str | Path, union, base_meta: dict):
+    """The union retrain's model; refuses a checkpoint that is not a retrain of this base's split without
+    exactly the merged policies' union (top-level OR terms compared in any order)."""
+    from medunlearn.models.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(require_dir(reference, "a union retrain reference checkpoint"))
+    if meta.get("kind") != "retrain":
+        raise ConfigError(f"Expected --reference to be a retrain checkpoint (medunlearn train --exclude), but "
+                          f"{reference} is a {meta.get('kind', 'unknown')!r} checkpoint.")
+    terms = lambda text: sorted(t.strip() for t in str(text).split(" OR "))  # noqa: E731
+    if terms(meta.get("rule")) != terms(union.describe()):
+        raise ConfigError(f"Expected --reference to be retrained without the union of the merged policies "
+                          f"({union.describe()}), but it excluded {meta.get('rule')!r}.")
+    want, got = (base_meta.get("split") or {}).get("train_hash"), (meta.get("split") or {}).get("train_hash")
+    if want and got and want != got:
+        raise ConfigError(f"Expected --reference to use the base model's training split, but its split hash "
+                          f"{got[:12]} differs from {want[:12]}.")
+    return model
+
+
 def _evaluate_policies(model, base, df, rules, run_dirs, union_data, split_seed, fractions, image_size,
-                       base_meta, seed) -> dict:
+                       base_meta, seed, reference=None) -> dict:
     from medunlearn.evaluate.suite import evaluate_model
 
     out: dict[str, Any] = {"schema_version": 1, "policies": {}, "source_runs": {}}
     for rule, run in zip(rules, run_dirs):
         data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"))
         name = rule.describe()
-        out["policies"][name] = evaluate_model(model, data, original=base, seed=seed)
+        out["policies"][name] = evaluate_model(model, data, original=base, reference=reference, seed=seed)
         run_metrics = Path(run) / "metrics.json"
         if run_metrics.is_file():
             src = read_json(run_metrics)
             out["source_runs"][name] = {k: src.get(k) for k in ("forget_acc", "retain_acc", "test_retain_acc",
                                                                "test_forget_acc", "test_forget_confidence",
                                                                "mia_efficacy")}
-    out["union"] = evaluate_model(model, union_data, original=base, seed=seed)
+    out["union"] = evaluate_model(model, union_data, original=base, reference=reference, seed=seed)
     return out
