@@ -111,7 +111,8 @@ def _union_reference(metrics: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _merged_row(acc: Any, policy_rows: list[dict], reference: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The merged model's own row: its retain record when given, else every policy's checks together."""
+    """The merged model's own row: its retain checks when recorded (the policies' rows carry the rest), else
+    its top-level checks, else PASS only when every policy row passed."""
     if not isinstance(acc, Mapping):
         return _row("merged model", "merged", None, None)
     own = acc.get("retain") if isinstance(acc.get("retain"), Mapping) else acc
@@ -119,7 +120,7 @@ def _merged_row(acc: Any, policy_rows: list[dict], reference: Mapping[str, Any] 
     if row["result"] == NOT_EVALUATED and policy_rows and all(r["result"] != NOT_EVALUATED for r in policy_rows):
         ok = all(r["result"] == PASS for r in policy_rows) and acc.get("met", True) is True
         row.update(result=PASS if ok else FAIL, met=ok, note="judged by its per-policy checks")
-    elif row["result"] == PASS and acc.get("met") is False:  # the merge's own record says not met
+    elif row["result"] == PASS and own is acc and acc.get("met") is False:  # its own record says not met
         row.update(result=FAIL, met=False)
     return row
 

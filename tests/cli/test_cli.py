@@ -106,6 +106,18 @@ def test_forget_merge_report_bundle_end_to_end(cohort: Path, trained: dict[str, 
     merged = json.loads((root / "merged" / "metrics.json").read_text())
     assert len(merged["policies"]) == 2 and "union" in merged
     assert invoke("report", root / "merged", "--out", root / "report").exit_code == 0
+    # a union retrain as the merge's reference fills the report's retrained column (wrong kinds are refused)
+    (root / "union.yaml").write_text(f"any: [{{device: ScannerX}}, {{site: '{site}'}}]\n")
+    res = invoke("train", "--cohort", cohort, "--model", "small_cnn", "--epochs", "1", "--image-size", "32",
+                 "--rules", root / "union.yaml", "--exclude", "--out", root / "retrain_union")
+    assert res.exit_code == 0, res.output
+    merge_args = [root / "run_device", root / "run_site", "--base", base, "--cohort", cohort]
+    res = invoke("merge", *merge_args, "--reference", trained["retrain"], "--out", root / "merged_bad")
+    assert res.exit_code == 2 and "union of the merged policies" in res.output
+    res = invoke("merge", *merge_args, "--reference", root / "retrain_union", "--out", root / "merged_ref")
+    assert res.exit_code == 0, res.output
+    with_ref = json.loads((root / "merged_ref" / "metrics.json").read_text())
+    assert all("reference" in m for m in [*with_ref["policies"].values(), with_ref["union"]])
     html = (root / "report" / "report.html").read_text()
     assert "synthetic" in html.lower() and "data:image/png;base64," in html
     assert invoke("export-bundle", root / "merged", root / "bundle").exit_code == 0
