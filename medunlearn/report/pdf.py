@@ -48,5 +48,8 @@ def html_to_pdf(html_path: Path, pdf_path: Path) -> str | None:
     if why is not None:
         Path(tmp).unlink(missing_ok=True)
         return why
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the mode a plain write would
     os.replace(tmp, pdf_path)
     return None
