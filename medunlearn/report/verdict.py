@@ -85,6 +85,8 @@ def build_verdict(meta: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[s
     rows: list[dict[str, Any]] = []
     if merged:
         pols = acc.get("policies") if isinstance(acc, Mapping) else None
+        if isinstance(pols, Mapping):  # tolerate {rule: record} as well as [{"policy": rule, ...}]
+            pols = [{"policy": k, **v} for k, v in pols.items() if isinstance(v, Mapping)]
         if isinstance(pols, list) and pols:
             for i, p in enumerate(pols):
                 name = _policy_name(p if isinstance(p, Mapping) else {}, i)

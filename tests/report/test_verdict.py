@@ -130,6 +130,9 @@ def test_merge_rows_per_policy_and_merged_model(tmp_path):
     assert "79.4 %" in md and v["rows"][0]["checks"][0]["reference"] == 34.0  # the union retrain, per policy
     _, _, doc = rendered(write_merge(tmp_path / "m2", merged_acceptance(33.0)), tmp_path / "o2")
     assert doc["verdict"]["decision"] == PASS and doc["verdict"]["met"] is True
+    keyed = merged_acceptance(79.4)
+    keyed["policies"] = {p.pop("policy"): p for p in keyed["policies"]}  # {rule: record} is read the same way
+    assert [r["result"] for r in build_verdict({"kind": "merged"}, {"acceptance": keyed})["rows"]] == [FAIL, PASS, PASS]
 
 
 def test_merge_without_acceptance_is_not_evaluated_per_policy(tmp_path):
