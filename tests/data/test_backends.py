@@ -14,19 +14,36 @@ from medunlearn.data.backends import LOG, OnceAtDebug
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_once_at_debug_demotes_and_deduplicates(caplog):
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_once_at_debug_demotes_and_deduplicates():
+    """Handlers on both loggers, so the result does not depend on how other code configured logging."""
+    mine, theirs = Collect(), Collect()
     backend = logging.getLogger("test.optional.backend")
     backend.addFilter(OnceAtDebug())
-    with caplog.at_level(logging.DEBUG):
+    backend.addHandler(theirs)
+    LOG.addHandler(mine)
+    level = LOG.level
+    LOG.setLevel(logging.DEBUG)  # setLevel (not attribute assignment) also clears the loggers' level caches
+    try:
         for _ in range(3):
             backend.warning("accelerator X is not available")
         backend.warning("accelerator Y is not available")
         backend.error("a real failure")
-    mine = [r for r in caplog.records if r.name == LOG.name]
-    assert [r.levelno for r in mine] == [logging.DEBUG, logging.DEBUG]
-    assert "accelerator X" in mine[0].getMessage() and "accelerator Y" in mine[1].getMessage()
-    theirs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == backend.name]
-    assert theirs == [(logging.ERROR, "a real failure")]  # errors pass through untouched
+    finally:
+        LOG.setLevel(level)
+        LOG.removeHandler(mine)
+        backend.removeHandler(theirs)
+    assert [r.levelno for r in mine.records] == [logging.DEBUG, logging.DEBUG]
+    assert "accelerator X" in mine.records[0].getMessage() and "accelerator Y" in mine.records[1].getMessage()
+    assert [(r.levelno, r.getMessage()) for r in theirs.records] == [(logging.ERROR, "a real failure")]
 
 
 SCRIPT = """
