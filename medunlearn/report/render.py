@@ -236,7 +236,7 @@ def to_markdown(title: str, subtitle: str, sections: list[dict], synthetic: bool
                 out += ["| " + " | ".join(map(_md_cell, b["columns"])) + " |", "|" + "---|" * len(b["columns"])]
                 out += ["| " + " | ".join(_md_cell(f"**{c['text']}**" if c["text"] in ("PASS", "FAIL") else c["text"])
                                           for c in r) + " |" for r in b["rows"]]
-                out += ["", f"**{b['summary']}**", ""] + [f"- {n}" for n in b.get("notes", [])] + [""]
+                out += ["", f"**{_md_text(b['summary'])}**", ""] + [f"- {_md_text(n)}" for n in b.get("notes", [])] + [""]
             else:
                 cols = b.get("columns") or ["item", "value"]
                 out += ([f"### {_md_text(b['title'])}", ""] if b.get("title") else []) + [

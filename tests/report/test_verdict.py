@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from medunlearn.fileio import write_json
+from medunlearn.models.checkpoint import save_checkpoint
+from medunlearn.models.zoo import create_model
 from medunlearn.report import render_report
 from medunlearn.report.verdict import FAIL, NOT_EVALUATED, PASS, build_verdict
 
@@ -43,8 +45,9 @@ def write_run(root: Path, acceptance: dict | None, reference: bool = False, trac
         metrics["reference"] = dict(CORE, val_forget_acc=33.0)
     if acceptance is not None:
         metrics["acceptance"] = acceptance
-    write_json(root / "meta.json", {"kind": "unlearned", "rule_text": "device = ScannerX", "method": "psg",
-                                    "goal": "suppression", "synthetic": True})
+    save_checkpoint(root, create_model("small_cnn", 2, 1, 16, width=4),  # the report verifies real weights
+                    {"kind": "unlearned", "rule_text": "device = ScannerX", "method": "psg", "goal": "suppression",
+                     "synthetic": True})
     write_json(root / "metrics.json", metrics)
     if trace is not None:
         (root / "trace.csv").write_text(trace)
@@ -54,7 +57,7 @@ def write_run(root: Path, acceptance: dict | None, reference: bool = False, trac
 def write_merge(root: Path, acceptance: dict | None) -> Path:
     root.mkdir(parents=True)
     pol = {"device = ScannerX": dict(CORE, reference=dict(CORE, val_forget_acc=34.0)), "site = Site B": dict(CORE)}
-    write_json(root / "meta.json", {"kind": "merged", "synthetic": True, "merge": {
+    save_checkpoint(root, create_model("small_cnn", 2, 1, 16, width=4), {"kind": "merged", "synthetic": True, "merge": {
         "method": "ties", "base": {"path": "base"}, "runs": [{"path": "runs/psg_device", "rule_text": "device = ScannerX"},
                                                              {"path": "runs/psg_site", "rule_text": "site = Site B"}]}})
     metrics = {"schema_version": 1, "policies": pol, "union": dict(CORE)}
@@ -96,7 +99,8 @@ def test_single_run_decision_is_the_same_in_html_md_and_json(tmp_path, acceptanc
         for c in acceptance["checks"]:  # every check: value, threshold and its result
             row = next(x for x in v["rows"][0]["checks"] if x["name"] == c["name"])
             assert row["value"] == c["value"] and row["result"] == (PASS if c["passed"] else FAIL)
-        assert "within [28.3, 38.3] %" in md and "<= 43.3 %" in md and ">= 96.5 %" in md
+        assert "within [28.3, 38.3] %" in md and "43.3 %" in md and "96.5 %" in md  # (md escapes < and >)
+        assert "&lt;= 43.3 %" in html and "&gt;= 96.5 %" in html
     if decision == FAIL:
         assert "mean max-softmax on the forget domain" in v["summary"] and "Do not deploy" in v["summary"]
         assert "51.0 %" in md
