@@ -99,8 +99,11 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
                 f"{did_you_mean(key, sorted(fields))}"
             )
         default = getattr(cfg, key)
-        if default is None and "float" in str(fields[key].type):  # Optional[float]: a number, or null
-            values[key] = None if raw is None or str(raw).lower() in ("none", "null", "") else coerce(raw, 0.0, key)
+        optional = "Optional" in str(fields[key].type) or "None" in str(fields[key].type)
+        if optional and (raw is None or str(raw).lower() in ("none", "null", "")):
+            values[key] = None
+        elif default is None and "float" in str(fields[key].type):  # Optional[float] set to a number
+            values[key] = coerce(raw, 0.0, key)
         else:
             values[key] = coerce(raw, default, key)
     return dataclasses.replace(cfg, **values)
