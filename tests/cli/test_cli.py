@@ -101,10 +101,12 @@ def test_forget_merge_report_bundle_end_to_end(cohort: Path, trained: dict[str, 
     met = json.loads((root / "run_site" / "metrics.json").read_text())["acceptance"]["met"]
     assert res.exit_code == (0 if met else 3), res.output
     res = invoke("merge", root / "run_device", root / "run_site", "--base", base, "--method", "ties",
-                 "--cohort", cohort, "--out", root / "merged")
-    assert res.exit_code == 0, res.output
+                 "--cohort", cohort, "--out", root / "merged", "--force")
+    assert res.exit_code in (0, 3), res.output
     merged = json.loads((root / "merged" / "metrics.json").read_text())
+    assert res.exit_code == (0 if merged["acceptance"]["met"] else 3), res.output
     assert len(merged["policies"]) == 2 and "union" in merged
+    assert [p["policy"] for p in merged["acceptance"]["policies"]] == list(merged["policies"])
     assert invoke("report", root / "merged", "--out", root / "report").exit_code == 0
     # a union retrain as the merge's reference fills the report's retrained column (wrong kinds are refused)
     (root / "union.yaml").write_text(f"any: [{{device: ScannerX}}, {{site: '{site}'}}]\n")
@@ -200,3 +202,82 @@ def test_demo_runs_the_whole_workflow_on_a_tiny_cohort(tmp_path: Path) -> None:
                 "report/report.html"):
         assert (tmp_path / "demo" / rel).is_file(), rel
     assert invoke("demo", "--out", tmp_path / "demo", "--patients", "24").exit_code == 2  # no silent clobber
+
+
+# ---------------------------------------------------------------- merge: every policy's criteria (issue 11)
+def _fake_run(base: Path, out: Path, rule: dict, accepted: bool, bias: float = 0.0, **criteria) -> Path:
+    """A run folder made from the base (its head biased toward class 0 by `bias`), with the meta fields a
+    real run writes: rule, goal, seed, base hash, verdict and the criteria settings."""
+    from medunlearn.models.checkpoint import load_checkpoint, model_sha256, save_checkpoint
+
+    model, meta = load_checkpoint(base)
+    with __import__("torch").no_grad():
+        model.head.bias[0] += bias
+    meta.update({"kind": "unlearned", "rule": rule, "goal": "suppression", "seed": 0, "method": "psg",
+                 "base_sha256": model_sha256(base), "accepted": accepted, "unlearn_config": criteria})
+    save_checkpoint(out, model, meta)
+    return out
+
+
+LENIENT = {"forget_tol": 100.0, "confidence_margin": None, "retain_drop": 100.0}
+
+
+def test_merge_that_breaks_a_policy_exits_3_and_the_card_lists_every_policy(cohort: Path, trained: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    base = trained["base"]
+    confident = _fake_run(base, tmp_path / "confident", {"device": ["ScannerX"]}, True, bias=50.0)
+    lenient = _fake_run(base, tmp_path / "lenient", {"device": ["Ingenia"]}, True, **LENIENT)
+    res = invoke("merge", confident, lenient, "--base", base, "--method", "linear", "--cohort", cohort,
+                 "--out", tmp_path / "merged")
+    assert res.exit_code == 3, res.output
+    assert "NOT met" in res.output and "device = ScannerX" in res.output
+    acc = json.loads((tmp_path / "merged" / "metrics.json").read_text())["acceptance"]
+    assert acc["met"] is False and acc["judged_on"] == "validation"
+    by = {p["policy"]: p for p in acc["policies"]}
+    conf = next(c for c in by["device = ScannerX"]["checks"] if c["name"] == "forget_confidence")
+    assert conf["passed"] is False and conf["value"] > 90  # the +25 logit (averaged) makes it confident
+    assert by["device = Ingenia"]["met"] is True  # its own (lenient) criteria, read from its run
+    assert by["device = Ingenia"]["criteria"]["forget_tol"] == 100.0
+    assert {"met", "value", "threshold", "original", "checks"} <= set(acc["retain"])
+    meta = json.loads((tmp_path / "merged" / "meta.json").read_text())
+    assert meta["accepted"] is False and (tmp_path / "merged" / "model.safetensors").is_file()
+    from medunlearn.models.checkpoint import model_sha256
+    cards = {c["policy"]: c for c in meta["policies"]}
+    assert cards["device = ScannerX"]["run_sha256"] == model_sha256(confident)
+    assert cards["device = ScannerX"]["rule"] == {"device": ["ScannerX"]}
+    assert cards["device = ScannerX"]["criteria"]["max_confidence"] is not None
+    assert cards["device = ScannerX"]["result"]["met"] is False and cards["device = Ingenia"]["result"]["met"]
+    assert meta["split_hash"] and meta["inputs"]["run:confident"] == model_sha256(confident)
+
+
+def test_merge_refuses_a_run_that_was_not_accepted_unless_forced(cohort: Path, trained: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    base = trained["base"]
+    rejected = _fake_run(base, tmp_path / "rejected", {"device": ["ScannerX"]}, False, **LENIENT)
+    res = invoke("merge", rejected, "--base", base, "--method", "linear", "--cohort", cohort, "--out", tmp_path / "m")
+    assert res.exit_code == 2 and "did not meet its own criteria" in res.output and "--force" in res.output
+    assert not (tmp_path / "m").exists()
+    res = invoke("merge", rejected, "--base", base, "--method", "linear", "--cohort", cohort, "--out",
+                 tmp_path / "m", "--force")
+    assert res.exit_code == 0, res.output
+    assert "--force" in res.output
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert any("--force" in w for w in metrics["warnings"]) and metrics["acceptance"]["met"] is True
+    assert json.loads((tmp_path / "m" / "meta.json").read_text())["policies"][0]["run_accepted"] is False
+
+
+def test_merge_without_method_keeps_the_cheapest_candidate_that_meets(cohort: Path, trained: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    base = trained["base"]
+    a = _fake_run(base, tmp_path / "a", {"device": ["ScannerX"]}, True, **LENIENT)
+    b = _fake_run(base, tmp_path / "b", {"device": ["Ingenia"]}, True, **LENIENT)
+    res = invoke("merge", a, b, "--base", base, "--cohort", cohort, "--out", tmp_path / "m",
+                 "--candidates", "linear,task_arithmetic")
+    assert res.exit_code == 0, res.output
+    assert "Chose linear" in res.output and "cheapest" in res.output
+    sel = json.loads((tmp_path / "m" / "metrics.json").read_text())["selection"]
+    assert sel["chosen"] == "linear" and [c["method"] for c in sel["candidates"]] == ["linear"]
+    res = invoke("merge", a, b, "--base", base, "--out", tmp_path / "m2")
+    assert res.exit_code == 2 and "--cohort" in res.output
+    res = invoke("merge", a, b, "--base", base, "--cohort", cohort, "--out", tmp_path / "m3", "--candidates", "lineer")
+    assert res.exit_code == 2 and 'Did you mean "linear"' in res.output

@@ -15,6 +15,7 @@ from medunlearn.merge.ties import disjoint_mean, elect_sign, trim_top_k
 from medunlearn.models.zoo import create_model
 from medunlearn.runtime import RunContext
 from tests.conftest import make_tiny_split
+from tests.merge.helpers import tiny_policies
 
 
 def _net(seed: int = 0):
@@ -50,19 +51,26 @@ def states():
     return model, base, [_perturbed(base, 1), _perturbed(base, 2), _perturbed(base, 3)]
 
 
-def _run(name, model, base, runs, data=None, **kw):
+def _run(name, model, base, runs, data=None, policies=(), **kw):
     method = MERGES.get(name)(**kw)
     weights = None if not method.uses_weights else [1.0, 2.0, 1.0][: len(runs)]
-    return method.merge(base, runs, weights, ctx=RunContext(seed=7), data=data, build_model=_builder(model))
+    return method.merge(base, runs, weights, ctx=RunContext(seed=7), data=data, build_model=_builder(model),
+                        policies=policies)
+
+
+FAST = {"fisher": {"fisher_samples": 4}, "learned_coefficients": {"steps": 3, "check_every": 2},
+        "merge_repair": {"steps": 2}}
+CRITERIA_AWARE = ("learned_coefficients", "merge_repair")
 
 
 @pytest.mark.parametrize("name", MERGES.names())
 def test_every_method_keeps_keys_shapes_dtypes_and_is_deterministic(name, states):
     model, base, runs = states
-    data = make_tiny_split(n_train=48) if name in ("fisher", "greedy_soup") else None
-    kw = {"fisher_samples": 4} if name == "fisher" else {}
-    a = _run(name, model, base, runs, data, **kw)
-    b = _run(name, model, base, runs, data, **kw)
+    data = make_tiny_split(n_train=48) if name in ("fisher", "greedy_soup", *CRITERIA_AWARE) else None
+    policies = tiny_policies(data, len(runs)) if name in CRITERIA_AWARE else ()
+    kw = FAST.get(name, {})
+    a = _run(name, model, base, runs, data, policies, **kw)
+    b = _run(name, model, base, runs, data, policies, **kw)
     assert list(a) == list(base)
     for k in base:
         assert a[k].shape == base[k].shape and a[k].dtype == base[k].dtype

@@ -1,0 +1,200 @@
+"""Learned merge coefficients (AdaMerging-style, Yang et al. 2024), fitted to the policies' criteria.
+
+θ(λ) = θ0 + Σ_i Σ_g λ_{i,g} · τ_{i,g},   λ_{i,g} = c_max · sigmoid(z_{i,g}) ∈ [0, c_max]
+with τ_i = θ_i − θ0 split into groups g: one per layer (module: weight and bias together), per tensor, or one
+per run. Only the coefficients z are learned (Adam), never the weights. With ``sign_split`` (after NegMerge,
+Kim et al. ICML 2025, which keeps only sign-consensual entries of several forgetting vectors), each group has
+two coefficients: one for the entries whose change every run agrees on in sign (or only one run changed), one
+for the conflicting entries, where summing runs cancels each other's forgetting.
+
+Objective, on VALIDATION rows only (fixed seeded subsets; test rows are never read):
+  Σ_p forget_p(θ) + retain_weight · KL(f_θ0(x_r) ‖ f_θ(x_r))   over x_r = val rows no policy forgets;
+forget_p ("criteria" objective) is the surrogate of policy p's criteria on its val_forget rows: for a
+suppressed domain the cross-entropy to the uniform distribution (accuracy to chance, confidence down); for a
+removed class −log(1 − p_y) (its images must never be called it); for the equivalence goal, and with
+``forget_objective: run`` for every policy, KL(f_run_p(x) ‖ f_θ(x)): reproduce what the policy's own run does.
+Every ``check_every`` steps the policies' acceptance (controller.assess) is measured; the kept coefficients are
+those of the checked state that meets the most (smallest total violation, then highest retain accuracy).
+The record {coefficients, groups, checks, chosen_step} goes to ctx.log["learned_coefficients"].
+BatchNorm running stats: the shared buffer rules (``bn_stats``), fixed while fitting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from medunlearn.errors import ConfigError
+from medunlearn.merge.base import (MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_choice,
+                                   check_range, deltas, merge_buffers)
+from medunlearn.unlearn.probes import subsample
+
+GRANULARITIES = ("layer", "tensor", "run")
+OBJECTIVES = ("criteria", "run")
+
+
+@dataclasses.dataclass
+class LearnedCoefficientsConfig(MergeConfig):
+    granularity: str = "layer"  # one coefficient per run and layer | tensor | run
+    sign_split: bool = True  # separate coefficients for sign-agreeing and conflicting entries (NegMerge idea)
+    c_max: float = 2.0  # upper bound of every coefficient (lower bound 0)
+    init: float = 1.0  # starting coefficient (1 = task arithmetic: each run's full change)
+    steps: int = 60  # Adam steps on the coefficients
+    lr: float = 0.1  # Adam learning rate on the logits z
+    retain_weight: float = 1.0  # weight of the retain distillation to the base
+    forget_objective: str = "criteria"  # criteria (each policy's surrogate) | run (distil each policy's own run)
+    max_rows: int = 256  # validation rows per set used to fit (fixed seeded subsets)
+    check_every: int = 10  # measure the policies' acceptance every this many steps (and at 0 and the end)
+
+
+def coefficients(z: torch.Tensor, c_max: float) -> torch.Tensor:
+    """λ = c_max · sigmoid(z): always inside [0, c_max]."""
+    return c_max * torch.sigmoid(z)
+
+
+def group_of(key: str, granularity: str) -> str:
+    """The coefficient group of a state-dict key: its module (layer), itself (tensor), or one group (run)."""
+    if granularity == "run":
+        return "all"
+    return key if granularity == "tensor" else key.rsplit(".", 1)[0]
+
+
+def sign_agreement(taus: list[torch.Tensor]) -> torch.Tensor:
+    """Bool mask: no two runs change the entry in opposite directions (zeros agree with anything)."""
+    pos = torch.stack([t > 0 for t in taus]).any(0)
+    neg = torch.stack([t < 0 for t in taus]).any(0)
+    return ~(pos & neg)
+
+
+def _policy_loss(logits: torch.Tensor, kind: str, labels: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    logp = F.log_softmax(logits.float(), 1)
+    if kind == "run":
+        return F.kl_div(logp, target, reduction="batchmean", log_target=True)
+    if kind == "class":  # push the removed class's probability to 0
+        p_y = logp.gather(1, labels[:, None]).exp().squeeze(1)
+        return -torch.log1p(-p_y.clamp(max=1 - 1e-6)).mean()
+    return -logp.mean(1).mean()  # CE to uniform
+
+
+@MERGES.register("learned_coefficients")
+class LearnedCoefficients(MergeMethod):
+    name = "learned_coefficients"
+    summary = "AdaMerging-style bounded per-layer coefficients fitted on validation rows to every policy's criteria"
+    Config = LearnedCoefficientsConfig
+
+    def validate(self) -> None:
+        c = self.config
+        check_choice("granularity", c.granularity, GRANULARITIES)
+        check_choice("forget_objective", c.forget_objective, OBJECTIVES)
+        check_range("c_max", float(c.c_max), 0.0, 10.0, lo_open=True)
+        check_range("init", float(c.init), 0.0, float(c.c_max))
+        if not 0 < float(c.init) < float(c.c_max):
+            raise ConfigError(f"Expected init strictly inside (0, c_max={c.c_max}), but got {c.init}.")
+        check_range("lr", float(c.lr), 0.0, 100.0, lo_open=True)
+        check_range("retain_weight", float(c.retain_weight), 0.0, 1000.0)
+        if int(c.steps) < 0 or int(c.max_rows) < 8 or int(c.check_every) < 1:
+            raise ConfigError(f"Expected steps >= 0, max_rows >= 8 and check_every >= 1, but got {c.steps}, "
+                              f"{c.max_rows} and {c.check_every}.")
+
+    def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
+        from medunlearn.merge.policies import assess_policies, violation_total
+
+        cfg, dev = self.config, env.ctx.device
+        if not env.policies or len(env.policies) != len(runs) or env.data is None:
+            raise ConfigError("Expected one policy per run with validation data for learned_coefficients "
+                              f"(pass --cohort), but got {len(env.policies)} policies for {len(runs)} runs.")
+        env.require("build_model", self.name)
+        taus = deltas(base, runs)
+        groups = sorted({group_of(k, cfg.granularity) for k in base})
+        gidx = {k: groups.index(group_of(k, cfg.granularity)) for k in base}
+        parts = 2 if cfg.sign_split else 1
+        agree = {k: sign_agreement([t[k] for t in taus]) for k in base}
+        pieces = [{k: ((t[k] * agree[k]).float().to(dev), (t[k] * ~agree[k]).float().to(dev)) for k in base}
+                  for t in taus]
+        z0 = math.log(cfg.init / (cfg.c_max - cfg.init))
+        z = torch.full((len(runs), len(groups), parts), z0, device=dev, requires_grad=True)
+        buffers = merge_buffers(env.base_sd, env.run_sds, weights, cfg.bn_stats)
+        model = env.build_model({**{k: v for k, v in env.base_sd.items()}}).to(dev).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        bufs = {k: v.to(dev) for k, v in buffers.items()}
+        base_dev = {k: v.float().to(dev) for k, v in base.items()}
+
+        def params(lam: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = {}
+            for k, b in base_dev.items():
+                acc = b
+                for i, piece in enumerate(pieces):
+                    a, c = piece[k]
+                    coef = lam[i, gidx[k]]
+                    acc = acc + coef[0] * a + coef[-1] * c if parts == 2 else acc + coef[0] * (a + c)
+                out[k] = acc
+            return out
+
+        def forward(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(model, {**params(lam), **bufs}, (x,))
+
+        base_model = env.build_model(env.base_sd).to(dev).eval()
+        terms = self._terms(env, base_model)
+        opt = torch.optim.Adam([z], lr=float(cfg.lr))
+        record: dict[str, Any] = {"groups": groups, "parts": ["agree", "conflict"][:parts], "checks": []}
+        best: dict[str, Any] = {}
+
+        def check(step: int) -> None:
+            with torch.no_grad():
+                lam = coefficients(z, cfg.c_max)
+                state = {k: v.detach().cpu().double() for k, v in params(lam).items()}
+            merged = env.build_model({**state, **buffers}).to(dev)
+            acc = assess_policies(merged, base_model, env.policies, env.data, dev)
+            key = (violation_total(acc), -acc["retain"]["value"])
+            record["checks"].append({"step": step, "met": acc["met"], "violation": round(key[0], 3),
+                                     "retain_acc": acc["retain"]["value"]})
+            if not best or key < best["key"]:
+                best.update(key=key, step=step, lam=lam.detach().cpu().clone(), state=state)
+
+        check(0)
+        for step in range(1, int(cfg.steps) + 1):
+            lam = coefficients(z, cfg.c_max)
+            loss = sum(w * fn(lambda x: forward(lam, x)) for w, fn in terms)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % int(cfg.check_every) == 0 or step == int(cfg.steps):
+                check(step)
+        record.update({"chosen_step": best["step"], "coefficients": best["lam"].tolist(), "c_max": float(cfg.c_max)})
+        env.ctx.log[self.name] = record
+        return best["state"]
+
+    def _terms(self, env: MergeEnv, base_model: nn.Module) -> list[tuple[float, Any]]:
+        """(weight, loss(forward)) per policy and the retain distillation; targets computed once."""
+        from medunlearn.unlearn.controller import removed_classes
+
+        cfg, dev, seed = self.config, env.ctx.device, int(env.ctx.seed)
+        n = int(cfg.max_rows)
+        terms: list[tuple[float, Any]] = []
+
+        for i, p in enumerate(env.policies):
+            rows = subsample(p.data.val_forget if len(p.data.val_forget) else p.data.train_forget, n, seed + 11 * i)
+            x, y = rows.images.to(dev), rows.labels.to(dev)
+            removed = set(removed_classes(p.data))
+            kind = ("run" if cfg.forget_objective == "run" or p.goal == "equivalence" else
+                    "class" if removed and set(rows.labels.tolist()) <= removed else "domain")
+            target = None
+            if kind == "run":
+                with torch.no_grad():
+                    run = env.build_model(env.run_sds[i]).to(dev).eval()
+                    target = F.log_softmax(run(x).float(), 1)
+            terms.append((1.0, lambda fwd, x=x, y=y, kind=kind, target=target: _policy_loss(fwd(x), kind, y, target)))
+        retain = subsample(env.data.val_retain, n, seed + 1)
+        if float(cfg.retain_weight) > 0 and len(retain):
+            xr = retain.images.to(dev)
+            with torch.no_grad():
+                teacher = F.log_softmax(base_model(xr).float(), 1)
+            terms.append((float(cfg.retain_weight), lambda fwd: F.kl_div(
+                F.log_softmax(fwd(xr).float(), 1), teacher, reduction="batchmean", log_target=True)))
+        return terms

@@ -1,0 +1,108 @@
+"""Merge + repair: merge the runs, then a few guarded unlearning steps on the UNION of the forget sets.
+
+1. ``merge`` (any other merge method, default task_arithmetic: every run's full change) gives θ_m.
+2. θ_m goes through the stop-and-guard controller (`unlearn.controller.run_controlled`) on the union split
+   (train rows matching any policy's rule are forgotten; rows matching none are retained), with the plan of
+   ``unlearner`` (default famr_retain: uniform forgetting anchored at θ_m plus a KL output anchor to the base
+   on retain rows) cut to at most ``steps`` steps. The controller checks the union's criteria on validation
+   probes (the strictest forget_tol, confidence_margin and retain_drop of the policies), repairs retain when
+   it falls below its guard, and rolls back to the best checked state; step 0 is θ_m itself, so a merge that
+   already meets the criteria is returned unchanged.
+The union's verdict and trace go to ctx.log["merge_repair"]; the per-policy verdict is the merge step's.
+All the policies must share one goal (suppression or equivalence).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Mapping, Sequence
+
+import torch
+
+from medunlearn.errors import ConfigError
+from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_range, is_bn_stat
+
+
+@dataclasses.dataclass
+class MergeRepairConfig(MergeConfig):
+    merge: str = "task_arithmetic"  # the first merge (any merge method but merge_repair)
+    unlearner: str = "famr_retain"  # whose update step the repair uses (an unlearning method name)
+    steps: int = 40  # most repair steps (the controller usually stops earlier)
+    lr: float = 0.0  # the unlearner's learning rate; 0 = its default
+
+
+def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> object:
+    """The unlearner's default Config with the strictest criteria of the policies (and `lr` when > 0)."""
+    cfg = cls_config()
+    strict = {"forget_tol": min(p.control.forget_tol for p in policies),
+              "confidence_margin": _strictest_margin([p.control.confidence_margin for p in policies]),
+              "retain_drop": min(p.control.retain_drop for p in policies),
+              "max_eval": max(p.control.max_eval for p in policies)}
+    if steps_lr > 0:
+        strict["lr"] = steps_lr
+    return dataclasses.replace(cfg, **{k: v for k, v in strict.items() if hasattr(cfg, k)})
+
+
+def _strictest_margin(margins: list) -> float | None:
+    """The smallest confidence margin; None (criterion off) only when every policy switched it off."""
+    on = [float(m) for m in margins if m is not None and float(m) >= 0]
+    return min(on) if on else None
+
+
+@MERGES.register("merge_repair")
+class MergeRepair(MergeMethod):
+    name = "merge_repair"
+    summary = "Merge, then a few guarded unlearning steps on the union of the forget sets, with rollback"
+    Config = MergeRepairConfig
+
+    def validate(self) -> None:
+        from medunlearn.unlearn import METHODS
+
+        if self.config.merge == self.name:
+            raise ConfigError("Expected merge_repair's first merge to be another method, but got merge_repair.")
+        self._inner = MERGES.get(self.config.merge)(bn_stats=self.config.bn_stats)
+        METHODS.get(self.config.unlearner)
+        if int(self.config.steps) < 0:
+            raise ConfigError(f"Expected steps >= 0, but got {self.config.steps}.")
+        check_range("lr", float(self.config.lr), 0.0, 1.0)
+        self.uses_weights = self._inner.uses_weights
+        self.run_param_names = self._inner.run_param_names
+
+    def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
+        self._state = self._inner.merge(env.base_sd, env.run_sds, weights, ctx=env.ctx, data=env.data,
+                                        build_model=env.build_model, score_fn=env.score_fn,
+                                        run_params=env.run_params, policies=env.policies)
+        return {k: self._state[k] for k in base}
+
+    def _merge_buffers(self, base: Mapping[str, torch.Tensor], runs: Sequence[Mapping[str, torch.Tensor]],
+                       weights: list[float], env: MergeEnv) -> StateDict:
+        return {k: self._state[k].clone() for k, t in base.items() if is_bn_stat(k) or not t.is_floating_point()}
+
+    def _finish(self, state: StateDict, env: MergeEnv) -> StateDict:
+        from medunlearn.unlearn import METHODS
+        from medunlearn.unlearn.base import check_finite_model, release
+        from medunlearn.unlearn.controller import run_controlled
+
+        if int(self.config.steps) == 0:
+            return state
+        if not env.policies or env.data is None:
+            raise ConfigError("Expected the runs' policies and the union split for merge_repair (pass --cohort), "
+                              "but got none.")
+        env.require("build_model", self.name)
+        goals = sorted({p.goal for p in env.policies})
+        if len(goals) != 1:
+            raise ConfigError(f"Expected policies with one goal for merge_repair, but got {goals}.")
+        cls = METHODS.get(self.config.unlearner)
+        cfg = union_control(env.policies, cls.Config, float(self.config.lr))
+        dev = env.ctx.device
+        original = env.build_model(env.base_sd).to(dev).eval()
+        model = env.build_model(state).to(dev)
+        env.ctx.seed_everything()
+        plan = cls(cfg).plan(model, copy.deepcopy(original), env.data, env.ctx, goals[0])
+        plan = dataclasses.replace(plan, budget=max(1, min(plan.budget, int(self.config.steps))))
+        outcome = run_controlled(model, original, env.data, env.ctx, goals[0], cfg, plan, self.name)
+        repaired = release(outcome.model)
+        check_finite_model(repaired)
+        env.ctx.log[self.name] = {"merge": self.config.merge, "unlearner": self.config.unlearner,
+                                  "union_acceptance": outcome.acceptance, "trace": outcome.trace}
+        return {k: v.detach().cpu().clone() for k, v in repaired.state_dict().items()}

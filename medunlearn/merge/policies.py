@@ -1,0 +1,104 @@
+"""Per-policy acceptance of a merged model: every source run's own criteria, judged on VALIDATION rows.
+
+A policy is what one unlearning run forgot (its rule), under which goal, and with which criteria settings
+(the run's forget_tol, confidence_margin, retain_drop, ... read from its meta.json). A merged model meets
+a policy when `controller.assess` passes every check of that policy on its fixed validation probes (the
+same probes and seed its run was judged on). Retain is judged on the rows NO policy forgets (the union's
+val_retain): one policy's retain set holds another policy's forget rows, which the merge must forget.
+Test rows are never read here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from medunlearn.data.imageset import SplitData
+from medunlearn.unlearn.controller import ControlConfig, assess
+
+
+@dataclasses.dataclass
+class Policy:
+    """One source run's policy: its rule, goal, criteria settings and validation data."""
+
+    name: str  # the rule text, e.g. "device = ScannerX"
+    goal: str  # suppression | equivalence
+    control: ControlConfig  # the run's criteria and probe settings
+    data: SplitData  # the policy's split with train/val retain replaced by the rows no policy forgets
+    seed: int = 0  # the run's seed: same probes as the run's own checks
+    rule: dict[str, Any] = dataclasses.field(default_factory=dict)
+    run_dir: str = ""
+    run_sha256: str = ""
+    accepted: bool | None = None  # the run's own verdict (None: an older run without acceptance)
+    source_checks: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the run's own checks
+
+
+def control_from_meta(meta: Mapping[str, Any]) -> ControlConfig:
+    """The ControlConfig a run was judged with, from meta.json's unlearn_config (defaults for older runs)."""
+    cfg = meta.get("unlearn_config") if isinstance(meta.get("unlearn_config"), Mapping) else {}
+    names = {f.name for f in dataclasses.fields(ControlConfig)}
+    return ControlConfig(**{k: v for k, v in cfg.items() if k in names})
+
+
+def shared_retain(policy: SplitData, union: SplitData) -> SplitData:
+    """`policy` with train/val retain rows replaced by the union's (rows matching no policy's rule)."""
+    return dataclasses.replace(policy, train_retain=union.train_retain, val_retain=union.val_retain)
+
+
+def strictest(policies: Sequence[Policy]) -> ControlConfig:
+    """Retain settings for the union: the smallest retain_drop and the largest probe of all policies."""
+    return ControlConfig(retain_drop=min(p.control.retain_drop for p in policies),
+                         max_eval=max(p.control.max_eval for p in policies))
+
+
+def _failures(checks: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for c in checks:
+        if not c["passed"]:
+            t = c["threshold"]
+            want = f"within [{t[0]:.1f}, {t[1]:.1f}]" if c["op"] == "within" else (
+                f"CI {c.get('interval')} to cover {t}" if c["op"] == "ci_covers" else f"{c['op']} {t:.1f}")
+            out.append(f"{c['label']} {c['value']:.1f} % (required {want})")
+    return out
+
+
+def assess_retain(model: nn.Module, base: nn.Module, union: SplitData, policies: Sequence[Policy],
+                  device: torch.device | None = None) -> dict[str, Any]:
+    """val_retain accuracy of the rows no policy forgets vs the base's, minus the strictest retain_drop."""
+    cfg = strictest(policies)
+    seed = policies[0].seed if policies else 0
+    a = assess(model, base, union, "suppression", cfg, seed=seed, device=device)
+    check = next(c for c in a["checks"] if c["name"] == "retain_accuracy")
+    return {"met": check["passed"], "judged_on": "validation", "label": "val_retain accuracy (rows no policy forgets)",
+            "value": check["value"], "threshold": check["threshold"], "original": round(a["criteria"]["retain_original"], 3),
+            "retain_drop": cfg.retain_drop, "rows": min(len(union.val_retain), cfg.max_eval), "checks": [check],
+            "union_forget": {"accuracy": a["measurement"]["forget_acc"], "confidence": a["measurement"]["forget_conf"]}}
+
+
+def assess_policies(model: nn.Module, base: nn.Module, policies: Sequence[Policy], union: SplitData,
+                    device: torch.device | None = None) -> dict[str, Any]:
+    """The merged model's acceptance: {met, judged_on, policies: [...], retain: {...}, reason}."""
+    model = model.eval()
+    records = []
+    for p in policies:
+        a = assess(model, base, p.data, p.goal, p.control, seed=p.seed, device=device)
+        records.append({"policy": p.name, "rule": p.rule, "run": p.run_dir, "run_sha256": p.run_sha256,
+                        "run_accepted": p.accepted, **a, "source_checks": p.source_checks})
+    retain = assess_retain(model, base, union, policies, device)
+    reasons = [f"{r['policy']}: {f}" for r in records for f in _failures(r["checks"])]
+    if not retain["met"]:
+        reasons += [f"retain: {f}" for f in _failures(retain["checks"])]
+    met = not reasons
+    return {"met": met, "judged_on": "validation", "policies": records, "retain": retain,
+            "state": "merged (criteria met)" if met else "merged (criteria not met)",
+            "reason": "every policy's criteria and retain are met" if met else "; ".join(reasons)}
+
+
+def violation_total(acceptance: Mapping[str, Any]) -> float:
+    """Total points by which a merged model misses its policies' and retain's thresholds (0 when met)."""
+    from medunlearn.unlearn.criteria import violation
+
+    checks = [c for r in acceptance.get("policies", []) for c in r["checks"]] + acceptance["retain"]["checks"]
+    return float(violation(checks))

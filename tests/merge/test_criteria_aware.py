@@ -1,0 +1,233 @@
+"""Per-policy acceptance of a merged model, the learned coefficients and merge + repair; no test row is read."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from medunlearn.data.imageset import ImageSet, SplitData
+from medunlearn.errors import ConfigError
+from medunlearn.merge import MERGES
+from medunlearn.merge.learned_coefficients import coefficients, sign_agreement
+from medunlearn.merge.policies import Policy, assess_policies, control_from_meta, shared_retain, violation_total
+from medunlearn.models.zoo import create_model
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn.controller import ControlConfig
+from tests.conftest import make_tiny_split
+from tests.merge.helpers import tiny_policies
+
+K = 3
+
+
+class Poison:
+    """Stands in for test rows: any use raises, so a test fails if anything fits or judges on them."""
+
+    def __getattribute__(self, name):
+        raise AssertionError(f"test rows were read ({name})")
+
+    def __len__(self):
+        raise AssertionError("test rows were read (len)")
+
+
+def poisoned(data: SplitData) -> SplitData:
+    return dataclasses.replace(data, test_retain=Poison(), test_forget=Poison())
+
+
+# ---------------------------------------------------------------- scripted models: exact verdicts
+def _coded(n: int, domain: int, offset: int) -> ImageSet:
+    """Rows carrying their id, label and domain (0 retain, 1 policy A, 2 policy B) in pixels."""
+    ids = torch.arange(n) + offset
+    x = torch.zeros(n, 1, 4, 4)
+    x[:, 0, 0, 0], x[:, 0, 0, 1], x[:, 0, 0, 2] = ids.float() / 1000, (ids % K).float() / 10, float(domain)
+    return ImageSet(x, ids % K, pd.DataFrame({"image_id": [str(i) for i in ids.tolist()]}))
+
+
+class Merged(nn.Module):
+    """Right and confident (0.95) everywhere, except forgotten domains: right on a third of rows, confidence 0.36."""
+
+    def __init__(self, forgets: set[int], retain_ok: bool = True) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.forgets, self.retain_ok = forgets, retain_ok
+
+    def forward(self, x):
+        ids, y, dom = (x[:, 0, 0, 0] * 1000).round().long(), (x[:, 0, 0, 1] * 10).round().long(), x[:, 0, 0, 2].round()
+        forgotten = torch.tensor([int(d) in self.forgets for d in dom.tolist()])
+        right = torch.where(forgotten, ids % 3 == 0, torch.full_like(ids, self.retain_ok, dtype=torch.bool) | (dom > 0))
+        pred = torch.where(right, y, (y + 1) % K)
+        p = torch.where(forgotten, torch.tensor(0.36), torch.tensor(0.95))
+        probs = ((1 - p) / (K - 1))[:, None].repeat(1, K)
+        probs[torch.arange(len(x)), pred] = p
+        return probs.log() + 0 * self.w
+
+
+def _scripted_policies(n: int = 60, **control_b) -> tuple[list[Policy], SplitData]:
+    def split(domain: int, off: int) -> SplitData:
+        return SplitData([f"c{k}" for k in range(K)], _coded(n, 0, off), _coded(n, domain, off + 100),
+                         _coded(n, 0, off + 200), _coded(n, domain, off + 300), Poison(), Poison())
+    union = SplitData([f"c{k}" for k in range(K)], _coded(n, 0, 0), ImageSet.concat([_coded(n, 1, 100), _coded(n, 2, 1100)]),
+                      _coded(n, 0, 200), ImageSet.concat([_coded(n, 1, 300), _coded(n, 2, 1300)]), Poison(), Poison())
+    a, b = split(1, 0), split(2, 1000)
+    pols = [Policy("device = A", "suppression", ControlConfig(), shared_retain(a, union), run_dir="ra", run_sha256="1" * 64),
+            Policy("site = B", "suppression", ControlConfig(**control_b), shared_retain(b, union), run_dir="rb",
+                   run_sha256="2" * 64)]
+    return pols, union
+
+
+def test_merged_model_meeting_every_policy_is_met():
+    pols, union = _scripted_policies()
+    acc = assess_policies(Merged({1, 2}), Merged(set()), pols, union)
+    assert acc["met"] is True and acc["judged_on"] == "validation" and violation_total(acc) == 0
+    assert [p["policy"] for p in acc["policies"]] == ["device = A", "site = B"]
+    assert acc["policies"][0]["run_sha256"] == "1" * 64 and acc["retain"]["met"] is True
+
+
+def test_a_merge_that_undoes_one_policy_is_not_met_and_names_it():
+    pols, union = _scripted_policies()
+    acc = assess_policies(Merged({1}), Merged(set()), pols, union)
+    assert acc["met"] is False and [p["met"] for p in acc["policies"]] == [True, False]
+    assert "site = B" in acc["reason"] and "device = A" not in acc["reason"] and violation_total(acc) > 0
+    fa = next(c for c in acc["policies"][1]["checks"] if c["name"] == "forget_accuracy")
+    assert fa["value"] == 100.0 and fa["passed"] is False
+
+
+def test_each_policy_is_judged_by_its_own_criteria_settings():
+    pols, union = _scripted_policies(forget_tol=100.0, confidence_margin=None)
+    acc = assess_policies(Merged({1}), Merged(set()), pols, union)
+    assert acc["met"] is True and acc["policies"][1]["criteria"]["forget_tol"] == 100.0
+
+
+def test_retain_is_judged_on_the_rows_no_policy_forgets():
+    pols, union = _scripted_policies()
+    acc = assess_policies(Merged({1, 2}, retain_ok=False), Merged(set()), pols, union)
+    assert acc["met"] is False and acc["retain"]["met"] is False and acc["retain"]["original"] == 100.0
+    assert "retain" in acc["reason"]
+
+
+def test_control_from_meta_reads_the_run_settings_and_defaults_older_runs():
+    cfg = control_from_meta({"unlearn_config": {"forget_tol": 2.0, "retain_drop": 0.5, "lr": 1e-3, "epochs": 3}})
+    assert cfg.forget_tol == 2.0 and cfg.retain_drop == 0.5 and cfg.confidence_margin == 10.0
+    assert control_from_meta({}) == ControlConfig()
+
+
+# ---------------------------------------------------------------- the two criteria-aware methods
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = create_model("small_cnn", K, 1, 16, width=4).eval()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    runs = []
+    for seed in (1, 2):
+        g = torch.Generator().manual_seed(seed)
+        runs.append({k: (v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point()
+                         and not k.endswith(("running_mean", "running_var")) else v.clone()) for k, v in base.items()})
+    data = poisoned(make_tiny_split(n_train=48))
+    return model, base, runs, data
+
+
+def _build(model):
+    def build(sd):
+        m = copy.deepcopy(model)
+        m.load_state_dict({k: v.to(m.state_dict()[k].dtype) for k, v in sd.items()})
+        return m.eval()
+    return build
+
+
+def test_learned_coefficients_stay_in_bounds_and_only_scale_the_changes(tiny):
+    model, base, runs, data = tiny
+    ctx = RunContext(seed=0)
+    method = MERGES.get("learned_coefficients")(granularity="run", sign_split=False, c_max=1.5, init=0.5,
+                                                lr=50.0, steps=6, check_every=1)
+    out = method.merge(base, runs, None, ctx=ctx, data=data, build_model=_build(model),
+                       policies=tiny_policies(data, 2))
+    rec = ctx.log["learned_coefficients"]
+    lam = torch.tensor(rec["coefficients"])  # (runs, groups, parts)
+    assert lam.shape == (2, 1, 1) and bool(((lam >= 0) & (lam <= 1.5)).all())
+    assert [c["step"] for c in rec["checks"]] == list(range(7)) and rec["chosen_step"] in range(7)
+    for k, b in base.items():  # θ = θ0 + Σ λ_i τ_i exactly: the weights themselves were never trained
+        if b.is_floating_point() and not k.endswith(("running_mean", "running_var")):
+            want = b.double() + sum(float(lam[i, 0, 0]) * (runs[i][k].double() - b.double()) for i in range(2))
+            torch.testing.assert_close(out[k].double(), want, rtol=0, atol=1e-5)
+    assert float(coefficients(torch.tensor([-1e4, 1e4]), 1.5).min()) == 0.0
+    assert float(coefficients(torch.tensor([1e4]), 1.5).max()) == 1.5
+
+
+def test_learned_coefficients_keep_the_best_checked_state(tiny):
+    model, base, runs, data = tiny
+    ctx = RunContext(seed=0)
+    MERGES.get("learned_coefficients")(steps=4, check_every=2).merge(
+        base, runs, None, ctx=ctx, data=data, build_model=_build(model), policies=tiny_policies(data, 2))
+    rec = ctx.log["learned_coefficients"]
+    assert len(rec["groups"]) > 2 and rec["parts"] == ["agree", "conflict"]
+    chosen = next(c for c in rec["checks"] if c["step"] == rec["chosen_step"])
+    assert chosen["violation"] == min(c["violation"] for c in rec["checks"])
+    lam = torch.tensor(rec["coefficients"])
+    assert lam.shape[0] == 2 and bool(((lam >= 0) & (lam <= 2.0)).all())
+
+
+def test_sign_agreement():
+    a, b = torch.tensor([1.0, -1.0, 0.0, 2.0]), torch.tensor([2.0, 1.0, -3.0, 0.0])
+    assert sign_agreement([a, b]).tolist() == [True, False, True, True]
+
+
+def test_criteria_aware_methods_need_policies_and_validate(tiny):
+    model, base, runs, data = tiny
+    for name in ("learned_coefficients", "merge_repair"):
+        with pytest.raises(ConfigError, match="cohort"):
+            MERGES.get(name)().merge(base, runs, None, data=data, build_model=_build(model))
+    with pytest.raises(ConfigError, match="init"):
+        MERGES.get("learned_coefficients")(init=2.0, c_max=2.0)
+    with pytest.raises(ConfigError, match="another method"):
+        MERGES.get("merge_repair")(merge="merge_repair")
+    with pytest.raises(ConfigError, match='Did you mean "famr_retain"'):
+        MERGES.get("merge_repair")(unlearner="famr_retian")
+
+
+def test_merge_repair_runs_the_guarded_controller_on_the_union(tiny):
+    model, base, runs, data = tiny
+    ctx = RunContext(seed=0)
+    pols = tiny_policies(data, 2)
+    out = MERGES.get("merge_repair")(steps=3).merge(base, runs, None, ctx=ctx, data=data, build_model=_build(model),
+                                                    policies=pols)
+    log = ctx.log["merge_repair"]
+    assert log["trace"][0]["phase"] == "original" and log["union_acceptance"]["budget"] == 3
+    assert log["union_acceptance"]["judged_on"] == "validation"
+    plain = MERGES.get("task_arithmetic")().merge(base, runs)
+    zero = MERGES.get("merge_repair")(steps=0).merge(base, runs, None, ctx=RunContext(), data=data,
+                                                     build_model=_build(model), policies=pols)
+    assert all(torch.equal(zero[k], plain[k]) for k in base)  # no steps: exactly the first merge
+    assert list(out) == list(base)
+    mixed = [pols[0], dataclasses.replace(pols[1], goal="equivalence")]
+    with pytest.raises(ConfigError, match="one goal"):
+        MERGES.get("merge_repair")(steps=2).merge(base, runs, None, data=data, build_model=_build(model),
+                                                  policies=mixed)
+
+
+def test_selection_keeps_the_cheapest_candidate_that_meets_and_skips_inapplicable_ones():
+    from medunlearn.merge.select import select_by
+
+    pols, union = _scripted_policies()
+    models = {"linear": Merged(set()), "ties": Merged({1}), "task_arithmetic": Merged({1, 2}),
+              "learned_coefficients": Merged({1, 2})}
+    called = []
+
+    def merge_one(name):
+        called.append(name)
+        if name == "merge_repair":
+            raise ConfigError("Expected policies with one goal for merge_repair, but got two.")
+        return models[name], {"method": name}, torch.device("cpu")
+
+    model, info, acc, sel = select_by(merge_one, Merged(set()), pols, union,
+                                      ["merge_repair", "linear", "ties", "task_arithmetic", "learned_coefficients"])
+    assert info["method"] == "task_arithmetic" and acc["met"] is True
+    assert called == ["merge_repair", "linear", "ties", "task_arithmetic"]  # stops at the first that meets
+    assert sel["candidates"][0]["reason"].startswith("skipped") and sel["candidates"][0]["violation"] is None
+    assert "cheapest" in sel["why"] and "linear" in sel["why"]
+    _, info, acc, sel = select_by(merge_one, Merged(set()), pols, union, ["linear", "ties"])
+    assert info["method"] == "ties" and acc["met"] is False and "closest" in sel["why"]  # ties misses less
+    with pytest.raises(ConfigError, match="Did you mean"):
+        select_by(merge_one, Merged(set()), pols, union, ["lineer"])
