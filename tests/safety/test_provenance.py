@@ -74,7 +74,7 @@ def test_right_reference_and_original_are_accepted(world) -> None:
 def test_merged_checkpoint_carries_split_and_run_hashes(world) -> None:
     root = world["root"]
     res = invoke("merge", root / "run_x", root / "run_x", "--base", root / "base", "--method", "linear",
-                 "--out", root / "merged")
+                 "--out", root / "merged", "--force")  # the tiny run may miss its criteria
     assert res.exit_code == 0, res.output
     assert "identical weights" in res.output  # item 8: degenerate merge warned
     meta = json.loads((root / "merged" / "meta.json").read_text())
@@ -89,14 +89,15 @@ def test_merged_checkpoint_carries_split_and_run_hashes(world) -> None:
     res = invoke("evaluate", "--model", root / "merged", "--cohort", world["other"], "--device", "ScannerX")
     one_line_exit_2(res, "split")
     res = invoke("merge", root / "run_x", "--base", root / "base", "--method", "linear", "--cohort", world["other"],
-                 "--out", root / "merged_other")
+                 "--out", root / "merged_other", "--force")  # --force does not override another cohort
     one_line_exit_2(res)
     assert not (root / "merged_other").exists()
 
 
 def test_single_run_merge_is_warned(world) -> None:
     root = world["root"]
-    res = invoke("merge", root / "run_x", "--base", root / "base", "--method", "linear", "--out", root / "m1")
+    res = invoke("merge", root / "run_x", "--base", root / "base", "--method", "linear", "--out", root / "m1",
+                 "--force")
     assert res.exit_code == 0 and "single run" in res.output
 
 
