@@ -20,12 +20,8 @@ def merge(
     weights: Annotated[Optional[str], typer.Option("--weights", help="Comma-separated weight per run.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Method parameter KEY=VALUE (e.g. density=0.5).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="mergekit-style YAML (merge_method, base_model, models, parameters).")] = None,
-<<<<<<< HEAD
-    cohort: Annotated[Optional[Path], typer.Option("--cohort", help="Cohort table: re-evaluate on every source forget set and their union.")] = None,
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="Union retrain (train --exclude with every run's rule OR-ed): evaluated beside the merge (needs --cohort).")] = None,
-=======
     cohort: Annotated[Optional[Path], typer.Option("--cohort", help="Cohort table: judge every policy's criteria on validation rows, and evaluate on each forget set and their union.")] = None,
->>>>>>> a2b075f (Merging keeps every policy: per-policy acceptance on validation (exit 3, refusal of non-accepted runs unless --force, policy cards), learned_coefficients and merge_repair, validation-chosen default, benchmark with union and sequential references, docs)
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Union retrain (train --exclude with every run's rule OR-ed): evaluated beside the merge (needs --cohort).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Merged checkpoint directory to write.")] = Path("merged"),
     force: Annotated[bool, typer.Option("--force", help="Merge runs that did not meet their own criteria (or whose split hash differs).")] = False,
     seed: o.Seed = 0,
@@ -60,20 +56,14 @@ def merge(
         console.print("[yellow]--force:[/] runs that did not meet their own criteria (or whose split differs) "
                       "are merged anyway; the merged card records this.")
     path, metrics = run_merge(runs or [], base, out, method=method, cohort=cohort, params=parse_set_options(set_),
-<<<<<<< HEAD
-                              weights=w, config_path=config, seed=seed, overwrite=overwrite,
-                              reference=reference)
-    if metrics:
-=======
                               weights=w, config_path=config, seed=seed, overwrite=overwrite, force=force,
-                              candidates=cands)
+                              candidates=cands, reference=reference)
     for warning in metrics.get("warnings", []):
         console.print(f"[yellow]Warning:[/] {warning}")
     if "selection" in metrics:
         print_selection(metrics["selection"])
     chosen = metrics.get("selection", {}).get("chosen") or method or "config"
     if "policies" in metrics:
->>>>>>> a2b075f (Merging keeps every policy: per-policy acceptance on validation (exit 3, refusal of non-accepted runs unless --force, policy cards), learned_coefficients and merge_repair, validation-chosen default, benchmark with union and sequential references, docs)
         from medunlearn.cli.evaluate import print_metrics
 
         print_metrics({**metrics["policies"], "union": metrics["union"]}, title=f"Merged ({chosen}) per policy")

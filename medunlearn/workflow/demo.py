@@ -89,17 +89,10 @@ def _merge_and_report(df, base: Path, runs: list[Path], out: Path, seed: int, ec
 
         echo(compare_table({**merged_metrics["policies"], "union": merged_metrics["union"]}))
     paths = report(merged_dir, out / "report")
-<<<<<<< HEAD
-    from medunlearn.fileio import read_json
-
     verdict = read_json(paths["json"])["verdict"]
     echo(f"8. Clinical report → {paths.get('html')}" + (f" and {paths['pdf']}" if "pdf" in paths else "")
          + f"\n   {verdict['summary']}")
-    return {"dir": str(merged_dir), "report": {k: str(v) for k, v in paths.items()}}
-=======
-    echo(f"8. Clinical report → {paths.get('html')}")
     return {"dir": str(merged_dir), "report": {k: str(v) for k, v in paths.items()}, "accepted": acceptance["met"]}
->>>>>>> a2b075f (Merging keeps every policy: per-policy acceptance on validation (exit 3, refusal of non-accepted runs unless --force, policy cards), learned_coefficients and merge_repair, validation-chosen default, benchmark with union and sequential references, docs)
 
 
 def _verdict_line(name: str, acceptance: dict) -> str:

@@ -20,28 +20,18 @@ NEEDS_POLICIES = ("learned_coefficients", "merge_repair")  # methods that fit or
 
 def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path, method: str | None = "ties",
           cohort: Any = None, params: dict | None = None, weights: Sequence[float] | None = None,
-<<<<<<< HEAD
-          config_path: str | Path | None = None, seed: int = 0, overwrite: bool = False,
-          reference: str | Path | None = None) -> tuple[Path, dict]:
-=======
           config_path: str | Path | None = None, seed: int = 0, overwrite: bool = False, force: bool = False,
-          candidates: Sequence[str] | None = None) -> tuple[Path, dict]:
->>>>>>> a2b075f (Merging keeps every policy: per-policy acceptance on validation (exit 3, refusal of non-accepted runs unless --force, policy cards), learned_coefficients and merge_repair, validation-chosen default, benchmark with union and sequential references, docs)
+          candidates: Sequence[str] | None = None, reference: str | Path | None = None) -> tuple[Path, dict]:
     """Merge `run_dirs` (each unlearned from `base_dir`) and write a merged checkpoint with metrics.json.
 
     `method=None` tries `candidates` (cheapest first) and keeps the first that meets every policy's criteria.
     With `config_path` (mergekit-style YAML) the runs, base, method and weights come from the file.
-<<<<<<< HEAD
-    metrics.json = {"schema_version", "policies": {rule: suite metrics}, "union": suite metrics,
-    "source_runs": {rule: the source run's own headline metrics}}.
-    `reference` is a union retrain (trained with --exclude on the union of every run's rule); with `cohort`
-    it is evaluated beside the merged model on every policy and the union (the report's retrained column).
-=======
     A run whose own criteria were not met (meta.json accepted: false) is refused unless `force`.
     metrics.json = {"schema_version", "acceptance": {met, policies: [...], retain: {...}}, "policies":
     {rule: suite metrics}, "union": suite metrics, "source_runs", "selection" (auto), "warnings"}.
     Without a cohort nothing is judged: acceptance is {"met": null, "state": "not evaluated"}.
->>>>>>> a2b075f (Merging keeps every policy: per-policy acceptance on validation (exit 3, refusal of non-accepted runs unless --force, policy cards), learned_coefficients and merge_repair, validation-chosen default, benchmark with union and sequential references, docs)
+    `reference` is a union retrain (trained with --exclude on the union of every run's rule); with `cohort`
+    it is evaluated beside the merged model on every policy and the union (the report's retrained column).
     """
     from medunlearn.forget.rules import AnyOf, rule_from_dict
     from medunlearn.merge.config import load_merge_config
@@ -75,22 +65,14 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     classes = base_meta.get("class_names")
     if df is not None:
         check_label_sets(df, classes, "the base checkpoint")
+    ref_model = _union_reference(reference, union, base_meta) if reference is not None else None
+    if ref_model is not None and df is None:
+        raise ConfigError("Expected --cohort with --reference (the reference is evaluated on the cohort), but got none.")
     load = _decode_once()
     union_data = _split(df, union, split_seed, image_size, fractions, classes, load) if df is not None else None
     datas = [_split(df, r, split_seed, image_size, fractions, classes, load) for r in rules] if df is not None else []
     policies = []
     if df is not None:
-<<<<<<< HEAD
-        check_label_sets(df, base_meta.get("class_names"), "the base checkpoint")
-    warnings = degenerate_merge_warnings(run_dirs)
-    ref_model = _union_reference(reference, union, base_meta) if reference is not None else None
-    if ref_model is not None and df is None:
-        raise ConfigError("Expected --cohort with --reference (the reference is evaluated on the cohort), but got none.")
-    union_data = (split_data_for(df, union, split_seed, image_size, fractions, base_meta.get("class_names"))
-                  if df is not None else None)
-    if union_data is not None:
-=======
->>>>>>> a2b075f (Merging keeps every policy: per-policy acceptance on validation (exit 3, refusal of non-accepted runs unless --force, policy cards), learned_coefficients and merge_repair, validation-chosen default, benchmark with union and sequential references, docs)
         want, got = (base_meta.get("split") or {}).get("train_hash"), union_data.info.get("train_hash")
         if want and got and want != got:
             raise CheckpointError(f"Expected --cohort to be the cohort the base was trained on, but the base's split "
@@ -112,15 +94,11 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
                        "reason": "no cohort given: the merged model was not judged against its policies' criteria"})
     check_finite_outputs(model, f"the merged ({info['method']}) model",
                          union_data.train_retain.images[:16] if union_data is not None else None)
-<<<<<<< HEAD
-    metrics = _evaluate_policies(model, base, df, rules, run_dirs, union_data, split_seed, fractions, image_size,
-                                 base_meta, seed, ref_model) if df is not None else {}
-=======
-    metrics = _evaluate_policies(model, base, rules, run_dirs, datas, union_data, seed) if df is not None else {}
+    metrics = (_evaluate_policies(model, base, rules, run_dirs, datas, union_data, seed, ref_model)
+               if df is not None else {})
     metrics.update({"acceptance": acceptance, "warnings": warnings})
     if selection is not None:
         metrics["selection"] = selection
->>>>>>> a2b075f (Merging keeps every policy: per-policy acceptance on validation (exit 3, refusal of non-accepted runs unless --force, policy cards), learned_coefficients and merge_repair, validation-chosen default, benchmark with union and sequential references, docs)
     meta = merged_meta(info)
     meta["synthetic"] = bool(base_meta.get("synthetic"))
     meta["counts"] = {"policies": [m.get("counts") for m in run_metas]}
@@ -132,19 +110,14 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     meta["policies"] = _policy_cards(run_dirs, run_metas, rules, acceptance)
     meta["split_hash"] = union_data.info.get("split_hash") if union_data is not None else None
     inputs = {"base_model": model_sha256(base_dir), **{f"run:{Path(r).name}": model_sha256(r) for r in run_dirs}}
-<<<<<<< HEAD
-    if reference is not None:
-        inputs["reference_model"] = model_sha256(reference)
-    config = {"method": method, "parameters": dict(params or {}), "weights": list(weights) if weights else None,
-              "runs": [str(r) for r in run_dirs], "base": str(base_dir)}
-=======
     if union_data is not None:
         inputs.update({"cohort": union_data.info.get("cohort_hash", ""), "split": meta["split_hash"] or ""})
+    if reference is not None:
+        inputs["reference_model"] = model_sha256(reference)
     meta["inputs"] = inputs
     config = {"method": info["method"], "parameters": dict(params or {}), "weights": list(weights) if weights else None,
               "runs": [str(r) for r in run_dirs], "base": str(base_dir), "force": force,
               "candidates": list(candidates) if (method is None and candidates) else None}
->>>>>>> a2b075f (Merging keeps every policy: per-policy acceptance on validation (exit 3, refusal of non-accepted runs unless --force, policy cards), learned_coefficients and merge_repair, validation-chosen default, benchmark with union and sequential references, docs)
     with staging_dir(out, overwrite) as tmp:
         save_checkpoint(tmp, model, meta, overwrite=True, provenance=provenance_record(config, seed, inputs))
         write_json(tmp / "metrics.json", metrics)
@@ -170,30 +143,6 @@ def degenerate_merge_warnings(run_dirs: Sequence[str | Path]) -> list[str]:
     return notes
 
 
-<<<<<<< HEAD
-def _union_reference(reference: str | Path, union, base_meta: dict):
-    """The union retrain's model; refuses a checkpoint that is not a retrain of this base's split without
-    exactly the merged policies' union (top-level OR terms compared in any order)."""
-    from medunlearn.models.checkpoint import load_checkpoint
-
-    model, meta = load_checkpoint(require_dir(reference, "a union retrain reference checkpoint"))
-    if meta.get("kind") != "retrain":
-        raise ConfigError(f"Expected --reference to be a retrain checkpoint (medunlearn train --exclude), but "
-                          f"{reference} is a {meta.get('kind', 'unknown')!r} checkpoint.")
-    terms = lambda text: sorted(t.strip() for t in str(text).split(" OR "))  # noqa: E731
-    if terms(meta.get("rule")) != terms(union.describe()):
-        raise ConfigError(f"Expected --reference to be retrained without the union of the merged policies "
-                          f"({union.describe()}), but it excluded {meta.get('rule')!r}.")
-    want, got = (base_meta.get("split") or {}).get("train_hash"), (meta.get("split") or {}).get("train_hash")
-    if want and got and want != got:
-        raise ConfigError(f"Expected --reference to use the base model's training split, but its split hash "
-                          f"{got[:12]} differs from {want[:12]}.")
-    return model
-
-
-def _evaluate_policies(model, base, df, rules, run_dirs, union_data, split_seed, fractions, image_size,
-                       base_meta, seed, reference=None) -> dict:
-=======
 def _decode_once():
     """An image loader that decodes the cohort's kept rows once for the union and every policy split."""
     cache: dict = {}
@@ -281,8 +230,27 @@ def _policy_cards(run_dirs, metas, rules, acceptance: dict) -> list[dict]:
     return cards
 
 
-def _evaluate_policies(model, base, rules, run_dirs, datas, union_data, seed) -> dict:
->>>>>>> a2b075f (Merging keeps every policy: per-policy acceptance on validation (exit 3, refusal of non-accepted runs unless --force, policy cards), learned_coefficients and merge_repair, validation-chosen default, benchmark with union and sequential references, docs)
+def _union_reference(reference: str | Path, union, base_meta: dict):
+    """The union retrain's model; refuses a checkpoint that is not a retrain of this base's split without
+    exactly the merged policies' union (top-level OR terms compared in any order)."""
+    from medunlearn.models.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(require_dir(reference, "a union retrain reference checkpoint"))
+    if meta.get("kind") != "retrain":
+        raise ConfigError(f"Expected --reference to be a retrain checkpoint (medunlearn train --exclude), but "
+                          f"{reference} is a {meta.get('kind', 'unknown')!r} checkpoint.")
+    terms = lambda text: sorted(t.strip() for t in str(text).split(" OR "))  # noqa: E731
+    if terms(meta.get("rule")) != terms(union.describe()):
+        raise ConfigError(f"Expected --reference to be retrained without the union of the merged policies "
+                          f"({union.describe()}), but it excluded {meta.get('rule')!r}.")
+    want, got = (base_meta.get("split") or {}).get("train_hash"), (meta.get("split") or {}).get("train_hash")
+    if want and got and want != got:
+        raise ConfigError(f"Expected --reference to use the base model's training split, but its split hash "
+                          f"{got[:12]} differs from {want[:12]}.")
+    return model
+
+
+def _evaluate_policies(model, base, rules, run_dirs, datas, union_data, seed, reference=None) -> dict:
     from medunlearn.evaluate.suite import evaluate_model
 
     out: dict[str, Any] = {"schema_version": 1, "policies": {}, "source_runs": {}}
