@@ -18,7 +18,7 @@ from torch import nn
 
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError, DataError, DivergenceError
-from medunlearn.models.zoo import Classifier, create_model
+from medunlearn.models.zoo import Classifier, create_model, default_model
 from medunlearn.provenance import code_version
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
@@ -28,7 +28,7 @@ from medunlearn.runtime import RunContext
 class TrainConfig:
     """Training recipe (defaults follow docs/calibration: AllCNN, SGD Nesterov, one-cycle)."""
 
-    model: str = "allcnn"  # zoo registry name
+    model: str = ""  # zoo registry name; "" = the default for the data's dimensionality (zoo.DEFAULT_MODELS)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model options (e.g. width)
     epochs: int = 8  # full passes over the training set
     batch_size: int = 64
@@ -118,9 +118,11 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     device = ctx.device
     use_amp, amp_dtype = _amp_settings(cfg, device)
     train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
-    c, h, _ = data.in_shape
+    c, h = data.in_shape[0], data.in_shape[1]
     ctx.seed_everything()  # model init and shuffles depend only on the seed (and rank)
-    model = create_model(cfg.model, data.num_classes, in_channels=c, image_size=h, **cfg.model_kwargs).to(device)
+    name = cfg.model or default_model(data.spatial_dims)
+    model = create_model(name, data.num_classes, in_channels=c, image_size=h, spatial_dims=data.spatial_dims,
+                         **cfg.model_kwargs).to(device)
     net = _wrap_ddp(model, ctx)
 
     drop_last = len(train_set) > cfg.batch_size  # a ragged last batch adds noise to BN statistics
@@ -134,7 +136,7 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     history: list[dict[str, float]] = []
     best_acc, best_epoch, best_state = -1.0, 0, None
     start = time.perf_counter()
-    with ctx.progress(f"train {cfg.model}{' (retain only)' if exclude_forget else ''}", cfg.epochs * steps) as advance:
+    with ctx.progress(f"train {name}{' (retain only)' if exclude_forget else ''}", cfg.epochs * steps) as advance:
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             loss_sum, correct, seen, wait_s, step_s = 0.0, 0, 0, 0.0, 0.0
@@ -188,14 +190,16 @@ def _finite_or_none(x: Any) -> float | None:
 
 def make_meta(kind: str, cfg: TrainConfig, data: SplitData, info: dict[str, Any], model: Classifier) -> dict[str, Any]:
     """The checkpoint meta dict (keys per docs/ARCHITECTURE.md) for a trained base or retrain model."""
-    c, h, _ = data.in_shape
+    c, h = data.in_shape[0], data.in_shape[1]
     return {
         "kind": kind,
         "architecture": copy.deepcopy(model.arch),
         "class_names": list(data.class_names),
         "image_size": int(h),
         "in_channels": int(c),
-        "config": {**cfg.to_dict(), "exclude_forget": bool(info.get("exclude_forget", False))},
+        "spatial_dims": int(data.spatial_dims),
+        "config": {**cfg.to_dict(), "model": model.arch["name"],
+                   "exclude_forget": bool(info.get("exclude_forget", False))},
         "seed": info.get("seed"),
         "code_version": code_version(),
         "cohort_hash": data.info.get("cohort_hash"),

@@ -55,7 +55,8 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     ref_model = _union_reference(reference, union, base_meta) if reference is not None else None
     if ref_model is not None and df is None:
         raise ConfigError("Expected --cohort with --reference (the reference is evaluated on the cohort), but got none.")
-    union_data = (split_data_for(df, union, split_seed, image_size, fractions, base_meta.get("class_names"))
+    union_data = (split_data_for(df, union, split_seed, image_size, fractions, base_meta.get("class_names"),
+                                 spatial_dims=base_meta.get("spatial_dims"))
                   if df is not None else None)
     if union_data is not None:
         want, got = (base_meta.get("split") or {}).get("train_hash"), union_data.info.get("train_hash")
@@ -135,7 +136,8 @@ def _evaluate_policies(model, base, df, rules, run_dirs, union_data, split_seed,
 
     out: dict[str, Any] = {"schema_version": 1, "policies": {}, "source_runs": {}}
     for rule, run in zip(rules, run_dirs):
-        data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"))
+        data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"),
+                              spatial_dims=base_meta.get("spatial_dims"))
         name = rule.describe()
         out["policies"][name] = evaluate_model(model, data, original=base, reference=reference, seed=seed)
         run_metrics = Path(run) / "metrics.json"
