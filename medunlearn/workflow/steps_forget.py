@@ -48,7 +48,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     split_seed, fractions, image_size = split_settings(base_meta, seed)
     df = load_cohort(cohort)
     check_label_sets(df, base_meta.get("class_names"), "the base checkpoint")
-    data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"))
+    data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"),
+                          spatial_dims=base_meta.get("spatial_dims"))
     warnings = check_same_cohort(base_meta, data, force, "the base checkpoint")
     if ref_meta is not None:
         from medunlearn.workflow.checks import check_reference
