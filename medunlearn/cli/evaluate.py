@@ -45,6 +45,10 @@ def evaluate(
                                where, outliers, rules)
     metrics = run_evaluate(model, cohort, rule, original=original, reference=reference, out=out, seed=seed,
                            force=force, overwrite=overwrite, cache_dir=cache_dir)
+    from medunlearn.runtime import is_main_process
+
+    if not is_main_process():  # torchrun: rank 0 reports
+        return
     for w in metrics.get("warnings", []):
         console.print(f"[yellow]Warning:[/] {w}")
     print_metrics({model.name: metrics}, title=f"Evaluation — {rule.describe()}")

@@ -44,6 +44,8 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     metrics["warnings"] = warnings
     metrics["rule_text"] = rule.describe()  # the report refuses metrics of another rule or other weights
     metrics["model_sha256"] = model_sha256(model_dir)
-    if out is not None:
+    from medunlearn.runtime import is_main_process
+
+    if out is not None and is_main_process():  # under torchrun every rank evaluates; rank 0 writes
         write_json(out, metrics)
     return metrics

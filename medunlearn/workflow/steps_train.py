@@ -17,11 +17,14 @@ from medunlearn.workflow.common import (DEFAULT_FRACTIONS, DEFAULT_IMAGE_SIZE, c
 
 def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: int = 0, image_size: int | None = None,
           overwrite: bool = False, progress: bool = False, spatial_dims: int | None = None,
-          cache_dir: str | Path | None = None, **train_options: Any) -> tuple[Path, dict]:
+          cache_dir: str | Path | None = None, torch_device: str | None = None,
+          **train_options: Any) -> tuple[Path, dict]:
     """Train on the train split (all of it, or minus the forget rows when `exclude`). Returns (checkpoint, info).
 
     spatial_dims None follows the cohort (3 when every row is a volume); image_size None and model ""
     take that dimensionality's defaults. `train_options` are TrainConfig fields (model, epochs, lr, ...).
+    torch_device: "cpu" (default) or "cuda" (AMP on). Under torchrun every rank trains its slice of each
+    global batch (DDP) and only rank 0 writes the checkpoint.
     """
     from medunlearn.models.checkpoint import save_checkpoint
     from medunlearn.models.train import TrainConfig, make_meta, train_model
@@ -37,7 +40,7 @@ def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: 
     cfg = apply_overrides(TrainConfig(), {**train_options, "image_size": image_size})
     check_config_bounds(cfg, "train")
     cfg.model = cfg.model or default_model(dims)
-    ctx = RunContext.create(seed=seed, show_progress=progress)
+    ctx = RunContext.create(seed=seed, device=torch_device or "cpu", show_progress=progress)
     if ctx.is_main:
         out = prepare_out_dir(out, overwrite)
     data = split_data_for(df, rule, seed=seed, image_size=image_size, fractions=DEFAULT_FRACTIONS,
@@ -48,6 +51,8 @@ def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: 
     meta["split"] = {"seed": seed, "fractions": list(DEFAULT_FRACTIONS), "train_hash": data.info.get("train_hash")}
     meta["synthetic"] = is_synthetic(df)
     inputs = {"cohort": data.info.get("cohort_hash", ""), "split": data.info.get("split_hash", "")}
-    prov = provenance_record(dataclasses.asdict(cfg), seed, inputs)
-    path = save_checkpoint(out, model, meta, overwrite=overwrite, provenance=prov)
-    return Path(path), info
+    prov = provenance_record(dataclasses.asdict(cfg), seed, inputs, run=ctx.run_record())
+    if ctx.is_main:
+        save_checkpoint(out, model, meta, overwrite=overwrite, provenance=prov)
+    ctx.barrier()  # other ranks return once the checkpoint exists
+    return Path(out), info
