@@ -53,6 +53,8 @@ class Normalize(nn.Module):
 class Classifier(nn.Module):
     """features: (B, C, *spatial) in [0, 1] -> (B, F); head: (B, F) -> (B, K) logits."""
 
+    __jit_unused_properties__ = ["spatial_dims"]  # a Python-side record: TorchScript must not compile it
+
     def __init__(self, features: nn.Sequential, head: nn.Linear, arch: dict[str, Any]) -> None:
         super().__init__()
         self.features = features
