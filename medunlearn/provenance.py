@@ -66,8 +66,11 @@ def environment() -> dict[str, str]:
     }
 
 
-def provenance_record(config: dict[str, Any], seed: int | None, inputs: dict[str, str]) -> dict[str, Any]:
-    """The record written as provenance.json beside every output."""
+def provenance_record(config: dict[str, Any], seed: int | None, inputs: dict[str, str],
+                      run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record written as provenance.json beside every output.
+
+    run: how it executed (RunContext.run_record(): world_size, backend, device); world_size 1 when absent."""
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "code_version": code_version(),
@@ -75,4 +78,5 @@ def provenance_record(config: dict[str, Any], seed: int | None, inputs: dict[str
         "config": config,
         "input_hashes": inputs,
         "environment": environment(),
+        "run": run or {"world_size": 1},
     }

@@ -26,10 +26,31 @@ class RunContext:
 
     @classmethod
     def create(cls, seed: int = 0, device: str | None = None, show_progress: bool = False) -> "RunContext":
+        """Context for this process. Under torchrun (WORLD_SIZE > 1) it joins the process group: gloo on CPU,
+        nccl on CUDA, one GPU per local rank. device None: CUDA when available, else CPU."""
         rank = int(os.environ.get("RANK", 0))
         world = int(os.environ.get("WORLD_SIZE", 1))
         dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            from medunlearn.errors import ConfigError
+
+            raise ConfigError("Expected a CUDA GPU for device 'cuda', but torch sees none; use device 'cpu'.")
+        if world > 1:
+            dev = init_distributed(dev)
         return cls(device=dev, seed=seed, rank=rank, world_size=world, show_progress=show_progress and rank == 0)
+
+    @property
+    def backend(self) -> str:
+        return torch.distributed.get_backend() if self.world_size > 1 and _dist_ready() else "none"
+
+    def run_record(self) -> dict[str, Any]:
+        """What provenance records about how the run was executed."""
+        return {"world_size": self.world_size, "backend": self.backend, "device": str(self.device),
+                "rank_seeds": f"seed * 1000 + rank (rank 0: {self.rank_seed - self.rank})"}
+
+    def barrier(self) -> None:
+        if self.world_size > 1 and _dist_ready():
+            torch.distributed.barrier()
 
     @property
     def is_main(self) -> bool:
@@ -54,6 +75,29 @@ class RunContext:
                       TimeElapsedColumn(), transient=False) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(task, n)
+
+
+def _dist_ready() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the torchrun process group once per process; returns this rank's device."""
+    import atexit
+
+    dist = torch.distributed
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if not _dist_ready():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        atexit.register(lambda: dist.destroy_process_group() if _dist_ready() else None)
+    return device
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on its rank 0: the only process that writes or prints results."""
+    return int(os.environ.get("RANK", 0)) == 0
 
 
 def seed_everything(seed: int) -> None:

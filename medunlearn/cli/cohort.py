@@ -18,19 +18,31 @@ app.add_typer(cohort_app, name="cohort")
 @guarded
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the SYNTHETIC DICOM cohort and labels.csv into.")],
-    patients: Annotated[int, typer.Option("--patients", min=1, max=100_000, help="Number of synthetic patients.")] = 48,
-    image_size: Annotated[int, typer.Option("--image-size", min=8, max=1024, help="Pixel rows/columns of each image.")] = 64,
+    patients: Annotated[Optional[int], typer.Option("--patients", min=1, max=100_000, help="Number of synthetic patients (default 48; 120 with --3d).")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", min=8, max=1024, help="Pixel rows/columns of each image (default 64; 24 with --3d).")] = None,
+    three_d: Annotated[bool, typer.Option("--3d", help="Write 3D volumes: one DICOM slice series per volume (index with --volumes).")] = False,
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ) -> None:
     """Write the built-in SYNTHETIC multi-vendor cohort as real DICOM files plus labels.csv.
 
-    Example: [bold]medunlearn cohort synth data/synth --patients 48 --seed 0[/]
+    Examples:
+      [bold]medunlearn cohort synth data/synth --patients 48 --seed 0[/]
+      [bold]medunlearn cohort synth data/synth3d --3d --patients 120 --image-size 24[/]
     """
-    from medunlearn.data.synthetic import synthesize_cohort
+    if three_d:
+        from medunlearn.data.synthetic3d import synthesize_volume_cohort
 
-    summary = synthesize_cohort(out_dir, n_patients=patients, seed=seed, image_size=image_size, overwrite=overwrite)
-    console.print(f"[green]Wrote a SYNTHETIC cohort[/] to {out_dir}: {summary.get('n_images')} images of "
+        summary = synthesize_volume_cohort(out_dir, n_patients=patients or 120, seed=seed, size=image_size or 24,
+                                           overwrite=overwrite)
+        what = f"{summary.get('n_volumes')} volumes ({summary.get('n_files')} slice files)"
+    else:
+        from medunlearn.data.synthetic import synthesize_cohort
+
+        summary = synthesize_cohort(out_dir, n_patients=patients or 48, seed=seed, image_size=image_size or 64,
+                                    overwrite=overwrite)
+        what = f"{summary.get('n_images')} images"
+    console.print(f"[green]Wrote a SYNTHETIC cohort[/] to {out_dir}: {what} of "
                   f"{summary.get('n_patients')} patients; devices: {', '.join(map(str, summary.get('devices', [])))}")
 
 
@@ -47,6 +59,7 @@ def index(
     public_salt: Annotated[bool, typer.Option("--public-salt", help="Accept the public default salt on a non-synthetic archive (demos only: pseudonyms become reversible).")] = False,
     locator: Annotated[Optional[Path], typer.Option("--locator", help="Where to write the PRIVATE image locator (default: beside --out, as NAME.locator.json).")] = None,
     date_precision: Annotated[str, typer.Option("--date-precision", help="Study dates in the table: month (default), year or day.")] = "month",
+    volumes: Annotated[bool, typer.Option("--volumes", help="One row per volume: DICOM slices grouped by SeriesInstanceUID (3D cohorts).")] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Index an imaging archive into a shareable cohort table (header-only reads, pseudonymised ids, no paths)
@@ -72,7 +85,8 @@ def index(
                     "$MEDUNLEARN_SALT.")
     secret, source = (read_salt_file(salt_file), "file") if salt_file is not None else (salt, "argument")
     df, ingest = index_archive(data_dir, labels_csv=labels, salt=secret, workers=workers, progress=True,
-                               salt_source=source, public_salt=public_salt, date_precision=date_precision)
+                               salt_source=source, public_salt=public_salt, date_precision=date_precision,
+                               unit="series" if volumes else "image")
     if ingest.get("salt_source") == PUBLIC_SALT_SOURCE:
         log.warning("Pseudonyms use the PUBLIC default salt: anyone can re-link them to guessed patient IDs"
                     + (" (accepted with --public-salt)." if public_salt else " (allowed: the archive is synthetic)."))
@@ -80,7 +94,7 @@ def index(
     if report is not None:
         write_json(report, ingest)
     vendors = ", ".join(f"{k or '(blank)'}: {v}" for k, v in sorted(ingest.get("by_vendor", {}).items()))
-    console.print(f"Indexed {ingest.get('indexed')} images, skipped {ingest.get('skipped')} files; by vendor: {vendors}")
+    console.print(f"Indexed {ingest.get('indexed')} {'volumes' if volumes else 'images'}, skipped {ingest.get('skipped')} files; by vendor: {vendors}")
     console.print(f"[green]Wrote[/] {out} (shareable)" + (f", {report}" if report else "")
                   + f" and the PRIVATE locator {loc} (keep it with the archive)")
 

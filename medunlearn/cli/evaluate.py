@@ -31,6 +31,7 @@ def evaluate(
     reference: Annotated[Optional[Path], typer.Option("--reference", help="The retrain-from-scratch reference.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="metrics.json to write.")] = None,
     seed: o.Seed = 0,
+    cache_dir: o.CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Evaluate even if the checkpoint came from another cohort split.")] = False,
     overwrite: o.Overwrite = False,
 ) -> None:
@@ -43,7 +44,11 @@ def evaluate(
     rule = o.rule_from_options(device, site, manufacturer, patient, study_date_before, study_date_after,
                                where, outliers, rules)
     metrics = run_evaluate(model, cohort, rule, original=original, reference=reference, out=out, seed=seed,
-                           force=force, overwrite=overwrite)
+                           force=force, overwrite=overwrite, cache_dir=cache_dir)
+    from medunlearn.runtime import is_main_process
+
+    if not is_main_process():  # torchrun: rank 0 reports
+        return
     for w in metrics.get("warnings", []):
         console.print(f"[yellow]Warning:[/] {w}")
     print_metrics({model.name: metrics}, title=f"Evaluation — {rule.describe()}")

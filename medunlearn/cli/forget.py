@@ -28,6 +28,7 @@ def forget(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory to write (checkpoint, metrics.json, config, provenance).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print the selection and write split.json (to --out or ./split.json).")] = False,
     seed: o.Seed = 0,
+    torch_device: o.TorchDevice = None,
     force: Annotated[bool, typer.Option("--force", help="Proceed when the checkpoint's split hash does not match this cohort.")] = False,
     overwrite: o.Overwrite = False,
 ) -> None:
@@ -71,7 +72,11 @@ def forget(
 
     path, metrics = run_forget(cohort, model, rule, out, method=method, goal=goal, config_path=config,
                                overrides=parse_set_options(set_), reference=reference, seed=seed,
-                               overwrite=overwrite, force=force, progress=True)
+                               overwrite=overwrite, force=force, progress=True, torch_device=torch_device)
+    from medunlearn.runtime import is_main_process
+
+    if not is_main_process():  # torchrun: rank 0 reports
+        return
     print_metrics({method: metrics}, title=f"{method} ({goal}) — {rule.describe()}")
     print_acceptance(metrics["acceptance"])
     if not metrics["acceptance"]["met"]:

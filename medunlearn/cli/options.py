@@ -18,6 +18,8 @@ Rules = Annotated[Optional[Path], typer.Option("--rules", help="YAML rule file (
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 Seed = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Random seed (split, training, unlearning).")]
+CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", envvar="MEDUNLEARN_CACHE", help="Keep decoded, transformed images here (keyed by file hash + transform) so later runs skip decoding.")]
+TorchDevice = Annotated[Optional[str], typer.Option("--torch-device", envvar="MEDUNLEARN_TORCH_DEVICE", help="Compute device: cpu (default) or cuda (mixed precision on). Not the scanner --device.")]
 CohortOpt = Annotated[Path, typer.Option("--cohort", help="Cohort table written by `medunlearn cohort index`.")]
 
 

@@ -154,8 +154,12 @@ def read_headers(files: list[Path], salt: str, root: Path, workers: int, pool: s
 def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, salt: str | None = None,
                   workers: int | None = None, progress: bool = False,
                   pool: str = "process", salt_source: str = "argument", public_salt: bool = False,
-                  date_precision: str = "month") -> tuple[pd.DataFrame, dict]:
+                  date_precision: str = "month", unit: str = "image") -> tuple[pd.DataFrame, dict]:
     """Index every image under `data_dir` → (cohort DataFrame with COHORT_COLUMNS + label extras, report).
+
+    unit="image": one row per DICOM file / NIfTI file. unit="series": one row per volume (a DICOM slice
+    series grouped by SeriesInstanceUID within its folder, a multi-frame file, or a NIfTI file); its
+    `frames` is the slice count. labels.csv rows may also name a folder (e.g. a series folder).
 
     The frame's `path` column (absolute) is for this process only: `write_cohort` moves it to the private
     locator. Study dates are coarsened to `date_precision`. Without a secret salt a non-synthetic archive
@@ -176,6 +180,8 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
     if date_precision not in DATE_PRECISIONS:
         raise DataError(f"Expected a date precision in {list(DATE_PRECISIONS)}, but got {date_precision!r}."
                         f"{did_you_mean(date_precision, list(DATE_PRECISIONS))}")
+    if unit not in ("image", "series"):
+        raise DataError(f"Expected unit 'image' or 'series', but got {unit!r}.{did_you_mean(unit, ['image', 'series'])}")
     root = root.resolve()
     labels = read_labels(labels_csv) if labels_csv is not None else None
     salt, salt_source = resolve_salt(salt, salt_source)
@@ -196,6 +202,14 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
             continue
         seen[row["image_id"]] = row["image_id"]
         rows.append(row)
+    if unit == "series":
+        from medunlearn.data.series import group_series
+
+        rows, bad_series = group_series(rows, salt, root)
+        for bad in bad_series:  # the report names no paths: a pseudonymous id the locator resolves
+            file_id = pseudonym("F", bad["path"], salt)
+            skipped_paths[file_id] = bad["path"]
+            skipped.append({"file_id": file_id, "reason": bad["reason"]})
     if not rows:
         examples = "; ".join(f"file {s['file_id']}: {s['reason']}" for s in skipped[:3])
         raise DataError(f"Expected DICOM or NIfTI images in {root}, but none of {len(files)} files is one "
@@ -213,7 +227,9 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
     if labels is not None:
         df, join_info = join_labels(df, labels, root, protected=COHORT_COLUMNS)
         report.update(join_info)
-    df = _typed(df.drop(columns=["sop_instance_uid"]))
+    from medunlearn.data.series import PRIVATE_KEYS
+
+    df = _typed(df.drop(columns=["sop_instance_uid", *[k for k in PRIVATE_KEYS if k in df.columns]]))
     extras = [c for c in df.columns if c not in COHORT_COLUMNS]
     df = df[list(COHORT_COLUMNS) + extras].reset_index(drop=True)
     if salt_source == PUBLIC_SALT_SOURCE:
@@ -221,7 +237,7 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
                                   "salt, so pseudonyms can be linked back by anyone holding a guessed PatientID.")
     labelled = int((df["label"] != "").sum())
     report.update({
-        "indexed": len(df), "skipped": len(skipped), "skipped_files": skipped, "ignored": ignored,
+        "unit": unit, "indexed": len(df), "skipped": len(skipped), "skipped_files": skipped, "ignored": ignored,
         "by_vendor": _counts(df["manufacturer"]), "by_device": _counts(df["device"]),
         "by_site": _counts(df["site"]), "labelled": labelled, "unlabelled": len(df) - labelled,
         "workers": workers, "pool": pool, "seconds": round(time.perf_counter() - start, 3),
@@ -273,13 +289,19 @@ def _rel_key(value: str, root: Path) -> str:
 
 def join_labels(df: pd.DataFrame, labels: pd.DataFrame, root: Path,
                 protected: tuple[str, ...] = COHORT_COLUMNS) -> tuple[pd.DataFrame, dict]:
-    """Fill `label` (and extra numeric columns) by sop_instance_uid, else by path relative to `root`."""
+    """Fill `label` (and extra numeric columns) by sop_instance_uid, else by path relative to `root`, else by
+    the image's folder relative to `root` (a labels row naming a series folder labels all of its slices)."""
     by_uid = {u.strip(): i for i, u in enumerate(labels.get("sop_instance_uid", [])) if u.strip()}
     by_path = {_rel_key(p, root): i for i, p in enumerate(labels.get("path", [])) if p.strip()}
     hits = []
     for uid, path in zip(df["sop_instance_uid"], df["path"]):
         i = by_uid.get(uid) if uid else None
-        hits.append(i if i is not None else by_path.get(Path(path).relative_to(root).as_posix()))
+        rel = Path(path).relative_to(root)
+        if i is None:
+            i = by_path.get(rel.as_posix())
+        if i is None and rel.parent.as_posix() != ".":
+            i = by_path.get(rel.parent.as_posix())
+        hits.append(i)
     matched = {i for i in hits if i is not None}
     if not matched:
         raise DataError(f"Expected labels.csv rows to match indexed images by sop_instance_uid or path, "

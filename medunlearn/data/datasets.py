@@ -1,19 +1,25 @@
-"""MONAI data path: cohort rows → dictionary records → transforms → (N, C, S, S) float32 tensors in [0, 1].
+"""MONAI data path: cohort rows → dictionary records → transforms → float32 tensors in [0, 1].
 
-DICOM rows load with PydicomReader and NIfTI rows with NibabelReader, chosen per record from the
-cohort's `format` column. 3D volumes and multi-frame files contribute their middle slice / frame;
-colour images become grey, so every model sees one channel in pixel units [0, 1].
+spatial_dims=2 (images): DICOM rows load with PydicomReader and NIfTI rows with NibabelReader, chosen per
+record from the cohort's `format` column; volumes and multi-frame files contribute their middle slice /
+frame; colour becomes grey. Output (N, C, S, S).
+spatial_dims=3 (volumes): a DICOM row loads its whole series (`data.volumes`) or multi-frame file, a NIfTI
+row its first volume, each with its RAS affine; then Orientation (RAS), optional Spacing (mm), intensity
+to [0, 1] and Resize to S³. Output (N, C, S, S, S).
+With a cache folder, transformed items are kept on disk (MONAI PersistentDataset) keyed by the file's
+content hash and the transform settings, so later runs skip decoding (`data.cache`).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Hashable, Mapping
 
 import pandas as pd
 import torch
 from monai.config import KeysCollection
-from monai.data import CacheDataset, DataLoader, Dataset, NibabelReader, PydicomReader
-from monai.transforms import (Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, MapTransform,
-                              RepeatChanneld, Resized, ScaleIntensityd)
+from monai.data import CacheDataset, DataLoader, Dataset, MetaTensor, NibabelReader, PersistentDataset, PydicomReader
+from monai.transforms import (Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, MapTransform, Orientationd,
+                              RepeatChanneld, Resized, ScaleIntensityd, Spacingd)
 
 from medunlearn.errors import DataError
 from medunlearn.registry import did_you_mean
@@ -93,23 +99,85 @@ class LoadMiddleSliced(MapTransform):
         return d
 
 
-def make_transforms(image_size: int, in_channels: int = 1) -> Compose:
-    """Dictionary transforms: load → middle grey plane → channel first → [0, 1] → (C, S, S) float32."""
-    steps = [
-        LoadMiddleSliced("image"),
-        EnsureChannelFirstd("image", channel_dim="no_channel"),
-        ScaleIntensityd("image", minv=0.0, maxv=1.0),
-        Resized("image", spatial_size=(image_size, image_size), mode="bilinear", anti_aliasing=True),
-    ]
+class LoadVolumed(MapTransform):
+    """Load `keys` as one grey volume (1, X, Y, Z) MetaTensor carrying its RAS affine."""
+
+    def __init__(self, keys: KeysCollection, format_key: str = "format") -> None:
+        super().__init__(keys)
+        self.format_key = format_key
+        self.nifti = LoadImaged(keys, reader=NibabelReader(), image_only=True)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        from medunlearn.data.volumes import read_dicom_volume
+
+        d = dict(data)
+        fmt = str(d.get(self.format_key) or "dicom")
+        if fmt not in ("dicom", "nifti"):
+            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}.{did_you_mean(fmt, ['dicom', 'nifti'])}")
+        try:
+            if fmt == "nifti":
+                d = self.nifti(d)
+        except Exception as exc:
+            raise DataError(f"Expected a readable NIfTI volume, but image {d.get('image_id', '?')} failed "
+                            f"({type(exc).__name__}: {str(exc)[:120]}).") from exc
+        for key in self.key_iterator(d):
+            if fmt == "dicom":
+                arr, affine = read_dicom_volume(str(d[key]))
+                vol = MetaTensor(torch.from_numpy(arr), affine=torch.as_tensor(affine))
+            else:
+                vol = d[key]
+                while vol.ndim > 3:  # (X, Y, Z, T...): the first volume
+                    vol = vol[..., 0]
+                if vol.ndim == 2:
+                    vol = vol[..., None]
+            d[key] = vol.float()[None]
+        return d
+
+
+def make_transforms(image_size: int, in_channels: int = 1, spatial_dims: int = 2,
+                    spacing_mm: float | None = None) -> Compose:
+    """Dictionary transforms → (C, S, S) or (C, S, S, S) float32 in [0, 1].
+
+    2D: load → middle grey plane → channel first → [0, 1] → resize.
+    3D: load volume + affine → RAS orientation → (spacing_mm: isotropic resampling) → [0, 1] → resize.
+    """
+    if spatial_dims == 3:
+        steps = [LoadVolumed("image"), Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
+        if spacing_mm:
+            steps.append(Spacingd("image", pixdim=(spacing_mm,) * 3, mode="bilinear"))
+        steps += [ScaleIntensityd("image", minv=0.0, maxv=1.0),
+                  Resized("image", spatial_size=(image_size,) * 3, mode="trilinear", anti_aliasing=True)]
+    elif spatial_dims == 2:
+        steps = [
+            LoadMiddleSliced("image"),
+            EnsureChannelFirstd("image", channel_dim="no_channel"),
+            ScaleIntensityd("image", minv=0.0, maxv=1.0),
+            Resized("image", spatial_size=(image_size, image_size), mode="bilinear", anti_aliasing=True),
+        ]
+    else:
+        raise DataError(f"Expected spatial_dims 2 (images) or 3 (volumes), but got {spatial_dims!r}.")
     if in_channels > 1:
         steps.append(RepeatChanneld("image", repeats=in_channels))
     steps.append(EnsureTyped("image", dtype=torch.float32, track_meta=False))
     return Compose(steps)
 
 
-def make_dataset(records: list[dict], image_size: int, cache: bool = True, in_channels: int = 1) -> Dataset:
-    """MONAI CacheDataset (decode once, keep in memory) or a plain Dataset when cache=False."""
-    transform = make_transforms(image_size, in_channels)
+def make_dataset(records: list[dict], image_size: int, cache: bool = True, in_channels: int = 1,
+                 spatial_dims: int = 2, cache_dir: str | Path | None = None,
+                 spacing_mm: float | None = None) -> Dataset:
+    """A MONAI dataset over cohort records.
+
+    cache_dir: PersistentDataset on disk, keyed by file content + transform settings (survives runs);
+    else cache=True: CacheDataset (decode once, keep in memory); else a plain Dataset.
+    """
+    transform = make_transforms(image_size, in_channels, spatial_dims, spacing_mm)
+    if cache_dir is not None:
+        from medunlearn.data.cache import keyed_records, record_hash
+
+        settings = {"image_size": image_size, "in_channels": in_channels, "spatial_dims": spatial_dims,
+                    "spacing_mm": spacing_mm}
+        return PersistentDataset(keyed_records(records, settings, cache_dir), transform, cache_dir=cache_dir,
+                                 hash_func=record_hash)
     if cache:
         return CacheDataset(records, transform, cache_rate=1.0, num_workers=0, progress=False)
     return Dataset(records, transform)
@@ -124,13 +192,19 @@ def _data_error(exc: BaseException) -> DataError | None:
 
 
 def load_images(df: pd.DataFrame, class_names: list[str], image_size: int, progress: bool = False,
-                in_channels: int = 1, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode every cohort row once → images (N, C, S, S) float32 in [0, 1], labels (N,) int64."""
+                in_channels: int = 1, batch_size: int = 64, spatial_dims: int = 2,
+                cache_dir: str | Path | None = None, workers: int = 0,
+                spacing_mm: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode every cohort row once → images (N, C, S, S) or (N, C, S, S, S) float32 in [0, 1], labels (N,).
+
+    cache_dir: keep transformed items on disk so the next run skips decoding; workers: DataLoader workers.
+    """
     records = cohort_records(df, class_names)
     if not records:
-        return torch.zeros(0, in_channels, image_size, image_size), torch.zeros(0, dtype=torch.long)
-    loader = DataLoader(make_dataset(records, image_size, cache=False, in_channels=in_channels),
-                        batch_size=batch_size, shuffle=False, num_workers=0)
+        return torch.zeros(0, in_channels, *(image_size,) * spatial_dims), torch.zeros(0, dtype=torch.long)
+    dataset = make_dataset(records, image_size, cache=False, in_channels=in_channels, spatial_dims=spatial_dims,
+                           cache_dir=cache_dir, spacing_mm=spacing_mm)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     images, labels = [], []
     with RunContext(show_progress=progress).progress("Decoding images", total=len(records)) as advance:
         try:

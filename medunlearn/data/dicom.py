@@ -95,7 +95,8 @@ def read_dicom_header(path: str | Path, salt: str, root: str | Path | None = Non
     """Header-only read of one DICOM file → cohort row dict (see docs/ARCHITECTURE.md).
 
     `root` is the archive folder, used for the path-based image_id fallback. The row also carries
-    `sop_instance_uid` for the label join; the indexer drops it before the cohort is written.
+    `sop_instance_uid` for the label join and `series_instance_uid` / `slice_position` for grouping a
+    series into a volume; the indexer drops them before the cohort is written.
     Raises SkipFile for non-DICOM, non-image or unreadable files.
     """
     path = Path(path)
@@ -141,7 +142,24 @@ def read_dicom_header(path: str | Path, salt: str, root: str | Path | None = Non
         "spacing_col": spacing_col,
         "synthetic": "true" if _is_synthetic(ds) else "",
         "sop_instance_uid": sop,
+        "series_instance_uid": _text(ds, "SeriesInstanceUID"),
+        "slice_position": _slice_position(ds),
     }
+
+
+def _slice_position(ds) -> float | None:
+    """ImagePositionPatient projected on the slice normal (mm), for ordering a series; None when absent."""
+    try:
+        pos = [float(v) for v in ds.ImagePositionPatient]
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if len(pos) != 3 or len(iop) != 6:
+        return None
+    nx = iop[1] * iop[5] - iop[2] * iop[4]
+    ny = iop[2] * iop[3] - iop[0] * iop[5]
+    nz = iop[0] * iop[4] - iop[1] * iop[3]
+    return pos[0] * nx + pos[1] * ny + pos[2] * nz
 
 
 def _is_synthetic(ds) -> bool:

@@ -2,7 +2,7 @@
 
 Cohort rows are decoded once through the MONAI pipeline (`medunlearn.data.datasets`) and held as
 tensors here, so the hot loops never touch the disk. Pixel space convention (used by PSG's ε-ball):
-float32 in [0, 1], shape (N, C, H, W); models normalise internally.
+float32 in [0, 1], shape (N, C, H, W) — or (N, C, D, H, W) for volumes; models normalise internally.
 """
 from __future__ import annotations
 
@@ -110,5 +110,10 @@ class SplitData:
         return ImageSet.concat([self.test_retain, self.test_forget])
 
     @property
-    def in_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_retain.images.shape[1:])  # type: ignore[return-value]
+    def in_shape(self) -> tuple[int, ...]:
+        """(C, H, W) for images, (C, D, H, W) for volumes."""
+        return tuple(self.train_retain.images.shape[1:])
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.in_shape) - 1

@@ -102,4 +102,6 @@ def read_nifti_header(path: str | Path, salt: str, root: str | Path | None = Non
         "spacing_col": f"{zooms[1]:g}" if len(zooms) > 1 else "",
         "synthetic": "",
         "sop_instance_uid": "",
+        "series_instance_uid": "",
+        "slice_position": None,
     }

@@ -21,7 +21,8 @@ from medunlearn.forget.split import DEFAULT_FRACTIONS, PARTS, select
 from medunlearn.registry import did_you_mean
 
 META_COLUMNS = ("image_id", "patient", "device", "site", "manufacturer", "label", "study_date")
-# loader(df, class_names, image_size, progress=False) -> (images (N,1,S,S) float32 in [0,1], labels (N,) int64)
+# loader(df, class_names, image_size, progress=False) -> (images (N,1,S,S) or volumes (N,1,S,S,S) float32 in
+# [0,1], labels (N,) int64)
 Loader = Callable[..., tuple]
 
 
@@ -54,8 +55,9 @@ def build_split_data(df: pd.DataFrame, rule: Rule | None, seed: int = 0, image_s
     images, labels = loader(frame, names, image_size, progress=False)
     images = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images, dtype=torch.float32)
     labels = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels, dtype=torch.int64)
-    if images.ndim != 4 or len(images) != len(frame) or len(labels) != len(frame):
-        raise DataError(f"Expected the image loader to return ({len(frame)}, C, H, W) images and {len(frame)} "
+    if images.ndim not in (4, 5) or len(images) != len(frame) or len(labels) != len(frame):
+        raise DataError(f"Expected the image loader to return ({len(frame)}, C, H, W) images or ({len(frame)}, C, "
+                        f"D, H, W) volumes and {len(frame)} "
                         f"labels, but got {tuple(images.shape)} and {tuple(labels.shape)}.")
     expected = torch.as_tensor([names.index(v) for v in labels_text], dtype=torch.int64)
     if not torch.equal(labels, expected):
@@ -71,5 +73,5 @@ def build_split_data(df: pd.DataFrame, rule: Rule | None, seed: int = 0, image_s
 
     info = {"rule": sel.rule.describe(), "rule_spec": sel.rule.to_dict(), "seed": seed, "fractions": list(sel.fractions),
             "split_hash": sel.split_hash, "train_hash": sel.train_hash, "cohort_hash": cohort_hash(df),
-            "counts": sel.counts, "class_names": names, "image_size": image_size}
+            "counts": sel.counts, "class_names": names, "image_size": image_size, "spatial_dims": images.ndim - 2}
     return SplitData(class_names=names, info=info, **sets)

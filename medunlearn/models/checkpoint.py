@@ -43,6 +43,7 @@ def _full_meta(model: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
     out.setdefault("class_names", [f"class{k}" for k in range(int(kw.get("num_classes", 0)))])
     out.setdefault("image_size", kw.get("image_size"))
     out.setdefault("in_channels", kw.get("in_channels"))
+    out.setdefault("spatial_dims", int(kw.get("spatial_dims", 2)))
     out.setdefault("config", {})
     out.setdefault("seed", None)
     out.setdefault("code_version", code_version())

@@ -18,7 +18,7 @@ from torch import nn
 
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError, DataError, DivergenceError
-from medunlearn.models.zoo import Classifier, create_model
+from medunlearn.models.zoo import Classifier, create_model, default_model
 from medunlearn.provenance import code_version
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
@@ -28,7 +28,7 @@ from medunlearn.runtime import RunContext
 class TrainConfig:
     """Training recipe (defaults follow docs/calibration: AllCNN, SGD Nesterov, one-cycle)."""
 
-    model: str = "allcnn"  # zoo registry name
+    model: str = ""  # zoo registry name; "" = the default for the data's dimensionality (zoo.DEFAULT_MODELS)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model options (e.g. width)
     epochs: int = 8  # full passes over the training set
     batch_size: int = 64
@@ -101,6 +101,30 @@ def _wrap_ddp(model: nn.Module, ctx: RunContext) -> nn.Module:
     return model
 
 
+def _batches(s: ImageSet, cfg: TrainConfig, ctx: RunContext, epoch: int, drop_last: bool):
+    """The epoch's batches. Under DDP every rank draws the single-process global batch order (rank 0's seed)
+    and takes its slice of each global batch, so the averaged gradient is the one-process gradient of the
+    same global batch; only BatchNorm statistics (per local batch) and summation order differ."""
+    seed = ctx.rank_seed * 10_007 + epoch
+    if ctx.world_size == 1:
+        yield from s.loader(cfg.batch_size, shuffle=True, seed=seed, drop_last=drop_last)
+        return
+    gen = torch.Generator().manual_seed((ctx.rank_seed - ctx.rank) * 10_007 + epoch)
+    order = torch.utils.data.DataLoader(range(len(s)), batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                                        drop_last=drop_last)
+    for idx in order:
+        local = idx[ctx.rank::ctx.world_size].to(s.labels.device)
+        yield {"image": s.images[local], "label": s.labels[local]}
+
+
+def _all_sum(values: list[float], ctx: RunContext) -> list[float]:
+    if ctx.world_size == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
 def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
                 exclude_forget: bool = False) -> tuple[Classifier, dict[str, Any]]:
     """Train `cfg.model` on data.train (or data.train_retain when exclude_forget: the retrain reference).
@@ -113,14 +137,16 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     val_set = data.val_retain if exclude_forget else data.val
     if len(train_set) == 0:
         raise DataError(f"Expected training images, but the {'retain' if exclude_forget else 'train'} set is empty.")
-    if ctx.world_size > 1:  # each rank sees its own shard; gradients are averaged by DDP
-        train_set = train_set.subset(list(range(ctx.rank, len(train_set), ctx.world_size)))
+    if cfg.batch_size < ctx.world_size:
+        raise ConfigError(f"Expected batch_size >= the number of processes ({ctx.world_size}), but got {cfg.batch_size}.")
     device = ctx.device
     use_amp, amp_dtype = _amp_settings(cfg, device)
     train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
-    c, h, _ = data.in_shape
+    c, h = data.in_shape[0], data.in_shape[1]
     ctx.seed_everything()  # model init and shuffles depend only on the seed (and rank)
-    model = create_model(cfg.model, data.num_classes, in_channels=c, image_size=h, **cfg.model_kwargs).to(device)
+    name = cfg.model or default_model(data.spatial_dims)
+    model = create_model(name, data.num_classes, in_channels=c, image_size=h, spatial_dims=data.spatial_dims,
+                         **cfg.model_kwargs).to(device)
     net = _wrap_ddp(model, ctx)
 
     drop_last = len(train_set) > cfg.batch_size  # a ragged last batch adds noise to BN statistics
@@ -134,14 +160,12 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     history: list[dict[str, float]] = []
     best_acc, best_epoch, best_state = -1.0, 0, None
     start = time.perf_counter()
-    with ctx.progress(f"train {cfg.model}{' (retain only)' if exclude_forget else ''}", cfg.epochs * steps) as advance:
+    with ctx.progress(f"train {name}{' (retain only)' if exclude_forget else ''}", cfg.epochs * steps) as advance:
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             loss_sum, correct, seen, wait_s, step_s = 0.0, 0, 0, 0.0, 0.0
-            loader = train_set.loader(cfg.batch_size, shuffle=True, seed=ctx.rank_seed * 10_007 + epoch,
-                                      drop_last=drop_last)
             t0 = time.perf_counter()
-            for batch in loader:
+            for batch in _batches(train_set, cfg, ctx, epoch, drop_last):
                 t1 = time.perf_counter()
                 x = batch["image"].to(device, non_blocking=True)
                 y = batch["label"].to(device, non_blocking=True)
@@ -162,6 +186,7 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
                 seen += len(y)
                 advance(1)
                 t0, wait_s, step_s = time.perf_counter(), wait_s + (t1 - t0), step_s + (time.perf_counter() - t1)
+            loss_sum, correct, seen = _all_sum([loss_sum, float(correct), float(seen)], ctx)
             val_acc = accuracy(model, val_set, device, cfg.eval_batch_size, amp_dtype if use_amp else None)
             history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
                             "val_acc": val_acc, "data_wait_s": wait_s, "step_s": step_s,
@@ -176,7 +201,7 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     info = {
         "wall_time_s": wall, "history": history, "best_epoch": best_epoch,
         "best_val_acc": history[best_epoch - 1]["val_acc"], "n_train": len(train_set), "n_val": len(val_set),
-        "exclude_forget": exclude_forget, "seed": ctx.seed, "device": str(device),
+        "exclude_forget": exclude_forget, "seed": ctx.seed, "device": str(device), "world_size": ctx.world_size,
         "amp": str(amp_dtype).replace("torch.", "") if use_amp else "off",
     }
     return model, info
@@ -188,14 +213,16 @@ def _finite_or_none(x: Any) -> float | None:
 
 def make_meta(kind: str, cfg: TrainConfig, data: SplitData, info: dict[str, Any], model: Classifier) -> dict[str, Any]:
     """The checkpoint meta dict (keys per docs/ARCHITECTURE.md) for a trained base or retrain model."""
-    c, h, _ = data.in_shape
+    c, h = data.in_shape[0], data.in_shape[1]
     return {
         "kind": kind,
         "architecture": copy.deepcopy(model.arch),
         "class_names": list(data.class_names),
         "image_size": int(h),
         "in_channels": int(c),
-        "config": {**cfg.to_dict(), "exclude_forget": bool(info.get("exclude_forget", False))},
+        "spatial_dims": int(data.spatial_dims),
+        "config": {**cfg.to_dict(), "model": model.arch["name"],
+                   "exclude_forget": bool(info.get("exclude_forget", False))},
         "seed": info.get("seed"),
         "code_version": code_version(),
         "cohort_hash": data.info.get("cohort_hash"),
@@ -205,5 +232,6 @@ def make_meta(kind: str, cfg: TrainConfig, data: SplitData, info: dict[str, Any]
         "changelog": [],
         "metrics": {"best_val_acc": _finite_or_none(info.get("best_val_acc")), "best_epoch": info.get("best_epoch"),
                     "n_train": info.get("n_train")},
-        "training": {"history": info.get("history", []), "device": info.get("device"), "amp": info.get("amp")},
+        "training": {"history": info.get("history", []), "device": info.get("device"), "amp": info.get("amp"),
+                     "world_size": info.get("world_size", 1)},
     }

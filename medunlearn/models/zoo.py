@@ -1,8 +1,9 @@
 """Registered classifiers (timm style): `@register_model(name)` + one `create_model` factory.
 
-Every model is a `Classifier`: `features` maps [0, 1] pixels (B, C, H, W) to a (B, F) vector, normalising
-inside as its first op (so pixel-space attacks such as PSG's ε-ball work in [0, 1] units), and `head` is
-an `nn.Linear(F, K)`. Add a model by writing one builder below; the contract tests pick it up.
+Every model is a `Classifier`: `features` maps [0, 1] pixels (B, C, H, W) — or voxels (B, C, D, H, W) when
+built with spatial_dims=3 — to a (B, F) vector, normalising inside as its first op (so pixel-space attacks
+such as PSG's ε-ball work in [0, 1] units), and `head` is an `nn.Linear(F, K)`. Every builder takes
+`spatial_dims` (2 or 3). Add a model by writing one builder below; the contract tests pick it up.
 """
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ from medunlearn.registry import Registry, did_you_mean
 Builder = Callable[..., tuple["OrderedDict[str, nn.Module]", int]]
 MODELS: Registry[Builder] = Registry("model")
 _SUMMARIES: dict[str, str] = {}
+SPATIAL_DIMS = (2, 3)
+# What `train` builds when no model is named: the 2D default, and a small 3D net that trains on CPU.
+DEFAULT_MODELS = {2: "allcnn", 3: "densenet_small"}
+_RESERVED = ("num_classes", "in_channels", "image_size", "spatial_dims")
 
 
 def register_model(name: str, summary: str = "") -> Callable[[Builder], Builder]:
-    """Register a builder `fn(num_classes, in_channels, image_size, **kwargs) -> (modules, F)`."""
+    """Register a builder `fn(num_classes, in_channels, image_size, spatial_dims, **kwargs) -> (modules, F)`."""
 
     def deco(fn: Builder) -> Builder:
         _SUMMARIES[name] = summary or (fn.__doc__ or "").strip().splitlines()[0]
@@ -46,7 +51,9 @@ class Normalize(nn.Module):
 
 
 class Classifier(nn.Module):
-    """features: (B, C, H, W) in [0, 1] -> (B, F); head: (B, F) -> (B, K) logits."""
+    """features: (B, C, *spatial) in [0, 1] -> (B, F); head: (B, F) -> (B, K) logits."""
+
+    __jit_unused_properties__ = ["spatial_dims"]  # a Python-side record: TorchScript must not compile it
 
     def __init__(self, features: nn.Sequential, head: nn.Linear, arch: dict[str, Any]) -> None:
         super().__init__()
@@ -61,6 +68,10 @@ class Classifier(nn.Module):
     def num_classes(self) -> int:
         return int(self.head.out_features)
 
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.arch.get("kwargs", {}).get("spatial_dims", 2))
+
     def block_names(self) -> list[str]:
         """Parameter-holding feature blocks, input -> output, then "head"."""
         names = [n for n, m in self.features.named_children() if any(True for _ in m.parameters())]
@@ -68,7 +79,7 @@ class Classifier(nn.Module):
 
 
 def _check_kwargs(name: str, fn: Builder, kwargs: dict[str, Any]) -> None:
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("num_classes", "in_channels", "image_size")]
+    allowed = [p for p in inspect.signature(fn).parameters if p not in _RESERVED]
     for key in kwargs:
         if key not in allowed:
             raise ConfigError(
@@ -77,23 +88,31 @@ def _check_kwargs(name: str, fn: Builder, kwargs: dict[str, Any]) -> None:
             )
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 1, image_size: int = 64, **kwargs: Any) -> Classifier:
-    """Build a registered model. kwargs: builder options plus `mean`/`std` of the input normalisation."""
+def create_model(name: str, num_classes: int, in_channels: int = 1, image_size: int = 64, spatial_dims: int = 2,
+                 **kwargs: Any) -> Classifier:
+    """Build a registered model for 2D images or (spatial_dims=3) volumes.
+
+    kwargs: builder options plus `mean`/`std` of the input normalisation."""
     fn = MODELS.get(name)
     for label, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"Expected {label} to be a positive integer, but got {value!r}.")
     if num_classes < 2:
         raise ConfigError(f"Expected at least 2 classes, but got {num_classes}.")
+    if spatial_dims not in SPATIAL_DIMS or isinstance(spatial_dims, bool):
+        raise ConfigError(f"Expected spatial_dims 2 (images) or 3 (volumes), but got {spatial_dims!r}.")
     opts = dict(kwargs)
     mean, std = float(opts.pop("mean", 0.5)), float(opts.pop("std", 0.25))
     if std <= 0:
         raise ConfigError(f"Expected a positive normalisation std, but got {std}.")
     _check_kwargs(name, fn, opts)
-    modules, dim = fn(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **opts)
+    modules, dim = fn(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                      spatial_dims=spatial_dims, **opts)
     features = nn.Sequential(OrderedDict([("normalize", Normalize(mean, std)), *modules.items()]))
+    # spatial_dims is recorded only for volumes, so 2D architecture records stay as they always were
+    dims = {"spatial_dims": spatial_dims} if spatial_dims != 2 else {}
     arch = {"name": name, "kwargs": {"num_classes": num_classes, "in_channels": in_channels,
-                                     "image_size": image_size, **kwargs}}
+                                     "image_size": image_size, **dims, **kwargs}}
     return Classifier(features, nn.Linear(dim, num_classes), arch)
 
 
@@ -103,7 +122,8 @@ def model_from_arch(arch: dict[str, Any]) -> Classifier:
         raise ConfigError(f"Expected an architecture record {{'name': ..., 'kwargs': {{...}}}}, but got {arch!r}.")
     kw = dict(arch.get("kwargs", {}))
     try:
-        return create_model(arch["name"], kw.pop("num_classes"), kw.pop("in_channels", 1), kw.pop("image_size", 64), **kw)
+        return create_model(arch["name"], kw.pop("num_classes"), kw.pop("in_channels", 1), kw.pop("image_size", 64),
+                            kw.pop("spatial_dims", 2), **kw)
     except KeyError as exc:
         raise ConfigError(f"Expected architecture kwargs to include {exc}, but got {sorted(kw)}.") from exc
 
@@ -133,22 +153,32 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def default_model(spatial_dims: int) -> str:
+    """The registry name `train` uses when no model is given, for 2D images or 3D volumes."""
+    if spatial_dims not in DEFAULT_MODELS:
+        raise ConfigError(f"Expected spatial_dims 2 (images) or 3 (volumes), but got {spatial_dims!r}.")
+    return DEFAULT_MODELS[spatial_dims]
+
+
 def list_models() -> list[tuple[str, str, int]]:
     """(name, one-line description, parameter count at 1 channel / 64 px / 3 classes) for every model."""
     return [(n, _SUMMARIES[n], n_params(create_model(n, 3, 1, 64))) for n in MODELS.names()]
 
 
-def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+def _conv_bn(cin: int, cout: int, stride: int = 1, dims: int = 2) -> nn.Sequential:
     # no conv bias: BatchNorm's shift makes it redundant
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    conv, bn = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    return nn.Sequential(conv(cin, cout, 3, stride, 1, bias=False), bn(cout), nn.ReLU(inplace=True))
 
 
-def _pool_flatten() -> list[tuple[str, nn.Module]]:
-    return [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten(1))]
+def _pool_flatten(dims: int = 2) -> list[tuple[str, nn.Module]]:
+    pool = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
+    return [("pool", pool), ("flatten", nn.Flatten(1))]
 
 
 @register_model("allcnn", "AllCNN-style: five 3x3 conv+BN+ReLU (w, w/s2, 2w, 2w/s2, 2w), global avg pool")
-def allcnn(num_classes: int, in_channels: int, image_size: int, width: int = 32) -> tuple[OrderedDict, int]:
+def allcnn(num_classes: int, in_channels: int, image_size: int, spatial_dims: int = 2,
+           width: int = 32) -> tuple[OrderedDict, int]:
     """Compact AllCNN with BatchNorm; width=32 gives 32, 32/s2, 64, 64/s2, 64 channels."""
     w = int(width)
     if w < 1:
@@ -156,41 +186,59 @@ def allcnn(num_classes: int, in_channels: int, image_size: int, width: int = 32)
     plan = [(w, 1), (w, 2), (2 * w, 1), (2 * w, 2), (2 * w, 1)]
     mods, cin = [], in_channels
     for i, (cout, stride) in enumerate(plan, start=1):
-        mods.append((f"conv{i}", _conv_bn(cin, cout, stride)))
+        mods.append((f"conv{i}", _conv_bn(cin, cout, stride, spatial_dims)))
         cin = cout
-    return OrderedDict(mods + _pool_flatten()), cin
+    return OrderedDict(mods + _pool_flatten(spatial_dims)), cin
 
 
 @register_model("small_cnn", "Small fast CNN: three 3x3 conv+BN+ReLU (w, 2w/s2, 2w/s2), global avg pool")
-def small_cnn(num_classes: int, in_channels: int, image_size: int, width: int = 16) -> tuple[OrderedDict, int]:
+def small_cnn(num_classes: int, in_channels: int, image_size: int, spatial_dims: int = 2,
+              width: int = 16) -> tuple[OrderedDict, int]:
     """Three conv blocks; for tests and quick experiments."""
     w = int(width)
     if w < 1:
         raise ConfigError(f"Expected small_cnn width >= 1, but got {width!r}.")
-    mods = [("conv1", _conv_bn(in_channels, w)), ("conv2", _conv_bn(w, 2 * w, 2)), ("conv3", _conv_bn(2 * w, 2 * w, 2))]
-    return OrderedDict(mods + _pool_flatten()), 2 * w
+    d = spatial_dims
+    mods = [("conv1", _conv_bn(in_channels, w, 1, d)), ("conv2", _conv_bn(w, 2 * w, 2, d)),
+            ("conv3", _conv_bn(2 * w, 2 * w, 2, d))]
+    return OrderedDict(mods + _pool_flatten(d)), 2 * w
 
 
-@register_model("densenet121", "MONAI DenseNet121 (2D), split into feature blocks + linear head")
-def densenet121(num_classes: int, in_channels: int, image_size: int, init_features: int = 64,
-                growth_rate: int = 32, dropout_prob: float = 0.0) -> tuple[OrderedDict, int]:
-    """monai.networks.nets.DenseNet121 with spatial_dims=2; its final Linear becomes the head."""
-    from monai.networks.nets import DenseNet121
-
-    net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_classes,
-                      init_features=init_features, growth_rate=growth_rate, dropout_prob=dropout_prob)
+def _densenet_blocks(net: nn.Module) -> tuple[OrderedDict, int]:
     mods = list(net.features.named_children())
     # class_layers = relu, pool, flatten, out(Linear): keep all but the Linear
     mods += [(n, m) for n, m in net.class_layers.named_children() if n != "out"]
     return OrderedDict(mods), int(net.class_layers.out.in_features)
 
 
-def _monai_resnet(depth: int, num_classes: int, in_channels: int, conv1_t_stride: int, conv1_t_size: int,
-                  no_max_pool: bool, widen_factor: float) -> tuple[OrderedDict, int]:
+@register_model("densenet121", "MONAI DenseNet121 (2D or 3D), split into feature blocks + linear head")
+def densenet121(num_classes: int, in_channels: int, image_size: int, spatial_dims: int = 2, init_features: int = 64,
+                growth_rate: int = 32, dropout_prob: float = 0.0) -> tuple[OrderedDict, int]:
+    """monai.networks.nets.DenseNet121; its final Linear becomes the head."""
+    from monai.networks.nets import DenseNet121
+
+    return _densenet_blocks(DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
+                                        init_features=init_features, growth_rate=growth_rate,
+                                        dropout_prob=dropout_prob))
+
+
+@register_model("densenet_small", "MONAI DenseNet, 3 dense blocks (2, 4, 4), growth 8: small enough for 3D on CPU")
+def densenet_small(num_classes: int, in_channels: int, image_size: int, spatial_dims: int = 2,
+                   init_features: int = 16, growth_rate: int = 8, dropout_prob: float = 0.0) -> tuple[OrderedDict, int]:
+    """monai.networks.nets.DenseNet with block_config (2, 4, 4) and bn_size 2 (the default 3D model)."""
+    from monai.networks.nets import DenseNet
+
+    return _densenet_blocks(DenseNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
+                                     init_features=init_features, growth_rate=growth_rate, block_config=(2, 4, 4),
+                                     bn_size=2, dropout_prob=dropout_prob))
+
+
+def _monai_resnet(depth: int, num_classes: int, in_channels: int, spatial_dims: int, conv1_t_stride: int,
+                  conv1_t_size: int, no_max_pool: bool, widen_factor: float) -> tuple[OrderedDict, int]:
     from monai.networks.nets import resnet10, resnet18
 
     make = {10: resnet10, 18: resnet18}[depth]
-    net = make(spatial_dims=2, n_input_channels=in_channels, num_classes=num_classes, conv1_t_stride=conv1_t_stride,
+    net = make(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes, conv1_t_stride=conv1_t_stride,
                conv1_t_size=conv1_t_size, no_max_pool=no_max_pool, widen_factor=widen_factor)
     names = ["conv1", "bn1", "act"] + ([] if no_max_pool else ["maxpool"])
     names += ["layer1", "layer2", "layer3", "layer4", "avgpool"]
@@ -198,15 +246,17 @@ def _monai_resnet(depth: int, num_classes: int, in_channels: int, conv1_t_stride
     return OrderedDict(mods), int(net.fc.in_features)
 
 
-@register_model("resnet18", "MONAI ResNet-18 (2D), split into feature blocks + linear head")
-def resnet18(num_classes: int, in_channels: int, image_size: int, conv1_t_stride: int = 2, conv1_t_size: int = 7,
-             no_max_pool: bool = False, widen_factor: float = 1.0) -> tuple[OrderedDict, int]:
-    """monai.networks.nets.resnet18 with spatial_dims=2; its fc becomes the head."""
-    return _monai_resnet(18, num_classes, in_channels, conv1_t_stride, conv1_t_size, no_max_pool, widen_factor)
+@register_model("resnet18", "MONAI ResNet-18 (2D or 3D), split into feature blocks + linear head")
+def resnet18(num_classes: int, in_channels: int, image_size: int, spatial_dims: int = 2, conv1_t_stride: int = 2,
+             conv1_t_size: int = 7, no_max_pool: bool = False, widen_factor: float = 1.0) -> tuple[OrderedDict, int]:
+    """monai.networks.nets.resnet18; its fc becomes the head."""
+    return _monai_resnet(18, num_classes, in_channels, spatial_dims, conv1_t_stride, conv1_t_size, no_max_pool,
+                         widen_factor)
 
 
-@register_model("resnet10", "MONAI ResNet-10 (2D), split into feature blocks + linear head")
-def resnet10(num_classes: int, in_channels: int, image_size: int, conv1_t_stride: int = 2, conv1_t_size: int = 7,
-             no_max_pool: bool = False, widen_factor: float = 1.0) -> tuple[OrderedDict, int]:
-    """monai.networks.nets.resnet10 with spatial_dims=2; its fc becomes the head."""
-    return _monai_resnet(10, num_classes, in_channels, conv1_t_stride, conv1_t_size, no_max_pool, widen_factor)
+@register_model("resnet10", "MONAI ResNet-10 (2D or 3D), split into feature blocks + linear head")
+def resnet10(num_classes: int, in_channels: int, image_size: int, spatial_dims: int = 2, conv1_t_stride: int = 2,
+             conv1_t_size: int = 7, no_max_pool: bool = False, widen_factor: float = 1.0) -> tuple[OrderedDict, int]:
+    """monai.networks.nets.resnet10; its fc becomes the head. widen_factor=0.25 suits 3D on CPU."""
+    return _monai_resnet(10, num_classes, in_channels, spatial_dims, conv1_t_stride, conv1_t_size, no_max_pool,
+                         widen_factor)

@@ -66,7 +66,7 @@ def scheduled_lam(lam: float, schedule: str, t: int, total: int) -> float:
 def psg_perturb(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, steps: int = 1,
                 step_size: float = 1.0, gamma: float = 0.0, lam: float = 0.0, noise: str = "gaussian",
                 noise_scale: str = "relative", kappa: float = 0.2, quantise: bool = True) -> torch.Tensor:
-    """x' = x + δ* for a batch. x: (B, C, H, W) in [0, 1]; y: (B,). Returns (B, C, H, W) in [0, 1].
+    """x' = x + δ* for a batch. x: (B, C, H, W) or volumes (B, C, D, H, W) in [0, 1]; y: (B,). Same shape out.
 
     `teacher` must be in eval mode; its weights and their .grad are not touched (only ∂/∂x is taken)."""
     if noise_scale not in NOISE_SCALES:
@@ -93,7 +93,7 @@ def psg_perturb(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon
                 s = g.abs().mean(dim=dims, keepdim=True)
                 pull = lam * s * delta / epsilon
             else:
-                s, pull = torch.ones_like(g[:, :1, :1, :1]), lam * delta
+                s, pull = g.new_ones((len(g),) + (1,) * len(dims)), lam * delta  # (B, 1, ...): any rank
             direction = g - pull
             if gamma != 0.0:
                 direction = direction + gamma * s * sample_noise(noise, g.shape, g.device)

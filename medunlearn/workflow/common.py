@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from medunlearn.registry import did_you_mean
 log = logging.getLogger("medunlearn")
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+DEFAULT_IMAGE_SIZE = {2: 64, 3: 32}  # pixels per side; 32³ volumes keep 3D training CPU-sized
+CACHE_ENV = "MEDUNLEARN_CACHE"  # folder for decoded, transformed images (data.cache); unset = no disk cache
 
 
 def load_cohort(cohort: str | Path | pd.DataFrame) -> pd.DataFrame:
@@ -25,6 +29,20 @@ def load_cohort(cohort: str | Path | pd.DataFrame) -> pd.DataFrame:
 def is_synthetic(df: pd.DataFrame) -> bool:
     """True when any image of the cohort declares itself synthetic (the built-in cohort does)."""
     return "synthetic" in df.columns and bool(df["synthetic"].astype(str).str.lower().isin(["true", "1"]).any())
+
+
+def cohort_spatial_dims(df: pd.DataFrame) -> int:
+    """3 when every row is a volume (a series or multi-frame file: frames > 1), else 2 (images)."""
+    if "frames" not in df.columns or df.empty:
+        return 2
+    frames = pd.to_numeric(df["frames"], errors="coerce").fillna(1)
+    return 3 if bool((frames > 1).all()) else 2
+
+
+def check_spatial_dims(value: Any) -> int:
+    if value not in (2, 3) or isinstance(value, bool):
+        raise DataError(f"Expected spatial dims 2 (images) or 3 (volumes), but got {value!r}.")
+    return int(value)
 
 
 def split_settings(meta: dict[str, Any] | None, seed: int) -> tuple[int, tuple[float, ...], int]:
@@ -87,16 +105,27 @@ def check_files_exist(df: pd.DataFrame) -> None:
 
 
 def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
-                   fractions: tuple[float, ...] = DEFAULT_FRACTIONS, class_names: list[str] | None = None) -> SplitData:
+                   fractions: tuple[float, ...] = DEFAULT_FRACTIONS, class_names: list[str] | None = None,
+                   spatial_dims: int | None = None, cache_dir: str | Path | None = None) -> SplitData:
+    """SplitData for a cohort; spatial_dims None = the cohort's own (cohort_spatial_dims).
+
+    cache_dir (default $MEDUNLEARN_CACHE): keep decoded, transformed images on disk for later runs."""
+    from medunlearn.data.datasets import load_images
     from medunlearn.forget.splitdata import build_split_data
 
+    dims = check_spatial_dims(spatial_dims) if spatial_dims is not None else cohort_spatial_dims(cohort_df)
+    if dims == 3 and cohort_spatial_dims(cohort_df) != 3:
+        raise DataError("Expected a cohort of volumes (one row per series; index with --volumes) for a 3D model, "
+                        "but some rows are single images (frames = 1).")
     if "path" not in cohort_df.columns:
         where = cohort_df.attrs.get("locator_expected", "beside the cohort table")
         raise DataError(f"Expected the private locator {where} (image id -> file) to find the images, but it is "
                         "missing; copy it with the archive, or set $MEDUNLEARN_LOCATOR to it.")
     check_files_exist(cohort_df)
+    cache_dir = cache_dir or os.environ.get(CACHE_ENV) or None
+    loader = partial(load_images, spatial_dims=dims, cache_dir=cache_dir)
     return build_split_data(cohort_df, rule, seed=seed, image_size=image_size, fractions=fractions,
-                            class_names=class_names)
+                            class_names=class_names, loader=loader)
 
 
 def check_same_cohort(meta: dict[str, Any], data: SplitData, force: bool, what: str) -> list[str]:
@@ -110,6 +139,12 @@ def check_same_cohort(meta: dict[str, Any], data: SplitData, force: bool, what: 
         if not force:
             raise CheckpointError(msg)
         warnings.append(msg)
+    want_dims, got_dims = int(meta.get("spatial_dims", 2)), data.spatial_dims
+    if want_dims != got_dims:
+        kinds = {2: "2D images", 3: "3D volumes"}
+        raise CheckpointError(f"Expected {kinds[want_dims]} for {what} (spatial_dims={want_dims}), but this cohort "
+                              f"loads as {kinds.get(got_dims, got_dims)}; index it with"
+                              f"{' --volumes' if want_dims == 3 else 'out --volumes'}.")
     if meta.get("class_names") and list(meta["class_names"]) != list(data.class_names):
         raise CheckpointError(
             f"Expected the cohort's classes {data.class_names} to match {what}'s {meta['class_names']}, but they differ."

@@ -14,7 +14,7 @@ from medunlearn.workflow.steps_forget import load_model_dir
 
 def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | None = None,
              reference: str | Path | None = None, out: str | Path | None = None, seed: int = 0,
-             force: bool = False, overwrite: bool = False) -> dict:
+             force: bool = False, overwrite: bool = False, cache_dir: str | Path | None = None) -> dict:
     """Evaluate `model_dir` on the split implied by its own training recipe; optionally write metrics.json."""
     from medunlearn.evaluate.suite import evaluate_model
 
@@ -30,7 +30,8 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     split_seed, fractions, image_size = split_settings(meta, seed)
     df = load_cohort(cohort)
     check_label_sets(df, meta.get("class_names"), "the checkpoint")
-    data = split_data_for(df, rule, split_seed, image_size, fractions, meta.get("class_names"))
+    data = split_data_for(df, rule, split_seed, image_size, fractions, meta.get("class_names"),
+                          spatial_dims=meta.get("spatial_dims"), cache_dir=cache_dir)
     warnings = check_same_cohort(meta, data, force, "the checkpoint")
     if ref[1] is not None:
         check_reference(meta, ref[1], rule, data)
@@ -43,6 +44,8 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     metrics["warnings"] = warnings
     metrics["rule_text"] = rule.describe()  # the report refuses metrics of another rule or other weights
     metrics["model_sha256"] = model_sha256(model_dir)
-    if out is not None:
+    from medunlearn.runtime import is_main_process
+
+    if out is not None and is_main_process():  # under torchrun every rank evaluates; rank 0 writes
         write_json(out, metrics)
     return metrics

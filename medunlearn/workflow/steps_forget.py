@@ -24,16 +24,18 @@ def load_model_dir(path: str | Path, what: str):
 def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "psg",
            goal: str = "suppression", config_path: str | Path | None = None, overrides: dict | None = None,
            reference: str | Path | None = None, seed: int = 0, overwrite: bool = False, force: bool = False,
-           progress: bool = False) -> tuple[Path, dict]:
+           progress: bool = False, torch_device: str | None = None) -> tuple[Path, dict]:
     """Unlearn the rows matching `rule` from the checkpoint at `model_dir`; write a run directory at `out`.
 
     The run holds the unlearned checkpoint, metrics.json (evaluation suite: original vs unlearned, and vs
     the retrain reference when given), config.yaml (resolved hyperparameters) and provenance.json.
+    Under torchrun every rank runs the method on the whole forget/retain data and only rank 0 writes.
     """
     from medunlearn.configio import method_config
     from medunlearn.evaluate.suite import evaluate_model
     from medunlearn.models.checkpoint import model_sha256, save_checkpoint
     from medunlearn.unlearn import METHODS
+    from medunlearn.runtime import is_main_process
     from medunlearn.unlearn.base import check_goal
 
     if rule is None:
@@ -41,21 +43,23 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     check_goal(goal)
     method_cls = METHODS.get(method)
     cfg = method_config(method_cls, config_path, overrides)
-    prepare_out_dir(out, overwrite)
+    if is_main_process():
+        prepare_out_dir(out, overwrite)
 
     base, base_meta = load_model_dir(model_dir, "a base checkpoint")
     ref_model, ref_meta = load_model_dir(reference, "a retrain reference checkpoint") if reference else (None, None)
     split_seed, fractions, image_size = split_settings(base_meta, seed)
     df = load_cohort(cohort)
     check_label_sets(df, base_meta.get("class_names"), "the base checkpoint")
-    data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"))
+    data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"),
+                          spatial_dims=base_meta.get("spatial_dims"))
     warnings = check_same_cohort(base_meta, data, force, "the base checkpoint")
     if ref_meta is not None:
         from medunlearn.workflow.checks import check_reference
 
         check_reference(base_meta, ref_meta, rule, data)
 
-    ctx = RunContext.create(seed=seed, show_progress=progress)
+    ctx = RunContext.create(seed=seed, device=torch_device or "cpu", show_progress=progress)
     start = time.perf_counter()
     outcome = method_cls(cfg).run(base, data, ctx, goal=goal)
     model, acceptance = outcome.model, outcome.acceptance
@@ -76,11 +80,16 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
               "split": data.info.get("split_hash", "")}
     if reference:
         inputs["reference_model"] = model_sha256(reference)
+    if not ctx.is_main:
+        ctx.barrier()
+        return Path(out), metrics
     with staging_dir(out, overwrite) as tmp:
-        save_checkpoint(tmp, model, meta, overwrite=True, provenance=provenance_record(config, seed, inputs))
+        save_checkpoint(tmp, model, meta, overwrite=True,
+                        provenance=provenance_record(config, seed, inputs, run=ctx.run_record()))
         write_json(tmp / "metrics.json", metrics)
         write_text(tmp / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_text(tmp / acceptance["trace_file"], trace_csv(outcome.trace))
+    ctx.barrier()
     return Path(out), metrics
 
 

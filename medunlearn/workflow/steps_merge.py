@@ -11,7 +11,7 @@ from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_jso
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import check_label_sets, load_cohort, require_dir, split_settings
+from medunlearn.workflow.common import check_label_sets, load_cohort, require_dir, split_data_for, split_settings
 
 log = logging.getLogger("medunlearn")
 
@@ -68,9 +68,9 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     ref_model = _union_reference(reference, union, base_meta) if reference is not None else None
     if ref_model is not None and df is None:
         raise ConfigError("Expected --cohort with --reference (the reference is evaluated on the cohort), but got none.")
-    load = _decode_once()
-    union_data = _split(df, union, split_seed, image_size, fractions, classes, load) if df is not None else None
-    datas = [_split(df, r, split_seed, image_size, fractions, classes, load) for r in rules] if df is not None else []
+    dims = base_meta.get("spatial_dims")
+    union_data = _split(df, union, split_seed, image_size, fractions, classes, dims) if df is not None else None
+    datas = [_split(df, r, split_seed, image_size, fractions, classes, dims) for r in rules] if df is not None else []
     policies = []
     if df is not None:
         want, got = (base_meta.get("split") or {}).get("train_hash"), union_data.info.get("train_hash")
@@ -143,26 +143,9 @@ def degenerate_merge_warnings(run_dirs: Sequence[str | Path]) -> list[str]:
     return notes
 
 
-def _decode_once():
-    """An image loader that decodes the cohort's kept rows once for the union and every policy split."""
-    cache: dict = {}
-
-    def load(frame, names, size, progress=False):
-        from medunlearn.data.datasets import load_images
-
-        key = (tuple(frame.index), tuple(names), size)
-        if key not in cache:
-            cache[key] = load_images(frame, names, size, progress=progress)
-        return cache[key]
-
-    return load
-
-
-def _split(df, rule, seed, image_size, fractions, classes, loader):
-    from medunlearn.forget.splitdata import build_split_data
-
-    return build_split_data(df, rule, seed=seed, image_size=image_size, fractions=fractions, loader=loader,
-                            class_names=classes)
+def _split(df, rule, seed, image_size, fractions, classes, spatial_dims):
+    """A policy's SplitData through the workflow's one data path (locator, 3D, disk cache of decoded images)."""
+    return split_data_for(df, rule, seed, image_size, fractions, classes, spatial_dims=spatial_dims)
 
 
 def _acceptance_gate(run_dirs: list[Path], metas: list[dict], force: bool) -> list[str]:

@@ -1,12 +1,17 @@
 """Contract tests over every registered model: a new model is tested without a new test."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from medunlearn.errors import ConfigError
 from medunlearn.models.checkpoint import load_checkpoint, save_checkpoint
 from medunlearn.models.zoo import MODELS, create_model, list_models, model_from_arch, parameter_subset
+
+
+HEAVY_3D = ("densenet121", "resnet18")  # millions of 3D weights: skipped unless asked for
 
 
 @pytest.fixture(params=MODELS.names())
@@ -101,3 +106,35 @@ def test_list_models_counts_parameters() -> None:
     assert set(rows) == set(MODELS.names())
     assert rows["small_cnn"][1] < rows["allcnn"][1] < rows["resnet10"][1] < rows["resnet18"][1]
     assert all(desc and "\n" not in desc for desc, _ in rows.values())
+
+
+def test_volumes_forward_and_round_trip(name: str, tmp_path) -> None:
+    """Every model builds for spatial_dims=3, records it, and reloads to identical logits."""
+    if name in HEAVY_3D and not os.environ.get("MEDUNLEARN_HEAVY_TESTS"):
+        pytest.skip("full-size 3D net: minutes on a shared CPU (set MEDUNLEARN_HEAVY_TESTS=1)")
+    torch.manual_seed(2)
+    m = create_model(name, 3, image_size=32, spatial_dims=3)
+    assert m.spatial_dims == 3 and m.arch["kwargs"]["spatial_dims"] == 3
+    m.train()
+    m(torch.rand(2, 1, 32, 32, 32))
+    m.eval()
+    x = torch.rand(2, 1, 32, 32, 32)
+    out = m(x)
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+    save_checkpoint(tmp_path / "ck3", m, {"kind": "base"})
+    m2, meta = load_checkpoint(tmp_path / "ck3")
+    assert meta["spatial_dims"] == 3 and m2.spatial_dims == 3
+    assert torch.equal(out, m2(x))
+    convs = [mod for mod in m.features.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert convs and all(isinstance(c, torch.nn.Conv3d) for c in convs)
+
+
+def test_spatial_dims_validation_and_defaults() -> None:
+    from medunlearn.models.zoo import DEFAULT_MODELS, default_model
+
+    with pytest.raises(ConfigError, match="spatial_dims 2"):
+        create_model("small_cnn", 3, spatial_dims=4)
+    assert default_model(2) == "allcnn" and default_model(3) == DEFAULT_MODELS[3] in MODELS.names()
+    assert "spatial_dims" not in create_model("small_cnn", 3).arch["kwargs"]  # 2D records unchanged
+    with pytest.raises(ConfigError):
+        default_model(1)

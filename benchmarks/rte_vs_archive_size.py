@@ -1,0 +1,118 @@
+"""RTE (retrain time / unlearning time) vs archive size, for PSG and FAMR, on the SYNTHETIC cohorts.
+
+For each size: synthesise the cohort (2D images, or 3D volumes with --dims 3), index it, train the base
+model, retrain without ScannerX (timed: never extrapolated), then forget ScannerX with each method against
+that reference. Prints one row per (size, method): images, retrain s, unlearn s, RTE, criteria met; writes
+rte.csv and rte.png into --out.
+
+    nice -n 5 python benchmarks/rte_vs_archive_size.py --sizes 1000 5000 20000 --out docs/results/rte
+    nice -n 5 python benchmarks/rte_vs_archive_size.py --dims 3 --sizes 200 800 --image-size 24 --out docs/results/rte3d
+
+Target (issue 12): at 20k 2D images, PSG and FAMR meet the ScannerX suppression criteria at RTE >= 50x.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+from medunlearn.data.cohort import index_archive
+from medunlearn.forget.parse import build_rule
+from medunlearn.workflow.steps_forget import forget
+from medunlearn.workflow.steps_train import train
+
+IMAGES_PER_PATIENT = {2: 4.5, 3: 2.0}  # synthetic defaults: (3, 6) images or (1, 3) volumes per patient
+
+
+def build(root: Path, dims: int, n: int, size: int, seed: int):
+    patients = max(12, round(n / IMAGES_PER_PATIENT[dims]))
+    if dims == 3:
+        from medunlearn.data.synthetic3d import synthesize_volume_cohort
+
+        synthesize_volume_cohort(root / "arc", n_patients=patients, seed=seed, size=size, overwrite=True)
+    else:
+        from medunlearn.data.synthetic import synthesize_cohort
+
+        synthesize_cohort(root / "arc", n_patients=patients, seed=seed, image_size=size, overwrite=True)
+    df, _ = index_archive(root / "arc", root / "arc" / "labels.csv", salt="bench", workers=2,
+                          unit="series" if dims == 3 else "image")
+    return df
+
+
+def run_size(root: Path, dims: int, n: int, args) -> list[dict]:
+    df = build(root, dims, n, args.image_size, args.seed)
+    opts = {"epochs": args.epochs, "batch_size": args.batch_size, "image_size": args.image_size, "seed": args.seed,
+            "overwrite": True, "cache_dir": root / "cache"}
+    base, _ = train(df, root / "base", **opts)
+    rule = build_rule(device="ScannerX")
+    t0 = time.perf_counter()
+    _, retrain_info = train(df, root / "retrain", rule=rule, exclude=True, **opts)
+    retrain_cli_s = time.perf_counter() - t0  # including decoding (from the cache after the base run)
+    rows = []
+    for method in args.methods:
+        _, m = forget(df, base, rule, root / method, method=method, reference=root / "retrain", seed=args.seed,
+                      overwrite=True)
+        acc = m.get("acceptance") or {}
+        rows.append({"dims": dims, "images": len(df), "method": method,
+                     "retrain_s": round(retrain_info["wall_time_s"], 2),
+                     "retrain_with_decode_s": round(retrain_cli_s, 2), "unlearn_s": round(m["wall_time_s"], 2),
+                     "rte": round(m["rte"], 1) if m.get("rte") else None, "met": bool(acc.get("met")),
+                     "test_forget_acc": round(m["test_forget_acc"], 1), "test_retain_acc": round(m["test_retain_acc"], 1)})
+        print("  ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in sorted({r["method"] for r in rows}):
+        pts = [r for r in rows if r["method"] == method and r["rte"]]
+        ax.plot([r["images"] for r in pts], [r["rte"] for r in pts], marker="o", label=method)
+        for r in pts:
+            ax.annotate("met" if r["met"] else "not met", (r["images"], r["rte"]), fontsize=7)
+    ax.axhline(50, ls="--", c="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("archive size (images or volumes)")
+    ax.set_ylabel("RTE = retrain s / unlearn s")
+    ax.set_title(f"RTE vs archive size ({rows[0]['dims']}D SYNTHETIC cohort)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dims", type=int, default=2, choices=[2, 3])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
+    ap.add_argument("--methods", nargs="+", default=["psg", "famr"])
+    ap.add_argument("--image-size", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("rte-bench"))
+    args = ap.parse_args()
+    args.image_size = args.image_size or (48 if args.dims == 2 else 24)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.sizes:
+        rows += run_size(args.out / f"n{n}", args.dims, n, args)
+    with open(args.out / "rte.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot(rows, args.out / "rte.png")
+    print(f"\n{'dims':>4} {'images':>7} {'method':>6} {'retrain s':>10} {'unlearn s':>10} {'RTE':>7} {'met':>5}")
+    for r in rows:
+        print(f"{r['dims']:>4} {r['images']:>7} {r['method']:>6} {r['retrain_s'] or '-':>10} {r['unlearn_s']:>10} "
+              f"{r['rte'] or '-':>7} {str(r['met']):>5}")
+    print(f"wrote {args.out / 'rte.csv'} and {args.out / 'rte.png'} (SYNTHETIC data)")
+
+
+if __name__ == "__main__":
+    main()
