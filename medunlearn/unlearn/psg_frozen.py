@@ -12,7 +12,7 @@ import dataclasses
 
 from medunlearn.unlearn.base import METHODS, Unlearner
 from medunlearn.unlearn.controller import Plan
-from medunlearn.unlearn.psg import PSGConfig, psg_plan
+from medunlearn.unlearn.psg import PSG, PSGConfig, psg_plan
 
 
 @dataclasses.dataclass
@@ -27,6 +27,7 @@ class PSGFrozen(Unlearner):
     name = "psg_frozen"
     summary = "PSG with the inner search and relabel on the frozen original (authors' code; one FGSM step)"
     Config = PSGFrozenConfig
+    search_space = PSG.search_space  # the same knobs as PSG; only where the inner search runs differs
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         return psg_plan(model, original, data, ctx, self.config, self.name, inner_at="original")
