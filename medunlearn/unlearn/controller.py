@@ -122,9 +122,10 @@ class Probes:
         return m
 
 
-def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes, original: nn.Module) -> Criteria:
-    """The criteria of a run on `data`: a class withdrawal when every forget row's class left the retain set."""
-    removed = removed_classes(data)
+def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes, original: nn.Module,
+                 removed: list[int]) -> Criteria:
+    """The criteria of a run on `data`: a class withdrawal when every forget row's class (`removed`, from
+    removed_classes) left the retain set."""
     class_removal = bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
     return resolve_criteria(cfg, goal, data.num_classes, class_removal, probes.retain_acc(original))
 
@@ -206,7 +207,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     validate_control(cfg)
     probes = Probes(data, cfg, goal, ctx.seed, ctx.device)
     removed = removed_classes(data)
-    criteria = run_criteria(cfg, goal, data, probes, original)
+    criteria = run_criteria(cfg, goal, data, probes, original, removed)
     guard = criteria.retain_original - criteria.retain_drop
     every = check_interval(cfg, plan, probes.rows())
     repairer = Repairer(model, original, data, cfg, ctx, removed, plan.params) \
@@ -314,7 +315,7 @@ def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cf
     validate_control(cfg)
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     probes = Probes(data, cfg, goal, seed, device)
-    criteria = run_criteria(cfg, goal, data, probes, original)
+    criteria = run_criteria(cfg, goal, data, probes, original, removed_classes(data))
     m = probes.measure(model, criteria)
     checks = evaluate_checks(criteria, m)
     return {"met": all(c["passed"] for c in checks), "goal": goal, "judged_on": "validation",
