@@ -159,6 +159,13 @@ def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int 
     return float(ece)
 
 
+def true_label_probability(probs: ArrayLike, labels: ArrayLike) -> float:
+    """Mean probability given to the true label, in [0, 1] (expected accuracy); NaN when empty."""
+    p = _probs(probs, labels)
+    y = to_numpy(labels).astype(np.int64)
+    return float(p[np.arange(len(y)), y].mean()) if len(p) else float("nan")
+
+
 def mean_confidence(probs: ArrayLike) -> float:
     """Mean max-probability in [0, 1] over rows of probs (N, K); NaN when empty."""
     p = _probs(probs)

@@ -8,6 +8,8 @@ absent from the test labels) are null. Floats are rounded to 4 decimals.
 Definitions:
 - forget_acc / retain_acc: train_forget / train_retain rows; test_acc: all test rows (retain + forget).
 - test_forget_confidence: mean max-softmax on test_forget, in percent (compare with chance_acc = 100/K).
+- test_forget_expected_acc: mean probability of the true label on test_forget, in percent (100/K for a label-blind
+  model whatever the class mix; what acceptance criterion (a) reads on validation rows for a domain).
 - per_class {split: {class: acc}} for splits train_forget, train_retain, val_forget, test_retain,
   test_forget, test. per_device / per_site: train = train_retain + train_forget, test = all test rows,
   grouped by the ImageSet.meta "device" / "site" columns (missing values are grouped as "unknown").
@@ -143,6 +145,7 @@ def _model_metrics(out: dict[str, Any], data: SplitData, seed: int) -> dict[str,
         "forget_acc": acc["train_forget"], "retain_acc": acc["train_retain"], "val_forget_acc": acc["val_forget"],
         "test_retain_acc": acc["test_retain"], "test_forget_acc": acc["test_forget"], "test_acc": acc["test"],
         "test_forget_confidence": 100.0 * fn.mean_confidence(tf_probs),
+        "test_forget_expected_acc": 100.0 * fn.true_label_probability(tf_probs, out["test_forget"][1]),
         "counts": {name: len(out[name][1]) for name in out},
         "per_class": {split: {names[c]: v for c, v in fn.per_class_accuracy(*out[split], k).items()}
                       for split in (*SPLITS, "test")},

@@ -15,6 +15,7 @@ ROWS: list[tuple[str, Callable[[dict], Any], str]] = [
     ("TA-retain (%)", lambda r: r.get("test_retain_acc"), "{:.1f}"),
     ("TA-forget (%)", lambda r: r.get("test_forget_acc"), "{:.1f}"),
     ("test-forget confidence (%)", lambda r: r.get("test_forget_confidence"), "{:.1f}"),
+    ("TA-forget expected acc (%)", lambda r: r.get("test_forget_expected_acc"), "{:.1f}"),
     ("MIA-efficacy (%)", lambda r: r.get("mia_efficacy"), "{:.1f}"),
     ("loss-MIA AUC", lambda r: r.get("mia_loss_auc", r.get("mia", {}).get("loss_lr", {}).get("auc_mean")), "{:.3f}"),
     ("AUROC", lambda r: r.get("auroc"), "{:.3f}"),

@@ -31,7 +31,7 @@ from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.criteria import (Criteria, CriteriaConfig, bootstrap_membership, evaluate_checks,
                                          forget_shortfall, resolve_criteria, violation)
-from medunlearn.unlearn.probes import predict_logits, subsample
+from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct, predict_logits, subsample
 
 
 @dataclasses.dataclass
@@ -110,8 +110,9 @@ class Probes:
 
     def measure(self, model: nn.Module, criteria: Criteria | None) -> dict[str, float]:
         lf = self._logits(model, self.forget)
-        m = {"forget_acc": float((lf.argmax(1) == self.forget.labels).float().mean() * 100) if len(lf) else 0.0,
-             "forget_conf": float(lf.softmax(1).amax(1).mean() * 100) if len(lf) else 0.0,
+        m = {"forget_acc": accuracy_pct(lf, self.forget.labels),
+             "forget_expected": expected_accuracy_pct(lf, self.forget.labels),
+             "forget_conf": float(lf.float().softmax(1).amax(1).mean() * 100) if len(lf) else 0.0,
              "retain_acc": self.retain_acc(model)}
         if self.members is not None and criteria is not None:
             lm = self._logits(model, self.members)

@@ -2,7 +2,14 @@
 
 Suppression (a device, site or outlier group is retired; or a class is withdrawn):
   (a) forget_accuracy   held-out forget-domain accuracy (val_forget) within ±forget_tol points of the target:
-                        chance 100/K for a domain, 0 for a removed class (its images must never be called it);
+                        chance 100/K for a domain, 0 for a removed class (its images must never be called it).
+                        `forget_measure` says which accuracy: "argmax" (top-1), or "expected" (the mean
+                        probability given to the true label, i.e. the accuracy of the model's own predictive
+                        distribution). "auto" (default) = expected for a domain, argmax for a removed class.
+                        Why: a domain's class mix is rarely balanced (the synthetic ScannerX is 60/40/0 on the
+                        demo's val_forget, by design), and a label-blind model's top-1 accuracy there is the
+                        share of whichever class it happens to favour (0–60 %), never reliably 100/K; its
+                        expected accuracy is 100/K for every label-blind output, whatever the class mix;
   (b) forget_confidence mean max-softmax on val_forget <= 100/K + confidence_margin (domains only): the model is
                         uncertain there, not confidently wrong, so a deployment can route such images to a human;
   (c) retain_accuracy   val_retain accuracy >= the original's − retain_drop.
@@ -22,12 +29,17 @@ import torch
 from medunlearn.errors import ConfigError
 
 
+FORGET_MEASURES = ("auto", "argmax", "expected")
+MEASURE_KEYS = {"argmax": "forget_acc", "expected": "forget_expected"}  # the measurement each one reads
+
+
 @dataclasses.dataclass
 class CriteriaConfig:
     """Criteria knobs shared by every method's Config (settable with --set or the config YAML)."""
 
     forget_tol: float = 5.0  # (a) half-width of the accepted band around the target, points
     forget_target: Optional[float] = None  # (a) target accuracy %; None = chance (domain) or 0 (removed class)
+    forget_measure: str = "auto"  # (a) auto | argmax | expected (mean true-label probability); see the docstring
     confidence_margin: Optional[float] = 10.0  # (b) mean max-softmax <= 100/K + margin, points; null = criterion off
     retain_drop: float = 1.0  # (c) val_retain accuracy may fall at most this many points below the original's
     ci_level: float = 0.95  # equivalence: two-sided bootstrap interval level
@@ -47,12 +59,15 @@ class Criteria:
     ci_level: float = 0.95
     bootstrap: int = 200
     policy_kind: str = "domain"  # domain | class
+    forget_measure: str = "argmax"  # argmax | expected: which accuracy (a) reads (resolved from "auto")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def validate_criteria(cfg: CriteriaConfig) -> None:
+    if cfg.forget_measure not in FORGET_MEASURES:
+        raise ConfigError(f"Expected forget_measure in {list(FORGET_MEASURES)}, but got {cfg.forget_measure!r}.")
     if not 0 <= cfg.forget_tol <= 100:
         raise ConfigError(f"Expected forget_tol in [0, 100] points, but got {cfg.forget_tol}.")
     if cfg.confidence_margin is not None and not 0 <= float(cfg.confidence_margin) <= 100:
@@ -83,7 +98,8 @@ def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_rem
         target = 0.0 if class_removal else chance
     margin = None if cfg.confidence_margin is None else float(cfg.confidence_margin)
     max_conf = None if class_removal or margin is None else min(100.0, chance + margin)
-    return Criteria(goal=goal, forget_target=target, forget_tol=cfg.forget_tol, max_confidence=max_conf,
+    measure = cfg.forget_measure if cfg.forget_measure != "auto" else ("argmax" if class_removal else "expected")
+    return Criteria(forget_measure=measure, goal=goal, forget_target=target, forget_tol=cfg.forget_tol, max_confidence=max_conf,
                     retain_drop=cfg.retain_drop, retain_original=retain_original, ci_level=cfg.ci_level,
                     bootstrap=cfg.bootstrap, policy_kind="class" if class_removal else "domain")
 
@@ -114,7 +130,9 @@ def evaluate_checks(criteria: Criteria, m: dict[str, float]) -> list[dict[str, A
     out = []
     if criteria.goal == "suppression":
         band = [max(0.0, criteria.forget_target - criteria.forget_tol), min(100.0, criteria.forget_target + criteria.forget_tol)]
-        out.append(_check("forget_accuracy", "held-out forget-domain accuracy", m["forget_acc"], "within", band))
+        label = ("held-out forget-domain accuracy" if criteria.forget_measure == "argmax"
+                 else "held-out forget-domain expected accuracy (mean true-label probability)")
+        out.append(_check("forget_accuracy", label, m[MEASURE_KEYS[criteria.forget_measure]], "within", band))
         if criteria.max_confidence is not None:
             out.append(_check("forget_confidence", "mean max-softmax on the forget domain", m["forget_conf"], "<=",
                               criteria.max_confidence))
@@ -147,7 +165,7 @@ def violation(checks: list[dict[str, Any]]) -> float:
 def forget_shortfall(criteria: Criteria, m: dict[str, float]) -> float:
     """Signed distance of forgetting from its band: > 0 not forgotten enough yet, < 0 overshot, 0 inside (points)."""
     if criteria.goal == "suppression":
-        acc, lo, hi = m["forget_acc"], criteria.forget_target - criteria.forget_tol, criteria.forget_target + criteria.forget_tol
+        acc, lo, hi = m[MEASURE_KEYS[criteria.forget_measure]], criteria.forget_target - criteria.forget_tol, criteria.forget_target + criteria.forget_tol
         return acc - hi if acc > hi else (acc - lo if acc < lo else 0.0)
     return m["acc_gap_lo"] if m["acc_gap_lo"] > 0 else min(0.0, m["acc_gap_hi"])
 

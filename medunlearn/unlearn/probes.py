@@ -47,6 +47,15 @@ def accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels.to(logits.device)).float().mean() * 100)
 
 
+def expected_accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean softmax probability of the true label, in percent: the accuracy of the model's own predictive
+    distribution (100/K for any label-blind output, whatever the class mix)."""
+    if len(labels) == 0:
+        return 0.0
+    p = logits.float().softmax(1)
+    return float(p.gather(1, labels.to(logits.device)[:, None]).mean() * 100)
+
+
 def subsample(s: ImageSet, n: int, seed: int) -> ImageSet:
     """A fixed random subset of at most n rows (the same on every check)."""
     if len(s) <= n:

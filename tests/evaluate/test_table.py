@@ -21,7 +21,7 @@ def test_compare_table_renders_values_and_dashes() -> None:
     text = _render(compare_table({"original": base, "psg": unl}))
     assert "original" in text and "psg" in text
     assert "99.1" in text and "0.532" in text and "17.6×" in text and "1.23" in text
-    assert len(compare_table({"a": base}).rows) == len(ROWS) == 11
+    assert len(compare_table({"a": base}).rows) == len(ROWS) == 12
     assert "–" in text
 
 

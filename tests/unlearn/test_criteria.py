@@ -20,12 +20,31 @@ def test_domain_and_class_targets():
 
 def test_checks_and_violation():
     crit = resolve_criteria(CriteriaConfig(), "suppression", 3, False, 95.0)
-    ok = evaluate_checks(crit, {"forget_acc": 35.0, "forget_conf": 40.0, "retain_acc": 94.5})
+    assert crit.forget_measure == "expected"  # auto: a domain reads the mean true-label probability
+    ok = evaluate_checks(crit, {"forget_acc": 90.0, "forget_expected": 35.0, "forget_conf": 40.0, "retain_acc": 94.5})
     assert all(c["passed"] for c in ok) and violation(ok) == 0.0
-    bad = evaluate_checks(crit, {"forget_acc": 10.0, "forget_conf": 90.0, "retain_acc": 90.0})
+    bad = evaluate_checks(crit, {"forget_acc": 35.0, "forget_expected": 10.0, "forget_conf": 90.0, "retain_acc": 90.0})
     assert [c["passed"] for c in bad] == [False, False, False]
     assert violation(bad) == pytest.approx((100 / 3 - 5 - 10) + (90 - 100 / 3 - 10) + 4.0, abs=1e-2)
-    assert forget_shortfall(crit, {"forget_acc": 10.0}) < 0 < forget_shortfall(crit, {"forget_acc": 80.0})
+    assert forget_shortfall(crit, {"forget_expected": 10.0}) < 0 < forget_shortfall(crit, {"forget_expected": 80.0})
+
+
+def test_forget_measure_auto_argmax_for_a_removed_class_and_explicit_override():
+    assert resolve_criteria(CriteriaConfig(), "suppression", 3, True, 95.0).forget_measure == "argmax"
+    crit = resolve_criteria(CriteriaConfig(forget_measure="argmax"), "suppression", 3, False, 95.0)
+    checks = evaluate_checks(crit, {"forget_acc": 60.0, "forget_expected": 34.0, "forget_conf": 40.0, "retain_acc": 95.0})
+    assert not checks[0]["passed"] and checks[0]["value"] == 60.0
+    with pytest.raises(ConfigError, match="forget_measure"):
+        resolve_criteria(CriteriaConfig(forget_measure="top5"), "suppression", 3, False, 95.0)
+
+
+def test_expected_accuracy_is_chance_for_a_label_blind_model_whatever_the_class_mix():
+    from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct
+
+    labels = torch.tensor([1] * 15 + [2] * 10)  # the demo's ScannerX val_forget mix
+    blind = torch.zeros(25, 3) + torch.tensor([0.0, 0.01, 0.0])  # near-uniform, always favours class 1
+    assert accuracy_pct(blind, labels) == pytest.approx(60.0)
+    assert expected_accuracy_pct(blind, labels) == pytest.approx(100 / 3, abs=0.5)
 
 
 @pytest.mark.parametrize("bad", [{"forget_tol": -1}, {"retain_drop": 200}, {"ci_level": 1.0}, {"bootstrap": 5},
