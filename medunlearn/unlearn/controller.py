@@ -10,6 +10,10 @@ A method supplies a `Plan` (its update step and step budget); the controller own
            none does, the closest one is returned (a state within the retain guard first, then the smallest total
            violation: a model that forgot but lost the retain domain is worse than one that did not) and the run
            is marked not met;
+  backtrack when a check finds forgetting past its band (overshoot), the model goes back to the last checked state
+           that was neither past the band nor below the retain guard (its optimiser state too) and the method's
+           learning rate is multiplied by `backtrack_factor`, at most `backtracks` times (methods that hand over
+           their optimiser; a step too large for the model jumps over the band, a smaller one lands in it);
   stop     `patience` checks after the last improvement once criteria are met, after `patience` consecutive
            overshooting checks (forgotten past the band: going on cannot help), or at the budget;
   trace    one row per check (step, phase, measurements, decision) for the run folder and the report.
@@ -45,6 +49,8 @@ class ControlConfig(CriteriaConfig):
     repair_steps: int = 20  # most repair steps per guard breach
     repair_lr: float = 1e-4  # Adam learning rate of the repair steps (gradient norm clipped at 5)
     repair_batch_size: int = 64
+    backtracks: int = 4  # overshoot: return to the last good state and scale the lr, at most this many times
+    backtrack_factor: float = 0.5  # lr multiplier per backtrack
 
 
 @dataclasses.dataclass
@@ -57,6 +63,7 @@ class Plan:
     rows_per_step: int = 0  # forward-equivalent rows one step processes (auto check interval); 0 = unknown
     finalize: Optional[Callable[[nn.Module], nn.Module]] = None  # applied to the returned state (e.g. prune a head)
     params: Optional[list[nn.Parameter]] = None  # what retain repair may update (the method's subset); None = all
+    optimizer: Optional[torch.optim.Optimizer] = None  # the method's optimiser: lets the controller backtrack
 
 
 @dataclasses.dataclass
@@ -70,6 +77,9 @@ def validate_control(cfg: ControlConfig) -> None:
     if cfg.check_every < 0 or cfg.max_eval < 8 or cfg.patience < 0 or cfg.repair_steps < 0:
         raise ConfigError(f"Expected check_every >= 0, max_eval >= 8, patience >= 0, repair_steps >= 0, but got "
                           f"{cfg.check_every}, {cfg.max_eval}, {cfg.patience}, {cfg.repair_steps}.")
+    if cfg.backtracks < 0 or not 0 < cfg.backtrack_factor < 1:
+        raise ConfigError(f"Expected backtracks >= 0 and backtrack_factor in (0, 1), but got {cfg.backtracks}, "
+                          f"{cfg.backtrack_factor}.")
     if not cfg.repair_lr > 0 or cfg.repair_batch_size < 1:
         raise ConfigError(f"Expected repair_lr > 0 and repair_batch_size >= 1, but got {cfg.repair_lr}, "
                           f"{cfg.repair_batch_size}.")
@@ -217,7 +227,8 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     best: dict[str, Any] = {}
     closest: dict[str, Any] = {}
     timing = {"steps_s": 0.0, "checks_s": 0.0, "repair_s": 0.0}
-    state = {"since_best": 0, "overshoot": 0, "reason": "", "repair_steps": 0}
+    state = {"since_best": 0, "overshoot": 0, "reason": "", "repair_steps": 0, "backtracks": 0}
+    anchor: dict[str, Any] = {}  # last checked state neither past the band nor below the guard (backtrack target)
 
     def check(step: int, phase: str) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -237,6 +248,8 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
             closest.update(step=step, phase=phase, m=m, checks=checks, violation=row["violation"],
                            state=_snapshot(model))
             row["decision"] = "closest so far"
+        if plan.optimizer is not None and forget_shortfall(criteria, m) >= 0 and m["retain_acc"] >= guard:
+            anchor.update(step=step, state=_snapshot(model), opt=copy.deepcopy(plan.optimizer.state_dict()))
         timing["checks_s"] += time.perf_counter() - t0
         trace.append(row)
         return {"m": m, "met": met, "eligible": eligible, "row": row}
@@ -253,6 +266,17 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
                 c["row"]["decision"] = (c["row"]["decision"] + "; " if c["row"]["decision"] else "") + "retain restored"
                 break
 
+    def backtrack(row: dict[str, Any]) -> None:
+        model.load_state_dict(anchor["state"])
+        plan.optimizer.load_state_dict(anchor["opt"])  # restores the lr too: scale after loading
+        state["backtracks"] += 1
+        scale = cfg.backtrack_factor ** state["backtracks"]
+        for group, base_lr in zip(plan.optimizer.param_groups, base_lrs):
+            group["lr"] = base_lr * scale
+        row["decision"] = (row["decision"] + "; " if row["decision"] else "") + \
+            f"overshoot: back to step {anchor['step']}, lr x{scale:g}"
+
+    base_lrs = [g["lr"] for g in plan.optimizer.param_groups] if plan.optimizer is not None else []
     check(0, "original")
     step = 0
     with ctx.progress(name, plan.budget) as advance:
@@ -272,6 +296,9 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
                     state["reason"] = f"criteria met; no better state in {cfg.patience} further checks"
                     break
             overshoot = forget_shortfall(criteria, c["m"]) < 0
+            if overshoot and anchor and state["backtracks"] < cfg.backtracks:
+                backtrack(c["row"])
+                continue
             state["overshoot"] = state["overshoot"] + 1 if overshoot else 0
             if overshoot and state["overshoot"] > cfg.patience:
                 state["reason"] = f"forgetting overshot its band for {cfg.patience + 1} checks; rolled back"
@@ -301,6 +328,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         "state": "best (criteria met)" if met else "closest (criteria not met)",
         "step": chosen.get("step", step) if chosen else step, "chosen_phase": chosen.get("phase") if chosen else None,
         "steps_run": step, "budget": plan.budget, "check_every": every, "repair_steps": state["repair_steps"],
+        "backtracks": state["backtracks"],
         "check_time_fraction": round(timing["checks_s"] / total, 4), "reason": state["reason"].lstrip("; "),
         "trace_file": "trace.csv",
     }

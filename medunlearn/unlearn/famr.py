@@ -131,7 +131,8 @@ class FAMR(Unlearner):
             return float(loss.detach())
 
         rows = 3 * cfg.batch_size * (2 if extra is not None else 1)
-        return Plan(update, n_steps(len(forget), cfg.batch_size, cfg.epochs), rows_per_step=rows, finalize=finalize, params=params)
+        return Plan(update, n_steps(len(forget), cfg.batch_size, cfg.epochs), rows_per_step=rows, finalize=finalize,
+                    params=params, optimizer=opt)
 
     def _closed_form(self, model, names, params, theta0, grad0, lam, mask, forget, ctx, log) -> Callable[[int], float]:
         cfg = self.config

@@ -62,4 +62,4 @@ class NegGrad(Unlearner):
             return neggrad_loss(F.cross_entropy(model(xr), yr), forget_ce, c.alpha, c.forget_loss_clip)
 
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        return Plan(gradient_update(opt, loss_fn), steps, rows_per_step=6 * c.batch_size, params=params)
+        return Plan(gradient_update(opt, loss_fn), steps, rows_per_step=6 * c.batch_size, params=params, optimizer=opt)

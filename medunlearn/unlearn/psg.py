@@ -165,7 +165,7 @@ def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunCon
         return loss
 
     rows = cfg.batch_size * (3 + 2 * cfg.inner_steps + 1 + (3 if retain_it is not None else 0))
-    return Plan(gradient_update(opt, loss_fn), total, rows_per_step=rows)
+    return Plan(gradient_update(opt, loss_fn), total, rows_per_step=rows, optimizer=opt)
 
 
 @METHODS.register("psg")

@@ -45,4 +45,4 @@ class RandomLabels(Unlearner):
         freeze_batchnorm(model)  # forget batches come from one domain: keep θ0's running statistics
         loss_fn = random_label_loss(model, data, ctx, c.batch_size, c.retain_weight)
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        return Plan(gradient_update(opt, loss_fn), steps, rows_per_step=6 * c.batch_size, params=params)
+        return Plan(gradient_update(opt, loss_fn), steps, rows_per_step=6 * c.batch_size, params=params, optimizer=opt)
