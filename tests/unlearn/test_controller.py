@@ -212,3 +212,34 @@ def test_assess_judges_a_finished_model_like_a_run(trained_tiny):
     assert judged["met"] == out.acceptance["met"]
     assert [c["value"] for c in judged["checks"]] == [c["value"] for c in out.acceptance["checks"]]
     assert not assess(model, model, split, "suppression")["met"]  # the original has forgotten nothing
+
+
+class Dial(nn.Module):
+    """Forget rows give their true label probability 1 − θ (the rest split evenly); retain rows are right."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (x[:, 0, 0, 1] * 10).round().long()
+        forget = x[:, 0, 0, 2] > 0.5
+        q = torch.where(forget, (1 - self.theta).clamp(0.01, 0.99), torch.tensor(0.95))
+        probs = ((1 - q) / (K - 1))[:, None].expand(len(x), K).clone()
+        probs[torch.arange(len(x)), y] = q
+        return probs.log()
+
+
+@pytest.mark.parametrize("backtracks", [0, 4])
+def test_backtracks_with_a_smaller_lr_when_a_step_jumps_over_the_band(backtracks):
+    model, split = Dial(), coded_split()
+    opt = torch.optim.SGD(model.parameters(), lr=0.4)  # θ: 0.4, 0.8 (past the band 0.62–0.72), ...
+    plan = Plan(gradient_update(opt, lambda t: -model.theta), 12, optimizer=opt)
+    cfg = ControlConfig(check_every=1, repair=False, backtracks=backtracks, patience=1)
+    out = run_controlled(model, copy.deepcopy(model), split, RunContext(seed=0), "suppression", cfg, plan, "dial")
+    acc = out.acceptance
+    assert acc["met"] is (backtracks > 0) and (acc["backtracks"] >= 2 if backtracks else acc["backtracks"] == 0)
+    if backtracks:  # back to θ=0.4 at lr 0.2 → 0.6, over again → back to 0.6 at lr 0.1 → 0.7: inside the band
+        assert float(out.model.theta) == pytest.approx(0.7, abs=1e-6)
+        backs = [r["decision"].split("; ")[-1] for r in out.trace if "overshoot" in r["decision"]]
+        assert backs[:2] == ["overshoot: back to step 1, lr x0.5", "overshoot: back to step 3, lr x0.25"]
