@@ -187,9 +187,10 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
               out: str | Path = "bench_out", goals: list[str] | None = None, subset: int | None = None,
               data_dir: str | Path | None = None, scenarios: list[str] | None = None, overwrite: bool = False,
               config: str | Path | dict | None = None, command: str = "", tuned: str | Path | None = None,
-              on_event: Event | None = None) -> dict[str, Any]:
+              on_event: Event | None = None, patients: int | None = None) -> dict[str, Any]:
     """Run (or resume) a suite; writes cells, results.json, results.md and the plot; returns results.
 
+    `patients`: synthetic cohort size for the synthetic suites (None: the suite's default).
     `tuned`: a folder written by `medunlearn tune`; each method with a `<method>.yaml` there gets a second row,
     "<method>+tuned", run with that YAML alone (bench overrides are not applied on top of a tuned config)."""
     from medunlearn.bench.tables import write_results
@@ -204,9 +205,9 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
                for sc in settings.scenarios for label, m, path in rows for g in settings.goals}  # fail before training
     out = Path(out)
     prepare_out(out, suite, overwrite)
-    write_json(out / "bench.json", {"suite": suite, "settings": settings.__dict__})
+    write_json(out / "bench.json", {"suite": suite, "settings": settings.__dict__, "patients": patients})
     opts = SuiteOptions(quick=quick, subset=settings.subset, data_dir=Path(data_dir) if data_dir else None,
-                        cache_dir=out / "cache")
+                        cache_dir=out / "cache", patients=patients)
     s = SUITES.get(suite)
     on_event("start", {"total": len(settings.scenarios) * len(rows) * len(settings.goals) * len(settings.seeds)})
     raw = s.prepare(opts)

@@ -26,6 +26,7 @@ def bench(
     scenarios: Annotated[Optional[str], typer.Option("--scenarios", help="Comma-separated subset of the suite's scenarios.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small data, fewer epochs and methods: minutes on 2 cores.")] = False,
     subset: Annotated[Optional[int], typer.Option("--subset", min=1, max=10_000_000, help="Cap on training images (seeded subset).")] = None,
+    patients: Annotated[Optional[int], typer.Option("--patients", min=6, max=100_000, help="Synthetic cohort size (device, site, outlier suites; default 200).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Fashion-MNIST IDX folder (default: $MEDUNLEARN_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Bench YAML (default: configs/bench/<suite>.yaml).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute every cell (the model cache is kept).")] = False,
@@ -57,5 +58,5 @@ def bench(
 
         run_bench(suite, methods=_names(methods), seeds=seeds, quick=quick, out=out, goals=_names(goals),
                   subset=subset, data_dir=data_dir, scenarios=_names(scenarios), overwrite=overwrite,
-                  config=config, command=command, tuned=tuned, on_event=on_event)
+                  config=config, command=command, tuned=tuned, on_event=on_event, patients=patients)
     console.print(f"[green]Wrote[/] {out / 'results.md'}, {out / 'results.json'} and {out / 'avg_gap_vs_rte.png'}")

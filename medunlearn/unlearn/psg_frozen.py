@@ -20,6 +20,12 @@ class PSGFrozenConfig(PSGConfig):
     """PSG hyperparameters with the authors' inner problem: θ0, one sign step (λ has no effect then)."""
 
     inner_steps: int = 1  # 1 = one FGSM-style step on θ0 (authors' code)
+    # the earlier PSG defaults, kept for this variant (psg's own moved with the A/B in docs/results/psg-ab.md)
+    epochs: float = 20.0
+    lr: float = 5e-5
+    target: str = "hard"
+    nearest_wrong: bool = True
+    freeze_bn: bool = True
 
 
 @METHODS.register("psg_frozen")
