@@ -20,11 +20,11 @@ from medunlearn.errors import ConfigError
 from medunlearn.models.zoo import Classifier
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import GOALS, METHODS
-from medunlearn.unlearn.probes import accuracy_pct, predict_logits
+from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct, predict_logits
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "unlearn"
 TINY = {"batch_size": 16}
-FA_DROP = 10.0  # percentage points the forget accuracy must fall (suppression)
+FA_DROP = 10.0  # percentage points the forget expected accuracy (mean true-label probability) must fall
 RA_TOL = 15.0  # percentage points the retain accuracy may fall at most
 
 # Methods that cannot meet the suppression check on this problem, and why. The forget domain (ScannerX) differs
@@ -51,6 +51,10 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _acc(model: torch.nn.Module, images) -> float:
     return accuracy_pct(predict_logits(model, images.images, 3, torch.device("cpu")), images.labels)
+
+
+def _expected(model: torch.nn.Module, images) -> float:  # criterion (a)'s measure on a domain
+    return expected_accuracy_pct(predict_logits(model, images.images, 3, torch.device("cpu")), images.labels)
 
 
 @pytest.mark.parametrize("goal", GOALS)
@@ -90,10 +94,10 @@ def test_suppression_lowers_forget_accuracy_and_keeps_retain(name, trained_tiny,
     if name in CANNOT_SUPPRESS:
         request.applymarker(pytest.mark.xfail(reason=CANNOT_SUPPRESS[name], strict=True))
     model, split = trained_tiny
-    fa0, ra0 = _acc(model, split.train_forget), _acc(model, split.train_retain)
+    fa0, ra0 = _expected(model, split.train_forget), _acc(model, split.train_retain)
     out, _ = _unlearn(name, model, split, "suppression")
-    fa, ra = _acc(out, split.train_forget), _acc(out, split.train_retain)
-    assert fa <= fa0 - FA_DROP, f"{name}: forget accuracy {fa0:.1f} -> {fa:.1f}, expected a drop of >= {FA_DROP}"
+    fa, ra = _expected(out, split.train_forget), _acc(out, split.train_retain)
+    assert fa <= fa0 - FA_DROP, f"{name}: forget expected accuracy {fa0:.1f} -> {fa:.1f}, expected a drop of >= {FA_DROP}"
     assert ra >= ra0 - RA_TOL, f"{name}: retain accuracy {ra0:.1f} -> {ra:.1f}, expected a drop of <= {RA_TOL}"
 
 
