@@ -12,8 +12,8 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import (ControlConfig, Plan, assess, check_interval, removed_classes,
-                                           run_controlled)
+from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, assess, check_interval,
+                                           removed_classes, run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import auc_higher
 
@@ -179,7 +179,7 @@ def test_auto_check_interval_keeps_checks_under_a_third():
     assert check_interval(ControlConfig(check_every=4), plan, 1000) == 4
     assert check_interval(ControlConfig(), plan, 48) == 1
     every = check_interval(ControlConfig(), plan, 1000)
-    assert 1000 / every <= 0.5 * 96 and 1000 / (every - 1) > 0.5 * 96
+    assert 1000 / every <= CHECK_SHARE * 96 and 1000 / (every - 1) > CHECK_SHARE * 96
 
 
 def test_bad_controller_settings_are_config_errors(trained_tiny):
