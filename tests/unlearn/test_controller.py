@@ -177,7 +177,7 @@ def test_equivalence_checks_use_bootstrap_intervals(trained_tiny):
 def test_auto_check_interval_keeps_checks_under_a_third():
     plan = Plan(lambda t: 0.0, 10, rows_per_step=96)
     assert check_interval(ControlConfig(check_every=4), plan, 1000) == 4
-    assert check_interval(ControlConfig(), plan, 48) == 1
+    assert check_interval(ControlConfig(), plan, 24) == 1
     every = check_interval(ControlConfig(), plan, 1000)
     assert 1000 / every <= CHECK_SHARE * 96 and 1000 / (every - 1) > CHECK_SHARE * 96
 
