@@ -138,7 +138,7 @@ def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes,
     """The criteria of a run on `data`: a class withdrawal when every forget row's class (`removed`, from
     removed_classes) left the retain set."""
     class_removal = bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
-    return resolve_criteria(cfg, goal, data.num_classes, class_removal, probes.retain_acc(original))
+    return resolve_criteria(cfg, goal, data.num_classes, class_removal, probes.retain_acc(original), len(probes.retain))
 
 
 def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:

@@ -73,3 +73,15 @@ def test_confidence_criterion_switched_off_from_a_set_string():
     assert cfg.confidence_margin is None and cfg.forget_target == 20.0
     with pytest.raises(ConfigError, match="confidence_margin"):
         resolve_criteria(CriteriaConfig(confidence_margin=-3.0), "suppression", 3, False, 90.0)
+
+
+def test_retain_guard_is_at_least_one_probe_row():
+    small = resolve_criteria(CriteriaConfig(), "suppression", 3, False, 100.0, retain_rows=84)
+    assert small.retain_drop == pytest.approx(100 / 84) and small.retain_drop_requested == 1.0
+    ok = evaluate_checks(small, {"forget_acc": 30.0, "forget_expected": 33.0, "forget_conf": 40.0,
+                                 "retain_acc": 100 * 83 / 84})
+    assert ok[-1]["passed"]  # one image of 84 is within the guard; two are not
+    assert not evaluate_checks(small, {"forget_acc": 30.0, "forget_expected": 33.0, "forget_conf": 40.0,
+                                       "retain_acc": 100 * 82 / 84})[-1]["passed"]
+    big = resolve_criteria(CriteriaConfig(), "suppression", 3, False, 100.0, retain_rows=512)
+    assert big.retain_drop == 1.0 and big.retain_drop_requested is None
