@@ -117,9 +117,8 @@ def _second_site(df, device: str) -> str:
 def _clear_demo_dir(out: Path) -> None:
     import shutil
 
-    for name in ("archive", "base", "retrain_device", "runs", "merged", "report", "cohort.csv", "cohort.locator.json",
-                 "ingest.json",
-                 "split.json"):
+    for name in ("archive", "base", "retrain_device", "runs", "merged", "report", "cohort.csv",
+                 "cohort.locator.json", "ingest.json", "split.json"):
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
