@@ -85,4 +85,5 @@ class BoundaryExpanding(Unlearner):
             return m
 
         total = n_steps(len(data.train_forget), cfg.batch_size, cfg.epochs)
-        return Plan(gradient_update(opt, loss_fn), total, rows_per_step=3 * cfg.batch_size, finalize=finalize, optimizer=opt)
+        return Plan(gradient_update(opt, loss_fn), total, rows_per_step=3 * cfg.batch_size, finalize=finalize,
+                    optimizer=opt)

@@ -104,9 +104,10 @@ def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_rem
     max_conf = None if class_removal or margin is None else min(100.0, chance + margin)
     measure = cfg.forget_measure if cfg.forget_measure != "auto" else ("argmax" if class_removal else "expected")
     drop = max(cfg.retain_drop, 100.0 / retain_rows) if retain_rows else cfg.retain_drop
-    return Criteria(forget_measure=measure, goal=goal, forget_target=target, forget_tol=cfg.forget_tol, max_confidence=max_conf,
-                    retain_drop=drop, retain_drop_requested=cfg.retain_drop if drop != cfg.retain_drop else None, retain_original=retain_original, ci_level=cfg.ci_level,
-                    bootstrap=cfg.bootstrap, policy_kind="class" if class_removal else "domain")
+    return Criteria(goal=goal, forget_target=target, forget_tol=cfg.forget_tol, max_confidence=max_conf,
+                    retain_drop=drop, retain_original=retain_original, ci_level=cfg.ci_level, bootstrap=cfg.bootstrap,
+                    policy_kind="class" if class_removal else "domain", forget_measure=measure,
+                    retain_drop_requested=cfg.retain_drop if drop != cfg.retain_drop else None)
 
 
 def _check(name: str, label: str, value: float, op: str, threshold: Any,
@@ -170,7 +171,8 @@ def violation(checks: list[dict[str, Any]]) -> float:
 def forget_shortfall(criteria: Criteria, m: dict[str, float]) -> float:
     """Signed distance of forgetting from its band: > 0 not forgotten enough yet, < 0 overshot, 0 inside (points)."""
     if criteria.goal == "suppression":
-        acc, lo, hi = m[MEASURE_KEYS[criteria.forget_measure]], criteria.forget_target - criteria.forget_tol, criteria.forget_target + criteria.forget_tol
+        acc = m[MEASURE_KEYS[criteria.forget_measure]]
+        lo, hi = criteria.forget_target - criteria.forget_tol, criteria.forget_target + criteria.forget_tol
         return acc - hi if acc > hi else (acc - lo if acc < lo else 0.0)
     return m["acc_gap_lo"] if m["acc_gap_lo"] > 0 else min(0.0, m["acc_gap_hi"])
 

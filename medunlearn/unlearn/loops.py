@@ -106,7 +106,8 @@ def retain_finetune_plan(model: nn.Module, data: SplitData, ctx: RunContext, *, 
         return loss + penalty(t, steps) if penalty is not None else loss
 
     warmup = n_steps(len(data.train_retain), batch_size, warmup_epochs) if warmup_epochs > 0 else 0
-    return Plan(gradient_update(opt, loss_fn), steps, warmup=warmup, rows_per_step=3 * batch_size, params=params, optimizer=opt)
+    return Plan(gradient_update(opt, loss_fn), steps, warmup=warmup, rows_per_step=3 * batch_size, params=params,
+                optimizer=opt)
 
 
 def random_label_loss(model: nn.Module, data: SplitData, ctx: RunContext, batch_size: int,

@@ -83,4 +83,5 @@ class SalUn(Unlearner):
 
         loss_fn = random_label_loss(model, data, ctx, c.batch_size, c.retain_weight)
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        return Plan(gradient_update(opt, loss_fn, grad_hook=mask_grads), steps, rows_per_step=6 * c.batch_size, params=params, optimizer=opt)
+        return Plan(gradient_update(opt, loss_fn, grad_hook=mask_grads), steps, rows_per_step=6 * c.batch_size, params=params,
+                    optimizer=opt)

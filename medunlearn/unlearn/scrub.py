@@ -75,4 +75,5 @@ class Scrub(Unlearner):
                 return -kl
             return c.kd_weight * kl + c.ce_weight * F.cross_entropy(logits, y)
 
-        return Plan(gradient_update(opt, loss_fn), len(schedule), rows_per_step=4 * c.batch_size, params=params, optimizer=opt)
+        return Plan(gradient_update(opt, loss_fn), len(schedule), rows_per_step=4 * c.batch_size, params=params,
+                    optimizer=opt)
