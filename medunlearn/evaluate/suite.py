@@ -47,7 +47,7 @@ from medunlearn.runtime import RunContext
 SCHEMA_VERSION = 1
 SPLITS = ("train_retain", "train_forget", "val_forget", "test_retain", "test_forget")
 CORE_KEYS = ("forget_acc", "retain_acc", "val_forget_acc", "test_retain_acc", "test_forget_acc", "test_acc",
-             "test_forget_confidence", "mia_efficacy", "mia_loss_auc", "auroc", "ece")
+             "test_forget_confidence", "test_forget_expected_acc", "mia_efficacy", "mia_loss_auc", "auroc", "ece")
 MIA_MAX_PER_SIDE = 2000
 
 
