@@ -113,10 +113,11 @@ def test_retain_guard_rejects_states_that_lose_retain_accuracy():
     model = Scripted(fa, [0.95, 0.4, 0.4], [0.0, 0.2, 0.2])  # forgotten, but 20 % of retain rows now wrong
     out = _run(model, coded_split(), steps=2)
     assert not out.acceptance["met"]
-    assert [r["retain_acc"] < 99.0 for r in out.trace] == [False, True, True]  # the guard: original − 1 point
+    guard = 100.0 - 100.0 / 60  # original − 1 point, widened to one row of the 60-row val_retain probe
+    assert [r["retain_acc"] < guard for r in out.trace] == [False, True, True]
     # the closest state is the one within the retain guard (the original), not a forgotten but damaged one
     assert out.acceptance["step"] == 0 and int(out.model.s) == 0
-    assert {c["name"]: c for c in out.acceptance["checks"]}["retain_accuracy"]["threshold"] == pytest.approx(99.0)
+    assert {c["name"]: c for c in out.acceptance["checks"]}["retain_accuracy"]["threshold"] == pytest.approx(guard, abs=1e-3)
     relaxed = _run(Scripted(fa, [0.95, 0.4, 0.4], [0.0, 0.2, 0.2]), coded_split(), steps=2, retain_drop=30.0)
     assert relaxed.acceptance["met"]
 
