@@ -241,6 +241,6 @@ def test_backtracks_with_a_smaller_lr_when_a_step_jumps_over_the_band(backtracks
     acc = out.acceptance
     assert acc["met"] is (backtracks > 0) and (acc["backtracks"] >= 2 if backtracks else acc["backtracks"] == 0)
     if backtracks:  # back to θ=0.4 at lr 0.2 → 0.6, over again → back to 0.6 at lr 0.1 → 0.7: inside the band
-        assert float(out.model.theta) == pytest.approx(0.7, abs=1e-6)
+        assert out.model.theta.item() == pytest.approx(0.7, abs=1e-6)
         backs = [r["decision"].split("; ")[-1] for r in out.trace if "overshoot" in r["decision"]]
         assert backs[:2] == ["overshoot: back to step 1, lr x0.5", "overshoot: back to step 3, lr x0.25"]
