@@ -10,18 +10,27 @@ from medunlearn.cli import options as o
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.runtime import is_main_process
 
+# the options `train` and `retrain` share (one definition, so their bounds and help cannot drift apart)
+Out = Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")]
+Model = Annotated[str, typer.Option("--model", help="Architecture (see `medunlearn models`); default allcnn for images, densenet_small for volumes; a retrain should use the base model's.")]
+Epochs = Annotated[int, typer.Option("--epochs", min=1, max=10_000, help="Training epochs.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, max=65_536)]
+Lr = Annotated[float, typer.Option("--lr", min=1e-12, max=10.0, help="Peak learning rate (one-cycle SGD).")]
+ImageSize = Annotated[Optional[int], typer.Option("--image-size", min=8, max=4096, help="Images are resized to this square (volumes: cube) size; default 64 (volumes: 32).")]
+SpatialDims = Annotated[Optional[int], typer.Option("--spatial-dims", help="2 (images) or 3 (volumes); default: 3 when every cohort row is a volume.")]
+
 
 @app.command("train")
 @guarded
 def train(
     cohort: o.CohortOpt,
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
-    model: Annotated[str, typer.Option("--model", help="Architecture (see `medunlearn models`); default allcnn for images, densenet_small for volumes.")] = "",
-    epochs: Annotated[int, typer.Option("--epochs", min=1, max=10_000, help="Training epochs.")] = 8,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=65_536)] = 64,
-    lr: Annotated[float, typer.Option("--lr", min=1e-12, max=10.0, help="Peak learning rate (one-cycle SGD).")] = 0.05,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", min=8, max=4096, help="Images are resized to this square (volumes: cube) size; default 64 (volumes: 32).")] = None,
-    spatial_dims: Annotated[Optional[int], typer.Option("--spatial-dims", help="2 (images) or 3 (volumes); default: 3 when every cohort row is a volume.")] = None,
+    out: Out,
+    model: Model = "",
+    epochs: Epochs = 8,
+    batch_size: BatchSize = 64,
+    lr: Lr = 0.05,
+    image_size: ImageSize = None,
+    spatial_dims: SpatialDims = None,
     cache_dir: o.CacheDir = None,
     torch_device: o.TorchDevice = None,
     exclude: Annotated[bool, typer.Option("--exclude", help="Train without the rows matching the forget rule: the retrain reference.")] = False,
@@ -56,13 +65,13 @@ def train(
 @guarded
 def retrain(
     cohort: o.CohortOpt,
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
-    model: Annotated[str, typer.Option("--model", help="Architecture; use the base model's.")] = "",
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 8,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (one-cycle SGD).")] = 0.05,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="As for train.")] = None,
-    spatial_dims: Annotated[Optional[int], typer.Option("--spatial-dims", help="As for train.")] = None,
+    out: Out,
+    model: Model = "",
+    epochs: Epochs = 8,
+    batch_size: BatchSize = 64,
+    lr: Lr = 0.05,
+    image_size: ImageSize = None,
+    spatial_dims: SpatialDims = None,
     cache_dir: o.CacheDir = None,
     torch_device: o.TorchDevice = None,
     device: o.Device = None, site: o.Site = None, manufacturer: o.Manufacturer = None, patient: o.Patient = None,
