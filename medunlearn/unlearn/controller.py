@@ -156,6 +156,11 @@ def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
 CHECK_SHARE = 0.25
 
 
+def _note(row: dict[str, Any], text: str) -> None:
+    """Append a decision to a trace row."""
+    row["decision"] = f"{row['decision']}; {text}" if row["decision"] else text
+
+
 def _closer(checks: list[dict[str, Any]], v: float, closest: dict[str, Any]) -> bool:
     """Is a state with these checks closer to acceptance than `closest`? Retain guard first, then violation."""
     guard = lambda cs: next(c["passed"] for c in cs if c["name"] == "retain_accuracy")  # noqa: E731
@@ -243,21 +248,28 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         row = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
                "violation": round(violation(checks), 4), "decision": ""}
         eligible = step >= plan.warmup
+        shortfall = forget_shortfall(criteria, m)
+        snap: dict[str, torch.Tensor] = {}  # one copy of the state per check, shared by best/closest/anchor
+
+        def taken() -> dict[str, torch.Tensor]:
+            if not snap:
+                snap.update(_snapshot(model))
+            return snap
+
         if not eligible:
             row["decision"] = "warm-up (not eligible)"
         elif met and (not best or m["retain_acc"] > best["m"]["retain_acc"] + 1e-9):
-            best.update(step=step, phase=phase, m=m, checks=checks, state=_snapshot(model))
+            best.update(step=step, phase=phase, m=m, checks=checks, state=taken())
             state["since_best"] = 0
             row["decision"] = "new best (criteria met)"
         elif not best and (not closest or _closer(checks, row["violation"], closest)):
-            closest.update(step=step, phase=phase, m=m, checks=checks, violation=row["violation"],
-                           state=_snapshot(model))
+            closest.update(step=step, phase=phase, m=m, checks=checks, violation=row["violation"], state=taken())
             row["decision"] = "closest so far"
-        if plan.optimizer is not None and forget_shortfall(criteria, m) >= 0 and m["retain_acc"] >= guard:
-            anchor.update(step=step, state=_snapshot(model), opt=copy.deepcopy(plan.optimizer.state_dict()))
+        if plan.optimizer is not None and shortfall >= 0 and m["retain_acc"] >= guard:
+            anchor.update(step=step, state=taken(), opt=copy.deepcopy(plan.optimizer.state_dict()))
         timing["checks_s"] += time.perf_counter() - t0
         trace.append(row)
-        return {"m": m, "met": met, "eligible": eligible, "row": row}
+        return {"m": m, "met": met, "eligible": eligible, "row": row, "overshoot": shortfall < 0}
 
     def repair(step: int) -> None:
         t0 = time.perf_counter()
@@ -268,7 +280,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
             c = check(step, "repair")
             t0 = time.perf_counter()
             if c["m"]["retain_acc"] >= guard:
-                c["row"]["decision"] = (c["row"]["decision"] + "; " if c["row"]["decision"] else "") + "retain restored"
+                _note(c["row"], "retain restored")
                 break
 
     def backtrack(row: dict[str, Any]) -> None:
@@ -278,8 +290,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         scale = cfg.backtrack_factor ** state["backtracks"]
         for group, base_lr in zip(plan.optimizer.param_groups, base_lrs):
             group["lr"] = base_lr * scale
-        row["decision"] = (row["decision"] + "; " if row["decision"] else "") + \
-            f"overshoot: back to step {anchor['step']}, lr x{scale:g}"
+        _note(row, f"overshoot: back to step {anchor['step']}, lr x{scale:g}")
 
     base_lrs = [g["lr"] for g in plan.optimizer.param_groups] if plan.optimizer is not None else []
     check(0, "original")
@@ -300,7 +311,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
                 if state["since_best"] > cfg.patience:
                     state["reason"] = f"criteria met; no better state in {cfg.patience} further checks"
                     break
-            overshoot = forget_shortfall(criteria, c["m"]) < 0
+            overshoot = c["overshoot"]
             if overshoot and anchor and state["backtracks"] < cfg.backtracks:
                 backtrack(c["row"])
                 continue
@@ -309,7 +320,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
                 state["reason"] = f"forgetting overshot its band for {cfg.patience + 1} checks; rolled back"
                 break
             if repairer is not None and c["m"]["retain_acc"] < guard:
-                c["row"]["decision"] = (c["row"]["decision"] + "; " if c["row"]["decision"] else "") + "retain below guard: repair"
+                _note(c["row"], "retain below guard: repair")
                 repair(step)
         else:
             state["reason"] = "step budget reached"
