@@ -50,10 +50,11 @@ def accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def expected_accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean softmax probability of the true label, in percent: the accuracy of the model's own predictive
     distribution (100/K for any label-blind output, whatever the class mix)."""
+    from medunlearn.evaluate.functional import true_label_probability
+
     if len(labels) == 0:
         return 0.0
-    p = logits.float().softmax(1)
-    return float(p.gather(1, labels.to(logits.device)[:, None]).mean() * 100)
+    return 100.0 * true_label_probability(logits.float().softmax(1), labels)
 
 
 def subsample(s: ImageSet, n: int, seed: int) -> ImageSet:
