@@ -65,6 +65,10 @@ class Criteria:
     forget_measure: str = "argmax"  # argmax | expected: which accuracy (a) reads (resolved from "auto")
     retain_drop_requested: Optional[float] = None  # the configured retain_drop when one probe row is coarser
 
+    def band(self) -> tuple[float, float]:
+        """Criterion (a)'s accepted interval, clipped to [0, 100]."""
+        return max(0.0, self.forget_target - self.forget_tol), min(100.0, self.forget_target + self.forget_tol)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -135,7 +139,7 @@ def evaluate_checks(criteria: Criteria, m: dict[str, float]) -> list[dict[str, A
     """The criteria's checks on one measurement `m` (see controller.measure for its keys)."""
     out = []
     if criteria.goal == "suppression":
-        band = [max(0.0, criteria.forget_target - criteria.forget_tol), min(100.0, criteria.forget_target + criteria.forget_tol)]
+        band = list(criteria.band())
         label = ("held-out forget-domain accuracy" if criteria.forget_measure == "argmax"
                  else "held-out forget-domain expected accuracy (mean true-label probability)")
         out.append(_check("forget_accuracy", label, m[MEASURE_KEYS[criteria.forget_measure]], "within", band))
@@ -172,7 +176,7 @@ def forget_shortfall(criteria: Criteria, m: dict[str, float]) -> float:
     """Signed distance of forgetting from its band: > 0 not forgotten enough yet, < 0 overshot, 0 inside (points)."""
     if criteria.goal == "suppression":
         acc = m[MEASURE_KEYS[criteria.forget_measure]]
-        lo, hi = criteria.forget_target - criteria.forget_tol, criteria.forget_target + criteria.forget_tol
+        lo, hi = criteria.band()  # measures are percentages, so clipping cannot change the sign
         return acc - hi if acc > hi else (acc - lo if acc < lo else 0.0)
     return m["acc_gap_lo"] if m["acc_gap_lo"] > 0 else min(0.0, m["acc_gap_hi"])
 
