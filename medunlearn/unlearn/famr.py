@@ -20,6 +20,7 @@ The deviation report goes to ctx.log[<name>]["certificate"] (famr_certificate.py
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Callable, Optional
@@ -28,12 +29,14 @@ import torch
 from torch import nn
 
 from medunlearn.errors import ConfigError
+from medunlearn.models.zoo import Classifier, parameter_subset
 from medunlearn.registry import did_you_mean
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, cycle, n_steps
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, check_finite_outputs, cycle, n_steps, release
 from medunlearn.unlearn.controller import ControlConfig, Plan
 from medunlearn.unlearn.famr_certificate import certificate
 from medunlearn.unlearn.famr_math import (conjugate_gradient, forget_gradient, forget_objective, hvp_fn, loss_floor,
                                           resolve_lam, support_mask, uniform_loss)
+from medunlearn.unlearn.prefix import encode_split, frozen_prefix_length, split_model
 from medunlearn.unlearn.probes import subsample
 from medunlearn.unlearn.space import Choice, Float
 
@@ -58,6 +61,7 @@ class FAMRConfig(BaseConfig, ControlConfig):
     cg_iters: int = 10  # newton_cg: conjugate-gradient iterations
     cg_rows: int = 512  # newton_cg: forget rows used for the gradient and Hessian-vector products
     cert_rows: int = 1024  # rows of train_retain / val used for the certificate
+    cache_prefix: bool = True  # params "head"/"last-N": run on cached outputs of the frozen blocks (exact; prefix.py)
 
 
 def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
@@ -85,13 +89,29 @@ class FAMR(Unlearner):
                     "batch_size": Choice(32, 64, 128), "loss": Choice("ce_uniform", "kl_p_u"),
                     "solver": Choice("iterative", "one_step", "newton_cg")}  # what `medunlearn tune` varies
 
+    def run(self, model: nn.Module, data, ctx, goal: str = "suppression"):
+        """With a trained subset that leaves leading blocks frozen (params "head" / "last-N", BN frozen), the run
+        works on cached outputs of those blocks (prefix.py): the same model, fewer forward passes."""
+        cfg = self.config
+        if not cfg.cache_prefix or cfg.params == "all" or not isinstance(model, Classifier):
+            return super().run(model, data, ctx, goal)
+        full = copy.deepcopy(model).to(ctx.device).eval()  # the caller's model is never touched
+        cut = frozen_prefix_length(full, {n for n, _ in parameter_subset(full, cfg.params)})
+        if cut == 0:
+            return super().run(model, data, ctx, goal)
+        prefix, suffix = split_model(full, cut)
+        outcome = super().run(suffix, encode_split(prefix, data, ctx.device), ctx, goal)
+        suffix.load_state_dict(outcome.model.state_dict())  # suffix shares its modules with `full`
+        ctx.log.setdefault(self.name, {})["prefix_cached_blocks"] = cut
+        outcome.model = release(full)
+        check_finite_outputs(outcome.model, data, ctx)
+        return outcome
+
     def retain_term(self, model: nn.Module, original: nn.Module, data, ctx) -> Optional[Callable[[], torch.Tensor]]:
         """An extra loss on retain rows; None in FAMR proper (famr_retain overrides it)."""
         return None
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
-        from medunlearn.models.zoo import parameter_subset
-
         cfg, dev, k = self.config, ctx.device, data.num_classes
         validate(cfg)
         mask = support_mask(cfg.support, data.train_forget.labels, k).to(dev)

@@ -1,0 +1,58 @@
+"""Frozen-prefix caching gives the same model as the uncached run, and leaves the caller's model alone."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from medunlearn.models.zoo import parameter_subset
+from medunlearn.runtime import RunContext
+from medunlearn.unlearn import METHODS
+from medunlearn.unlearn.prefix import encode_split, frozen_prefix_length, split_model
+
+
+def _run(model, split, **cfg):
+    return METHODS.get(cfg.pop("method", "famr"))(**cfg).run(model, split, RunContext(seed=0))
+
+
+@pytest.mark.parametrize("method,params", [("famr", "last-2"), ("famr_retain", "head")])
+def test_cached_run_equals_uncached(trained_tiny, method, params):
+    model, split = trained_tiny
+    before = copy.deepcopy(model.state_dict())
+    cfg = dict(method=method, params=params, lr=1e-3, epochs=2, check_every=2)
+    plain, cached = _run(model, split, cache_prefix=False, **cfg), _run(model, split, cache_prefix=True, **cfg)
+    assert [r["step"] for r in plain.trace] == [r["step"] for r in cached.trace]
+    for a, b in zip(plain.trace, cached.trace):
+        assert a["forget_expected"] == pytest.approx(b["forget_expected"], abs=1e-3)
+        assert a["retain_acc"] == pytest.approx(b["retain_acc"], abs=1e-3)
+    sa, sb = plain.model.state_dict(), cached.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=1e-5, rtol=1e-4)
+    assert any(not torch.equal(sb[k], before[k]) for k in sb if k.startswith("head")), "the head did not move"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"caller's model changed at {k}"
+    # the whole model comes back, trainable and in eval mode, with frozen blocks untouched
+    assert all(p.requires_grad for p in cached.model.parameters()) and not cached.model.training
+    cut = frozen_prefix_length(model, {n for n, _ in parameter_subset(model, params)})
+    frozen = tuple(f"features.{name}." for name, _ in list(model.features.named_children())[:cut])
+    assert cut > 0 and all(torch.equal(sb[k], before[k]) for k in sb if k.startswith(frozen))
+
+
+def test_prefix_split_and_encoding(trained_tiny):
+    model, split = trained_tiny
+    work = copy.deepcopy(model)
+    names = {n for n, _ in parameter_subset(work, "last-2")}
+    cut = frozen_prefix_length(work, names)
+    assert 0 < cut < len(work.features)
+    prefix, suffix = split_model(work, cut)
+    x = split.val_retain.images[:8]
+    with torch.no_grad():
+        torch.testing.assert_close(suffix(prefix(x)), work(x))
+    assert all(p is q for p, q in zip(suffix.head.parameters(), work.head.parameters()))
+    enc = encode_split(prefix, split, torch.device("cpu"))
+    assert len(enc.test_forget) == 0 and len(enc.test_retain) == 0  # a run never reads test rows
+    assert len(enc.train_forget) == len(split.train_forget) and torch.equal(enc.val_forget.labels,
+                                                                              split.val_forget.labels)
+    assert frozen_prefix_length(work, {n for n, _ in work.named_parameters()}) <= 1  # "all": nothing to cache
