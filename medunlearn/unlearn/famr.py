@@ -17,6 +17,9 @@ Where the defaults come from (VALIDATION probes only, docs/results/psg-ab.md "FA
 the criteria, 3e-5 and 1e-5 had not reached them after 200 steps; 100 passes give 1e-4 room on small forget
 sets. Checked on a cohort never used to choose (synth seed 7): met, with the controller's backtracking.
 The deviation report goes to ctx.log[<name>]["certificate"] (famr_certificate.py).
+Speed: with params "head" / "last-N" the frozen leading blocks' outputs are computed once (`cache_prefix`,
+prefix.py): the same model as the uncached run (tests/unlearn/test_prefix.py), each step and check only runs
+the trained blocks.
 """
 from __future__ import annotations
 
