@@ -157,7 +157,7 @@ def check_finite_outputs(model: nn.Module, data: SplitData, ctx: RunContext, row
     try:
         for part in (data.train_forget, data.train_retain):
             if len(part):
-                logits = model(part.images[:rows].to(ctx.device))
+                logits = model(part.subset(torch.arange(min(rows, len(part)))).images.to(ctx.device))
                 if not torch.isfinite(logits).all():
                     raise DivergenceError("Unlearning produced a model with non-finite outputs (its weights "
                                           "overflowed); lower the learning rate. No checkpoint was written.")

@@ -6,8 +6,9 @@ fixed function of the image. Its outputs are computed once per row, and the whol
 the controller's checks, retain repair, the teacher) works on the remaining blocks only. The result is the
 same model as without the cache, up to float rounding; only the time differs.
 
-Only the rows a run reads are encoded: train_forget, train_retain, val_forget, val_retain. The test parts
-are left empty (neither a method nor the controller may read them).
+Only the rows a run reads are encoded: train_forget, val_forget and val_retain at once, train_retain row by row
+when a batch first draws it (retain repair and retain terms read a few batches of a set that can be 50k rows).
+The test parts are left empty (neither a method nor the controller may read them).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.models.zoo import Classifier
@@ -48,14 +50,65 @@ def encode(prefix: nn.Module, s: ImageSet, device: torch.device) -> ImageSet:
     return ImageSet(torch.cat(out), s.labels, s.meta)
 
 
+class EncodedRows(ImageSet):
+    """`source` seen through a frozen prefix, each row encoded the first time it is read and kept.
+
+    Batches (`loader`) and `subset` encode only the rows they return; `images` encodes every row."""
+
+    def __init__(self, source: ImageSet, prefix: nn.Module, device: torch.device) -> None:  # noqa: D107
+        self._source, self._prefix, self._device = source, prefix, device
+        self.labels, self.meta = source.labels, source.meta
+        self._memo: torch.Tensor | None = None
+        self._done = torch.zeros(len(source), dtype=torch.bool)
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.rows(torch.arange(len(self)))
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        todo = idx[~self._done[idx]].unique()
+        if len(todo):
+            new = encode(self._prefix, self._source.subset(todo), self._device).images
+            if self._memo is None:
+                self._memo = new.new_empty((len(self), *new.shape[1:]))
+            self._memo[todo], self._done[todo] = new, True
+        return self._memo[idx] if self._memo is not None else self._source.images[idx]
+
+    def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return ImageSet(self.rows(idx), self.labels[idx], self.meta.iloc[idx.numpy()].reset_index(drop=True))
+
+    def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(_EncodedDataset(self), batch_size=batch_size, shuffle=shuffle, generator=gen,
+                          drop_last=drop_last, collate_fn=_as_is)
+
+
+def _as_is(batch: dict) -> dict:  # __getitems__ returns a whole batch
+    return batch
+
+
+class _EncodedDataset(Dataset):
+    def __init__(self, rows: EncodedRows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        t = torch.as_tensor(idx)
+        return {"image": self.rows.rows(t), "label": self.rows.labels[t]}
+
+
 def _empty_like(s: ImageSet, template: torch.Tensor) -> ImageSet:
     return ImageSet(template.new_zeros((0, *template.shape[1:])), s.labels[:0], s.meta.iloc[:0])
 
 
 def encode_split(prefix: nn.Module, data: SplitData, device: torch.device) -> SplitData:
     """`data` with its train and val parts replaced by prefix outputs and its test parts emptied."""
-    parts = {k: encode(prefix, getattr(data, k), device)
-             for k in ("train_forget", "train_retain", "val_forget", "val_retain")}
+    parts = {k: encode(prefix, getattr(data, k), device) for k in ("train_forget", "val_forget", "val_retain")}
+    parts["train_retain"] = EncodedRows(data.train_retain, prefix, device)
     template = parts["train_forget"].images
     tests = {k: _empty_like(getattr(data, k), template) for k in ("test_forget", "test_retain")}
     return dataclasses.replace(data, **parts, **tests, info={**data.info, "prefix_cached": True})

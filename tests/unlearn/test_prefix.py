@@ -9,7 +9,7 @@ import torch
 from medunlearn.models.zoo import parameter_subset
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.prefix import encode_split, frozen_prefix_length, split_model
+from medunlearn.unlearn.prefix import EncodedRows, encode_split, frozen_prefix_length, split_model
 
 
 def _run(model, split, **cfg):
@@ -56,3 +56,20 @@ def test_prefix_split_and_encoding(trained_tiny):
     assert len(enc.train_forget) == len(split.train_forget) and torch.equal(enc.val_forget.labels,
                                                                               split.val_forget.labels)
     assert frozen_prefix_length(work, {n for n, _ in work.named_parameters()}) <= 1  # "all": nothing to cache
+
+
+def test_encoded_rows_encode_on_first_read(trained_tiny):
+    model, split = trained_tiny
+    work = copy.deepcopy(model)
+    prefix, _ = split_model(work, frozen_prefix_length(work, {n for n, _ in parameter_subset(work, "head")}))
+    rows = EncodedRows(split.train_retain, prefix, torch.device("cpu"))
+    batch = next(iter(rows.loader(16, shuffle=True, seed=3)))
+    assert int(rows._done.sum()) == 16  # only the drawn rows were encoded
+    with torch.no_grad():
+        want = prefix(split.train_retain.images)
+    order = next(iter(split.train_retain.loader(16, shuffle=True, seed=3)))["label"]
+    assert torch.equal(batch["label"], order)  # same order as the raw set's loader
+    sub = rows.subset([0, 5, 7])
+    torch.testing.assert_close(sub.images, want[[0, 5, 7]])
+    torch.testing.assert_close(rows.images, want)
+    assert len(rows) == len(split.train_retain) and bool(rows._done.all())
