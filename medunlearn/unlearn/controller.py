@@ -206,8 +206,9 @@ class Repairer:
                 t = self.teacher(x)[:, :self.k].float()
                 if self.removed:
                     t[:, self.removed] = float("-inf")
-            loss = F.cross_entropy(out, y) + F.kl_div(F.log_softmax(out.float(), 1), F.log_softmax(t, 1),
-                                                      reduction="batchmean", log_target=True)
+            # probabilities, not log-probabilities: a masked class has p = 0, and 0·log 0 must count as 0, not NaN
+            loss = F.cross_entropy(out, y) + F.kl_div(F.log_softmax(out.float(), 1), F.softmax(t, 1),
+                                                      reduction="batchmean")
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, 5.0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pandas as pd
 import pytest
@@ -12,7 +13,7 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, assess, check_interval,
+from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Repairer, assess, check_interval,
                                            removed_classes, run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import auc_higher
@@ -149,15 +150,20 @@ def test_a_budget_too_small_is_not_met(trained_tiny):
     assert out.acceptance["state"] == "closest (criteria not met)"
 
 
-def test_class_removal_targets_zero_without_a_confidence_criterion(trained_tiny):
-    model, split = trained_tiny
+def _class_removal(split) -> SplitData:
+    """`split` re-cut so that class 0 is the forget set (a class withdrawal)."""
     keep = lambda s: s.subset(torch.nonzero(s.labels != 0).flatten())  # noqa: E731
     drop = lambda s: s.subset(torch.nonzero(s.labels == 0).flatten())  # noqa: E731
     whole = ImageSet.concat([split.train_retain, split.train_forget])
     vals = ImageSet.concat([split.val_retain, split.val_forget])
     tests = ImageSet.concat([split.test_retain, split.test_forget])
-    data = SplitData(split.class_names, keep(whole), drop(whole), keep(vals), drop(vals), keep(tests), drop(tests),
+    return SplitData(split.class_names, keep(whole), drop(whole), keep(vals), drop(vals), keep(tests), drop(tests),
                      {"rule": "label = class0"})
+
+
+def test_class_removal_targets_zero_without_a_confidence_criterion(trained_tiny):
+    model, split = trained_tiny
+    data = _class_removal(split)
     assert removed_classes(data) == [0]
     out = METHODS.get("famr")(support="remaining", batch_size=16).run(model, data, RunContext(seed=0))
     crit = out.acceptance["criteria"]
@@ -244,3 +250,14 @@ def test_backtracks_with_a_smaller_lr_when_a_step_jumps_over_the_band(backtracks
         assert out.model.theta.item() == pytest.approx(0.7, abs=1e-6)
         backs = [r["decision"].split("; ")[-1] for r in out.trace if "overshoot" in r["decision"]]
         assert backs[:2] == ["overshoot: back to step 1, lr x0.5", "overshoot: back to step 3, lr x0.25"]
+
+
+def test_retain_repair_is_finite_with_a_removed_class(trained_tiny):
+    """The teacher's removed-class logit is masked to -inf; the distillation term must stay finite (0·log 0)."""
+    model, split = trained_tiny
+    data = _class_removal(split)
+    work = copy.deepcopy(model)
+    rep = Repairer(work, model, data, ControlConfig(repair_batch_size=16), RunContext(seed=0), [0])
+    losses = [rep.step() for _ in range(3)]
+    assert all(math.isfinite(v) for v in losses)
+    assert all(torch.isfinite(p).all() for p in work.parameters())
