@@ -54,7 +54,7 @@ def certificate(model: nn.Module, names: list[str], theta0: dict, data, loss: st
         },
     }
     for split, imgs in (("retain", subsample(data.train_retain, rows, seed).images),
-                        ("val", subsample(data.val, rows, seed).images)):
+                        ("val", _val_rows(data, rows, seed).images)):
         if len(imgs) == 0:
             continue
         l0, l1 = _logits_at(model, theta0, imgs, dev), _logits_at(model, theta1, imgs, dev)
@@ -67,3 +67,14 @@ def certificate(model: nn.Module, names: list[str], theta0: dict, data, loss: st
             rec.update({"secant_slope_max": float(slope.max()), "secant_slope_median": float(slope.median())})
         out["measured"][split] = rec
     return out
+
+
+def _val_rows(data, rows: int, seed: int):
+    """At most `rows` validation rows, stratified by part (val_retain, val_forget) in proportion to their sizes;
+    only the drawn rows are read (a prefix-cached run encodes nothing else)."""
+    from medunlearn.data.imageset import ImageSet
+
+    n_r, n_f = len(data.val_retain), len(data.val_forget)
+    take_r = n_r if n_r + n_f <= rows else round(rows * n_r / (n_r + n_f))
+    take_f = n_f if n_r + n_f <= rows else rows - take_r
+    return ImageSet.concat([subsample(data.val_retain, take_r, seed), subsample(data.val_forget, take_f, seed + 1)])

@@ -6,9 +6,9 @@ fixed function of the image. Its outputs are computed once per row, and the whol
 the controller's checks, retain repair, the teacher) works on the remaining blocks only. The result is the
 same model as without the cache, up to float rounding; only the time differs.
 
-Only the rows a run reads are encoded: train_forget, val_forget and val_retain at once, train_retain row by row
-when a batch first draws it (retain repair and retain terms read a few batches of a set that can be 50k rows).
-The test parts are left empty (neither a method nor the controller may read them).
+Only the rows a run reads are encoded, each the first time it is read (the controller's probes read at most
+`max_eval` validation rows, retain repair a few batches of a train_retain that can hold 50k rows). The test
+parts are left empty (neither a method nor the controller may read them).
 """
 from __future__ import annotations
 
@@ -106,9 +106,9 @@ def _empty_like(s: ImageSet, template: torch.Tensor) -> ImageSet:
 
 
 def encode_split(prefix: nn.Module, data: SplitData, device: torch.device) -> SplitData:
-    """`data` with its train and val parts replaced by prefix outputs and its test parts emptied."""
-    parts = {k: encode(prefix, getattr(data, k), device) for k in ("train_forget", "val_forget", "val_retain")}
-    parts["train_retain"] = EncodedRows(data.train_retain, prefix, device)
-    template = parts["train_forget"].images
+    """`data` with its train and val parts seen through the prefix (EncodedRows) and its test parts emptied."""
+    parts = {k: EncodedRows(getattr(data, k), prefix, device)
+             for k in ("train_forget", "train_retain", "val_forget", "val_retain")}
+    template = parts["train_forget"].subset([0]).images if len(data.train_forget) else data.train_forget.images
     tests = {k: _empty_like(getattr(data, k), template) for k in ("test_forget", "test_retain")}
     return dataclasses.replace(data, **parts, **tests, info={**data.info, "prefix_cached": True})
