@@ -261,3 +261,16 @@ def test_retain_repair_is_finite_with_a_removed_class(trained_tiny):
     losses = [rep.step() for _ in range(3)]
     assert all(math.isfinite(v) for v in losses)
     assert all(torch.isfinite(p).all() for p in work.parameters())
+
+
+def test_equivalence_the_original_already_meets_is_not_met(trained_tiny):
+    """On a whole device the tiny model generalises to, members and held-out rows look alike before any step:
+    the equivalence criteria cannot show forgetting, so the run must not claim them."""
+    model, split = trained_tiny
+    out = METHODS.get("finetune")(batch_size=16, epochs=0.5).run(model, split, RunContext(seed=0), "equivalence")
+    assert out.trace[0]["phase"] == "original" and out.trace[0]["met"]
+    acc = out.acceptance
+    assert acc["vacuous"] is True and acc["met"] is False
+    assert "cannot show forgetting" in acc["reason"] and "not met" in acc["state"]
+    sup = METHODS.get("finetune")(batch_size=16, epochs=0.5).run(model, split, RunContext(seed=0))
+    assert sup.acceptance["vacuous"] is False
