@@ -88,6 +88,8 @@ def assess_policies(model: nn.Module, base: nn.Module, policies: Sequence[Policy
                         "run_accepted": p.accepted, **a, "source_checks": p.source_checks})
     retain = assess_retain(model, base, union, policies, device)
     reasons = [f"{r['policy']}: {f}" for r in records for f in _failures(r["checks"])]
+    reasons += [f"{r['policy']}: the base model already meets its equivalence criteria, so they cannot show "
+                "forgetting (vacuous)" for r in records if r.get("vacuous")]
     if not retain["met"]:
         reasons += [f"retain: {f}" for f in _failures(retain["checks"])]
     met = not reasons
