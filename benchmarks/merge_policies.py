@@ -1,6 +1,7 @@
 """Benchmark: one deployed model, per-policy unlearning runs merged by every merge method, with two references
 in the same table: ONE run that forgets the union of the policies, and SEQUENTIAL application (run B on run
-A's output, ...). Two workloads:
+A's output, ...; each run's retain set excludes every policy's rows, or B's retain repair would relearn A's).
+Two workloads:
   synthetic      the built-in SYNTHETIC cohort: device ScannerX, one site, measurement outliers (3 policies);
                  the base is trained per seed with the `bench device` recipe (its time stands in for one retrain)
   fashion-mnist  real Fashion-MNIST: two disjoint classes (t-shirt, trouser), one policy each; the base is the
@@ -181,8 +182,8 @@ def one_seed(seed: int, args, datas, union) -> dict:
 
     record("union run", union_model, t_union, t_union)
     seq, t_seq = base, 0.0
-    for p, d in datas.items():
-        seq, _, t = unlearn(seq, d)
+    for p, d in datas.items():  # each later run's retain set excludes every policy's rows (they are withdrawn)
+        seq, _, t = unlearn(seq, shared_retain(d, union))
         t_seq += t
     record("sequential", seq, t_seq, t_seq)
     base_sd = {k: v.detach().cpu() for k, v in base.cpu().state_dict().items()}

@@ -14,8 +14,9 @@ suppressed domain the cross-entropy to the uniform distribution (accuracy to cha
 removed class −log(1 − p_y) (its images must never be called it); for the equivalence goal, and with
 ``forget_objective: run`` for every policy, KL(f_run_p(x) ‖ f_θ(x)): reproduce what the policy's own run does.
 Every ``check_every`` steps the policies' acceptance (controller.assess) is measured; the kept coefficients are
-those of the checked state that meets the most (smallest total violation, then highest retain accuracy).
-The record {coefficients, groups, checks, chosen_step} goes to ctx.log["learned_coefficients"].
+those of the checked state that meets the most (smallest total violation, then highest retain accuracy). Once a
+checked state meets every criterion, the fit stops after ``patience`` further checks that find none better.
+The record {coefficients, groups, checks, steps_run, chosen_step} goes to ctx.log["learned_coefficients"].
 BatchNorm running stats: the shared buffer rules (``bn_stats``), fixed while fitting.
 """
 from __future__ import annotations
@@ -48,8 +49,10 @@ class LearnedCoefficientsConfig(MergeConfig):
     lr: float = 0.1  # Adam learning rate on the logits z
     retain_weight: float = 1.0  # weight of the retain distillation to the base
     forget_objective: str = "criteria"  # criteria (each policy's surrogate) | run (distil each policy's own run)
-    max_rows: int = 256  # validation rows per set used to fit (fixed seeded subsets)
+    max_rows: int = 128  # validation rows per set used to fit (fixed seeded subsets); see configs/merge yaml
     check_every: int = 10  # measure the policies' acceptance every this many steps (and at 0 and the end)
+    patience: int = 2  # stop once a checked state meets every criterion and `patience` further checks kept none
+    # better (0: run every step); the kept state is the best checked one either way
 
 
 def coefficients(z: torch.Tensor, c_max: float) -> torch.Tensor:
@@ -97,9 +100,9 @@ class LearnedCoefficients(MergeMethod):
             raise ConfigError(f"Expected init strictly inside (0, c_max={c.c_max}), but got {c.init}.")
         check_range("lr", float(c.lr), 0.0, 100.0, lo_open=True)
         check_range("retain_weight", float(c.retain_weight), 0.0, 1000.0)
-        if int(c.steps) < 0 or int(c.max_rows) < 8 or int(c.check_every) < 1:
-            raise ConfigError(f"Expected steps >= 0, max_rows >= 8 and check_every >= 1, but got {c.steps}, "
-                              f"{c.max_rows} and {c.check_every}.")
+        if int(c.steps) < 0 or int(c.max_rows) < 8 or int(c.check_every) < 1 or int(c.patience) < 0:
+            raise ConfigError(f"Expected steps >= 0, max_rows >= 8, check_every >= 1 and patience >= 0, but got "
+                              f"{c.steps}, {c.max_rows}, {c.check_every} and {c.patience}.")
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
         from medunlearn.merge.policies import assess_policies, violation_total
@@ -145,7 +148,8 @@ class LearnedCoefficients(MergeMethod):
         record: dict[str, Any] = {"groups": groups, "parts": ["agree", "conflict"][:parts], "checks": []}
         best: dict[str, Any] = {}
 
-        def check(step: int) -> None:
+        def check(step: int) -> bool:
+            """Measure the state; True when the best meets every criterion and has not changed for `patience`."""
             with torch.no_grad():
                 lam = coefficients(z, cfg.c_max)
                 state = {k: v.detach().cpu().double() for k, v in params(lam).items()}
@@ -155,18 +159,22 @@ class LearnedCoefficients(MergeMethod):
             record["checks"].append({"step": step, "met": acc["met"], "violation": round(key[0], 3),
                                      "retain_acc": acc["retain"]["value"]})
             if not best or key < best["key"]:
-                best.update(key=key, step=step, lam=lam.detach().cpu().clone(), state=state)
+                best.update(key=key, step=step, lam=lam.detach().cpu().clone(), state=state, since=0)
+            else:
+                best["since"] += 1
+            return int(cfg.patience) > 0 and best["key"][0] == 0 and best["since"] >= int(cfg.patience)
 
         check(0)
+        step = 0
         for step in range(1, int(cfg.steps) + 1):
             lam = coefficients(z, cfg.c_max)
             loss = sum(w * fn(lambda x: forward(lam, x)) for w, fn in terms)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if step % int(cfg.check_every) == 0 or step == int(cfg.steps):
-                check(step)
-        record.update({"chosen_step": best["step"], "coefficients": best["lam"].tolist(), "c_max": float(cfg.c_max)})
+            if (step % int(cfg.check_every) == 0 or step == int(cfg.steps)) and check(step):
+                break
+        record.update({"steps_run": step, "chosen_step": best["step"], "coefficients": best["lam"].tolist(), "c_max": float(cfg.c_max)})
         env.ctx.log[self.name] = record
         return best["state"]
 

@@ -141,7 +141,7 @@ def test_learned_coefficients_stay_in_bounds_and_only_scale_the_changes(tiny):
     model, base, runs, data = tiny
     ctx = RunContext(seed=0)
     method = MERGES.get("learned_coefficients")(granularity="run", sign_split=False, c_max=1.5, init=0.5,
-                                                lr=50.0, steps=6, check_every=1)
+                                                lr=50.0, steps=6, check_every=1, patience=0)
     out = method.merge(base, runs, None, ctx=ctx, data=data, build_model=_build(model),
                        policies=tiny_policies(data, 2))
     rec = ctx.log["learned_coefficients"]
@@ -167,6 +167,23 @@ def test_learned_coefficients_keep_the_best_checked_state(tiny):
     assert chosen["violation"] == min(c["violation"] for c in rec["checks"])
     lam = torch.tensor(rec["coefficients"])
     assert lam.shape[0] == 2 and bool(((lam >= 0) & (lam <= 2.0)).all())
+
+
+def test_learned_coefficients_stop_patience_checks_after_a_state_that_meets(tiny, monkeypatch):
+    """Every check meets, retain peaks at the second: the fit stops `patience` checks later and keeps the peak."""
+    import medunlearn.merge.policies as pol
+
+    model, base, runs, data = tiny
+    retain = iter([90.0, 95.0, 94.0, 93.0, 92.0, 91.0, 90.0])
+    monkeypatch.setattr(pol, "assess_policies", lambda *a, **k: {
+        "met": True, "policies": [], "retain": {"value": next(retain), "checks": []}})
+    monkeypatch.setattr(pol, "violation_total", lambda acc: 0.0)
+    ctx = RunContext(seed=0)
+    MERGES.get("learned_coefficients")(steps=6, check_every=1, patience=2).merge(
+        base, runs, None, ctx=ctx, data=data, build_model=_build(model), policies=tiny_policies(data, 2))
+    rec = ctx.log["learned_coefficients"]
+    assert [c["step"] for c in rec["checks"]] == [0, 1, 2, 3] and rec["steps_run"] == 3
+    assert rec["chosen_step"] == 1
 
 
 def test_sign_agreement():
