@@ -62,18 +62,13 @@ def prepare_synthetic(args):
 def prepare_fashion(args):
     """Fashion-MNIST with the bench's val carve-out; (one split per withdrawn class, union split)."""
     from medunlearn.bench.fashion_mnist import CLASS_NAMES
-    from medunlearn.bench.suites import SuiteOptions, fashion_prepare
+    from medunlearn.bench.suites import SuiteOptions, fashion_prepare, split_parts
     from medunlearn.data.imageset import SplitData
 
     raw = fashion_prepare(SuiteOptions(data_dir=args.data_dir))
 
     def split(classes, rule):
-        parts = {}
-        for name in ("train", "val", "test"):
-            s = raw[name]
-            m = torch.isin(s.labels, torch.tensor(classes))
-            parts[f"{name}_forget"] = s.subset(torch.nonzero(m).flatten())
-            parts[f"{name}_retain"] = s.subset(torch.nonzero(~m).flatten())
+        parts = split_parts(raw, lambda i, name, s: torch.isin(s.labels, torch.tensor(classes)))
         return SplitData(class_names=list(CLASS_NAMES), info={"rule": rule, "suite": "fashion-mnist"}, **parts)
 
     datas = {n: split([c], f"class = {n}") for n, c in FASHION_CLASSES.items()}
@@ -99,14 +94,15 @@ def base_model(seed: int, args, union):
 
 def method_settings(args):
     """The method's Config: configs/unlearn defaults <- the bench YAML's overrides for this kind of policy."""
-    from medunlearn.bench.runner import load_bench_config
+    from medunlearn.bench.runner import method_overrides, resolve_settings
     from medunlearn.configio import method_config
     from medunlearn.unlearn import METHODS
 
     cls = METHODS.get(args.method)
     over = {}
-    if args.workload == "fashion-mnist":  # class withdrawal: the validation-chosen class-scenario settings
-        over = (load_bench_config("fashion-mnist").get("scenarios", {}).get("class", {}) or {}).get(args.method) or {}
+    if args.workload == "fashion-mnist":  # class withdrawal: the bench's layered overrides for the class scenario
+        settings = resolve_settings("fashion-mnist", [args.method], 1, ["suppression"], False, None, ["class"], None)
+        over = method_overrides(settings, args.method, "class", "suppression")
     return cls, method_config(cls, None, over)
 
 

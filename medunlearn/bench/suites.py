@@ -108,15 +108,22 @@ def _forget_mask(s: ImageSet, scenario: str, seed: int, held_out: bool) -> torch
     return _mask(len(s), _choose(len(s), max(1, round(0.1 * len(s))), seed))  # random
 
 
-def fashion_split(raw: dict[str, ImageSet], scenario: str, opts: SuiteOptions) -> SplitData:
-    from medunlearn.bench.fashion_mnist import CLASS_NAMES
-
+def split_parts(raw: dict[str, ImageSet], forget_mask: Callable[[int, str, ImageSet], torch.Tensor]) -> dict[str, ImageSet]:
+    """train/val/test → {<part>_forget, <part>_retain}; forget_mask(i, name, set) is a bool mask over the set."""
     parts: dict[str, ImageSet] = {}
     for i, name in enumerate(("train", "val", "test")):
         s = raw[name]
-        m = _forget_mask(s, scenario, opts.data_seed + 10 + i, held_out=name != "train")
+        m = forget_mask(i, name, s)
         parts[f"{name}_forget"] = s.subset(torch.nonzero(m).flatten())
         parts[f"{name}_retain"] = s.subset(torch.nonzero(~m).flatten())
+    return parts
+
+
+def fashion_split(raw: dict[str, ImageSet], scenario: str, opts: SuiteOptions) -> SplitData:
+    from medunlearn.bench.fashion_mnist import CLASS_NAMES
+
+    parts = split_parts(raw, lambda i, name, s: _forget_mask(s, scenario, opts.data_seed + 10 + i,
+                                                            held_out=name != "train"))
     info = {"rule": {"class": "class = t-shirt", "selective": "10 % of class t-shirt",
                      "random": "random 10 % of train"}[scenario],
             "suite": "fashion-mnist", "scenario": scenario, "seed": opts.data_seed, "subset": opts.subset,

@@ -159,10 +159,11 @@ class LearnedCoefficients(MergeMethod):
             record["checks"].append({"step": step, "met": acc["met"], "violation": round(key[0], 3),
                                      "retain_acc": acc["retain"]["value"]})
             if not best or key < best["key"]:
-                best.update(key=key, step=step, lam=lam.detach().cpu().clone(), state=state, since=0)
+                best.update(key=key, step=step, lam=lam.detach().cpu().clone(), state=state, met=acc["met"], since=0)
             else:
                 best["since"] += 1
-            return int(cfg.patience) > 0 and best["key"][0] == 0 and best["since"] >= int(cfg.patience)
+            # "met", not violation 0: a vacuous equivalence policy has no failed check and is still not met
+            return int(cfg.patience) > 0 and best["met"] and best["since"] >= int(cfg.patience)
 
         check(0)
         step = 0
