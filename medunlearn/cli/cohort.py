@@ -69,7 +69,9 @@ def index(
     """
     import logging
 
-    from medunlearn.data.cohort import PUBLIC_SALT_SOURCE, index_archive, locator_path, read_salt_file, write_cohort
+    from medunlearn.data.cohort import index_archive, write_cohort
+    from medunlearn.data.deid import PUBLIC_SALT_SOURCE, read_salt_file
+    from medunlearn.data.locator import locator_path
     from medunlearn.errors import ConfigError, OutputExistsError
     from medunlearn.fileio import write_json
 

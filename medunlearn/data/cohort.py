@@ -1,15 +1,14 @@
 """Index a DICOM / NIfTI archive into the cohort table (one pseudonymised row per image).
 
 `index_archive` walks every file (any extension), reads headers in parallel, drops duplicate
-images, joins labels.csv and returns the table plus an ingest report. The archive is only read:
-the pseudonymisation salt comes from a salt file, the argument or $MEDUNLEARN_SALT, and only its
-fingerprint is ever written.
+images, joins labels.csv (labels.py) and returns the table plus an ingest report. The archive is only read;
+the pseudonymisation salt and date coarsening are deid.py's.
 
 What is written is split in two (see `write_cohort`):
 - the cohort table (cohort.csv): shareable; pseudonyms, device, site, label, study dates coarsened to the
   month; no file paths;
-- the locator (cohort.locator.json): PRIVATE; image id -> file path relative to a recorded archive root.
-  Keep it with the archive. A cohort folder (table + locator + archive) moved elsewhere keeps working.
+- the locator (cohort.locator.json, locator.py): PRIVATE; image id -> file path relative to a recorded
+  archive root. Keep it with the archive. A cohort folder (table + locator + archive) moved elsewhere keeps working.
 """
 from __future__ import annotations
 
@@ -23,10 +22,13 @@ from typing import Iterator
 
 import pandas as pd
 
+from medunlearn.data.deid import DATE_PRECISIONS, PUBLIC_SALT_SOURCE, SALT_ENV, coarsen_date, resolve_salt, salt_fingerprint
 from medunlearn.data.dicom import SkipFile, pseudonym, read_dicom_header
+from medunlearn.data.labels import join_labels, read_labels
+from medunlearn.data.locator import find_locator, locator_path, resolve_paths, write_locator
 from medunlearn.data.nifti import is_nifti, read_nifti_header
 from medunlearn.errors import ConfigError, DataError, OutputExistsError
-from medunlearn.fileio import atomic_path, read_json, write_json
+from medunlearn.fileio import atomic_path
 from medunlearn.provenance import sha256_text
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
@@ -38,55 +40,8 @@ COHORT_COLUMNS: tuple[str, ...] = (
 )
 INT_COLUMNS = ("rows", "cols", "frames")
 FLOAT_COLUMNS = ("spacing_row", "spacing_col")
-# Salt used when none is given; documented so that cohorts indexed without one stay reproducible,
-# but the report warns: anyone who knows it can test a guessed PatientID against a pseudonym.
-DEFAULT_SALT = "medunlearn-default-salt-v1"
-SALT_ENV = "MEDUNLEARN_SALT"
-PUBLIC_SALT_SOURCE = "public-default"
-LOCATOR_ENV, ARCHIVE_ROOT_ENV = "MEDUNLEARN_LOCATOR", "MEDUNLEARN_ARCHIVE_ROOT"
-LOCATOR_SUFFIX = ".locator.json"
-DATE_PRECISIONS = ("day", "month", "year")
 _COMPANION_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".md", ".log", ".yaml", ".yml")
 SERIAL_BELOW = 256  # fewer files than this are read in-process: a pool costs more than it saves
-
-
-def resolve_salt(salt: str | None, source: str = "argument") -> tuple[str, str]:
-    """(salt, source): the given salt with its `source` ("argument", "file"), else $MEDUNLEARN_SALT ("env"),
-    else the public default ("public-default")."""
-    if salt:
-        return salt, source
-    if os.environ.get(SALT_ENV):
-        return os.environ[SALT_ENV], "env"
-    return DEFAULT_SALT, PUBLIC_SALT_SOURCE
-
-
-def read_salt_file(path: str | Path) -> str:
-    """The secret salt in a file (first line, surrounding whitespace dropped); never echoed."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"Expected a salt file at {p}, but it does not exist.")
-    try:
-        text = p.read_text(encoding="utf-8").strip().splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"Expected a UTF-8 text salt file at {p}, but it is binary.") from exc
-    if not text or len(text[0].strip()) < 8:
-        raise DataError(f"Expected a secret of at least 8 characters on the first line of {p}, but got "
-                        f"{len(text[0].strip()) if text else 0}.")
-    return text[0].strip()
-
-
-def salt_fingerprint(salt: str) -> str:
-    """A slow, one-way fingerprint: tells two salts apart without letting anyone test guesses quickly."""
-    import hashlib
-
-    return hashlib.pbkdf2_hmac("sha256", salt.encode("utf-8"), b"medunlearn-salt-fingerprint", 100_000)[:8].hex()
-
-
-def coarsen_date(value: str, precision: str) -> str:
-    """ISO date -> the first day of its month ("month") or year ("year"); "day" keeps it."""
-    if not value or precision == "day":
-        return value
-    return f"{value[:4]}-01-01" if precision == "year" else f"{value[:7]}-01"
 
 
 def walk_files(root: Path, exclude: set[Path]) -> tuple[list[Path], int]:
@@ -257,73 +212,6 @@ def _without_paths(reason: str, path: str, rel: str) -> str:
     return reason
 
 
-def read_labels(path: str | Path) -> pd.DataFrame:
-    """Read labels.csv as strings; it needs a `label` column and a `sop_instance_uid` or `path` key."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Expected a labels CSV at {path}, but it does not exist.")
-    try:
-        labels = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"Expected a valid labels CSV at {path}, but it is corrupt ({exc}).") from exc
-    labels.columns = [str(c).strip() for c in labels.columns]
-    cols = list(labels.columns)
-    if "label" not in labels.columns:
-        raise DataError(f"Expected a 'label' column in {path}, but got columns {cols}.{did_you_mean('label', cols)}")
-    if not {"sop_instance_uid", "path"} & set(cols):
-        raise DataError(f"Expected a 'sop_instance_uid' or 'path' column in {path} to match images, but got {cols}.")
-    if labels.empty:
-        raise DataError(f"Expected label rows in {path}, but it has only a header.")
-    return labels
-
-
-def _rel_key(value: str, root: Path) -> str:
-    p = Path(value.strip())
-    if p.is_absolute():
-        try:
-            p = p.resolve().relative_to(root)
-        except ValueError:
-            return p.as_posix()
-    return p.as_posix().removeprefix("./")
-
-
-def join_labels(df: pd.DataFrame, labels: pd.DataFrame, root: Path,
-                protected: tuple[str, ...] = COHORT_COLUMNS) -> tuple[pd.DataFrame, dict]:
-    """Fill `label` (and extra numeric columns) by sop_instance_uid, else by path relative to `root`, else by
-    the image's folder relative to `root` (a labels row naming a series folder labels all of its slices)."""
-    by_uid = {u.strip(): i for i, u in enumerate(labels.get("sop_instance_uid", [])) if u.strip()}
-    by_path = {_rel_key(p, root): i for i, p in enumerate(labels.get("path", [])) if p.strip()}
-    hits = []
-    for uid, path in zip(df["sop_instance_uid"], df["path"]):
-        i = by_uid.get(uid) if uid else None
-        rel = Path(path).relative_to(root)
-        if i is None:
-            i = by_path.get(rel.as_posix())
-        if i is None and rel.parent.as_posix() != ".":
-            i = by_path.get(rel.parent.as_posix())
-        hits.append(i)
-    matched = {i for i in hits if i is not None}
-    if not matched:
-        raise DataError(f"Expected labels.csv rows to match indexed images by sop_instance_uid or path, "
-                        f"but none of its {len(labels)} rows matches any of {len(df)} images.")
-    df = df.copy()
-    pick = lambda col: [labels[col].iat[i].strip() if i is not None else "" for i in hits]  # noqa: E731
-    df["label"] = pick("label")
-    extra, dropped = [], []
-    for col in labels.columns:
-        if col in ("label", "path", "sop_instance_uid", "image_id"):
-            continue
-        values = pd.to_numeric(labels[col].replace("", None), errors="coerce")
-        if col in protected or values.notna().sum() != (labels[col].str.strip() != "").sum():
-            dropped.append(col)  # clashes with a cohort column, or not numeric
-            continue
-        df[col] = [float(values.iat[i]) if i is not None else float("nan") for i in hits]
-        extra.append(col)
-    info = {"labels_unmatched": len(labels) - len(matched), "label_columns_joined": extra,
-            "warnings": [f"labels.csv column {c!r} not joined (not numeric or a cohort column)" for c in dropped]}
-    return df, info
-
-
 def _counts(col: pd.Series) -> dict[str, int]:
     return {(k or "unknown"): int(v) for k, v in Counter(col.astype(str)).most_common()}
 
@@ -339,12 +227,6 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
         if c not in INT_COLUMNS + FLOAT_COLUMNS:
             df[c] = df[c].fillna("").astype(str)
     return df
-
-
-def locator_path(cohort_path: str | Path) -> Path:
-    """Where the private locator of a cohort table lives by default: cohort.csv -> cohort.locator.json."""
-    cohort_path = Path(cohort_path)
-    return cohort_path.with_name(cohort_path.stem + LOCATOR_SUFFIX)
 
 
 def write_cohort(df: pd.DataFrame, path: str | Path, overwrite: bool = False, locator: str | Path | None = None,
@@ -371,63 +253,6 @@ def write_cohort(df: pd.DataFrame, path: str | Path, overwrite: bool = False, lo
     with atomic_path(path) as tmp:
         out.to_csv(tmp, index=False, na_rep="")
     return path
-
-
-def write_locator(df: pd.DataFrame, loc: Path, archive_root: str | Path | None,
-                  skipped: dict[str, str] | None = None) -> Path:
-    """The PRIVATE image-id -> relative-path map (see write_cohort)."""
-    paths = [Path(p).resolve() for p in df["path"].astype(str)]
-    root = Path(archive_root).resolve() if archive_root else Path(os.path.commonpath([str(p.parent) for p in paths]))
-    try:
-        rel = {str(i): p.relative_to(root).as_posix() for i, p in zip(df["image_id"], paths)}
-    except ValueError as exc:
-        raise DataError(f"Expected every image under the archive root {root}, but at least one is not.") from exc
-    loc_dir = loc.parent.resolve()
-    doc = {
-        "schema_version": 1,
-        "private": "PRIVATE: maps pseudonymous image ids back to files whose paths may identify patients. "
-                   "Keep it with the archive; never share it with the cohort table.",
-        "archive_root": os.path.relpath(root, loc_dir),
-        "archive_root_absolute": str(root),
-        "images": rel,
-        "skipped_files": dict(skipped or {}),
-    }
-    write_json(loc, doc)
-    try:
-        os.chmod(loc, 0o600)
-    except OSError:
-        pass
-    return loc
-
-
-def find_locator(cohort_path: str | Path) -> Path | None:
-    """$MEDUNLEARN_LOCATOR, else the locator beside the table; None when neither exists."""
-    if os.environ.get(LOCATOR_ENV):
-        return Path(os.environ[LOCATOR_ENV])
-    loc = locator_path(cohort_path)
-    return loc if loc.is_file() else None
-
-
-def resolve_paths(df: pd.DataFrame, loc: Path) -> pd.DataFrame:
-    """Add the absolute `path` column from a locator (archive root: $MEDUNLEARN_ARCHIVE_ROOT, else relative to
-    the locator, else the absolute root it recorded). Rows the locator lacks are refused by image id."""
-    doc = read_json(loc)
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), dict):
-        raise DataError(f"Expected a cohort locator (with an 'images' map) at {loc}, but it is not one.")
-    candidates = [os.environ.get(ARCHIVE_ROOT_ENV), loc.parent / str(doc.get("archive_root", "")),
-                  doc.get("archive_root_absolute")]
-    root = next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
-    if root is None:
-        raise DataError(f"Expected the archive named by the locator {loc.name} beside it or at its recorded root, "
-                        f"but neither exists; set ${ARCHIVE_ROOT_ENV} to the archive folder.")
-    images = doc["images"]
-    unknown = [i for i in df["image_id"].astype(str) if i not in images]
-    if unknown:
-        raise DataError(f"Expected the locator {loc.name} to list every image of the cohort, but image {unknown[0]} "
-                        f"({len(unknown)} in all) is missing from it.")
-    df = df.copy()
-    df["path"] = [str(root.resolve() / images[i]) for i in df["image_id"].astype(str)]
-    return df
 
 
 def read_cohort(path: str | Path) -> pd.DataFrame:

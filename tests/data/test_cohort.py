@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medunlearn.data.cohort import (COHORT_COLUMNS, DEFAULT_SALT, cohort_hash, index_archive, read_cohort,
-                                    write_cohort)
+from medunlearn.data.cohort import COHORT_COLUMNS, cohort_hash, index_archive, read_cohort, write_cohort
+from medunlearn.data.deid import DEFAULT_SALT
 from medunlearn.data.dicom import SkipFile, read_dicom_header
 from medunlearn.data.synthetic import synthesize_cohort
 from medunlearn.errors import DataError, OutputExistsError

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medunlearn.cli.main import app
-from medunlearn.data.cohort import DEFAULT_SALT, salt_fingerprint
+from medunlearn.data.deid import DEFAULT_SALT, salt_fingerprint
 from medunlearn.data.dicom import pseudonym
 
 runner = CliRunner()
