@@ -22,7 +22,8 @@ from typing import Iterator
 
 import pandas as pd
 
-from medunlearn.data.deid import DATE_PRECISIONS, PUBLIC_SALT_SOURCE, SALT_ENV, coarsen_date, resolve_salt, salt_fingerprint
+from medunlearn.data.deid import (DATE_PRECISIONS, PUBLIC_SALT_SOURCE, SALT_ENV, coarsen_date, resolve_salt,
+                                  salt_fingerprint)
 from medunlearn.data.dicom import SkipFile, pseudonym, read_dicom_header
 from medunlearn.data.labels import join_labels, read_labels
 from medunlearn.data.locator import find_locator, locator_path, resolve_paths, write_locator

@@ -2,8 +2,8 @@
 
 A method supplies a `Plan` (its update step and step budget); the controller owns everything else:
   checks   after every `check_every` steps, on fixed seeded probes of VALIDATION rows (val_forget, val_retain;
-           equivalence also train_forget) — test rows are never read; `check_every=0` (auto) checks as often as
-           a ledger of forward rows allows: probe reads at most CHECK_SHARE of the steps' rows (CheckSchedule);
+           equivalence also train_forget) — test rows are never read; `check_every=0` (auto) checks every
+           step unless the probes' forward passes would exceed a third of the run (estimated from row counts);
   repair   when val_retain falls below its guard, up to `repair_steps` steps of retain CE + distillation from
            the original (a removed class's logit masked out of the teacher), then the method goes on;
   rollback the best checked state that meets every criterion (highest val_retain accuracy) is returned; when
@@ -44,7 +44,7 @@ from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct, predi
 class ControlConfig(CriteriaConfig):
     """Controller fields shared by every method's Config."""
 
-    check_every: int = 0  # check every this many steps; 0 = auto (row ledger: probe reads <= CHECK_SHARE of step rows)
+    check_every: int = 0  # check every this many steps; 0 = auto (every step, thinned to keep checks < 1/3)
     max_eval: int = 512  # rows per fixed probe (val_forget, val_retain, train_forget)
     patience: int = 3  # checks to go on after the last improvement (criteria met) or while overshooting
     repair: bool = True  # run retain repair when val_retain falls below its guard
@@ -145,7 +145,7 @@ def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes,
 
 def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
     """check_every, or (auto) the smallest interval keeping probe rows under CHECK_SHARE of the steps' rows
-    (forward-equivalent): the first check's interval, and the one a run without repair keeps."""
+    (forward-equivalent). Deterministic (row counts, not clocks), so a seed gives one trajectory."""
     if cfg.check_every > 0:
         return cfg.check_every
     if plan.rows_per_step <= 0:
@@ -156,34 +156,6 @@ def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
 # Probe rows per step row. 0.5 was the first estimate (checks ~1/3 of a run); on the 700-patient device bench a
 # check also snapshots model and optimiser and checks took 49 % of FAMR's time, so a quarter keeps them ~1/3.
 CHECK_SHARE = 0.25
-REPAIR_ROWS_PER_ROW = 4  # a repair step: the model's forward and backward (3) and the teacher's forward (1)
-
-
-class CheckSchedule:
-    """When the next check is due.
-
-    A fixed `check_every`, or (auto) a ledger of forward-equivalent rows: a check is due once the rows read by
-    every probe so far (checks, and the retain reads between repair steps) plus the next check's stay within
-    CHECK_SHARE of the rows the method and repair steps processed. A run that repairs often therefore checks less
-    often (before the ledger, the repair reads alone took half of a 5k-image FAMR run). Deterministic: row
-    counts, not clocks, so a seed gives one trajectory. Plans that do not state their rows are checked every step.
-    """
-
-    def __init__(self, cfg: ControlConfig, plan: Plan, check_rows: int) -> None:
-        self.every = check_interval(cfg, plan, check_rows)
-        self.auto = cfg.check_every == 0 and plan.rows_per_step > 0
-        self.check_rows, self.step_rows, self.read_rows = check_rows, 0, 0
-
-    def stepped(self, rows: int) -> None:
-        self.step_rows += rows
-
-    def read(self, rows: int) -> None:
-        self.read_rows += rows
-
-    def due(self, step: int) -> bool:
-        if not self.auto:
-            return step % self.every == 0
-        return self.read_rows + self.check_rows <= CHECK_SHARE * self.step_rows
 
 
 def _note(row: dict[str, Any], text: str) -> None:
@@ -251,6 +223,12 @@ class Repairer:
         return float(loss.detach())
 
 
+def is_vacuous(goal: str, original_meets: bool) -> bool:
+    """Equivalence criteria the untouched model already meets cannot show forgetting (a whole domain the model
+    generalises to: its members and held-out rows look alike before any step); such a verdict is never "met"."""
+    return goal == "equivalence" and original_meets
+
+
 def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str,
                    cfg: ControlConfig, plan: Plan, name: str) -> Outcome:
     """Drive `plan` on `model` (a private copy of `original`) under the goal's acceptance criteria."""
@@ -261,7 +239,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     removed = removed_classes(data)
     criteria = run_criteria(cfg, goal, data, probes, original, removed)
     guard = criteria.retain_original - criteria.retain_drop
-    schedule = CheckSchedule(cfg, plan, probes.rows())
+    every = check_interval(cfg, plan, probes.rows())
     repairer = Repairer(model, original, data, cfg, ctx, removed, plan.params) \
         if cfg.repair and len(data.train_retain) else None
     trace: list[dict[str, Any]] = []
@@ -299,8 +277,6 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         if plan.optimizer is not None and shortfall >= 0 and m["retain_acc"] >= guard:
             anchor.update(step=step, state=taken(), opt=copy.deepcopy(plan.optimizer.state_dict()))
         timing["checks_s"] += time.perf_counter() - t0
-        if step > 0:  # the original's check at step 0 is set-up, outside the ledger
-            schedule.read(probes.rows())
         trace.append(row)
         return {"m": m, "met": met, "eligible": eligible, "row": row, "overshoot": shortfall < 0}
 
@@ -312,11 +288,9 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
             check_finite_loss(torch.tensor(repairer.step()), f"{name} (retain repair)", step)
             state["repair_steps"] += 1
             timing["repair_s"] += time.perf_counter() - t0
-            schedule.stepped(REPAIR_ROWS_PER_ROW * cfg.repair_batch_size)
             t0 = time.perf_counter()
             restored = probes.retain_acc(model) >= guard
             timing["checks_s"] += time.perf_counter() - t0
-            schedule.read(len(probes.retain))
             if restored or i == cfg.repair_steps - 1:
                 c = check(step, "repair")
                 _note(c["row"], f"retain {'restored' if c['m']['retain_acc'] >= guard else 'still below guard'} "
@@ -333,18 +307,15 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         _note(row, f"overshoot: back to step {anchor['step']}, lr x{scale:g}")
 
     base_lrs = [g["lr"] for g in plan.optimizer.param_groups] if plan.optimizer is not None else []
-    # Equivalence criteria the untouched model already meets cannot show forgetting (a whole domain the model
-    # generalises to: its members and held-out rows look alike before any step). Such a run is never "met".
-    vacuous = bool(check(0, "original")["met"]) and goal == "equivalence"
+    vacuous = is_vacuous(goal, check(0, "original")["met"])
     step = 0
     with ctx.progress(name, plan.budget) as advance:
         for step in range(1, plan.budget + 1):
             t0 = time.perf_counter()
             check_finite_loss(torch.tensor(plan.update(step)), name, step)
             timing["steps_s"] += time.perf_counter() - t0
-            schedule.stepped(plan.rows_per_step)
             advance(1)
-            if not schedule.due(step) and step != plan.budget:
+            if step % every and step != plan.budget:
                 continue
             c = check(step, "method")
             if not c["eligible"]:
@@ -391,8 +362,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         "state": "best (criteria met)" if met else (
             "best checked state (criteria vacuous: not met)" if vacuous and best else "closest (criteria not met)"),
         "step": chosen.get("step", step) if chosen else step, "chosen_phase": chosen.get("phase") if chosen else None,
-        "steps_run": step, "budget": plan.budget, "check_every": schedule.every,
-        "check_rule": "auto: row ledger" if schedule.auto else "fixed interval", "repair_steps": state["repair_steps"],
+        "steps_run": step, "budget": plan.budget, "check_every": every, "repair_steps": state["repair_steps"],
         "backtracks": state["backtracks"], "vacuous": vacuous,
         "check_time_fraction": round(timing["checks_s"] / total, 4), "reason": state["reason"].lstrip("; "),
         "trace_file": "trace.csv",
@@ -413,9 +383,8 @@ def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cf
     criteria = run_criteria(cfg, goal, data, probes, original, removed_classes(data))
     m = probes.measure(model, criteria)
     checks = evaluate_checks(criteria, m)
-    # The controller's vacuity rule: equivalence criteria the original already meets cannot show forgetting.
-    vacuous = goal == "equivalence" and all(
-        c["passed"] for c in evaluate_checks(criteria, probes.measure(original, criteria)))
+    original_checks = evaluate_checks(criteria, probes.measure(original, criteria))
+    vacuous = is_vacuous(goal, all(c["passed"] for c in original_checks))
     return {"met": all(c["passed"] for c in checks) and not vacuous, "goal": goal, "judged_on": "validation",
             "vacuous": vacuous, "criteria": criteria.to_dict(), "checks": checks,
             "measurement": {k: round(v, 4) for k, v in m.items()}}

@@ -13,7 +13,7 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import (CHECK_SHARE, CheckSchedule, ControlConfig, Plan, Repairer, assess, check_interval,
+from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Repairer, assess, check_interval,
                                            removed_classes, run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import auc_higher
@@ -189,41 +189,6 @@ def test_auto_check_interval_keeps_checks_under_a_third():
     assert check_interval(ControlConfig(), plan, 24) == 1
     every = check_interval(ControlConfig(), plan, 1000)
     assert 1000 / every <= CHECK_SHARE * 96 and 1000 / (every - 1) > CHECK_SHARE * 96
-
-
-def test_check_ledger_counts_repair_reads_and_stays_deterministic():
-    plan = Plan(lambda t: 0.0, 100, rows_per_step=100)
-    sched = CheckSchedule(ControlConfig(), plan, check_rows=200)  # a check is worth 8 steps at a quarter share
-    due = []
-    for step in range(1, 41):
-        sched.stepped(100)
-        if sched.due(step):
-            due.append(step)
-            sched.read(200)
-            if step == 16:  # a repair episode: 3 steps of 4 x 64 rows and 3 retain reads of 100 rows
-                for _ in range(3):
-                    sched.stepped(4 * 64)
-                    sched.read(100)
-    assert due[:2] == [8, 16]
-    assert due[2] > 24  # the repair's reads pushed the next check back (without them: 24)
-    assert sched.read_rows <= CHECK_SHARE * sched.step_rows + 200
-    fixed = CheckSchedule(ControlConfig(check_every=5), plan, check_rows=200)
-    fixed.read(10_000)
-    assert fixed.due(5) and not fixed.due(6)
-    unknown = CheckSchedule(ControlConfig(), Plan(lambda t: 0.0, 10), check_rows=200)
-    assert unknown.due(1) and unknown.due(2)  # a plan that does not state its rows is checked every step
-
-
-def test_auto_checks_follow_the_ledger_in_a_run():
-    fa = [1.0] * 12
-    model = Scripted(fa, [0.9] * 12, [0.0] * 12)
-    plan = _scripted_plan(model, 10)
-    plan.rows_per_step = 120  # probes: 60 + 60 rows; a quarter share gives a check every 4 steps
-    cfg = ControlConfig(repair=False, check_every=0)
-    out = run_controlled(model, copy.deepcopy(model), coded_split(), RunContext(seed=0), "suppression", cfg, plan,
-                         "scripted")
-    assert [r["step"] for r in out.trace if r["phase"] == "method"] == [4, 8, 10]
-    assert out.acceptance["check_rule"] == "auto: row ledger" and out.acceptance["check_every"] == 4
 
 
 def test_bad_controller_settings_are_config_errors(trained_tiny):
