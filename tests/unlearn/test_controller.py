@@ -13,10 +13,10 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Repairer, assess, check_interval,
+from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Probes, Repairer, assess, check_interval,
                                            removed_classes, run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
-from medunlearn.unlearn.probes import auc_higher
+from medunlearn.unlearn.probes import auc_higher, predict_logits
 
 K = 3
 
@@ -143,6 +143,56 @@ def test_repair_restores_retain_accuracy(trained_tiny):
     # one full check per repair episode (retain alone is probed between its steps); its row counts the steps
     counts = [int(r["decision"].split(" after ")[1].split()[0]) for r in repairs]
     assert out.acceptance["repair_steps"] == sum(counts) >= len(repairs)
+
+
+def test_retain_guard_read_gives_the_full_reads_verdict_and_stops_early(trained_tiny, monkeypatch):
+    model, split = trained_tiny
+    probes = Probes(split, ControlConfig(max_eval=300), "suppression", 0, torch.device("cpu"))
+    wrecked = copy.deepcopy(model)
+    with torch.no_grad():
+        wrecked.head.bias[0] += 3.0
+    rows = []
+    real = predict_logits
+
+    def counting(m, images, *a, **k):
+        rows.append(len(images))
+        return real(m, images, *a, **k)
+
+    monkeypatch.setattr("medunlearn.unlearn.controller.predict_logits", counting)
+    for m in (model, wrecked):
+        full = probes.retain_acc(m)
+        for guard in (0.0, full - 5, full - 0.01, full, full + 0.01, 100.0):
+            rows.clear()
+            got = probes.retain_at_least(m, guard)
+            assert got == (full if full >= guard else None)
+            if got is None and full < guard - 10:
+                assert sum(rows) < len(probes.retain)  # gave up before reading every row
+
+
+def test_repair_reads_leave_the_trajectory_unchanged(trained_tiny, monkeypatch):
+    """The early-exit guard read and the reuse of its accuracy give the same run as a full read each time."""
+    model, split = trained_tiny
+
+    def wreck_run():
+        work, original = copy.deepcopy(model), copy.deepcopy(model).eval()
+
+        def update(t: int) -> float:
+            with torch.no_grad():
+                if t in (1, 3):
+                    work.head.bias[t % 3] += 4.0
+            return 0.0
+
+        out = run_controlled(work, original, split, RunContext(seed=0), "suppression", ControlConfig(check_every=1),
+                             Plan(update, 4), "wreck")
+        return out.trace, {k: v.clone() for k, v in out.model.state_dict().items()}
+
+    fast_trace, fast_state = wreck_run()
+    monkeypatch.setattr(Probes, "retain_at_least",
+                        lambda self, m, guard: (lambda a: a if a >= guard else None)(self.retain_acc(m)))
+    full_trace, full_state = wreck_run()
+    assert [r["phase"] for r in full_trace].count("repair") >= 2, full_trace
+    assert fast_trace == full_trace
+    assert all(torch.equal(fast_state[k], full_state[k]) for k in full_state)
 
 
 def test_a_budget_too_small_is_not_met(trained_tiny):
