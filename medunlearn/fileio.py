@@ -101,6 +101,22 @@ def read_json(path: str | Path) -> Any:
                         "deeper than Python can read.") from exc
 
 
+def read_string_csv(path: str | Path, what: str):
+    """A CSV read with every cell a string ("" for empty); one clear DataError when it is missing or corrupt.
+    `what` names it in the message ("labels CSV", "cohort CSV")."""
+    import pandas as pd
+
+    from medunlearn.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Expected a {what} at {path}, but it does not exist.")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"Expected a valid {what} at {path}, but it is corrupt ({exc}).") from exc
+
+
 def prepare_out_dir(path: str | Path, overwrite: bool = False) -> Path:
     """Check an output directory may be written. Refuse a non-empty one unless `overwrite`.
 

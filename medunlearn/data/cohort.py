@@ -29,7 +29,7 @@ from medunlearn.data.labels import join_labels, read_labels
 from medunlearn.data.locator import find_locator, locator_path, resolve_paths, write_locator
 from medunlearn.data.nifti import is_nifti, read_nifti_header
 from medunlearn.errors import ConfigError, DataError, OutputExistsError
-from medunlearn.fileio import atomic_path
+from medunlearn.fileio import atomic_path, read_string_csv
 from medunlearn.provenance import sha256_text
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
@@ -264,12 +264,7 @@ def read_cohort(path: str | Path) -> pd.DataFrame:
     written before the split (with an absolute `path` column) still read.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Expected a cohort CSV at {path}, but it does not exist.")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"Expected a valid cohort CSV at {path}, but it is corrupt ({exc}).") from exc
+    df = read_string_csv(path, "cohort CSV")
     missing = [c for c in COHORT_COLUMNS if c not in df.columns and c != "path"]
     if missing:
         raise DataError(f"Expected cohort columns {list(COHORT_COLUMNS)} in {path}, but {missing} are missing.")

@@ -6,18 +6,13 @@ from pathlib import Path
 import pandas as pd
 
 from medunlearn.errors import DataError
+from medunlearn.fileio import read_string_csv
 from medunlearn.registry import did_you_mean
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:
     """Read labels.csv as strings; it needs a `label` column and a `sop_instance_uid` or `path` key."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Expected a labels CSV at {path}, but it does not exist.")
-    try:
-        labels = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"Expected a valid labels CSV at {path}, but it is corrupt ({exc}).") from exc
+    labels = read_string_csv(path, "labels CSV")
     labels.columns = [str(c).strip() for c in labels.columns]
     cols = list(labels.columns)
     if "label" not in labels.columns:

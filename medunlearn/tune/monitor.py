@@ -18,7 +18,8 @@ from torch import nn
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.controller import Plan, Probes, removed_classes, run_criteria
+from medunlearn.unlearn.controller import Plan, removed_classes, run_criteria
+from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.criteria import evaluate_checks, violation
 
 REPORTS_PER_RUN = 10  # intermediate values over a default-length run (each costs one small probe pass)

@@ -1,10 +1,18 @@
-"""Pure helpers the controller's checks use: eval-mode logits, accuracy, fixed subsamples, a rank AUC."""
+"""The controller's probes (`Probes`: fixed seeded validation subsamples and the measurement on them) and the
+pure helpers they use: eval-mode logits, accuracy, fixed subsamples, a rank AUC."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from medunlearn.data.imageset import ImageSet
+from medunlearn.data.imageset import ImageSet, SplitData
+from medunlearn.unlearn.criteria import Criteria, bootstrap_membership
+
+if TYPE_CHECKING:
+    from medunlearn.unlearn.controller import ControlConfig
 
 
 # ---------------------------------------------------------------- pure functions
@@ -63,3 +71,85 @@ def subsample(s: ImageSet, n: int, seed: int) -> ImageSet:
         return s
     idx = torch.randperm(len(s), generator=torch.Generator().manual_seed(seed))[:n]
     return s.subset(idx)
+
+
+# ---------------------------------------------------------------- the controller's probes
+class Probes:
+    """Fixed seeded validation subsamples and the measurement on them."""
+
+    def __init__(self, data: SplitData, cfg: ControlConfig, goal: str, seed: int, device: torch.device) -> None:
+        self.k, self.goal, self.device, self.seed = data.num_classes, goal, device, seed
+        held = data.val_forget if len(data.val_forget) else data.train_forget
+        self.forget_source = "val_forget" if len(data.val_forget) else "train_forget (val_forget is empty)"
+        self.forget = subsample(held, cfg.max_eval, seed)
+        retain = data.val_retain if len(data.val_retain) else data.train_retain
+        self.retain_source = "val_retain" if len(data.val_retain) else "train_retain (val_retain is empty)"
+        self.retain = subsample(retain, cfg.max_eval, seed + 1)
+        self._order: torch.Tensor | None = None  # retain probe rows, those wrong at the last full read first
+        self.members: ImageSet | None = None
+        if goal == "equivalence":
+            self.members = subsample(data.train_forget, cfg.max_eval, seed + 2)
+            if not len(data.val_forget):  # held-out rows of the same domain are missing: use all of val
+                self.forget = subsample(data.val, cfg.max_eval, seed)
+                self.forget_source = "val (val_forget is empty)"
+
+    def rows(self) -> int:
+        return len(self.forget) + len(self.retain) + (len(self.members) if self.members is not None else 0)
+
+    def _logits(self, model: nn.Module, s: ImageSet) -> torch.Tensor:
+        return predict_logits(model, s.images, self.k, self.device)
+
+    def retain_acc(self, model: nn.Module) -> float:
+        correct = self._logits(model, self.retain).argmax(1) == self.retain.labels
+        self._wrong_first(correct)
+        return _pct(correct)
+
+    def retain_at_least(self, model: nn.Module, guard: float) -> float | None:
+        """The retain probe's accuracy when it is >= `guard`, else None: the verdict of retain_acc(model) >= guard.
+
+        It gives up as soon as the rows not yet read could not lift the accuracy to the guard, reading first the
+        rows that were wrong at the last full read (retain repair asks this after every repair step, and most
+        answers are "not yet": before this, those reads took ~30 % of a 5k-image FAMR run)."""
+        images, labels, n = self.retain.images, self.retain.labels, len(self.retain)
+        order = self._order if self._order is not None else torch.arange(n)
+        correct = torch.zeros(n, dtype=torch.bool)
+        for start in range(0, n, RETAIN_CHUNK):
+            idx = order[start:start + RETAIN_CHUNK]
+            correct[idx] = predict_logits(model, images[idx], self.k, self.device).argmax(1) == labels[idx]
+            read = start + len(idx)
+            if _pct_of(int(correct.sum()) + n - read, n) < guard:
+                return None
+        self._wrong_first(correct)
+        acc = _pct(correct)
+        return acc if acc >= guard else None
+
+    def _wrong_first(self, correct: torch.Tensor) -> None:
+        self._order = torch.cat([torch.nonzero(~correct).flatten(), torch.nonzero(correct).flatten()])
+
+    def measure(self, model: nn.Module, criteria: Criteria | None, retain_acc: float | None = None) -> dict[str, float]:
+        """The check's measurements; `retain_acc` when the caller has just read it on this very state."""
+        lf = self._logits(model, self.forget)
+        m = {"forget_acc": accuracy_pct(lf, self.forget.labels),
+             "forget_expected": expected_accuracy_pct(lf, self.forget.labels),
+             "forget_conf": float(lf.float().softmax(1).amax(1).mean() * 100) if len(lf) else 0.0,
+             "retain_acc": self.retain_acc(model) if retain_acc is None else retain_acc}
+        if self.members is not None and criteria is not None:
+            lm = self._logits(model, self.members)
+            m.update(bootstrap_membership(
+                (lm.argmax(1) == self.members.labels).long(), F.cross_entropy(lm, self.members.labels, reduction="none"),
+                (lf.argmax(1) == self.forget.labels).long(), F.cross_entropy(lf, self.forget.labels, reduction="none"),
+                criteria.bootstrap, criteria.ci_level, self.seed))
+        return m
+
+
+RETAIN_CHUNK = 128  # rows per read of retain_at_least
+
+
+def _pct(correct: torch.Tensor) -> float:
+    """Percent of True entries (float32 mean x 100, as every probe accuracy is computed)."""
+    return float(correct.float().mean() * 100)
+
+
+def _pct_of(count: int, n: int) -> float:
+    """_pct of a length-n vector holding `count` True entries (the same arithmetic, so the same rounding)."""
+    return _pct(torch.arange(n) < count)

@@ -13,10 +13,10 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Probes, Repairer, assess, check_interval,
+from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Repairer, assess, check_interval,
                                            removed_classes, run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
-from medunlearn.unlearn.probes import auc_higher, predict_logits
+from medunlearn.unlearn.probes import Probes, auc_higher, predict_logits
 
 K = 3
 
@@ -158,7 +158,7 @@ def test_retain_guard_read_gives_the_full_reads_verdict_and_stops_early(trained_
         rows.append(len(images))
         return real(m, images, *a, **k)
 
-    monkeypatch.setattr("medunlearn.unlearn.controller.predict_logits", counting)
+    monkeypatch.setattr("medunlearn.unlearn.probes.predict_logits", counting)
     for m in (model, wrecked):
         full = probes.retain_acc(m)
         for guard in (0.0, full - 5, full - 0.01, full, full + 0.01, 100.0):
