@@ -37,6 +37,7 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     from medunlearn.unlearn import METHODS
     from medunlearn.runtime import is_main_process
     from medunlearn.unlearn.base import check_goal
+    from medunlearn.workflow.diagnose import reference_hint
 
     if rule is None:
         raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), but got none.")
@@ -69,6 +70,9 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     metrics = evaluate_model(model, data, original=base, reference=ref_model, wall_time_s=wall,
                              reference_wall_time_s=ref_wall, goal=goal, seed=seed)
     metrics["warnings"] = warnings
+    hint = reference_hint(acceptance, metrics.get("reference"))
+    if hint:
+        acceptance["reference_hint"] = hint
     metrics["acceptance"] = acceptance
     metrics["rule_text"] = rule.describe()
     metrics["method_log"] = ctx.log
