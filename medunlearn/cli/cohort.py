@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 import typer
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.cli.options import Overwrite, Seed
-from medunlearn.forget.table import selection_table  # noqa: F401  (re-exported for cli.forget)
 
 cohort_app = typer.Typer(help="Create the built-in synthetic cohort, or index a DICOM / NIfTI archive.",
                          no_args_is_help=True)

@@ -8,7 +8,7 @@ import typer
 
 from medunlearn.cli import options as o
 from medunlearn.cli.app import app, console, guarded
-from medunlearn.cli.cohort import selection_table
+from medunlearn.forget.table import selection_table
 from medunlearn.cli.verdict import print_acceptance
 
 

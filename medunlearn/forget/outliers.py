@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# require_column / text_values are re-exported for callers that imported them from here before data.columns
-from medunlearn.data.columns import numeric_values, require_column, text_values, try_numeric  # noqa: F401
+from medunlearn.data.columns import numeric_values, try_numeric
 from medunlearn.errors import ConfigError
 
 # Cohort columns that are never treated as measurement features by ``auto``.

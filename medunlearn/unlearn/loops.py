@@ -15,7 +15,7 @@ from torch import nn
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.models.zoo import parameter_subset
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.base import cycle, n_steps, release  # noqa: F401  (release: re-exported for methods)
+from medunlearn.unlearn.base import cycle, n_steps
 from medunlearn.unlearn.controller import Plan
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, C, H, W), labels (B,)
