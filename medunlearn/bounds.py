@@ -21,7 +21,7 @@ MAX_ANY = 1e6
 def _cap(name: str) -> tuple[float, str]:
     if name == "epochs" or name.endswith("_epochs") or name in ("msteps", "rounds"):
         return MAX_EPOCHS, "epochs"
-    if name.endswith("batch_size") or name.endswith("_samples") or name == "max_eval":
+    if name.endswith("batch_size") or name.endswith("_samples") or name in ("max_eval", "membership_rows"):
         return MAX_BATCH, "a batch"
     if name == "image_size":
         return 4096, "pixels"

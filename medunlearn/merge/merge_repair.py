@@ -37,7 +37,8 @@ def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> obje
     strict = {"forget_tol": min(p.control.forget_tol for p in policies),
               "confidence_margin": _strictest_margin([p.control.confidence_margin for p in policies]),
               "retain_drop": min(p.control.retain_drop for p in policies),
-              "max_eval": max(p.control.max_eval for p in policies)}
+              "max_eval": max(p.control.max_eval for p in policies),
+              "membership_rows": max(p.control.membership_rows for p in policies)}
     if steps_lr > 0:
         strict["lr"] = steps_lr
     return dataclasses.replace(cfg, **{k: v for k, v in strict.items() if hasattr(cfg, k)})

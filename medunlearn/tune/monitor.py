@@ -61,6 +61,7 @@ class TrialMonitor:
         import optuna
 
         small = dataclasses.replace(self.cfg, max_eval=min(self.cfg.max_eval, self.clock.probe_rows),
+                                    membership_rows=min(self.cfg.membership_rows, self.clock.probe_rows),
                                     bootstrap=min(self.cfg.bootstrap, 50))
         probes = Probes(data, small, self.goal, ctx.seed, ctx.device)
         criteria = run_criteria(small, self.goal, data, probes, original, removed_classes(data))

@@ -87,11 +87,13 @@ class Probes:
         self.retain = subsample(retain, cfg.max_eval, seed + 1)
         self._order: torch.Tensor | None = None  # retain probe rows, those wrong at the last full read first
         self.members: ImageSet | None = None
-        if goal == "equivalence":
-            self.members = subsample(data.train_forget, cfg.max_eval, seed + 2)
+        if goal == "equivalence":  # the membership comparison needs more rows than a threshold check
+            self.members = subsample(data.train_forget, cfg.membership_rows, seed + 2)
             if not len(data.val_forget):  # held-out rows of the same domain are missing: use all of val
-                self.forget = subsample(data.val, cfg.max_eval, seed)
+                self.forget = subsample(data.val, cfg.membership_rows, seed)
                 self.forget_source = "val (val_forget is empty)"
+            else:
+                self.forget = subsample(data.val_forget, cfg.membership_rows, seed)
 
     def rows(self) -> int:
         return len(self.forget) + len(self.retain) + (len(self.members) if self.members is not None else 0)

@@ -336,3 +336,17 @@ def test_assess_marks_equivalence_the_original_already_meets_as_vacuous(trained_
     assert all(c["passed"] for c in eq["checks"]) and eq["vacuous"] is True and eq["met"] is False
     sup = assess(model, model, split, "suppression")
     assert sup["vacuous"] is False
+
+
+def test_equivalence_membership_probes_use_membership_rows_and_retain_keeps_max_eval(trained_tiny):
+    """The membership comparison reads `membership_rows` members and held-out forget rows (a threshold check's
+    512 cannot resolve a model's train/held-out gap); retain stays at max_eval; suppression ignores the knob."""
+    model, split = trained_tiny
+    cfg = ControlConfig(max_eval=8, membership_rows=12)
+    eq = Probes(split, cfg, "equivalence", 0, torch.device("cpu"))
+    assert len(eq.members) == min(12, len(split.train_forget)) > 8
+    assert len(eq.forget) == min(12, len(split.val_forget)) and len(eq.retain) == 8
+    sup = Probes(split, cfg, "suppression", 0, torch.device("cpu"))
+    assert sup.members is None and len(sup.forget) == min(8, len(split.val_forget))
+    with pytest.raises(ConfigError, match="membership_rows"):
+        METHODS.get("finetune")(membership_rows=4).run(model, split, RunContext(seed=0), "equivalence")
