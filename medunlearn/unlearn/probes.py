@@ -79,21 +79,19 @@ class Probes:
 
     def __init__(self, data: SplitData, cfg: ControlConfig, goal: str, seed: int, device: torch.device) -> None:
         self.k, self.goal, self.device, self.seed = data.num_classes, goal, device, seed
-        held = data.val_forget if len(data.val_forget) else data.train_forget
-        self.forget_source = "val_forget" if len(data.val_forget) else "train_forget (val_forget is empty)"
-        self.forget = subsample(held, cfg.max_eval, seed)
+        equivalence = goal == "equivalence"  # the membership comparison needs more rows than a threshold check
+        if len(data.val_forget):
+            held, self.forget_source = data.val_forget, "val_forget"
+        elif equivalence:  # held-out rows of the same domain are missing: use all of val
+            held, self.forget_source = data.val, "val (val_forget is empty)"
+        else:
+            held, self.forget_source = data.train_forget, "train_forget (val_forget is empty)"
+        self.forget = subsample(held, cfg.membership_rows if equivalence else cfg.max_eval, seed)
         retain = data.val_retain if len(data.val_retain) else data.train_retain
         self.retain_source = "val_retain" if len(data.val_retain) else "train_retain (val_retain is empty)"
         self.retain = subsample(retain, cfg.max_eval, seed + 1)
         self._order: torch.Tensor | None = None  # retain probe rows, those wrong at the last full read first
-        self.members: ImageSet | None = None
-        if goal == "equivalence":  # the membership comparison needs more rows than a threshold check
-            self.members = subsample(data.train_forget, cfg.membership_rows, seed + 2)
-            if not len(data.val_forget):  # held-out rows of the same domain are missing: use all of val
-                self.forget = subsample(data.val, cfg.membership_rows, seed)
-                self.forget_source = "val (val_forget is empty)"
-            else:
-                self.forget = subsample(data.val_forget, cfg.membership_rows, seed)
+        self.members = subsample(data.train_forget, cfg.membership_rows, seed + 2) if equivalence else None
 
     def rows(self) -> int:
         return len(self.forget) + len(self.retain) + (len(self.members) if self.members is not None else 0)
