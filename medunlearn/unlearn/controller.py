@@ -3,7 +3,8 @@
 A method supplies a `Plan` (its update step and step budget); the controller owns everything else:
   checks   after every `check_every` steps, on fixed seeded probes of VALIDATION rows (val_forget, val_retain;
            equivalence also train_forget) — test rows are never read; `check_every=0` (auto) checks every
-           step unless the probes' forward passes would exceed a third of the run (estimated from row counts);
+           step unless the probes' reads (repair-phase reads included) would exceed about a third of the run
+           (RowLedger: estimated from row counts, so a seed gives one trajectory);
   repair   when val_retain falls below its guard, up to `repair_steps` steps of retain CE + distillation from
            the original (a removed class's logit masked out of the teacher), then the method goes on;
   rollback the best checked state that meets every criterion (highest val_retain accuracy) is returned; when
@@ -107,6 +108,36 @@ def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes,
     return resolve_criteria(cfg, goal, data.num_classes, class_removal, probes.retain_acc(original), len(probes.retain))
 
 
+class RowLedger:
+    """Keeps the probes' reads under CHECK_SHARE of the rows the run's steps process (forward-equivalent).
+
+    Counts rows, not seconds, so a seed gives one trajectory. Method checks fall due when the probe rows read so
+    far (method checks, repair-episode checks and the retain reads between repair steps; the step-0 check of the
+    original is a fixed cost outside the ledger) plus one more check stay within CHECK_SHARE of the rows of every
+    method and repair step so far. Without repair that is a check every `check_interval` steps; a repair episode
+    that read more than its share delays the next method check. `check_every` > 0 fixes the interval instead."""
+
+    def __init__(self, cfg: ControlConfig, plan: Plan, probes: "Probes") -> None:  # noqa: D107
+        self.every, self.fixed = check_interval(cfg, plan, probes.rows()), cfg.check_every > 0 or plan.rows_per_step <= 0
+        self.probes, self.check_rows = probes, probes.rows()
+        self.step_rows, self.start = 0, probes.rows_read
+
+    def stepped(self, rows: int) -> None:
+        self.step_rows += rows
+
+    def due(self, step: int) -> bool:
+        if self.fixed:
+            return step % self.every == 0
+        return self.probes.rows_read - self.start + self.check_rows <= CHECK_SHARE * self.step_rows
+
+
+def repair_reads_at(i: int, last: int) -> bool:
+    """Whether the retain probe is read after repair step i (1-based): steps 1, 2, 4, 8, ... and the last. Most
+    episodes need a few steps; a long one then costs log2(steps) reads instead of one per step, at the price of at
+    most doubling its steps past the first restoring one."""
+    return i == last or (i & (i - 1)) == 0
+
+
 def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
     """check_every, or (auto) the smallest interval keeping probe rows under CHECK_SHARE of the steps' rows
     (forward-equivalent). Deterministic (row counts, not clocks), so a seed gives one trajectory."""
@@ -203,7 +234,9 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     removed = removed_classes(data)
     criteria = run_criteria(cfg, goal, data, probes, original, removed)
     guard = criteria.retain_original - criteria.retain_drop
-    every = check_interval(cfg, plan, probes.rows())
+    ledger = RowLedger(cfg, plan, probes)
+    every = ledger.every
+    repair_rows = 4 * cfg.repair_batch_size  # student forward + backward, teacher forward
     repairer = Repairer(model, original, data, cfg, ctx, removed, plan.params) \
         if cfg.repair and len(data.train_retain) else None
     trace: list[dict[str, Any]] = []
@@ -245,13 +278,16 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         return {"m": m, "met": met, "eligible": eligible, "row": row, "overshoot": shortfall < 0}
 
     def repair(step: int) -> None:
-        # Between repair steps only the retain probe is read (the loop's exit test); the full check, which may
-        # keep the state as best or closest, runs once: when retain is restored or the repair budget is spent.
+        # After repair steps 1, 2, 4, 8, ... only the retain probe is read (the loop's exit test); the full check,
+        # which may keep the state as best or closest, runs once: when retain is restored or the budget is spent.
         for i in range(cfg.repair_steps):
             t0 = time.perf_counter()
             check_finite_loss(torch.tensor(repairer.step()), f"{name} (retain repair)", step)
             state["repair_steps"] += 1
+            ledger.stepped(repair_rows)
             timing["repair_s"] += time.perf_counter() - t0
+            if not repair_reads_at(i + 1, cfg.repair_steps):
+                continue
             t0 = time.perf_counter()
             restored = probes.retain_at_least(model, guard)  # its accuracy, or None while below the guard
             timing["checks_s"] += time.perf_counter() - t0
@@ -278,8 +314,9 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
             t0 = time.perf_counter()
             check_finite_loss(torch.tensor(plan.update(step)), name, step)
             timing["steps_s"] += time.perf_counter() - t0
+            ledger.stepped(plan.rows_per_step)
             advance(1)
-            if step % every and step != plan.budget:
+            if not ledger.due(step) and step != plan.budget:
                 continue
             c = check(step, "method")
             if not c["eligible"]:
