@@ -13,8 +13,8 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Repairer, assess, check_interval,
-                                           removed_classes, run_controlled)
+from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Repairer, RowLedger, assess,
+                                           check_interval, removed_classes, repair_reads_at, run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import Probes, auc_higher, predict_logits
 
@@ -239,6 +239,44 @@ def test_auto_check_interval_keeps_checks_under_a_third():
     assert check_interval(ControlConfig(), plan, 24) == 1
     every = check_interval(ControlConfig(), plan, 1000)
     assert 1000 / every <= CHECK_SHARE * 96 and 1000 / (every - 1) > CHECK_SHARE * 96
+
+
+class _FakeProbes:
+    def __init__(self, rows: int) -> None:
+        self._rows, self.rows_read = rows, 0
+
+    def rows(self) -> int:
+        return self._rows
+
+
+def test_row_ledger_checks_at_the_interval_and_waits_after_expensive_reads():
+    probes = _FakeProbes(100)
+    ledger = RowLedger(ControlConfig(), Plan(lambda t: 0.0, 50, rows_per_step=100), probes)
+    assert ledger.every == 4
+    due = []
+    for step in range(1, 9):
+        ledger.stepped(100)
+        if ledger.due(step):
+            due.append(step)
+            probes.rows_read += 100  # the check's reads
+    assert due == [4, 8]  # no repair: the fixed interval
+    probes.rows_read += 1000  # a repair episode: its retain reads and its closing check, 2 repair steps
+    for _ in range(2):
+        ledger.stepped(4 * 64)
+    step = 8
+    while not ledger.due(step + 1):
+        step += 1
+        ledger.stepped(100)
+    spent = probes.rows_read + 100  # with the next check
+    assert spent <= CHECK_SHARE * ledger.step_rows < spent + CHECK_SHARE * 100  # due at the first step it fits
+    assert step + 1 > 12  # later than the fixed interval would check
+    fixed = RowLedger(ControlConfig(check_every=3), Plan(lambda t: 0.0, 50, rows_per_step=100), _FakeProbes(100))
+    assert [s for s in range(1, 10) if fixed.due(s)] == [3, 6, 9]
+
+
+def test_repair_reads_the_retain_probe_at_doubling_steps():
+    assert [i for i in range(1, 21) if repair_reads_at(i, 20)] == [1, 2, 4, 8, 16, 20]
+    assert [i for i in range(1, 4) if repair_reads_at(i, 3)] == [1, 2, 3]
 
 
 def test_bad_controller_settings_are_config_errors(trained_tiny):
