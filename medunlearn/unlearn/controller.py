@@ -131,13 +131,6 @@ class RowLedger:
         return self.probes.rows_read - self.start + self.check_rows <= CHECK_SHARE * self.step_rows
 
 
-def repair_reads_at(i: int, last: int) -> bool:
-    """Whether the retain probe is read after repair step i (1-based): steps 1, 2, 4, 8, ... and the last. Most
-    episodes need a few steps; a long one then costs log2(steps) reads instead of one per step, at the price of at
-    most doubling its steps past the first restoring one."""
-    return i == last or (i & (i - 1)) == 0
-
-
 def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
     """check_every, or (auto) the smallest interval keeping probe rows under CHECK_SHARE of the steps' rows
     (forward-equivalent). Deterministic (row counts, not clocks), so a seed gives one trajectory."""
@@ -278,16 +271,15 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         return {"m": m, "met": met, "eligible": eligible, "row": row, "overshoot": shortfall < 0}
 
     def repair(step: int) -> None:
-        # After repair steps 1, 2, 4, 8, ... only the retain probe is read (the loop's exit test); the full check,
-        # which may keep the state as best or closest, runs once: when retain is restored or the budget is spent.
+        # Between repair steps only the retain probe is read (the loop's exit test; the ledger counts its rows); the
+        # full check, which may keep the state as best or closest, runs once: when retain is restored or the
+        # repair budget is spent.
         for i in range(cfg.repair_steps):
             t0 = time.perf_counter()
             check_finite_loss(torch.tensor(repairer.step()), f"{name} (retain repair)", step)
             state["repair_steps"] += 1
             ledger.stepped(repair_rows)
             timing["repair_s"] += time.perf_counter() - t0
-            if not repair_reads_at(i + 1, cfg.repair_steps):
-                continue
             t0 = time.perf_counter()
             restored = probes.retain_at_least(model, guard)  # its accuracy, or None while below the guard
             timing["checks_s"] += time.perf_counter() - t0

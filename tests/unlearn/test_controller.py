@@ -14,7 +14,7 @@ from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Repairer, RowLedger, assess,
-                                           check_interval, removed_classes, repair_reads_at, run_controlled)
+                                           check_interval, removed_classes, run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import Probes, auc_higher, predict_logits
 
@@ -272,11 +272,6 @@ def test_row_ledger_checks_at_the_interval_and_waits_after_expensive_reads():
     assert step + 1 > 12  # later than the fixed interval would check
     fixed = RowLedger(ControlConfig(check_every=3), Plan(lambda t: 0.0, 50, rows_per_step=100), _FakeProbes(100))
     assert [s for s in range(1, 10) if fixed.due(s)] == [3, 6, 9]
-
-
-def test_repair_reads_the_retain_probe_at_doubling_steps():
-    assert [i for i in range(1, 21) if repair_reads_at(i, 20)] == [1, 2, 4, 8, 16, 20]
-    assert [i for i in range(1, 4) if repair_reads_at(i, 3)] == [1, 2, 3]
 
 
 def test_bad_controller_settings_are_config_errors(trained_tiny):
