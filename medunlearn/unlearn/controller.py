@@ -122,6 +122,10 @@ class RowLedger:
         self.probes, self.check_rows = probes, probes.rows()
         self.step_rows, self.start = 0, probes.rows_read
 
+    def open(self) -> None:
+        """Start counting here (after the step-0 check of the original)."""
+        self.start = self.probes.rows_read
+
     def stepped(self, rows: int) -> None:
         self.step_rows += rows
 
@@ -300,6 +304,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
 
     base_lrs = [g["lr"] for g in plan.optimizer.param_groups] if plan.optimizer is not None else []
     vacuous = is_vacuous(goal, check(0, "original")["met"])
+    ledger.open()
     step = 0
     with ctx.progress(name, plan.budget) as advance:
         for step in range(1, plan.budget + 1):

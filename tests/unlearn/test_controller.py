@@ -253,6 +253,8 @@ def test_row_ledger_checks_at_the_interval_and_waits_after_expensive_reads():
     probes = _FakeProbes(100)
     ledger = RowLedger(ControlConfig(), Plan(lambda t: 0.0, 50, rows_per_step=100), probes)
     assert ledger.every == 4
+    probes.rows_read += 100  # the step-0 check of the original: outside the ledger
+    ledger.open()
     due = []
     for step in range(1, 9):
         ledger.stepped(100)
@@ -267,11 +269,24 @@ def test_row_ledger_checks_at_the_interval_and_waits_after_expensive_reads():
     while not ledger.due(step + 1):
         step += 1
         ledger.stepped(100)
-    spent = probes.rows_read + 100  # with the next check
+    spent = probes.rows_read - ledger.start + 100  # with the next check
     assert spent <= CHECK_SHARE * ledger.step_rows < spent + CHECK_SHARE * 100  # due at the first step it fits
     assert step + 1 > 12  # later than the fixed interval would check
     fixed = RowLedger(ControlConfig(check_every=3), Plan(lambda t: 0.0, 50, rows_per_step=100), _FakeProbes(100))
     assert [s for s in range(1, 10) if fixed.due(s)] == [3, 6, 9]
+
+
+def test_auto_checks_without_repair_fall_at_the_interval(trained_tiny):
+    """The ledger opens after the step-0 check: a run that never repairs checks every `check_every` steps."""
+    model, split = trained_tiny
+    work = copy.deepcopy(model)
+    plan = Plan(lambda t: 0.0, 40, rows_per_step=64)
+    out = run_controlled(work, copy.deepcopy(model).eval(), split, RunContext(seed=0), "suppression",
+                         ControlConfig(patience=100), plan, "still")
+    every = out.acceptance["check_every"]
+    assert 1 < every < 40
+    steps = [r["step"] for r in out.trace if r["phase"] == "method"]
+    assert steps == [*range(every, 40, every), 40] or steps == list(range(every, 41, every))
 
 
 def test_bad_controller_settings_are_config_errors(trained_tiny):
