@@ -115,12 +115,14 @@ class RowLedger:
     far (method checks, repair-episode checks and the retain reads between repair steps; the step-0 check of the
     original is a fixed cost outside the ledger) plus one more check stay within CHECK_SHARE of the rows of every
     method and repair step so far. Without repair that is a check every `check_interval` steps; a repair episode
-    that read more than its share delays the next method check. `check_every` > 0 fixes the interval instead."""
+    that read more than its share delays the next method check, but never past MAX_DELAY intervals (a method left
+    unchecked drifts further below the retain guard, and the extra repair costs more than the reads it saved).
+    `check_every` > 0 fixes the interval instead."""
 
     def __init__(self, cfg: ControlConfig, plan: Plan, probes: "Probes") -> None:  # noqa: D107
         self.every, self.fixed = check_interval(cfg, plan, probes.rows()), cfg.check_every > 0 or plan.rows_per_step <= 0
         self.probes, self.check_rows = probes, probes.rows()
-        self.step_rows, self.start = 0, probes.rows_read
+        self.step_rows, self.start, self.last = 0, probes.rows_read, 0
 
     def open(self) -> None:
         """Start counting here (after the step-0 check of the original)."""
@@ -130,9 +132,15 @@ class RowLedger:
         self.step_rows += rows
 
     def due(self, step: int) -> bool:
+        """Whether a method check falls due after `step` (the caller checks when it does)."""
         if self.fixed:
             return step % self.every == 0
-        return self.probes.rows_read - self.start + self.check_rows <= CHECK_SHARE * self.step_rows
+        since = step - self.last
+        fits = self.probes.rows_read - self.start + self.check_rows <= CHECK_SHARE * self.step_rows
+        if since >= self.every * MAX_DELAY or (since >= self.every and fits):
+            self.last = step
+            return True
+        return False
 
 
 def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
@@ -144,6 +152,8 @@ def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
         return 1
     return max(1, math.ceil(probe_rows / (CHECK_SHARE * plan.rows_per_step)))
 
+
+MAX_DELAY = 2  # RowLedger: a method check waits for the ledger at most this many intervals
 
 # Probe rows per step row. 0.5 was the first estimate (checks ~1/3 of a run); on the 700-patient device bench a
 # check also snapshots model and optimiser and checks took 49 % of FAMR's time, so a quarter keeps them ~1/3.

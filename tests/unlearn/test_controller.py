@@ -13,7 +13,7 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Repairer, RowLedger, assess,
+from medunlearn.unlearn.controller import (CHECK_SHARE, MAX_DELAY, ControlConfig, Plan, Repairer, RowLedger, assess,
                                            check_interval, removed_classes, run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import Probes, auc_higher, predict_logits
@@ -249,29 +249,33 @@ class _FakeProbes:
         return self._rows
 
 
-def test_row_ledger_checks_at_the_interval_and_waits_after_expensive_reads():
+def _ledger_after_two_checks_and_a_repair(episode_reads: int) -> tuple[RowLedger, list[int]]:
+    """A ledger (interval 4) that checked at steps 4 and 8, then paid `episode_reads` rows for a 2-step repair
+    episode; returns it and the steps at which the next method check falls due, stepping on to step 30."""
     probes = _FakeProbes(100)
     ledger = RowLedger(ControlConfig(), Plan(lambda t: 0.0, 50, rows_per_step=100), probes)
     assert ledger.every == 4
     probes.rows_read += 100  # the step-0 check of the original: outside the ledger
     ledger.open()
     due = []
-    for step in range(1, 9):
+    for step in range(1, 31):
         ledger.stepped(100)
         if ledger.due(step):
             due.append(step)
             probes.rows_read += 100  # the check's reads
-    assert due == [4, 8]  # no repair: the fixed interval
-    probes.rows_read += 1000  # a repair episode: its retain reads and its closing check, 2 repair steps
-    for _ in range(2):
-        ledger.stepped(4 * 64)
-    step = 8
-    while not ledger.due(step + 1):
-        step += 1
-        ledger.stepped(100)
-    spent = probes.rows_read - ledger.start + 100  # with the next check
-    assert spent <= CHECK_SHARE * ledger.step_rows < spent + CHECK_SHARE * 100  # due at the first step it fits
-    assert step + 1 > 12  # later than the fixed interval would check
+            if step == 8:
+                probes.rows_read += episode_reads
+                ledger.stepped(2 * 4 * 64)
+    return ledger, due
+
+
+def test_row_ledger_checks_at_the_interval_and_waits_after_expensive_reads():
+    # no debt: every 4 steps
+    assert _ledger_after_two_checks_and_a_repair(0)[1][:4] == [4, 8, 12, 16]
+    # 170 rows of repair reads: 300 + 170 + 100 rows fit a quarter of the steps' rows first at step 14
+    assert _ledger_after_two_checks_and_a_repair(170)[1][:3] == [4, 8, 14]
+    # a huge debt: the check waits at most MAX_DELAY intervals
+    assert _ledger_after_two_checks_and_a_repair(10_000)[1][:4] == [4, 8, 8 + 4 * MAX_DELAY, 8 + 8 * MAX_DELAY]
     fixed = RowLedger(ControlConfig(check_every=3), Plan(lambda t: 0.0, 50, rows_per_step=100), _FakeProbes(100))
     assert [s for s in range(1, 10) if fixed.due(s)] == [3, 6, 9]
 
