@@ -3,8 +3,7 @@
 A method supplies a `Plan` (its update step and step budget); the controller owns everything else:
   checks   after every `check_every` steps, on fixed seeded probes of VALIDATION rows (val_forget, val_retain;
            equivalence also train_forget) — test rows are never read; `check_every=0` (auto) checks every
-           step unless the probes' reads (repair-phase reads included) would exceed about a third of the run
-           (RowLedger: estimated from row counts, so a seed gives one trajectory);
+           step unless the probes' forward passes would exceed a third of the run (estimated from row counts);
   repair   when val_retain falls below its guard, up to `repair_steps` steps of retain CE + distillation from
            the original (a removed class's logit masked out of the teacher), then the method goes on;
   rollback the best checked state that meets every criterion (highest val_retain accuracy) is returned; when
@@ -108,41 +107,6 @@ def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes,
     return resolve_criteria(cfg, goal, data.num_classes, class_removal, probes.retain_acc(original), len(probes.retain))
 
 
-class RowLedger:
-    """Keeps the probes' reads under CHECK_SHARE of the rows the run's steps process (forward-equivalent).
-
-    Counts rows, not seconds, so a seed gives one trajectory. Method checks fall due when the probe rows read so
-    far (method checks, repair-episode checks and the retain reads between repair steps; the step-0 check of the
-    original is a fixed cost outside the ledger) plus one more check stay within CHECK_SHARE of the rows of every
-    method and repair step so far. Without repair that is a check every `check_interval` steps; a repair episode
-    that read more than its share delays the next method check, but never past MAX_DELAY intervals (a method left
-    unchecked drifts further below the retain guard, and the extra repair costs more than the reads it saved).
-    `check_every` > 0 fixes the interval instead."""
-
-    def __init__(self, cfg: ControlConfig, plan: Plan, probes: "Probes") -> None:  # noqa: D107
-        self.every, self.fixed = check_interval(cfg, plan, probes.rows()), cfg.check_every > 0 or plan.rows_per_step <= 0
-        self.probes, self.check_rows = probes, probes.rows()
-        self.step_rows, self.start, self.last = 0, probes.rows_read, 0
-
-    def open(self) -> None:
-        """Start counting here (after the step-0 check of the original)."""
-        self.start = self.probes.rows_read
-
-    def stepped(self, rows: int) -> None:
-        self.step_rows += rows
-
-    def due(self, step: int) -> bool:
-        """Whether a method check falls due after `step` (the caller checks when it does)."""
-        if self.fixed:
-            return step % self.every == 0
-        since = step - self.last
-        fits = self.probes.rows_read - self.start + self.check_rows <= CHECK_SHARE * self.step_rows
-        if since >= self.every * MAX_DELAY or (since >= self.every and fits):
-            self.last = step
-            return True
-        return False
-
-
 def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
     """check_every, or (auto) the smallest interval keeping probe rows under CHECK_SHARE of the steps' rows
     (forward-equivalent). Deterministic (row counts, not clocks), so a seed gives one trajectory."""
@@ -152,8 +116,6 @@ def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
         return 1
     return max(1, math.ceil(probe_rows / (CHECK_SHARE * plan.rows_per_step)))
 
-
-MAX_DELAY = 2  # RowLedger: a method check waits for the ledger at most this many intervals
 
 # Probe rows per step row. 0.5 was the first estimate (checks ~1/3 of a run); on the 700-patient device bench a
 # check also snapshots model and optimiser and checks took 49 % of FAMR's time, so a quarter keeps them ~1/3.
@@ -241,9 +203,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     removed = removed_classes(data)
     criteria = run_criteria(cfg, goal, data, probes, original, removed)
     guard = criteria.retain_original - criteria.retain_drop
-    ledger = RowLedger(cfg, plan, probes)
-    every = ledger.every
-    repair_rows = 4 * cfg.repair_batch_size  # student forward + backward, teacher forward
+    every = check_interval(cfg, plan, probes.rows())
     repairer = Repairer(model, original, data, cfg, ctx, removed, plan.params) \
         if cfg.repair and len(data.train_retain) else None
     trace: list[dict[str, Any]] = []
@@ -285,14 +245,12 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         return {"m": m, "met": met, "eligible": eligible, "row": row, "overshoot": shortfall < 0}
 
     def repair(step: int) -> None:
-        # Between repair steps only the retain probe is read (the loop's exit test; the ledger counts its rows); the
-        # full check, which may keep the state as best or closest, runs once: when retain is restored or the
-        # repair budget is spent.
+        # Between repair steps only the retain probe is read (the loop's exit test); the full check, which may
+        # keep the state as best or closest, runs once: when retain is restored or the repair budget is spent.
         for i in range(cfg.repair_steps):
             t0 = time.perf_counter()
             check_finite_loss(torch.tensor(repairer.step()), f"{name} (retain repair)", step)
             state["repair_steps"] += 1
-            ledger.stepped(repair_rows)
             timing["repair_s"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             restored = probes.retain_at_least(model, guard)  # its accuracy, or None while below the guard
@@ -314,16 +272,14 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
 
     base_lrs = [g["lr"] for g in plan.optimizer.param_groups] if plan.optimizer is not None else []
     vacuous = is_vacuous(goal, check(0, "original")["met"])
-    ledger.open()
     step = 0
     with ctx.progress(name, plan.budget) as advance:
         for step in range(1, plan.budget + 1):
             t0 = time.perf_counter()
             check_finite_loss(torch.tensor(plan.update(step)), name, step)
             timing["steps_s"] += time.perf_counter() - t0
-            ledger.stepped(plan.rows_per_step)
             advance(1)
-            if not ledger.due(step) and step != plan.budget:
+            if step % every and step != plan.budget:
                 continue
             c = check(step, "method")
             if not c["eligible"]:

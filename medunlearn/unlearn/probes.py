@@ -92,13 +92,11 @@ class Probes:
         self.retain = subsample(retain, cfg.max_eval, seed + 1)
         self._order: torch.Tensor | None = None  # retain probe rows, those wrong at the last full read first
         self.members = subsample(data.train_forget, cfg.membership_rows, seed + 2) if equivalence else None
-        self.rows_read = 0  # every probe row read so far (the controller's RowLedger budgets them)
 
     def rows(self) -> int:
         return len(self.forget) + len(self.retain) + (len(self.members) if self.members is not None else 0)
 
     def _logits(self, model: nn.Module, s: ImageSet) -> torch.Tensor:
-        self.rows_read += len(s)
         return predict_logits(model, s.images, self.k, self.device)
 
     def retain_acc(self, model: nn.Module) -> float:
@@ -119,7 +117,6 @@ class Probes:
             idx = order[start:start + RETAIN_CHUNK]
             correct[idx] = predict_logits(model, images[idx], self.k, self.device).argmax(1) == labels[idx]
             read = start + len(idx)
-            self.rows_read += len(idx)
             if _pct_of(int(correct.sum()) + n - read, n) < guard:
                 return None
         self._wrong_first(correct)

@@ -13,8 +13,8 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import (CHECK_SHARE, MAX_DELAY, ControlConfig, Plan, Repairer, RowLedger, assess,
-                                           check_interval, removed_classes, run_controlled)
+from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, Repairer, assess, check_interval,
+                                           removed_classes, run_controlled)
 from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import Probes, auc_higher, predict_logits
 
@@ -241,47 +241,8 @@ def test_auto_check_interval_keeps_checks_under_a_third():
     assert 1000 / every <= CHECK_SHARE * 96 and 1000 / (every - 1) > CHECK_SHARE * 96
 
 
-class _FakeProbes:
-    def __init__(self, rows: int) -> None:
-        self._rows, self.rows_read = rows, 0
-
-    def rows(self) -> int:
-        return self._rows
-
-
-def _ledger_after_two_checks_and_a_repair(episode_reads: int) -> tuple[RowLedger, list[int]]:
-    """A ledger (interval 4) that checked at steps 4 and 8, then paid `episode_reads` rows for a 2-step repair
-    episode; returns it and the steps at which the next method check falls due, stepping on to step 30."""
-    probes = _FakeProbes(100)
-    ledger = RowLedger(ControlConfig(), Plan(lambda t: 0.0, 50, rows_per_step=100), probes)
-    assert ledger.every == 4
-    probes.rows_read += 100  # the step-0 check of the original: outside the ledger
-    ledger.open()
-    due = []
-    for step in range(1, 31):
-        ledger.stepped(100)
-        if ledger.due(step):
-            due.append(step)
-            probes.rows_read += 100  # the check's reads
-            if step == 8:
-                probes.rows_read += episode_reads
-                ledger.stepped(2 * 4 * 64)
-    return ledger, due
-
-
-def test_row_ledger_checks_at_the_interval_and_waits_after_expensive_reads():
-    # no debt: every 4 steps
-    assert _ledger_after_two_checks_and_a_repair(0)[1][:4] == [4, 8, 12, 16]
-    # 170 rows of repair reads: 300 + 170 + 100 rows fit a quarter of the steps' rows first at step 14
-    assert _ledger_after_two_checks_and_a_repair(170)[1][:3] == [4, 8, 14]
-    # a huge debt: the check waits at most MAX_DELAY intervals
-    assert _ledger_after_two_checks_and_a_repair(10_000)[1][:4] == [4, 8, 8 + 4 * MAX_DELAY, 8 + 8 * MAX_DELAY]
-    fixed = RowLedger(ControlConfig(check_every=3), Plan(lambda t: 0.0, 50, rows_per_step=100), _FakeProbes(100))
-    assert [s for s in range(1, 10) if fixed.due(s)] == [3, 6, 9]
-
-
 def test_auto_checks_without_repair_fall_at_the_interval(trained_tiny):
-    """The ledger opens after the step-0 check: a run that never repairs checks every `check_every` steps."""
+    """A run that never repairs checks every `check_every` steps, and at its last step."""
     model, split = trained_tiny
     work = copy.deepcopy(model)
     plan = Plan(lambda t: 0.0, 40, rows_per_step=64)
