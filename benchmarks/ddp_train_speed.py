@@ -53,12 +53,9 @@ def train_once(out: Path, cohort: Path, procs: int, threads: int, args, tag: str
             "val_acc": max(e["val_acc"] for e in meta["training"]["history"])}
 
 
-def summary(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
-
-
 def main() -> None:
+    from medunlearn.bench.tables import format_stat, mean_std
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=2)
@@ -83,8 +80,8 @@ def main() -> None:
     for name, procs, threads in modes:
         rows = results[name]
         mean = statistics.mean(x["train_s"] for x in rows)
-        print(f"{name:<20} {threads:>12} {summary([x['train_s'] for x in rows]):>14} "
-              f"{summary([x['wall_s'] for x in rows]):>14} {base / mean:>8.2f}x "
+        print(f"{name:<20} {threads:>12} {format_stat(mean_std([x['train_s'] for x in rows])):>14} "
+              f"{format_stat(mean_std([x['wall_s'] for x in rows])):>14} {base / mean:>8.2f}x "
               f"{statistics.mean(x['val_acc'] for x in rows):>8.1f}")
     print(f"(SYNTHETIC cohort, {args.epochs} epochs at global batch {args.batch_size}, {args.cores} cores, "
           f"{args.repeats} repeats)")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
+
+from medunlearn.bench.tables import format_stat, mean_std
 
 
 def run_cell(df, base, base_meta, rule, method: str, overrides: dict, seed: int) -> dict:
@@ -45,10 +46,7 @@ def parse_cell(text: str) -> tuple[str, dict]:
 
 
 def fmt(xs: list[float]) -> str:
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "–"
-    return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else f"{xs[0]:.1f}"
+    return format_stat(mean_std(xs))
 
 
 def main() -> None:

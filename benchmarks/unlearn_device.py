@@ -11,18 +11,12 @@ import argparse
 import sys
 
 
-def _fmt(stat: dict, digits: int = 1, suffix: str = "") -> str:
-    if stat["mean"] is None:
-        return "–"
-    std = f" ± {stat['std']:.{digits}f}" if stat["std"] else ""
-    return f"{stat['mean']:.{digits}f}{std}{suffix}"
-
-
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from medunlearn.bench.runner import run_bench
+    from medunlearn.bench.tables import format_stat
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench_out/device")
@@ -51,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             if not row["seeds"]:
                 table.add_row(method, goal, *["error"] * len(keys))
                 continue
-            table.add_row(method, goal, *[_fmt(row[k], 2 if k == "avg_gap" else 1, "×" if k == "rte" else "")
+            table.add_row(method, goal, *[format_stat(row[k], 2 if k == "avg_gap" else 1, "×" if k == "rte" else "")
                                           for k in keys])
     Console(width=200).print(table)
     print(f"results: {args.out}/results.md")

@@ -63,11 +63,13 @@ def _fmt(v: Any, std: Any = None, digits: int = 1) -> str:
     return s + (f" ± {std:.{digits}f}" if std else "")
 
 
+def format_stat(stat: dict, digits: int = 1, suffix: str = "") -> str:
+    """A mean_std record as "mean ± std" + suffix ("–" when empty; no "± …" when std is 0)."""
+    return _fmt(stat["mean"], stat["std"], digits) + (suffix if stat["mean"] is not None else "")
+
+
 def _cell(stat: dict, key: str) -> str:
-    digits = 2 if key == "avg_gap" else 1
-    if key == "rte" and stat["mean"] is not None:
-        return _fmt(stat["mean"], stat["std"], digits) + "×"
-    return _fmt(stat["mean"], stat["std"], digits)
+    return format_stat(stat, 2 if key == "avg_gap" else 1, "×" if key == "rte" else "")
 
 
 def _counts_text(counts: dict) -> str:
