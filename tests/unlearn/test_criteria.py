@@ -85,3 +85,19 @@ def test_retain_guard_is_at_least_one_probe_row():
                                        "retain_acc": 100 * 82 / 84})[-1]["passed"]
     big = resolve_criteria(CriteriaConfig(), "suppression", 3, False, 100.0, retain_rows=512)
     assert big.retain_drop == 1.0 and big.retain_drop_requested is None
+
+
+@pytest.mark.parametrize("n", [73, 84, 97, 99])  # 100/n > 1: one row is the drop allowed
+def test_one_wrong_probe_row_is_the_drop_the_retain_guard_allows(n):
+    from medunlearn.unlearn.probes import accuracy_pct
+
+    labels = torch.zeros(n, dtype=torch.long)
+    all_right = torch.tensor([[1.0, 0.0, 0.0]]).repeat(n, 1)
+    one_wrong = all_right.clone()
+    one_wrong[0] = torch.tensor([0.0, 1.0, 0.0])
+    crit = resolve_criteria(CriteriaConfig(), "suppression", 3, False, accuracy_pct(all_right, labels), retain_rows=n)
+    m = {"forget_acc": 40.0, "forget_expected": 33.0, "forget_conf": 40.0, "retain_acc": accuracy_pct(one_wrong, labels)}
+    assert evaluate_checks(crit, m)[-1]["passed"]  # a float32 mean put 72/73 below 100 - 100/73
+    two_wrong = one_wrong.clone()
+    two_wrong[1] = torch.tensor([0.0, 0.0, 1.0])
+    assert not evaluate_checks(crit, {**m, "retain_acc": accuracy_pct(two_wrong, labels)})[-1]["passed"]
