@@ -28,5 +28,6 @@ def print_acceptance(acceptance: dict[str, Any], title: str = "Acceptance criter
     console.print(table)
     console.print(f"State returned: {acceptance.get('state')} at step {acceptance.get('step')} of "
                   f"{acceptance.get('steps_run')} run (budget {acceptance.get('budget')}); {acceptance.get('reason')}")
-    if acceptance.get("reference_hint"):
-        console.print(f"[yellow]Note:[/] {acceptance['reference_hint']}")
+    for key in ("reference_hint", "resolution_hint"):
+        if acceptance.get(key):
+            console.print(f"[yellow]Note:[/] {acceptance[key]}")

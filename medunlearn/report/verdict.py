@@ -58,7 +58,7 @@ def _row(name: str, kind: str, record: Any, reference: Mapping[str, Any] | None)
                        "passed": c.get("passed") is True, "result": PASS if c.get("passed") is True else FAIL,
                        "reference": ref if isinstance(ref, (int, float)) else None})
     ok = bool(checks) and all(c["passed"] for c in checks) and record.get("met", True) is True
-    note = "; ".join(str(record[k]) for k in ("state", "reason", "reference_hint") if record.get(k))
+    note = "; ".join(str(record[k]) for k in ("state", "reason", "reference_hint", "resolution_hint") if record.get(k))
     if record.get("step") is not None:
         note = f"returned step {record['step']} of {record.get('steps_run', '?')}" + (f"; {note}" if note else "")
     return {"name": name, "kind": kind, "result": PASS if ok else FAIL, "met": ok, "checks": checks,

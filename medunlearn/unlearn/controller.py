@@ -208,6 +208,21 @@ class Repairer:
         return float(loss.detach())
 
 
+def probe_resolution(probes: Probes, model: nn.Module, criteria: Criteria) -> dict[str, Any]:
+    """How finely the held-out forget probe resolves criterion (a) on the returned state: its bootstrap interval,
+    and a note when that interval is wider than the band (a handful of rows, e.g. 4 outliers in a small
+    cohort: the verdict, met or not, is then mostly sampling noise)."""
+    lo, hi = probes.forget_interval(model, criteria)
+    out: dict[str, Any] = {"forget_interval": [round(lo, 3), round(hi, 3)],
+                           "underpowered": bool(hi - lo > 2 * criteria.forget_tol)}
+    if out["underpowered"]:
+        out["resolution_hint"] = (
+            f"criterion (a) rests on {len(probes.forget)} held-out forget rows: its {criteria.ci_level:.0%} interval "
+            f"[{lo:.1f}, {hi:.1f}] is wider than the band (±{criteria.forget_tol:g} points), so this verdict is "
+            f"mostly sampling noise; judge on more rows (a larger cohort or validation fraction)")
+    return out
+
+
 def is_vacuous(goal: str, original_meets: bool) -> bool:
     """Equivalence criteria the untouched model already meets cannot show forgetting (a whole domain the model
     generalises to: its members and held-out rows look alike before any step); such a verdict is never "met"."""
@@ -339,6 +354,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     elif not met:
         state["reason"] += "; no checked state met every criterion: returned the closest"
     final = chosen["checks"] if chosen else evaluate_checks(criteria, probes.measure(model, criteria))
+    resolution = probe_resolution(probes, model, criteria) if goal == "suppression" else {}
     total = sum(timing.values()) or 1.0
     acceptance = {
         "met": met, "goal": goal, "judged_on": "validation",
@@ -351,7 +367,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         "steps_run": step, "budget": plan.budget, "check_every": every, "repair_steps": state["repair_steps"],
         "backtracks": state["backtracks"], "vacuous": vacuous,
         "check_time_fraction": round(timing["checks_s"] / total, 4), "reason": state["reason"].lstrip("; "),
-        "trace_file": "trace.csv",
+        "trace_file": "trace.csv", **resolution,
     }
     ctx.log.setdefault(name, {}).update({"steps": step, "budget": plan.budget, "timing_s": timing})
     return Outcome(model=model, acceptance=acceptance, trace=trace)

@@ -182,6 +182,20 @@ def forget_shortfall(criteria: Criteria, m: dict[str, float]) -> float:
 
 
 # ---------------------------------------------------------------- bootstrap (equivalence)
+def bootstrap_mean(values: torch.Tensor, resamples: int, level: float, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-row `values` (N,): how finely a probe of N rows resolves
+    a measurement such as criterion (a)'s."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    gen = torch.Generator().manual_seed(seed)
+    counts = torch.zeros(resamples, n, dtype=torch.float64).scatter_add_(
+        1, torch.randint(0, n, (resamples, n), generator=gen), torch.ones(resamples, n, dtype=torch.float64))
+    means = counts @ values.double() / n
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return lo, hi
+
+
 def bootstrap_membership(correct_f: torch.Tensor, loss_f: torch.Tensor, correct_h: torch.Tensor,
                          loss_h: torch.Tensor, resamples: int, level: float, seed: int) -> dict[str, float]:
     """Accuracy gap and loss AUC between train_forget (f) and held-out (h) rows, with bootstrap intervals.

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medunlearn.data.imageset import ImageSet, SplitData
-from medunlearn.unlearn.criteria import Criteria, bootstrap_membership
+from medunlearn.unlearn.criteria import Criteria, bootstrap_mean, bootstrap_membership
 
 if TYPE_CHECKING:
     from medunlearn.unlearn.controller import ControlConfig
@@ -125,6 +125,15 @@ class Probes:
 
     def _wrong_first(self, correct: torch.Tensor) -> None:
         self._order = torch.cat([torch.nonzero(~correct).flatten(), torch.nonzero(correct).flatten()])
+
+    def forget_interval(self, model: nn.Module, criteria: Criteria) -> tuple[float, float]:
+        """Bootstrap interval (criteria.ci_level) of criterion (a)'s measure on the forget probe: per row, the
+        true-label probability ("expected") or 0/1 correctness ("argmax"), in percent."""
+        lf = self._logits(model, self.forget).float()
+        y = self.forget.labels
+        rows = lf.softmax(1).gather(1, y[:, None])[:, 0] if criteria.forget_measure == "expected" \
+            else (lf.argmax(1) == y).double()
+        return bootstrap_mean(100.0 * rows, criteria.bootstrap, criteria.ci_level, self.seed)
 
     def measure(self, model: nn.Module, criteria: Criteria | None, retain_acc: float | None = None) -> dict[str, float]:
         """The check's measurements; `retain_acc` when the caller has just read it on this very state."""

@@ -363,3 +363,17 @@ def test_equivalence_membership_probes_use_membership_rows_and_retain_keeps_max_
     assert sup.members is None and len(sup.forget) == min(8, len(split.val_forget))
     with pytest.raises(ConfigError, match="membership_rows"):
         METHODS.get("finetune")(membership_rows=4).run(model, split, RunContext(seed=0), "equivalence")
+
+
+def test_a_forget_probe_too_small_to_resolve_the_band_is_flagged():
+    fa = [1.0, 0.33, 0.33]
+    model = Scripted(fa, [0.95, 0.42, 0.42], [0.0] * 3)  # true-label probability 42 % (right) or 29 % (wrong)
+    big = _run(model, coded_split(60), steps=2).acceptance
+    lo, hi = big["forget_interval"]
+    assert big["met"] and lo < 33.4 < hi and hi - lo < 10.0 and not big["underpowered"]
+    assert "resolution_hint" not in big
+    split = coded_split(60)
+    split.val_forget = _coded_set(4, True, 3000)  # four held-out forget rows (a handful of outliers)
+    small = _run(Scripted(fa, [0.95, 0.42, 0.42], [0.0] * 3), split, steps=2).acceptance
+    assert small["underpowered"] and small["forget_interval"][1] - small["forget_interval"][0] > 10.0
+    assert "4 held-out forget rows" in small["resolution_hint"]
