@@ -6,6 +6,7 @@ A method supplies a `Plan` (its update step and step budget); the controller own
            step unless the probes' forward passes would exceed a third of the run (estimated from row counts);
   repair   when val_retain falls below its guard, up to `repair_steps` steps of retain CE + distillation from
            the original (a removed class's logit masked out of the teacher), then the method goes on;
+           `repair_hold` > 0 adds distillation of train_forget rows toward the state that entered repair;
   rollback the best checked state that meets every criterion (highest val_retain accuracy) is returned; when
            none does, the closest one is returned (a state within the retain guard first, then the smallest total
            violation: a model that forgot but lost the retain domain is worse than one that did not) and the run
