@@ -90,7 +90,9 @@ class FAMR(Unlearner):
     Config = FAMRConfig
     search_space = {"lr": Float(1e-4, 1e-2, log=True), "budget": Float(1.0, 20.0, log=True),
                     "batch_size": Choice(32, 64, 128), "loss": Choice("ce_uniform", "kl_p_u"),
-                    "solver": Choice("iterative", "one_step", "newton_cg")}  # what `medunlearn tune` varies
+                    "solver": Choice("iterative", "one_step", "newton_cg"),
+                    # controller knob: hold the forgetting through retain repair (docs/results/repair-hold.md)
+                    "repair_hold": Choice(0.0, 1.0)}  # what `medunlearn tune` varies
 
     def run(self, model: nn.Module, data, ctx, goal: str = "suppression"):
         """With a trained subset that leaves leading blocks frozen (params "head" / "last-N", BN frozen), the run
