@@ -377,7 +377,8 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
 def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cfg: ControlConfig | None = None,
            seed: int = 0, device: torch.device | None = None) -> dict[str, Any]:
     """Judge one finished model against the goal's criteria on the same validation probes a run uses
-    (e.g. a merged checkpoint, per policy). Returns {met, goal, judged_on, vacuous, criteria, checks, measurement};
+    (e.g. a merged checkpoint, per policy). Returns {met, goal, judged_on, vacuous, criteria, checks, measurement,
+    and for suppression forget_interval, underpowered, resolution_hint?};
     an equivalence judgement the original model also passes is vacuous and never met."""
     cfg = cfg or ControlConfig()
     validate_control(cfg)
@@ -388,6 +389,7 @@ def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cf
     checks = evaluate_checks(criteria, m)
     original_checks = evaluate_checks(criteria, probes.measure(original, criteria))
     vacuous = is_vacuous(goal, all(c["passed"] for c in original_checks))
+    resolution = probe_resolution(probes, model, criteria) if goal == "suppression" else {}
     return {"met": all(c["passed"] for c in checks) and not vacuous, "goal": goal, "judged_on": "validation",
             "vacuous": vacuous, "criteria": criteria.to_dict(), "checks": checks,
-            "measurement": {k: round(v, 4) for k, v in m.items()}}
+            "measurement": {k: round(v, 4) for k, v in m.items()}, **resolution}
