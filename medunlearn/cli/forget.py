@@ -82,5 +82,10 @@ def forget(
     if not metrics["acceptance"]["met"]:
         console.print(f"[bold red]Criteria NOT met.[/] Wrote {path} (checkpoint marked accepted: false; "
                       f"see {path / 'trace.csv'}).")
+        from medunlearn.unlearn import METHODS
+
+        if METHODS.get(method).search_space and not metrics["acceptance"].get("underpowered"):
+            console.print(f"Next: `medunlearn tune --method {method} ...` with the same cohort, model and rule "
+                          "searches this method's settings on validation rows under these criteria.")
         raise typer.Exit(3)
     console.print(f"[green]Criteria met.[/] Wrote {path}")
