@@ -377,3 +377,30 @@ def test_a_forget_probe_too_small_to_resolve_the_band_is_flagged():
     small = _run(Scripted(fa, [0.95, 0.42, 0.42], [0.0] * 3), split, steps=2).acceptance
     assert small["underpowered"] and small["forget_interval"][1] - small["forget_interval"][0] > 10.0
     assert "4 held-out forget rows" in small["resolution_hint"]
+
+
+def test_repair_hold_keeps_the_forget_rows_where_repair_found_them(trained_tiny):
+    """A forgotten state (ScannerX pushed to uniform); repair from it with and without repair_hold: the hold
+    keeps train_forget outputs near the entry state while both restore retain toward the original."""
+    model, split = trained_tiny
+    forgotten = copy.deepcopy(model)
+    x_f = split.train_forget.images
+    with torch.no_grad():  # a crude "forgetting": shrink the head, so every output drifts toward uniform
+        forgotten.head.weight.mul_(0.2)
+        entry = torch.softmax(forgotten(x_f), 1)
+
+    def drift(hold: float) -> float:
+        work = copy.deepcopy(forgotten)
+        rep = Repairer(work, model, split, ControlConfig(repair_hold=hold, repair_lr=1e-3), RunContext(seed=0), [])
+        rep.begin()
+        for _ in range(15):
+            rep.step()
+        with torch.no_grad():
+            after = torch.log_softmax(work(x_f), 1)
+        return float(torch.nn.functional.kl_div(after, entry, reduction="batchmean"))
+
+    free, held = drift(0.0), drift(5.0)
+    assert held < 0.5 * free, (held, free)
+    with pytest.raises(ConfigError, match="repair_hold"):
+        run_controlled(copy.deepcopy(model), model, split, RunContext(seed=0), "suppression",
+                       ControlConfig(repair_hold=-1.0), Plan(lambda t: 0.0, 1), "bad")
