@@ -182,16 +182,19 @@ def forget_shortfall(criteria: Criteria, m: dict[str, float]) -> float:
 
 
 # ---------------------------------------------------------------- bootstrap (equivalence)
+def _resample_counts(n: int, resamples: int, gen: torch.Generator) -> torch.Tensor:
+    """(resamples, n) float64: how often each of n rows is drawn in each bootstrap resample."""
+    return torch.zeros(resamples, n, dtype=torch.float64).scatter_add_(
+        1, torch.randint(0, n, (resamples, n), generator=gen), torch.ones(resamples, n, dtype=torch.float64))
+
+
 def bootstrap_mean(values: torch.Tensor, resamples: int, level: float, seed: int) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-row `values` (N,): how finely a probe of N rows resolves
     a measurement such as criterion (a)'s."""
     n = len(values)
     if n == 0:
         return float("nan"), float("nan")
-    gen = torch.Generator().manual_seed(seed)
-    counts = torch.zeros(resamples, n, dtype=torch.float64).scatter_add_(
-        1, torch.randint(0, n, (resamples, n), generator=gen), torch.ones(resamples, n, dtype=torch.float64))
-    means = counts @ values.double() / n
+    means = _resample_counts(n, resamples, torch.Generator().manual_seed(seed)) @ values.double() / n
     lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
     return lo, hi
 
@@ -205,10 +208,7 @@ def bootstrap_membership(correct_f: torch.Tensor, loss_f: torch.Tensor, correct_
     """
     nf, nh = len(loss_f), len(loss_h)
     gen = torch.Generator().manual_seed(seed)
-    cf = torch.zeros(resamples, nf, dtype=torch.float64).scatter_add_(
-        1, torch.randint(0, nf, (resamples, nf), generator=gen), torch.ones(resamples, nf, dtype=torch.float64))
-    ch = torch.zeros(resamples, nh, dtype=torch.float64).scatter_add_(
-        1, torch.randint(0, nh, (resamples, nh), generator=gen), torch.ones(resamples, nh, dtype=torch.float64))
+    cf, ch = _resample_counts(nf, resamples, gen), _resample_counts(nh, resamples, gen)
     cor_f, cor_h = correct_f.double(), correct_h.double()
     gap = 100.0 * (cf @ cor_f / nf - ch @ cor_h / nh)
     lf, lh = loss_f.double(), loss_h.double()
