@@ -36,8 +36,8 @@ from torch.nn import functional as F
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.criteria import (Criteria, CriteriaConfig, evaluate_checks, forget_shortfall, resolve_criteria,
-                                         violation)
+from medunlearn.unlearn.criteria import (TOLERANCE, Criteria, CriteriaConfig, evaluate_checks, forget_shortfall,
+                                         resolve_criteria, violation)
 from medunlearn.unlearn.probes import Probes
 
 
@@ -239,7 +239,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     probes = Probes(data, cfg, goal, ctx.seed, ctx.device)
     removed = removed_classes(data)
     criteria = run_criteria(cfg, goal, data, probes, original, removed)
-    guard = criteria.retain_original - criteria.retain_drop - 1e-9  # the tolerance of criteria._check's ">="
+    guard = criteria.retain_guard() - TOLERANCE  # the same test as criterion (c)'s check
     every = check_interval(cfg, plan, probes.rows())
     repairer = Repairer(model, original, data, cfg, ctx, removed, plan.params) \
         if cfg.repair and len(data.train_retain) else None

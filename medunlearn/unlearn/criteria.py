@@ -69,6 +69,10 @@ class Criteria:
         """Criterion (a)'s accepted interval, clipped to [0, 100]."""
         return max(0.0, self.forget_target - self.forget_tol), min(100.0, self.forget_target + self.forget_tol)
 
+    def retain_guard(self) -> float:
+        """Criterion (c)'s threshold: the lowest val_retain accuracy that passes (within TOLERANCE)."""
+        return self.retain_original - self.retain_drop
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -114,11 +118,14 @@ def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_rem
                     retain_drop_requested=cfg.retain_drop if drop != cfg.retain_drop else None)
 
 
+TOLERANCE = 1e-9  # every check's slack for float rounding (points)
+
+
 def _check(name: str, label: str, value: float, op: str, threshold: Any,
            interval: tuple[float, float] | None = None) -> dict[str, Any]:
     """One check record. op: "within" (threshold [lo, hi]), "<=", ">=", or "ci_covers" (the bootstrap
     `interval` of `value` must contain the threshold)."""
-    eps = 1e-9
+    eps = TOLERANCE
     if op == "within":
         passed = threshold[0] - eps <= value <= threshold[1] + eps
     elif op == "ci_covers":
@@ -151,8 +158,7 @@ def evaluate_checks(criteria: Criteria, m: dict[str, float]) -> list[dict[str, A
                           "ci_covers", 0.0, (m["acc_gap_lo"], m["acc_gap_hi"])))
         out.append(_check("membership_loss_auc", "loss AUC, held-out vs train_forget", m["auc"], "ci_covers", 50.0,
                           (m["auc_lo"], m["auc_hi"])))
-    out.append(_check("retain_accuracy", "val_retain accuracy", m["retain_acc"], ">=",
-                      criteria.retain_original - criteria.retain_drop))
+    out.append(_check("retain_accuracy", "val_retain accuracy", m["retain_acc"], ">=", criteria.retain_guard()))
     return out
 
 
