@@ -1,15 +1,21 @@
 """Merge + repair: merge the runs, then a few guarded unlearning steps on the UNION of the forget sets.
 
-1. ``merge`` (any other merge method, default task_arithmetic: every run's full change) gives θ_m.
+1. ``merge`` (any other merge method, default learned_coefficients: coefficients fitted on validation) gives θ_m.
 2. θ_m goes through the stop-and-guard controller (`unlearn.controller.run_controlled`) on the union split
    (train rows matching any policy's rule are forgotten; rows matching none are retained), with the plan of
-   ``unlearner`` (default famr_retain: uniform forgetting anchored at θ_m plus a KL output anchor to the base
-   on retain rows) cut to at most ``steps`` steps. The controller checks the union's criteria on validation
-   probes (the strictest forget_tol, confidence_margin and retain_drop of the policies), repairs retain when
-   it falls below its guard, and rolls back to the best checked state; step 0 is θ_m itself, so a merge that
-   already meets the criteria is returned unchanged.
+   ``unlearner`` (default famr: uniform forgetting anchored at θ_m) cut to at most ``steps`` steps. The controller checks the union's criteria on validation
+   probes (the strictest forget_tol, confidence_margin and retain_drop of the policies) and, with
+   ``per_policy`` (default), every policy's own forget criteria on its own probes (the pooled forget rows can
+   meet the union's band while one policy's rows do not); it repairs retain when it falls below its guard, and
+   rolls back to the best checked state; step 0 is θ_m itself, so a merge that already meets the criteria is
+   returned unchanged.
 The union's verdict and trace go to ctx.log["merge_repair"]; the per-policy verdict is the merge step's.
 All the policies must share one goal (suppression or equivalence).
+Where the defaults come from (validation verdicts, docs/results/merge-synthetic.md): on the demo's two accepted
+FAMR runs (device, site), the former defaults (task_arithmetic, then famr_retain) never met the site policy in
+40 or 150 steps: task arithmetic's full sum broke retain (50 %) and every repair episode undid the forgetting,
+and famr_retain's KL anchor to the base pulled the forget domains back up. learned_coefficients then famr met
+both policies at step 6.
 """
 from __future__ import annotations
 
@@ -25,10 +31,11 @@ from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, St
 
 @dataclasses.dataclass
 class MergeRepairConfig(MergeConfig):
-    merge: str = "task_arithmetic"  # the first merge (any merge method but merge_repair)
-    unlearner: str = "famr_retain"  # whose update step the repair uses (an unlearning method name)
+    merge: str = "learned_coefficients"  # the first merge (any merge method but merge_repair)
+    unlearner: str = "famr"  # whose update step the repair uses (an unlearning method name)
     steps: int = 40  # most repair steps (the controller usually stops earlier)
     lr: float = 0.0  # the unlearner's learning rate; 0 = its default
+    per_policy: bool = True  # accept a state only when every policy's own criteria pass (False: the union's only)
 
 
 def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> object:
@@ -80,6 +87,7 @@ class MergeRepair(MergeMethod):
         return {k: self._state[k].clone() for k, t in base.items() if is_bn_stat(k) or not t.is_floating_point()}
 
     def _finish(self, state: StateDict, env: MergeEnv) -> StateDict:
+        from medunlearn.merge.policies import policy_checks
         from medunlearn.unlearn import METHODS
         from medunlearn.unlearn.base import check_finite_model, release
         from medunlearn.unlearn.controller import run_controlled
@@ -101,7 +109,9 @@ class MergeRepair(MergeMethod):
         env.ctx.seed_everything()
         plan = cls(cfg).plan(model, copy.deepcopy(original), env.data, env.ctx, goals[0])
         plan = dataclasses.replace(plan, budget=max(1, min(plan.budget, int(self.config.steps))))
-        outcome = run_controlled(model, original, env.data, env.ctx, goals[0], cfg, plan, self.name)
+        extra = policy_checks(env.policies, original, dev) if self.config.per_policy else None
+        outcome = run_controlled(model, original, env.data, env.ctx, goals[0], cfg, plan, self.name,
+                                 extra_checks=extra)
         repaired = release(outcome.model)
         check_finite_model(repaired)
         env.ctx.log[self.name] = {"merge": self.config.merge, "unlearner": self.config.unlearner,

@@ -10,7 +10,7 @@ Test rows are never read here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -96,6 +96,31 @@ def assess_policies(model: nn.Module, base: nn.Module, policies: Sequence[Policy
     return {"met": met, "judged_on": "validation", "policies": records, "retain": retain,
             "state": "merged (criteria met)" if met else "merged (criteria not met)",
             "reason": "every policy's criteria and retain are met" if met else "; ".join(reasons)}
+
+
+def policy_checks(policies: Sequence[Policy], base: nn.Module,
+                  device: torch.device) -> Callable[[nn.Module], list[dict[str, Any]]]:
+    """A check function for `run_controlled(extra_checks=...)`: every policy's forget-side checks on the same
+    validation probes `assess_policies` judges the merge on (retain is left to the caller's own check)."""
+    from medunlearn.unlearn.controller import removed_classes, run_criteria
+    from medunlearn.unlearn.criteria import evaluate_checks
+    from medunlearn.unlearn.probes import Probes
+
+    judges = []
+    for p in policies:
+        probes = Probes(p.data, p.control, p.goal, p.seed, device)
+        judges.append((p.name, probes, run_criteria(p.control, p.goal, p.data, probes, base,
+                                                    removed_classes(p.data))))
+
+    def checks(model: nn.Module) -> list[dict[str, Any]]:
+        out = []
+        for name, probes, criteria in judges:
+            m = probes.measure(model, criteria, retain_acc=0.0)  # the retain probe is the caller's
+            out += [{**c, "name": f"{name}: {c['name']}", "label": f"{name}: {c['label']}"}
+                    for c in evaluate_checks(criteria, m) if c["name"] != "retain_accuracy"]
+        return out
+
+    return checks
 
 
 def violation_total(acceptance: Mapping[str, Any]) -> float:

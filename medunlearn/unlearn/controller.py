@@ -231,8 +231,12 @@ def is_vacuous(goal: str, original_meets: bool) -> bool:
 
 
 def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str,
-                   cfg: ControlConfig, plan: Plan, name: str) -> Outcome:
-    """Drive `plan` on `model` (a private copy of `original`) under the goal's acceptance criteria."""
+                   cfg: ControlConfig, plan: Plan, name: str,
+                   extra_checks: Callable[[nn.Module], list[dict[str, Any]]] | None = None) -> Outcome:
+    """Drive `plan` on `model` (a private copy of `original`) under the goal's acceptance criteria.
+
+    `extra_checks(model)` adds checks every checked state must also pass (merge_repair: each policy's own
+    criteria, so a state that meets the union's pooled criteria but not one policy's is not accepted)."""
     from medunlearn.unlearn.base import check_finite_loss
 
     validate_control(cfg)
@@ -253,7 +257,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     def check(step: int, phase: str, retain_acc: float | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         m = probes.measure(model, criteria, retain_acc)
-        checks = evaluate_checks(criteria, m)
+        checks = evaluate_checks(criteria, m) + (extra_checks(model) if extra_checks is not None else [])
         met = all(c["passed"] for c in checks)
         row = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
                "violation": round(violation(checks), 4), "decision": ""}

@@ -115,25 +115,14 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
             m.train(f)
 
 
-def smooth_targets(tgt: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
-    """(1 − α)·t + α/K: mix hard (B,) or soft (B, K) targets with uniform; α = 0 returns `tgt` unchanged."""
-    if smoothing == 0:
-        return tgt
-    probs = F.one_hot(tgt, num_classes).float() if tgt.dim() == 1 else tgt
-    return (1.0 - smoothing) * probs + smoothing / num_classes
-
-
 def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, cfg: PSGConfig,
-             log_key: str, inner_at: str = "current", smoothing: float = 0.0) -> Plan:
+             log_key: str, inner_at: str = "current") -> Plan:
     """The PSG outer loop as a controller plan; updates `model` in place.
 
     inner_at="current": the inner search and the relabel run at the model being unlearned (bilevel, `psg`);
-    "original": at the frozen θ0 (authors' code, `psg_frozen`; with γ = λ = φ = 0 also Boundary Shrink).
-    smoothing α > 0 mixes every forget target with uniform (`psg_smoothed`; not in the paper)."""
+    "original": at the frozen θ0 (authors' code, `psg_frozen`; with γ = λ = φ = 0 also Boundary Shrink)."""
     validate(cfg)
     _choice(inner_at, INNER_AT, "inner_at")
-    if not 0.0 <= smoothing <= 1.0:
-        raise ConfigError(f"Expected smoothing in [0, 1], but got {smoothing}.")
     dev, k = ctx.device, data.num_classes
     teacher = frozen_teacher(original, dev)
     inner = model if inner_at == "current" else teacher
@@ -159,7 +148,7 @@ def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunCon
                                 noise=cfg.noise, noise_scale=cfg.noise_scale, kappa=cfg.kappa,
                                 quantise=cfg.quantise)
             tgt, raw = relabel(inner, x_adv, y, cfg.target, cfg.nearest_wrong, cfg.top_k)
-        loss = F.cross_entropy(model(x), smooth_targets(tgt, k, smoothing))
+        loss = F.cross_entropy(model(x), tgt)
         if retain_it is not None:
             rb = next(retain_it)
             xr, yr = rb["image"].to(dev), rb["label"].to(dev)

@@ -208,14 +208,21 @@ def test_merge_repair_runs_the_guarded_controller_on_the_union(tiny):
     model, base, runs, data = tiny
     ctx = RunContext(seed=0)
     pols = tiny_policies(data, 2)
-    out = MERGES.get("merge_repair")(steps=3).merge(base, runs, None, ctx=ctx, data=data, build_model=_build(model),
-                                                    policies=pols)
+    out = MERGES.get("merge_repair")(steps=3, merge="task_arithmetic").merge(
+        base, runs, None, ctx=ctx, data=data, build_model=_build(model), policies=pols)
     log = ctx.log["merge_repair"]
     assert log["trace"][0]["phase"] == "original" and log["union_acceptance"]["budget"] == 3
     assert log["union_acceptance"]["judged_on"] == "validation"
+    # per_policy (default): every policy's own forget checks are part of every checked state's verdict
+    names = [c["name"] for c in log["union_acceptance"]["checks"]]
+    assert all(f"{p.name}: forget_accuracy" in names for p in pols)
+    union_only = RunContext(seed=0)
+    MERGES.get("merge_repair")(steps=3, merge="task_arithmetic", per_policy=False).merge(
+        base, runs, None, ctx=union_only, data=data, build_model=_build(model), policies=pols)
+    assert not any(":" in c["name"] for c in union_only.log["merge_repair"]["union_acceptance"]["checks"])
     plain = MERGES.get("task_arithmetic")().merge(base, runs)
-    zero = MERGES.get("merge_repair")(steps=0).merge(base, runs, None, ctx=RunContext(), data=data,
-                                                     build_model=_build(model), policies=pols)
+    zero = MERGES.get("merge_repair")(steps=0, merge="task_arithmetic").merge(
+        base, runs, None, ctx=RunContext(), data=data, build_model=_build(model), policies=pols)
     assert all(torch.equal(zero[k], plain[k]) for k in base)  # no steps: exactly the first merge
     assert list(out) == list(base)
     mixed = [pols[0], dataclasses.replace(pols[1], goal="equivalence")]

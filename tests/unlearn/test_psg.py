@@ -159,23 +159,3 @@ def test_psg_errors(trained_tiny):
         METHODS.get("psg")(noise="laplac").unlearn(model, split, RunContext())
     with pytest.raises(DivergenceError):
         METHODS.get("psg")(lr=1e10, epochs=3.0, check_every=1).unlearn(model, split, RunContext())
-
-
-def test_smoothed_targets_mix_with_uniform_and_zero_is_psg(trained_tiny):
-    from medunlearn.unlearn.psg import smooth_targets
-
-    hard = torch.tensor([0, 2])
-    mixed = smooth_targets(hard, 3, 0.6)
-    assert torch.allclose(mixed.sum(1), torch.ones(2))
-    assert torch.allclose(mixed[0], torch.tensor([0.6, 0.2, 0.2]))  # top probability (1 − α) + α/K
-    assert smooth_targets(hard, 3, 0.0) is hard
-    model, split = trained_tiny
-    knobs = dict(epochs=2.0, lr=1e-3, batch_size=16, phi=0.0, seed=3)
-    plain, _ = run_plan("psg", model, split, **knobs)
-    zero, _ = run_plan("psg_smoothed", model, split, smoothing=0.0, **knobs)
-    smoothed, _ = run_plan("psg_smoothed", model, split, **knobs)
-    a, b, c = plain.state_dict(), zero.state_dict(), smoothed.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)  # α = 0 is exactly psg
-    assert not all(torch.equal(a[k], c[k]) for k in a)
-    with pytest.raises(ConfigError, match="smoothing"):
-        run_plan("psg_smoothed", model, split, smoothing=1.5, **knobs)
