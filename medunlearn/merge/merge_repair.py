@@ -3,7 +3,8 @@
 1. ``merge`` (any other merge method, default learned_coefficients: coefficients fitted on validation) gives θ_m.
 2. θ_m goes through the stop-and-guard controller (`unlearn.controller.run_controlled`) on the union split
    (train rows matching any policy's rule are forgotten; rows matching none are retained), with the plan of
-   ``unlearner`` (default famr: uniform forgetting anchored at θ_m) cut to at most ``steps`` steps. The controller checks the union's criteria on validation
+   ``unlearner`` (default famr: uniform forgetting anchored at θ_m) cut to at most ``steps`` steps; when every
+   policy removes whole classes, its uniform target is over the remaining classes (support "remaining"). The controller checks the union's criteria on validation
    probes (the strictest forget_tol, confidence_margin and retain_drop of the policies) and, with
    ``per_policy`` (default), every policy's own forget criteria on its own probes (the pooled forget rows can
    meet the union's band while one policy's rows do not); it repairs retain when it falls below its guard, and
@@ -48,7 +49,17 @@ def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> obje
               "membership_rows": max(p.control.membership_rows for p in policies)}
     if steps_lr > 0:
         strict["lr"] = steps_lr
+    if hasattr(cfg, "support") and policies and all(_class_removal(p.data) for p in policies):
+        strict["support"] = "remaining"  # a removed class's criterion is 0 % top-1: uniform over the rest, not all
     return dataclasses.replace(cfg, **{k: v for k, v in strict.items() if hasattr(cfg, k)})
+
+
+def _class_removal(data) -> bool:
+    """Every forget row's class left the retain set (the controller's class-withdrawal rule)."""
+    from medunlearn.unlearn.controller import removed_classes
+
+    removed = removed_classes(data)
+    return bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
 
 
 def _strictest_margin(margins: list) -> float | None:

@@ -231,6 +231,23 @@ def test_merge_repair_runs_the_guarded_controller_on_the_union(tiny):
                                                   policies=mixed)
 
 
+def test_merge_repair_targets_the_remaining_classes_when_every_policy_removes_a_class():
+    from types import SimpleNamespace
+
+    from medunlearn.merge.merge_repair import union_control
+    from medunlearn.unlearn.famr import FAMRConfig
+
+    def policy(forget, retain):
+        data = SimpleNamespace(train_forget=SimpleNamespace(labels=torch.tensor(forget)),
+                               train_retain=SimpleNamespace(labels=torch.tensor(retain)))
+        return Policy("p", "suppression", ControlConfig(), data)
+
+    classes = [policy([0, 0], [2, 3]), policy([1], [2, 3])]
+    assert union_control(classes, FAMRConfig, 0.0).support == "remaining"
+    domains = [policy([0, 1], [0, 1, 2]), policy([1], [2, 3])]  # a domain keeps its classes in retain
+    assert union_control(domains, FAMRConfig, 0.0).support == "all"
+
+
 def test_selection_keeps_the_cheapest_candidate_that_meets_and_skips_inapplicable_ones():
     from medunlearn.merge.select import select_by
 
