@@ -4,8 +4,9 @@
 2. θ_m goes through the stop-and-guard controller (`unlearn.controller.run_controlled`) on the union split
    (train rows matching any policy's rule are forgotten; rows matching none are retained), with the plan of
    ``unlearner`` (default famr: uniform forgetting anchored at θ_m) cut to at most ``steps`` steps; when every
-   policy removes whole classes, its uniform target is over the remaining classes (support "remaining"). The controller checks the union's criteria on validation
-   probes (the strictest forget_tol, confidence_margin and retain_drop of the policies) and, with
+   policy removes whole classes, its uniform target is over the remaining classes (support "remaining").
+   The controller checks the union's criteria on validation probes (the strictest forget_tol,
+   confidence_margin and retain_drop of the policies) and, with
    ``per_policy`` (default), every policy's own forget criteria on its own probes (the pooled forget rows can
    meet the union's band while one policy's rows do not); it repairs retain when it falls below its guard, and
    rolls back to the best checked state; step 0 is θ_m itself, so a merge that already meets the criteria is
