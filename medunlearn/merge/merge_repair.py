@@ -42,6 +42,8 @@ class MergeRepairConfig(MergeConfig):
 
 def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> object:
     """The unlearner's default Config with the strictest criteria of the policies (and `lr` when > 0)."""
+    from medunlearn.unlearn.controller import is_class_removal
+
     cfg = cls_config()
     strict = {"forget_tol": min(p.control.forget_tol for p in policies),
               "confidence_margin": _strictest_margin([p.control.confidence_margin for p in policies]),
@@ -50,17 +52,9 @@ def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> obje
               "membership_rows": max(p.control.membership_rows for p in policies)}
     if steps_lr > 0:
         strict["lr"] = steps_lr
-    if hasattr(cfg, "support") and policies and all(_class_removal(p.data) for p in policies):
+    if all(is_class_removal(p.data) for p in policies):
         strict["support"] = "remaining"  # a removed class's criterion is 0 % top-1: uniform over the rest, not all
     return dataclasses.replace(cfg, **{k: v for k, v in strict.items() if hasattr(cfg, k)})
-
-
-def _class_removal(data) -> bool:
-    """Every forget row's class left the retain set (the controller's class-withdrawal rule)."""
-    from medunlearn.unlearn.controller import removed_classes
-
-    removed = removed_classes(data)
-    return bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
 
 
 def _strictest_margin(margins: list) -> float | None:

@@ -102,15 +102,10 @@ def policy_checks(policies: Sequence[Policy], base: nn.Module,
                   device: torch.device) -> Callable[[nn.Module], list[dict[str, Any]]]:
     """A check function for `run_controlled(extra_checks=...)`: every policy's forget-side checks on the same
     validation probes `assess_policies` judges the merge on (retain is left to the caller's own check)."""
-    from medunlearn.unlearn.controller import removed_classes, run_criteria
+    from medunlearn.unlearn.controller import judged_probes
     from medunlearn.unlearn.criteria import evaluate_checks
-    from medunlearn.unlearn.probes import Probes
 
-    judges = []
-    for p in policies:
-        probes = Probes(p.data, p.control, p.goal, p.seed, device)
-        judges.append((p.name, probes, run_criteria(p.control, p.goal, p.data, probes, base,
-                                                    removed_classes(p.data))))
+    judges = [(p.name, *judged_probes(p.data, p.control, p.goal, p.seed, device, base)) for p in policies]
 
     def checks(model: nn.Module) -> list[dict[str, Any]]:
         out = []

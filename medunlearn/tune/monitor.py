@@ -18,8 +18,7 @@ from torch import nn
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.controller import Plan, removed_classes, run_criteria
-from medunlearn.unlearn.probes import Probes
+from medunlearn.unlearn.controller import Plan, judged_probes
 from medunlearn.unlearn.criteria import evaluate_checks, violation
 
 REPORTS_PER_RUN = 10  # intermediate values over a default-length run (each costs one small probe pass)
@@ -63,8 +62,7 @@ class TrialMonitor:
         small = dataclasses.replace(self.cfg, max_eval=min(self.cfg.max_eval, self.clock.probe_rows),
                                     membership_rows=min(self.cfg.membership_rows, self.clock.probe_rows),
                                     bootstrap=min(self.cfg.bootstrap, 50))
-        probes = Probes(data, small, self.goal, ctx.seed, ctx.device)
-        criteria = run_criteria(small, self.goal, data, probes, original, removed_classes(data))
+        probes, criteria = judged_probes(data, small, self.goal, ctx.seed, ctx.device, original)
 
         def watched(t: int) -> float:
             loss = update(t)

@@ -103,12 +103,24 @@ def removed_classes(data: SplitData) -> list[int]:
     return sorted(forget - set(data.train_retain.labels.tolist()))
 
 
+def is_class_removal(data: SplitData, removed: list[int] | None = None) -> bool:
+    """A class withdrawal: every forget row's class (`removed`, from removed_classes) left the retain set."""
+    removed = removed_classes(data) if removed is None else removed
+    return bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
+
+
 def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes, original: nn.Module,
                  removed: list[int]) -> Criteria:
-    """The criteria of a run on `data`: a class withdrawal when every forget row's class (`removed`, from
-    removed_classes) left the retain set."""
-    class_removal = bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
-    return resolve_criteria(cfg, goal, data.num_classes, class_removal, probes.retain_acc(original), len(probes.retain))
+    """The criteria of a run on `data` (a class withdrawal per is_class_removal)."""
+    return resolve_criteria(cfg, goal, data.num_classes, is_class_removal(data, removed), probes.retain_acc(original),
+                            len(probes.retain))
+
+
+def judged_probes(data: SplitData, cfg: ControlConfig, goal: str, seed: int, device: torch.device,
+                  original: nn.Module) -> tuple[Probes, Criteria]:
+    """The fixed validation probes and criteria a model is judged on for (data, cfg, goal, seed)."""
+    probes = Probes(data, cfg, goal, seed, device)
+    return probes, run_criteria(cfg, goal, data, probes, original, removed_classes(data))
 
 
 def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
@@ -387,8 +399,7 @@ def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cf
     cfg = cfg or ControlConfig()
     validate_control(cfg)
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
-    probes = Probes(data, cfg, goal, seed, device)
-    criteria = run_criteria(cfg, goal, data, probes, original, removed_classes(data))
+    probes, criteria = judged_probes(data, cfg, goal, seed, device, original)
     m = probes.measure(model, criteria)
     checks = evaluate_checks(criteria, m)
     original_checks = evaluate_checks(criteria, probes.measure(original, criteria))
