@@ -24,6 +24,10 @@ from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct, predi
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "unlearn"
 TINY = {"batch_size": 16}
+# The structural contracts (a new model, the input untouched, determinism) do not depend on how far a run gets, so
+# they run on a short budget: at most SHORT_EPOCHS passes (8 steps of PSG / FAMR on the tiny forget set, which still
+# cross checks, repairs and backtracks). The behavioural check below runs every method at its default budget.
+SHORT_EPOCHS = 2.0
 FA_DROP = 10.0  # percentage points the forget expected accuracy (mean true-label probability) must fall
 RA_TOL = 15.0  # percentage points the retain accuracy may fall at most
 
@@ -37,6 +41,10 @@ CANNOT_SUPPRESS = {
     "cf_k": _RETAIN_ONLY,
 }  # eu_k left this list when (a) began reading expected accuracy: its re-initialised blocks start uncertain on
 #   the forget domain and the controller keeps such a state (top-1 there stays high: the features are shared)
+
+
+def _short(name: str) -> dict:
+    return {"epochs": min(METHODS.get(name).Config().epochs, SHORT_EPOCHS)}
 
 
 def _unlearn(name: str, model: torch.nn.Module, split, goal: str, seed: int = 0, **overrides):
@@ -61,7 +69,7 @@ def _expected(model: torch.nn.Module, images) -> float:  # criterion (a)'s measu
 @pytest.mark.parametrize("name", METHODS.names())
 def test_returns_new_classifier_of_same_architecture(name, goal, trained_tiny):
     model, split = trained_tiny
-    out, _ = _unlearn(name, model, split, goal)
+    out, _ = _unlearn(name, model, split, goal, **_short(name))
     assert isinstance(out, Classifier) and out is not model
     assert {k: v.shape for k, v in out.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
     assert out.arch == model.arch
@@ -72,7 +80,7 @@ def test_returns_new_classifier_of_same_architecture(name, goal, trained_tiny):
 def test_leaves_input_model_untouched(name, goal, trained_tiny):
     model = copy.deepcopy(trained_tiny[0]).train()  # train mode: a method must not flip BN layers of its input
     before, flags = _state(model), [(m.training, p.requires_grad) for m, p in zip(model.modules(), model.parameters())]
-    _unlearn(name, model, trained_tiny[1], goal)
+    _unlearn(name, model, trained_tiny[1], goal, **_short(name))
     after = model.state_dict()
     for key, value in before.items():  # parameters and BatchNorm buffers (running stats, num_batches_tracked)
         assert torch.equal(after[key], value), f"{name} modified the input model's {key}"
@@ -83,8 +91,8 @@ def test_leaves_input_model_untouched(name, goal, trained_tiny):
 @pytest.mark.parametrize("name", METHODS.names())
 def test_deterministic_for_a_seed(name, goal, trained_tiny):
     model, split = trained_tiny
-    a, _ = _unlearn(name, model, split, goal, seed=3)
-    b, _ = _unlearn(name, model, split, goal, seed=3)
+    a, _ = _unlearn(name, model, split, goal, seed=3, **_short(name))
+    b, _ = _unlearn(name, model, split, goal, seed=3, **_short(name))
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa), f"{name} gave different weights for the same seed"
 
