@@ -19,10 +19,10 @@ from pathlib import Path
 
 from medunlearn.data.cohort import index_archive
 from medunlearn.forget.parse import build_rule
+from medunlearn.workflow.common import DEFAULT_RECIPE
 from medunlearn.workflow.steps_forget import forget
 from medunlearn.workflow.steps_train import train
 
-RECIPE = {2: {"epochs": 8, "batch_size": 64}, 3: {"epochs": 30, "batch_size": 8}}  # training, see main()
 IMAGES_PER_PATIENT = {2: 4.5, 3: 2.0}  # synthetic defaults: (3, 6) images or (1, 3) volumes per patient
 
 
@@ -114,10 +114,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("rte-bench"))
     args = ap.parse_args()
     args.image_size = args.image_size or (48 if args.dims == 2 else 24)
-    # 3D recipe, chosen on the base model's VALIDATION accuracy (200-volume cohort, seed 0): 8 epochs at batch 64
-    # (16 optimiser steps) stayed at chance (32 %); 30 epochs at batch 8 reached 100 % val (30 x 16 at lr 0.02: 97 %)
-    args.epochs = args.epochs or RECIPE[args.dims]["epochs"]
-    args.batch_size = args.batch_size or RECIPE[args.dims]["batch_size"]
+    # `train`'s recipe per dimensionality (DEFAULT_RECIPE: where the 3D one came from is said there)
+    args.epochs = args.epochs or DEFAULT_RECIPE[args.dims]["epochs"]
+    args.batch_size = args.batch_size or DEFAULT_RECIPE[args.dims]["batch_size"]
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.sizes:

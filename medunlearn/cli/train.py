@@ -13,8 +13,8 @@ from medunlearn.runtime import is_main_process
 # the options `train` and `retrain` share (one definition, so their bounds and help cannot drift apart)
 Out = Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")]
 Model = Annotated[str, typer.Option("--model", help="Architecture (see `medunlearn models`); default allcnn for images, densenet_small for volumes; a retrain should use the base model's.")]
-Epochs = Annotated[int, typer.Option("--epochs", min=1, max=10_000, help="Training epochs.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, max=65_536)]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", min=1, max=10_000, help="Training epochs; default 8 for images, 30 for volumes.")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, max=65_536, help="Default 64 for images, 8 for volumes.")]
 Lr = Annotated[float, typer.Option("--lr", min=1e-12, max=10.0, help="Peak learning rate (one-cycle SGD).")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", min=8, max=4096, help="Images are resized to this square (volumes: cube) size; default 64 (volumes: 32).")]
 SpatialDims = Annotated[Optional[int], typer.Option("--spatial-dims", help="2 (images) or 3 (volumes); default: 3 when every cohort row is a volume.")]
@@ -26,8 +26,8 @@ def train(
     cohort: o.CohortOpt,
     out: Out,
     model: Model = "",
-    epochs: Epochs = 8,
-    batch_size: BatchSize = 64,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
     lr: Lr = 0.05,
     image_size: ImageSize = None,
     spatial_dims: SpatialDims = None,
@@ -67,8 +67,8 @@ def retrain(
     cohort: o.CohortOpt,
     out: Out,
     model: Model = "",
-    epochs: Epochs = 8,
-    batch_size: BatchSize = 64,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
     lr: Lr = 0.05,
     image_size: ImageSize = None,
     spatial_dims: SpatialDims = None,

@@ -63,3 +63,25 @@ def test_a_3d_checkpoint_refuses_a_2d_cohort(tmp_path):
         evaluate(base, flat, build_rule(device="ScannerX"), force=True)
     with pytest.raises(CheckpointError, match="3D volumes"):  # a 2D reading of the volume cohort
         check_same_cohort({"spatial_dims": 3}, make_tiny_split(), False, "the checkpoint")
+
+
+def test_training_defaults_follow_the_data_dimensionality():
+    """Volumes get the 3D recipe (the 2D one leaves a 3D model at chance); a user's value always wins."""
+    from medunlearn.workflow.common import DEFAULT_RECIPE
+    from medunlearn.workflow.steps_train import training_config
+
+    vol, img = training_config(3, None, {}), training_config(2, None, {"epochs": None, "batch_size": None})
+    assert (vol.epochs, vol.batch_size, vol.image_size, vol.model) == (30, 8, 32, "densenet_small")
+    assert (img.epochs, img.batch_size, img.image_size, img.model) == (8, 64, 64, "allcnn")
+    assert DEFAULT_RECIPE[3]["epochs"] > DEFAULT_RECIPE[2]["epochs"]
+    mine = training_config(3, 16, {"epochs": 2, "batch_size": None, "model": "resnet10"})
+    assert (mine.epochs, mine.batch_size, mine.image_size, mine.model) == (2, 8, 16, "resnet10")
+
+
+def test_training_warns_when_the_model_is_at_chance(caplog):
+    from medunlearn.workflow.steps_train import warn_if_chance
+
+    with caplog.at_level("WARNING", logger="medunlearn"):
+        warn_if_chance(24.4, 3, 8)
+        warn_if_chance(97.0, 3, 8)
+    assert len(caplog.records) == 1 and "at chance" in caplog.records[0].getMessage()
