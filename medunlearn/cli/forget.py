@@ -20,7 +20,7 @@ def forget(
     study_date_before: o.Before = None, study_date_after: o.After = None, where: o.Where = None,
     outliers: o.Outliers = None, rules: o.Rules = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Deployed (base) checkpoint directory; never modified.")] = None,
-    method: Annotated[str, typer.Option("--method", help="Unlearning method (see `medunlearn methods`).")] = "psg",
+    method: Annotated[str, typer.Option("--method", help="Unlearning method (see `medunlearn methods`), or auto: the recommended methods for the policy in order, keeping the first that meets the criteria.")] = "psg",
     goal: Annotated[str, typer.Option("--goal", help="suppression (held-out forget-domain images fall to chance) or equivalence (look like the retrained model).")] = "suppression",
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML of method hyperparameters.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one hyperparameter: KEY=VALUE (repeatable).")] = None,
@@ -40,6 +40,7 @@ def forget(
     Examples:
       [bold]medunlearn forget --cohort cohort.csv --device ScannerX --dry-run[/]
       [bold]medunlearn forget --cohort cohort.csv --model base/ --device ScannerX --method psg --out runs/psg[/]
+      [bold]medunlearn forget --cohort cohort.csv --model base/ --site "Site B" --method auto --out runs/site[/]
       [bold]medunlearn forget --cohort cohort.csv --model base/ --site "Site B" --method famr --goal equivalence --reference retrain/ --out runs/famr[/]
     """
     from medunlearn.errors import ConfigError, OutputExistsError
@@ -77,6 +78,10 @@ def forget(
 
     if not is_main_process():  # torchrun: rank 0 reports
         return
+    method = metrics.get("method", method)  # --method auto: the candidate it kept
+    for a in metrics["acceptance"].get("auto", []):
+        console.print(f"auto: {a['method']} {a['preset'] or ''} {'met' if a['met'] else 'not met'} "
+                      f"({a['wall_time_s']:.0f} s)")
     print_metrics({method: metrics}, title=f"{method} ({goal}) — {rule.describe()}")
     print_acceptance(metrics["acceptance"])
     if not metrics["acceptance"]["met"]:

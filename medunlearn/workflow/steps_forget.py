@@ -12,6 +12,7 @@ from medunlearn.errors import ConfigError
 from medunlearn.fileio import prepare_out_dir, staging_dir, write_json, write_text
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
+from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind, run_chain
 from medunlearn.workflow.common import check_label_sets, check_same_cohort, load_cohort, require_dir, split_data_for, split_settings
 
 
@@ -42,8 +43,9 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     if rule is None:
         raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), but got none.")
     check_goal(goal)
-    method_cls = METHODS.get(method)
-    cfg = method_config(method_cls, config_path, overrides)
+    chains = chain_configs(config_path, overrides) if method == AUTO else None
+    if chains is None:
+        cfg = method_config(METHODS.get(method), config_path, overrides)
     if is_main_process():
         prepare_out_dir(out, overwrite)
 
@@ -62,9 +64,13 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
 
     ctx = RunContext.create(seed=seed, device=torch_device or "cpu", show_progress=progress)
     start = time.perf_counter()
-    outcome = method_cls(cfg).run(base, data, ctx, goal=goal)
+    if chains is None:
+        outcome = METHODS.get(method)(cfg).run(base, data, ctx, goal=goal)
+    else:
+        method, cfg, outcome, attempts = run_chain(chains[policy_kind(data)], base, data, ctx, goal)
+        outcome.acceptance["auto"] = attempts
     model, acceptance = outcome.model, outcome.acceptance
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start  # with auto: every candidate tried (what the user waited for)
 
     ref_wall = ref_meta.get("wall_time_s") if ref_meta else None
     metrics = evaluate_model(model, data, original=base, reference=ref_model, wall_time_s=wall,
@@ -76,8 +82,12 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     metrics["acceptance"] = acceptance
     metrics["rule_text"] = rule.describe()
     metrics["method_log"] = ctx.log
+    metrics["method"] = method
     config = {"method": method, "goal": goal, "hyperparameters": dataclasses.asdict(cfg), "seed": seed,
               "rule": rule.to_dict(), "rule_text": rule.describe()}
+    if chains is not None:
+        config["selected_by"] = "--method auto: " + ", ".join(f"{a['method']} {'met' if a['met'] else 'not met'}"
+                                                              for a in acceptance["auto"])
     meta = _unlearned_meta(base_meta, model_dir, method, goal, cfg, rule, data, wall, metrics, seed)
     meta["accepted"] = bool(acceptance["met"])
     inputs = {"base_model": model_sha256(model_dir), "cohort": data.info.get("cohort_hash", ""),

@@ -164,6 +164,28 @@ def test_a_budget_too_small_exits_3_and_writes_a_checkpoint_marked_not_accepted(
     assert trace[0].startswith("step,phase,forget_acc,forget_expected,forget_conf,retain_acc") and len(trace) >= 3
 
 
+def test_forget_auto_tries_the_chain_and_keeps_the_closest_when_none_meets(cohort: Path,
+                                                                          trained: dict[str, Path]) -> None:
+    from medunlearn.workflow.auto_method import CHAINS
+
+    out = trained["root"] / "run_auto"
+    res = invoke("forget", "--cohort", cohort, "--model", trained["base"], "--device", "ScannerX", "--method", "auto",
+                 "--out", out, "--set", "epochs=0.01", "--set", "forget_measure=argmax")
+    assert res.exit_code == 3 and "Criteria NOT met" in res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    attempts = metrics["acceptance"]["auto"]
+    assert [a["method"] for a in attempts] == [m for m, _ in CHAINS["domain"]]  # a device: the domain chain, all of it
+    assert not any(a["met"] for a in attempts)
+    kept = min(attempts, key=lambda a: a["violation"])  # every tiny-budget state keeps retain: violation decides
+    assert metrics["method"] == kept["method"] == json.loads((out / "meta.json").read_text())["method"]
+    config = (out / "config.yaml").read_text()
+    assert f"method: {kept['method']}" in config and "--method auto" in config
+    assert metrics["wall_time_s"] >= sum(a["wall_time_s"] for a in attempts) - 0.5  # the time of every attempt
+    res = invoke("forget", "--cohort", cohort, "--model", trained["base"], "--device", "ScannerX", "--method", "auto",
+                 "--out", trained["root"] / "run_auto2", "--set", "retain_weight=2")  # famr lacks it: refused upfront
+    assert res.exit_code == 2 and not (trained["root"] / "run_auto2").exists()
+
+
 def test_forget_refuses_bad_configs(cohort: Path, trained: dict[str, Path], tmp_path: Path) -> None:
     base = trained["base"]
     hostile = tmp_path / "hostile.yaml"
