@@ -143,7 +143,7 @@ def _note(row: dict[str, Any], text: str) -> None:
     row["decision"] = f"{row['decision']}; {text}" if row["decision"] else text
 
 
-def _closer(checks: list[dict[str, Any]], v: float, closest: dict[str, Any]) -> bool:
+def closer(checks: list[dict[str, Any]], v: float, closest: dict[str, Any]) -> bool:
     """Is a state with these checks closer to acceptance than `closest`? Retain guard first, then violation."""
     guard = lambda cs: next(c["passed"] for c in cs if c["name"] == "retain_accuracy")  # noqa: E731
     return (not guard(checks), v) < (not guard(closest["checks"]), closest["violation"] - 1e-9)
@@ -288,7 +288,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
             best.update(step=step, phase=phase, m=m, checks=checks, state=taken())
             state["since_best"] = 0
             row["decision"] = "new best (criteria met)"
-        elif not best and (not closest or _closer(checks, row["violation"], closest)):
+        elif not best and (not closest or closer(checks, row["violation"], closest)):
             closest.update(step=step, phase=phase, m=m, checks=checks, violation=row["violation"], state=taken())
             row["decision"] = "closest so far"
         if plan.optimizer is not None and shortfall >= 0 and m["retain_acc"] >= guard:

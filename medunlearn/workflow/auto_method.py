@@ -47,7 +47,7 @@ def run_chain(candidates, base, data, ctx, goal: str):
     import time
 
     from medunlearn.unlearn import METHODS
-    from medunlearn.unlearn.controller import _closer
+    from medunlearn.unlearn.controller import closer
     from medunlearn.unlearn.criteria import violation
 
     attempts: list[dict[str, Any]] = []
@@ -59,7 +59,7 @@ def run_chain(candidates, base, data, ctx, goal: str):
         v = violation(acc["checks"])
         attempts.append({"method": name, "preset": preset, "met": bool(acc["met"]), "violation": round(v, 4),
                          "wall_time_s": round(time.perf_counter() - start, 2), "reason": acc["reason"]})
-        if acc["met"] or not kept or (not kept["met"] and _closer(acc["checks"], v, kept)):
+        if acc["met"] or not kept or (not kept["met"] and closer(acc["checks"], v, kept)):
             kept = {"name": name, "cfg": cfg, "outcome": outcome, "checks": acc["checks"], "violation": v,
                     "met": bool(acc["met"])}
         if acc["met"]:
