@@ -43,7 +43,8 @@ def chain_configs(config_path, overrides: dict | None) -> dict[str, list[tuple[s
 
 
 def run_chain(candidates, base, data, ctx, goal: str):
-    """Run the candidates in order under the controller; returns (name, cfg, outcome, attempts)."""
+    """Run the candidates (one, for a named method) in order under the controller; returns (name, cfg, outcome,
+    attempts)."""
     import time
 
     from medunlearn.unlearn import METHODS

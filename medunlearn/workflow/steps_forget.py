@@ -64,10 +64,9 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
 
     ctx = RunContext.create(seed=seed, device=torch_device or "cpu", show_progress=progress)
     start = time.perf_counter()
-    if chains is None:
-        outcome = METHODS.get(method)(cfg).run(base, data, ctx, goal=goal)
-    else:
-        method, cfg, outcome, attempts = run_chain(chains[policy_kind(data)], base, data, ctx, goal)
+    chain = chains[policy_kind(data)] if chains is not None else [(method, {}, cfg)]
+    method, cfg, outcome, attempts = run_chain(chain, base, data, ctx, goal)
+    if chains is not None:
         outcome.acceptance["auto"] = attempts
     model, acceptance = outcome.model, outcome.acceptance
     wall = time.perf_counter() - start  # with auto: every candidate tried (what the user waited for)

@@ -12,7 +12,8 @@ from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.common import (DEFAULT_FRACTIONS, DEFAULT_IMAGE_SIZE, DEFAULT_RECIPE, check_spatial_dims,
-                                       cohort_spatial_dims, is_synthetic, log, load_cohort, split_data_for, warn_near_miss_labels)
+                                       cohort_spatial_dims, is_synthetic, load_cohort, log, split_data_for,
+                                       warn_near_miss_labels)
 
 
 def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: int = 0, image_size: int | None = None,
