@@ -93,17 +93,24 @@ def base_model(seed: int, args, union):
 
 
 def method_settings(args):
-    """The method's Config: configs/unlearn defaults <- the bench YAML's overrides for this kind of policy."""
+    """(data -> the candidates to run, the first candidate's Config: its criteria judge the merge). A named method:
+    configs/unlearn defaults <- the bench YAML's overrides for this kind of policy. `auto`: `forget --method auto`'s
+    chain for the policy's kind (workflow/auto_method.py)."""
     from medunlearn.bench.runner import method_overrides, resolve_settings
     from medunlearn.configio import method_config
     from medunlearn.unlearn import METHODS
+    from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind
 
+    if args.method == AUTO:
+        chains = chain_configs(None, None)
+        return (lambda data: chains[policy_kind(data)]), chains["domain"][0][2]
     cls = METHODS.get(args.method)
     over = {}
     if args.workload == "fashion-mnist":  # class withdrawal: the bench's layered overrides for the class scenario
         settings = resolve_settings("fashion-mnist", [args.method], 1, ["suppression"], False, None, ["class"], None)
         over = method_overrides(settings, args.method, "class", "suppression")
-    return cls, method_config(cls, None, over)
+    cfg = method_config(cls, None, over)
+    return (lambda data: [(args.method, over, cfg)]), cfg
 
 
 def decode_once(df, class_names, image_size):
@@ -147,15 +154,20 @@ def one_seed(seed: int, args, datas, union) -> dict:
     from medunlearn.models.checkpoint import load_state_into
     from medunlearn.runtime import RunContext
 
-    base, t_retrain = base_model(seed, args, union)
-    method, cfg = method_settings(args)
+    from medunlearn.workflow.auto_method import run_chain
 
-    def unlearn(model, data):
+    base, t_retrain = base_model(seed, args, union)
+    chains, cfg = method_settings(args)
+    kept = {}
+
+    def unlearn(model, data, label=None):  # a named method is a one-candidate chain, as in `forget`
         t = time.perf_counter()
-        out = method(cfg).run(model, data, RunContext(seed=seed), goal="suppression")
+        name, _, out, _ = run_chain(chains(data), model, data, RunContext(seed=seed), "suppression")
+        if label:
+            kept[label] = name
         return out.model.cpu().eval(), out.acceptance, time.perf_counter() - t
 
-    runs = {p: unlearn(base, d) for p, d in datas.items()}
+    runs = {p: unlearn(base, d, p) for p, d in datas.items()}
     control = control_from_meta({"unlearn_config": dataclasses.asdict(cfg)})
     policies = [Policy(name=p, goal="suppression", control=control, data=shared_retain(d, union), seed=seed,
                        accepted=runs[p][1]["met"]) for p, d in datas.items()]
@@ -203,7 +215,7 @@ def one_seed(seed: int, args, datas, union) -> dict:
     model, info, _, sel = select_by(merge_one, base, policies, union, DEFAULT_CANDIDATES)
     dt = time.perf_counter() - t
     record(f"default (chose {info['method']})", model, dt, t_runs + dt)
-    return {"rows": rows, "runs_met": {p: r[1]["met"] for p, r in runs.items()}, "t_runs": t_runs,
+    return {"rows": rows, "runs_met": {p: r[1]["met"] for p, r in runs.items()}, "kept": kept, "t_runs": t_runs,
             "t_retrain": t_retrain, "t_union": t_union, "own": own, "best_retain": best_retain, "chosen": info["method"]}
 
 
@@ -248,14 +260,18 @@ def render(results: list[dict], args, cmd: str) -> str:
         f"Time budget (runs + merge < union run + retrain/10): {budget:.1f} s on average; the {len(pols)} runs took "
         f"{statistics.mean(r['t_runs'] for r in results):.1f} s, one retrain {statistics.mean(r['t_retrain'] for r in results):.1f} s.",
         "Source runs meeting their own criteria: " + ", ".join(f"{p} {c}/{n}" for p, c in runs_met.items())
-        + f"; own-run test forget: " + ", ".join(
+        + "; own-run test forget: " + ", ".join(
             f"{p} {statistics.mean(r['own'][p] for r in results):.1f}" for p in pols)
-        + f". Default chose: {', '.join(r['chosen'] for r in results)}.", "", *lines, ""])
+        + f". Default chose: {', '.join(r['chosen'] for r in results)}."
+        + ("" if args.method != "auto" else " Auto kept: " + "; ".join(
+            f"{p} " + ", ".join(r.get("kept", {}).get(p, "?") for r in results) for p in pols) + "."),
+        "", *lines, ""])
 
 
 def main() -> None:
     import sys
 
+    from medunlearn.fileio import read_json, write_json
     from medunlearn.merge import MERGES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -277,9 +293,16 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     datas, union = (prepare_synthetic if args.workload == "synthetic" else prepare_fashion)(args)
     results = []
-    for seed in args.seeds:
+    for seed in args.seeds:  # each finished seed is kept (written atomically), so an interrupted run resumes
+        done = args.out / (f"merge-{args.workload}-{args.method}-p{args.patients}-{args.model}{args.image_size}"
+                           f"-e{args.epochs}-seed{seed}.json")
+        if done.is_file() and read_json(done).get("merges") == args.merges:
+            results.append(read_json(done))
+            print(f"seed {seed}: reusing {done}", flush=True)
+            continue
         t = time.perf_counter()
-        results.append(one_seed(seed, args, datas, union))
+        results.append({**one_seed(seed, args, datas, union), "merges": args.merges})
+        write_json(done, results[-1])
         print(f"seed {seed} done in {time.perf_counter() - t:.0f} s", flush=True)
     text = render(results, args, "python benchmarks/merge_policies.py " + " ".join(sys.argv[1:]))
     print(text)

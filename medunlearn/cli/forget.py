@@ -20,7 +20,7 @@ def forget(
     study_date_before: o.Before = None, study_date_after: o.After = None, where: o.Where = None,
     outliers: o.Outliers = None, rules: o.Rules = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Deployed (base) checkpoint directory; never modified.")] = None,
-    method: Annotated[str, typer.Option("--method", help="Unlearning method (see `medunlearn methods`), or auto: the recommended methods for the policy in order, keeping the first that meets the criteria.")] = "psg",
+    method: Annotated[str, typer.Option("--method", help="Unlearning method (see `medunlearn methods`), or auto (the default): the recommended methods for the policy in order, keeping the first that meets the criteria.")] = "auto",
     goal: Annotated[str, typer.Option("--goal", help="suppression (held-out forget-domain images fall to chance) or equivalence (look like the retrained model).")] = "suppression",
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML of method hyperparameters.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one hyperparameter: KEY=VALUE (repeatable).")] = None,
@@ -36,12 +36,15 @@ def forget(
 
     The run is judged on validation rows against its acceptance criteria (set with --set forget_tol=…,
     confidence_margin=…, retain_drop=…, forget_target=… or the config YAML); exit code 3 when they are not met.
+    The default --method auto runs the recommended methods for the policy in order and keeps the first that
+    meets the criteria (README "which method for which policy").
 
     Examples:
       [bold]medunlearn forget --cohort cohort.csv --device ScannerX --dry-run[/]
-      [bold]medunlearn forget --cohort cohort.csv --model base/ --device ScannerX --method psg --out runs/psg[/]
-      [bold]medunlearn forget --cohort cohort.csv --model base/ --site "Site B" --method auto --out runs/site[/]
-      [bold]medunlearn forget --cohort cohort.csv --model base/ --site "Site B" --method famr --goal equivalence --reference retrain/ --out runs/famr[/]
+      [bold]medunlearn forget --cohort cohort.csv --model base/ --device ScannerX --out runs/scannerx[/]
+      [bold]medunlearn forget --cohort cohort.csv --model base/ --where label=mass --method psg_frozen --out runs/mass[/]
+      [bold]medunlearn forget --cohort cohort.csv --model base/ --device ScannerX --method famr --config tuned/famr.yaml --out runs/famr[/]
+      [bold]medunlearn forget --cohort cohort.csv --model base/ --site "Site B" --method famr --goal equivalence --reference retrain/ --out runs/famr_eq[/]
     """
     from medunlearn.errors import ConfigError, OutputExistsError
     from medunlearn.fileio import write_json

@@ -33,8 +33,9 @@ def chain_configs(config_path, overrides: dict | None) -> dict[str, list[tuple[s
     from medunlearn.unlearn import METHODS
 
     if config_path is not None:
-        raise ConfigError("Expected no --config with --method auto (each candidate has its own settings); "
-                          "use --set for the criteria, or name a method.")
+        raise ConfigError("Expected --method with --config: a config YAML is one method's settings, and the default "
+                          "--method auto tries several (e.g. --method psg --config tuned/psg.yaml); with auto, "
+                          "use --set for the criteria.")
     out: dict[str, list[tuple[str, dict[str, Any], Any]]] = {}
     for kind, chain in CHAINS.items():
         out[kind] = [(name, preset, method_config(METHODS.get(name), None, {**preset, **(overrides or {})}))

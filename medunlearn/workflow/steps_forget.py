@@ -22,7 +22,7 @@ def load_model_dir(path: str | Path, what: str):
     return load_checkpoint(require_dir(path, what))
 
 
-def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "psg",
+def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "auto",
            goal: str = "suppression", config_path: str | Path | None = None, overrides: dict | None = None,
            reference: str | Path | None = None, seed: int = 0, overwrite: bool = False, force: bool = False,
            progress: bool = False, torch_device: str | None = None) -> tuple[Path, dict]:

@@ -169,7 +169,7 @@ def test_forget_auto_tries_the_chain_and_keeps_the_closest_when_none_meets(cohor
     from medunlearn.workflow.auto_method import CHAINS
 
     out = trained["root"] / "run_auto"
-    res = invoke("forget", "--cohort", cohort, "--model", trained["base"], "--device", "ScannerX", "--method", "auto",
+    res = invoke("forget", "--cohort", cohort, "--model", trained["base"], "--device", "ScannerX",  # auto: the default
                  "--out", out, "--set", "epochs=0.01", "--set", "forget_measure=argmax")
     assert res.exit_code == 3 and "Criteria NOT met" in res.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -191,8 +191,10 @@ def test_forget_refuses_bad_configs(cohort: Path, trained: dict[str, Path], tmp_
     hostile = tmp_path / "hostile.yaml"
     hostile.write_text("lr: !!python/object/apply:os.system ['touch pwned']\n")
     args = ["forget", "--cohort", cohort, "--model", base, "--device", "ScannerX", "--out", tmp_path / "run"]
-    res = invoke(*args, "--config", hostile)
+    res = invoke(*args, "--method", "psg", "--config", hostile)
     assert res.exit_code == 2 and not Path("pwned").exists()
+    res = invoke(*args, "--config", hostile)  # the default method (auto) runs several methods: a YAML needs --method
+    assert res.exit_code == 2 and "--method psg --config" in " ".join(res.output.split())
     res = invoke(*args, "--set", "learning_rate=0.1")
     assert res.exit_code == 2 and "Expected" in res.output
     res = invoke(*args, "--method", "pgs")
