@@ -69,7 +69,7 @@ def run_size(root: Path, dims: int, n: int, args) -> list[dict]:
         _, m = forget(df, base, rule, root / method, method=method, reference=root / "retrain", seed=args.seed,
                       overwrite=True)
         acc = m.get("acceptance") or {}
-        rows.append({"dims": dims, "images": len(df), "method": method,
+        rows.append({"dims": dims, "images": len(df), "method": method, "kept": m.get("method", method),
                      "retrain_s": round(retrain_info["wall_time_s"], 2),
                      "retrain_with_decode_s": round(retrain_cli_s, 2), "unlearn_s": round(m["wall_time_s"], 2),
                      "rte": round(m["rte"], 1) if m.get("rte") else None, "met": bool(acc.get("met")),
@@ -106,7 +106,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dims", type=int, default=2, choices=[2, 3])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
-    ap.add_argument("--methods", nargs="+", default=["psg", "famr"])
+    ap.add_argument("--methods", nargs="+", default=["psg", "famr"],
+                    help="unlearning methods, or auto (forget's default chain; `kept` names the candidate it kept, "
+                         "and the unlearning time counts every attempt)")
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: 8 for 2D, 30 for 3D)")
     ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: 64 for 2D, 8 for 3D)")
