@@ -21,7 +21,7 @@ def tune(
     outliers: o.Outliers = None, rules: o.Rules = None,
     model: Annotated[Path, typer.Option("--model", help="Deployed (base) checkpoint directory; never modified.")] = ...,
     out: Annotated[Path, typer.Option("--out", help="Folder for <method>.yaml and the study folder <method>-study/.")] = ...,
-    method: Annotated[str, typer.Option("--method", help="Unlearning method whose declared search space is searched.")] = "psg",
+    method: Annotated[str, typer.Option("--method", help="Unlearning method whose declared search space is searched; auto (the default): the method `forget --method auto` tries first for this kind of policy (famr for a device, site or outliers; psg_frozen for a class).")] = "auto",
     goal: Annotated[str, typer.Option("--goal", help="suppression or equivalence (the criteria the trials must meet).")] = "suppression",
     trials: Annotated[int, typer.Option("--trials", help="Most trials to run (trial 0 = the starting config).")] = 30,
     time_budget: Annotated[str, typer.Option("--time-budget", help="Wall-clock cap on the study: 90s, 10m, 1h30m; the trial in flight is stopped.")] = "10m",
@@ -41,9 +41,9 @@ def tune(
     Writes OUT/METHOD.yaml for `forget --config` (its header records the command, the study seed and the date) and OUT/METHOD-study/ (trials.csv, importance.png, best_trial.json, provenance.json). Exit code 3 when no trial met the criteria (then no YAML is written).
 
     Examples:
-      [bold]medunlearn tune --cohort cohort.csv --model base/ --device ScannerX --method psg --trials 30 --time-budget 10m --out tuned/[/]
+      [bold]medunlearn tune --cohort cohort.csv --model base/ --device ScannerX --trials 30 --time-budget 10m --out tuned/[/]   (tunes famr)
       [bold]medunlearn tune --cohort cohort.csv --model base/ --site "Site B" --method famr --goal equivalence --trials 20 --out tuned/[/]
-      [bold]medunlearn forget --cohort cohort.csv --model base/ --device ScannerX --method psg --config tuned/psg.yaml --out runs/psg[/]
+      [bold]medunlearn forget --cohort cohort.csv --model base/ --device ScannerX --method famr --config tuned/famr.yaml --out runs/famr[/]
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -59,11 +59,11 @@ def tune(
     command = "medunlearn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "medunlearn tune"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
-        task = bar.add_task(f"tune {method}: trial 0 (starting config)", total=trials)
+        task = bar.add_task("tune: trial 0 (starting config)", total=trials)
 
         def on_trial(rec: dict, best: dict | None) -> None:
             lead = f"best trial {best['number']} ({best['objective']:.3f})" if best else "none met yet"
-            bar.update(task, advance=1, description=f"tune {method}: trial {rec['number']} {rec['state']}"
+            bar.update(task, advance=1, description=f"tune: trial {rec['number']} {rec['state']}"
                        f"{' (met)' if rec.get('feasible') else ''}; {lead}")
 
         outcome = run_tune(cohort, model, rule, out, method=method, goal=goal, trials=trials, time_budget=time_budget,

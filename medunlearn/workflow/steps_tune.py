@@ -42,47 +42,70 @@ def resolve_space(method_cls: type, pinned: dict[str, Any]) -> dict[str, Any]:
     return space
 
 
-def tune(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "psg", goal: str = "suppression",
+def tune(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "auto", goal: str = "suppression",
          trials: int = 30, time_budget: str | float = "10m", config_path: str | Path | None = None,
          overrides: dict | None = None, seed: int = 0, retain_weight: float = 1.0, overwrite: bool = False,
          force: bool = False, command: str = "", device: str | None = None,
          on_trial: Callable[[dict, dict | None], None] | None = None) -> TuneOutcome:
-    """Tune `method` for the policy `rule` on the checkpoint at `model_dir`; every input is checked first."""
-    from medunlearn.configio import method_config
+    """Tune `method` for the policy `rule` on the checkpoint at `model_dir`; every input is checked first.
+
+    `method="auto"` tunes the method `forget --method auto` tries first for this kind of policy (famr for a device,
+    site or outlier domain; psg_frozen for a class withdrawal), starting from its preset."""
     from medunlearn.tune.budget import parse_duration
     from medunlearn.tune.sealed import validation_only
     from medunlearn.tune.study import TuneSettings, check_settings, run_study
-    from medunlearn.unlearn import METHODS
     from medunlearn.unlearn.base import check_goal
+    from medunlearn.workflow.auto_method import AUTO, CHAINS, policy_kind
     from medunlearn.workflow.common import check_same_cohort, load_cohort, split_data_for, split_settings
     from medunlearn.workflow.steps_forget import load_model_dir
 
     if rule is None:
         raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), but got none.")
     check_goal(goal)
-    method_cls = METHODS.get(method)
     settings = TuneSettings(n_trials=trials, timeout_s=parse_duration(time_budget), seed=seed, goal=goal,
                             retain_weight=retain_weight, device=device)
     check_settings(settings)
     pinned = dict(overrides or {})
-    base_cfg = method_config(method_cls, config_path, pinned)
-    space = resolve_space(method_cls, pinned)
     out = Path(out)
-    yaml_path, study_dir = out / f"{method}.yaml", out / f"{method}-study"
-    for p in (yaml_path, study_dir):
-        if p.exists() and not overwrite:
-            raise OutputExistsError(f"Output {p} already exists; pass --overwrite to replace it.")
+    if method != AUTO:  # everything about the method is checked before any data is read
+        method_cls, base_cfg, space = _method_setup(method, {}, config_path, pinned, out, overwrite)
 
     base, base_meta = load_model_dir(model_dir, "a base checkpoint")
     split_seed, fractions, image_size = split_settings(base_meta, seed)
     data = split_data_for(load_cohort(cohort), rule, split_seed, image_size, fractions, base_meta.get("class_names"))
     warnings = check_same_cohort(base_meta, data, force, "the base checkpoint")
+    if method == AUTO:
+        method, preset = CHAINS[policy_kind(data)][0]
+        method_cls, base_cfg, space = _method_setup(method, preset, config_path, pinned, out, overwrite)
     data = validation_only(data)
 
     result = run_study(method_cls, base_cfg, space, base, data, settings, on_trial=on_trial)
     summary = _summary(method, goal, rule, result, space, base_cfg, data, base_meta, command, warnings)
-    _write(result, summary, study_dir, yaml_path, method, model_dir, data, overwrite)
-    return TuneOutcome(yaml_path if result.best else None, study_dir, result, summary)
+    _write(result, summary, study_dir_of(out, method), yaml_of(out, method), method, model_dir, data, overwrite)
+    return TuneOutcome(yaml_of(out, method) if result.best else None, study_dir_of(out, method), result, summary)
+
+
+def yaml_of(out: Path, method: str) -> Path:
+    return out / f"{method}.yaml"
+
+
+def study_dir_of(out: Path, method: str) -> Path:
+    return out / f"{method}-study"
+
+
+def _method_setup(method: str, preset: dict, config_path, pinned: dict, out: Path, overwrite: bool):
+    """(method class, starting Config, searched space); refuses to clobber. The starting Config is the defaults <-
+    the YAML (when given, else the auto chain's preset) <- --set."""
+    from medunlearn.configio import method_config
+    from medunlearn.unlearn import METHODS
+
+    method_cls = METHODS.get(method)
+    base_cfg = method_config(method_cls, config_path, pinned if config_path else {**preset, **pinned})
+    space = resolve_space(method_cls, pinned)
+    for p in (yaml_of(out, method), study_dir_of(out, method)):
+        if p.exists() and not overwrite:
+            raise OutputExistsError(f"Output {p} already exists; pass --overwrite to replace it.")
+    return method_cls, base_cfg, space
 
 
 def _summary(method: str, goal: str, rule, result, space, base_cfg, data, base_meta, command, warnings) -> dict:

@@ -100,8 +100,9 @@ def test_no_feasible_trial_exits_3_and_writes_the_study_but_no_yaml(base, tmp_pa
 ])
 def test_bad_inputs_exit_2_with_one_line(base, tmp_path: Path, args, message) -> None:
     out = tmp_path / "tuned"
+    method = [] if "--method" in args else ["--method", "psg"]  # the messages name PSG's fields
     res = invoke("tune", "--cohort", base["cohort"], "--model", base["base"], "--device", "ScannerX",
-                 "--out", out, *args)
+                 "--out", out, *method, *args)
     assert res.exit_code == 2, res.output
     assert message in res.output and "Error:" in res.output and "Traceback" not in res.output
     assert len([line for line in res.output.splitlines() if line.strip()]) <= 3  # one (wrapped) line
@@ -119,7 +120,8 @@ def test_missing_model_and_rule_exit_2(base, tmp_path: Path) -> None:
 def test_existing_outputs_are_not_clobbered(base, tmp_path: Path) -> None:
     out = tmp_path / "tuned"
     out.mkdir()
-    (out / "psg.yaml").write_text("lr: 0.001\n")
+    (out / "famr.yaml").write_text("lr: 0.001\n")
+    # no --method: auto tunes what `forget --method auto` tries first for a device (famr), so famr.yaml is the output
     res = invoke("tune", "--cohort", base["cohort"], "--model", base["base"], "--device", "ScannerX", "--out", out)
-    assert res.exit_code == 2 and "--overwrite" in res.output
-    assert (out / "psg.yaml").read_text() == "lr: 0.001\n"
+    assert res.exit_code == 2 and "--overwrite" in res.output and "famr.yaml" in " ".join(res.output.split())
+    assert (out / "famr.yaml").read_text() == "lr: 0.001\n"
