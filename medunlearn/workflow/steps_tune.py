@@ -74,13 +74,17 @@ def tune(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str 
     split_seed, fractions, image_size = split_settings(base_meta, seed)
     data = split_data_for(load_cohort(cohort), rule, split_seed, image_size, fractions, base_meta.get("class_names"))
     warnings = check_same_cohort(base_meta, data, force, "the base checkpoint")
+    selected_by = None
     if method == AUTO:
-        method, preset = CHAINS[policy_kind(data)][0]
+        kind = policy_kind(data)
+        method, preset = CHAINS[kind][0]
         method_cls, base_cfg, space = _method_setup(method, preset, config_path, pinned, out, overwrite)
+        selected_by = f"--method auto: the first method of forget's {kind} chain"
     data = validation_only(data)
 
     result = run_study(method_cls, base_cfg, space, base, data, settings, on_trial=on_trial)
     summary = _summary(method, goal, rule, result, space, base_cfg, data, base_meta, command, warnings)
+    summary["selected_by"] = selected_by
     _write(result, summary, study_dir_of(out, method), yaml_of(out, method), method, model_dir, data, overwrite)
     return TuneOutcome(yaml_of(out, method) if result.best else None, study_dir_of(out, method), result, summary)
 
