@@ -48,7 +48,7 @@ def test_runbook_executes_and_writes_report(tmp_path, monkeypatch):
     assert meta["synthetic"] is True
     metrics = json.loads((merged / "metrics.json").read_text())
     assert sorted(metrics["policies"]) == ["device = ScannerX", "site = Synthetic General Hospital"]
-    for run in ("psg_device", "famr_site"):
+    for run in ("device", "famr_site"):
         assert (out / "runs" / run / "metrics.json").is_file()
     assert json.loads((out / "runs" / "famr_site" / "metrics.json").read_text())["goal"] == "equivalence"
     # Nothing leaked into the working directory the kernel started in (all outputs under the env folder).
