@@ -72,7 +72,7 @@ def run_size(root: Path, dims: int, n: int, args) -> list[dict]:
         rows.append({"dims": dims, "images": len(df), "method": method, "kept": m.get("method", method),
                      "retrain_s": round(retrain_info["wall_time_s"], 2),
                      "retrain_with_decode_s": round(retrain_cli_s, 2), "unlearn_s": round(m["wall_time_s"], 2),
-                     "rte": round(m["rte"], 1) if m.get("rte") else None, "met": bool(acc.get("met")),
+                     "rte": round(m["rte"], 2) if m.get("rte") else None, "met": bool(acc.get("met")),
                      "test_forget_acc": round(m["test_forget_acc"], 1), "test_retain_acc": round(m["test_retain_acc"], 1),
                      "base_val_acc": round(base_val_acc, 1), "retrain_data_wait_pct": wait_pct})
         print("  ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
@@ -132,7 +132,7 @@ def main() -> None:
           f"{'data wait %':>11}")
     for r in rows:
         print(f"{r['dims']:>4} {r['images']:>7} {r['method']:>6} {r['retrain_s'] or '-':>10} {r['unlearn_s']:>10} "
-              f"{r['rte'] or '-':>7} {str(r['met']):>5} {r['retrain_data_wait_pct']:>11}")
+              f"{'-' if r['rte'] is None else r['rte']:>7} {str(r['met']):>5} {r['retrain_data_wait_pct']:>11}")
     print(f"wrote {args.out / 'rte.csv'} and {args.out / 'rte.png'} (SYNTHETIC data)")
 
 
