@@ -125,3 +125,7 @@ def test_existing_outputs_are_not_clobbered(base, tmp_path: Path) -> None:
     res = invoke("tune", "--cohort", base["cohort"], "--model", base["base"], "--device", "ScannerX", "--out", out)
     assert res.exit_code == 2 and "--overwrite" in res.output and "famr.yaml" in " ".join(res.output.split())
     assert (out / "famr.yaml").read_text() == "lr: 0.001\n"
+    # a class withdrawal: auto tunes psg_frozen (the first of forget's class chain)
+    (out / "psg_frozen.yaml").write_text("lr: 0.001\n")
+    res = invoke("tune", "--cohort", base["cohort"], "--model", base["base"], "--where", "label=mass", "--out", out)
+    assert res.exit_code == 2 and "psg_frozen.yaml" in " ".join(res.output.split()), res.output
