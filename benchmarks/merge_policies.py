@@ -103,7 +103,8 @@ def method_settings(args):
 
     if args.method == AUTO:
         chains = chain_configs(None, None)
-        return (lambda data: chains[policy_kind(data)]), chains["domain"][0][2]
+        kind = "class" if args.workload == "fashion-mnist" else "domain"  # each workload's policies are one kind
+        return (lambda data: chains[policy_kind(data)]), chains[kind][0][2]
     cls = METHODS.get(args.method)
     over = {}
     if args.workload == "fashion-mnist":  # class withdrawal: the bench's layered overrides for the class scenario
@@ -219,11 +220,13 @@ def one_seed(seed: int, args, datas, union) -> dict:
             "t_retrain": t_retrain, "t_union": t_union, "own": own, "best_retain": best_retain, "chosen": info["method"]}
 
 
-def forget_target_pct(workload: str) -> float:
-    """Criterion (a)'s target on TEST rows: chance (100/K) for a synthetic domain policy, 0 for a removed class."""
-    from medunlearn.data.synthetic import CLASS_NAMES
+def forget_target_pct(cfg, data) -> float:
+    """Criterion (a)'s target for one policy, as the controller resolves it (chance for a domain, 0 for a removed
+    class, or the configured forget_target)."""
+    from medunlearn.unlearn.controller import is_class_removal
+    from medunlearn.unlearn.criteria import resolve_criteria
 
-    return 0.0 if workload == "fashion-mnist" else 100.0 / len(CLASS_NAMES)
+    return resolve_criteria(cfg, "suppression", data.num_classes, is_class_removal(data), 100.0).forget_target
 
 
 def ms(values) -> str:
@@ -233,7 +236,7 @@ def ms(values) -> str:
     return f"{statistics.mean(values):+.1f} ± {statistics.pstdev(values):.1f}" if len(values) > 1 else f"{values[0]:+.1f}"
 
 
-def render(results: list[dict], args, cmd: str) -> str:
+def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> str:
     pols = list(results[0]["own"])
     names = list(results[0]["rows"])
     by_default = {}
@@ -247,10 +250,10 @@ def render(results: list[dict], args, cmd: str) -> str:
     head = ["merge", "criteria met (val)"] + [f"forget Δ {p}" for p in pols] + ["retain Δ", "time s",
                                                                                  "runs + merge s", "targets met",
                                                                                  "no further from target"]
-    target = forget_target_pct(args.workload)
 
     def no_further(r, x):  # every policy: |merged − target| <= |own run − target| + 2 (TEST rows)
-        return all(abs(r["own"][p] + x["d_forget"][p] - target) <= abs(r["own"][p] - target) + 2 for p in pols)
+        return all(abs(r["own"][p] + x["d_forget"][p] - targets[p]) <= abs(r["own"][p] - targets[p]) + 2
+                   for p in pols)
 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
@@ -272,7 +275,7 @@ def render(results: list[dict], args, cmd: str) -> str:
         "top-1 for a removed class; target |Δ| ≤ 2); retain Δ = merged − best single run, top-1 on rows no policy "
         "forgets (target ≥ −1). References run once on their own (time = the reference). No further from target: "
         "on every policy the merged model's test forget measure is no further from the criterion's target "
-        f"({target:.1f} %) than the policy's own run, plus 2 points (a reading beside the issue's |Δ| ≤ 2, which "
+        f"({', '.join(f'{p} {t:.1f} %' for p, t in targets.items())}) than the policy's own run, plus 2 points (a reading beside the issue's |Δ| ≤ 2, which "
         "also fails a merge that forgets *closer* to the target than its source run).",
         f"Time budget (runs + merge < union run + retrain/10): {budget:.1f} s on average; the {len(pols)} runs took "
         f"{statistics.mean(r['t_runs'] for r in results):.1f} s, one retrain {statistics.mean(r['t_retrain'] for r in results):.1f} s.",
@@ -313,15 +316,18 @@ def main() -> None:
     for seed in args.seeds:  # each finished seed is kept (written atomically), so an interrupted run resumes
         done = args.out / (f"merge-{args.workload}-{args.method}-p{args.patients}-{args.model}{args.image_size}"
                            f"-e{args.epochs}-seed{seed}.json")
-        if done.is_file() and read_json(done).get("merges") == args.merges:
-            results.append(read_json(done))
+        cached = read_json(done) if done.is_file() else {}
+        if cached.get("merges") == args.merges:
+            results.append(cached)
             print(f"seed {seed}: reusing {done}", flush=True)
             continue
         t = time.perf_counter()
         results.append({**one_seed(seed, args, datas, union), "merges": args.merges})
         write_json(done, results[-1])
         print(f"seed {seed} done in {time.perf_counter() - t:.0f} s", flush=True)
-    text = render(results, args, "python benchmarks/merge_policies.py " + " ".join(sys.argv[1:]))
+    _, cfg = method_settings(args)
+    targets = {p: forget_target_pct(cfg, d) for p, d in datas.items()}
+    text = render(results, args, "python benchmarks/merge_policies.py " + " ".join(sys.argv[1:]), targets)
     print(text)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)
