@@ -85,16 +85,14 @@ def tune(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str 
     result = run_study(method_cls, base_cfg, space, base, data, settings, on_trial=on_trial)
     summary = _summary(method, goal, rule, result, space, base_cfg, data, base_meta, command, warnings)
     summary["selected_by"] = selected_by
-    _write(result, summary, study_dir_of(out, method), yaml_of(out, method), method, model_dir, data, overwrite)
-    return TuneOutcome(yaml_of(out, method) if result.best else None, study_dir_of(out, method), result, summary)
+    yaml_path, study_dir = _outputs(out, method)
+    _write(result, summary, study_dir, yaml_path, method, model_dir, data, overwrite)
+    return TuneOutcome(yaml_path if result.best else None, study_dir, result, summary)
 
 
-def yaml_of(out: Path, method: str) -> Path:
-    return out / f"{method}.yaml"
-
-
-def study_dir_of(out: Path, method: str) -> Path:
-    return out / f"{method}-study"
+def _outputs(out: Path, method: str) -> tuple[Path, Path]:
+    """(<out>/<method>.yaml, <out>/<method>-study)."""
+    return out / f"{method}.yaml", out / f"{method}-study"
 
 
 def _method_setup(method: str, preset: dict, config_path, pinned: dict, out: Path, overwrite: bool):
@@ -106,7 +104,7 @@ def _method_setup(method: str, preset: dict, config_path, pinned: dict, out: Pat
     method_cls = METHODS.get(method)
     base_cfg = method_config(method_cls, config_path, pinned if config_path else {**preset, **pinned})
     space = resolve_space(method_cls, pinned)
-    for p in (yaml_of(out, method), study_dir_of(out, method)):
+    for p in _outputs(out, method):
         if p.exists() and not overwrite:
             raise OutputExistsError(f"Output {p} already exists; pass --overwrite to replace it.")
     return method_cls, base_cfg, space
