@@ -17,7 +17,7 @@ every policy's criteria (criteria met, n/seeds) and measured on TEST rows:
   time      = the merge (or the reference) in seconds; budget: runs + merge < union run + retrain / 10.
 Mean ± std over seeds. Prints a table and writes markdown (`--md`).
 
-    nice -n 5 python benchmarks/merge_policies.py --seeds 0 1 2 --md docs/results/merge.md
+    nice -n 5 python benchmarks/merge_policies.py --seeds 0 1 2 --md docs/results/merge-synthetic.md
     nice -n 5 python benchmarks/merge_policies.py --workload fashion-mnist --seeds 0 1 2 --md docs/results/merge-fashion-mnist.md
 """
 from __future__ import annotations

@@ -155,7 +155,7 @@ class SVCShadowAttack(Attack):
     """RBF SVC (C=3, gamma='auto') on retain-vs-test features, applied to the forget set.
 
     feature_set: names from SVC_FEATURES, concatenated as columns. "confidence" (true-label probability)
-    is the default: it separates models where max-softmax and loss features do not (calibration.md).
+    is the default: it separates models where max-softmax and loss features do not (docs/background.md, trap 5).
     """
 
     name: ClassVar[str] = "svc"

@@ -3,12 +3,12 @@
 FAMR proper (this registry name), as the paper states it:
     J(θ) = L_f(θ) + (λ/2)‖θ_S − θ0_S‖²,   L_f = mean_{x∈D_f} CE(u, p_θ(·|x))
 no retain term (the anchor stands in for the retain curvature). The retain-anchored extension is a separate
-method, `famr_retain`. Conventions we chose (the paper body and code are not available; famr.md):
+method, `famr_retain`. Conventions we chose (the paper body and code are not available; docs/background.md "FAMR conventions"):
   - ℓ_u "ce_uniform" (default) or "kl_p_u"; support U "all" K classes (a domain: ends near chance) or
     "remaining" (the classes absent from the forget set: class forgetting, forget accuracy goes to 0);
   - S = `params` ("all" by default: the paper anchors the parameters; "head" / "last-N" are explicit choices);
   - λ on the scale of the loss: from a deviation budget when `lam` is null, λ = 2(L_f(θ0) − L_min)/budget²,
-    so the a-priori bound ‖Δθ_S‖ <= sqrt(2(L_f(θ0) − L_min)/λ) equals `budget` (calibration.md trap 2);
+    so the a-priori bound ‖Δθ_S‖ <= sqrt(2(L_f(θ0) − L_min)/λ) equals `budget` (docs/background.md, trap 2);
   - optimiser Adam with weight decay 0 (decay would pull to 0, not to θ0); BatchNorm/Dropout frozen;
   - solvers: iterative (Adam on J), one_step θ0 − ∇L_f(θ0)/λ, newton_cg θ0 − (H_f + λI)^{-1}∇L_f(θ0) by CG.
 When to stop (and retain repair, rollback, backtracking) is the controller's; FAMR only supplies its update.

@@ -12,7 +12,7 @@ Noise scale convention (`noise_scale`):
   "relative" (default): s = mean|g| of that sample, and the closeness term is λ·s·δ/ε, so γ = 1 means
       noise as large as the gradient's typical entry and λ = 1 a pull as large as it at the ball's edge;
   "absolute": s = 1 and the closeness term is λ·δ (the paper's formula; γ then depends on the model's
-      gradient scale, which is tiny: γ = 1e-4 already hides the sign — see calibration.md).
+      gradient scale, which is tiny: γ = 1e-4 already hides the sign — see docs/background.md, trap 3).
 T = 1, step_size = 1 is one FGSM step of size ε applied to every sample (Boundary Shrink; δ starts at 0, so
 λ has no effect then). With T > 1 λ acts from the second step on, and before every step (the first included) a
 sample whose p_y(x+δ) <= κ under the searched model stops moving: when the search runs at the CURRENT model

@@ -34,7 +34,7 @@ RA_TOL = 15.0  # percentage points the retain accuracy may fall at most
 # Methods that cannot meet the suppression check on this problem, and why. The forget domain (ScannerX) differs
 # from the retain domains only by an intensity offset and a marker stripe, so it shares every class feature.
 _RETAIN_ONLY = ("never sees the forget set; when the forget domain shares the retain domains' class features, "
-                "fitting D_r keeps forget accuracy high (calibration.md table B: fine-tune FA 99.0 -> 96.8)")
+                "fitting D_r keeps forget accuracy high (docs/background.md table B: fine-tune FA 99.0 -> 96.8)")
 CANNOT_SUPPRESS = {
     "finetune": _RETAIN_ONLY,
     "l1_sparse": _RETAIN_ONLY,
