@@ -3,7 +3,7 @@
 FAMR proper (this registry name), as the paper states it:
     J(θ) = L_f(θ) + (λ/2)‖θ_S − θ0_S‖²,   L_f = mean_{x∈D_f} CE(u, p_θ(·|x))
 no retain term (the anchor stands in for the retain curvature). The retain-anchored extension is a separate
-method, `famr_retain`. Conventions we chose (the paper body and code are not available; docs/background.md "FAMR conventions"):
+method, `famr_retain`. Conventions we chose (paper body and code not available; docs/background.md):
   - ℓ_u "ce_uniform" (default) or "kl_p_u"; support U "all" K classes (a domain: ends near chance) or
     "remaining" (the classes absent from the forget set: class forgetting, forget accuracy goes to 0);
   - S = `params` ("all" by default: the paper anchors the parameters; "head" / "last-N" are explicit choices);

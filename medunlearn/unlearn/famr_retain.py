@@ -2,7 +2,7 @@
 
 J(θ) = L_f(θ) + (λ/2)‖θ_S − θ0_S‖² + φ_r · KL(f0(x_r) ‖ fθ(x_r)) on paired retain batches. Where a forget
 domain shares the retain classes' features (a device or a site), an isotropic parameter anchor alone lets the
-uniform objective rewrite shared features (docs/background.md, table A: retain accuracy 18–80 %); the output anchor holds
+uniform objective rewrite shared features (docs/background.md: retain accuracy 18–80 %); the output anchor holds
 the retain predictions directly. retain_weight = 0 is exactly `famr`.
 """
 from __future__ import annotations
