@@ -3,23 +3,10 @@ from __future__ import annotations
 
 import warnings
 
+# Importing a command module registers its commands on `app`, in this order (the order `--help` lists them).
 from medunlearn.cli import bundle, catalog, cohort, evaluate, forget, train  # noqa: F401  (register commands)
+from medunlearn.cli import merge, report, demo, bench, tune  # noqa: F401, I001  (register commands)
 from medunlearn.cli.app import app
-
-
-def _optional_commands() -> None:
-    """Commands whose modules may be absent in a partial install register when importable."""
-    import importlib
-
-    for name in ("merge", "report", "demo", "bench", "tune"):
-        try:
-            importlib.import_module(f"medunlearn.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"medunlearn.cli.{name}":
-                raise
-
-
-_optional_commands()
 
 
 def main() -> None:
