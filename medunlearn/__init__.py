@@ -22,7 +22,8 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from medunlearn.data.backends import quiet_backend_notices
 

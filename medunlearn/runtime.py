@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ class RunContext:
     log: dict[str, Any] = field(default_factory=dict)  # method-specific records (attack success, certificate…)
 
     @classmethod
-    def create(cls, seed: int = 0, device: str | None = None, show_progress: bool = False) -> "RunContext":
+    def create(cls, seed: int = 0, device: str | None = None, show_progress: bool = False) -> RunContext:
         """Context for this process. Under torchrun (WORLD_SIZE > 1) it joins the process group: gloo on CPU,
         nccl on CUDA, one GPU per local rank. device None: CUDA when available, else CPU."""
         rank = int(os.environ.get("RANK", 0))

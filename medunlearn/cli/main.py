@@ -1,12 +1,16 @@
 """Entry point: `medunlearn` (console script) and `python -m medunlearn`."""
 from __future__ import annotations
 
+import importlib
 import warnings
 
-# Importing a command module registers its commands on `app`, in this order (the order `--help` lists them).
-from medunlearn.cli import bundle, catalog, cohort, evaluate, forget, train  # noqa: F401  (register commands)
-from medunlearn.cli import merge, report, demo, bench, tune  # noqa: F401, I001  (register commands)
 from medunlearn.cli.app import app
+
+# Importing a command module registers its commands on `app`; `--help` lists them in this order.
+COMMAND_MODULES = ("bundle", "catalog", "cohort", "evaluate", "forget", "train",
+                   "merge", "report", "demo", "bench", "tune")
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"medunlearn.cli.{_name}")
 
 
 def main() -> None:

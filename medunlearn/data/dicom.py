@@ -29,7 +29,7 @@ class SkipFile(Exception):
 
 def pseudonym(prefix: str, value: str, salt: str, length: int = 12) -> str:
     """Salted sha256 pseudonym, e.g. pseudonym("P", "12345", salt) -> "P-3fa9c0d1e2b4"."""
-    digest = hashlib.sha256(f"{salt}\0{prefix}\0{value}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(f"{salt}\0{prefix}\0{value}".encode()).hexdigest()
     return f"{prefix}-{digest[:length]}"
 
 
@@ -77,7 +77,8 @@ def _read(path: Path):
     except InvalidDicomError:
         pass  # no 128-byte preamble + "DICM": maybe a bare stream (old ACR-NEMA style exports)
     except Exception as exc:  # pydicom raises many types on truncated / corrupt files
-        raise SkipFile(f"unreadable DICOM ({type(exc).__name__}: {_clip(str(exc).replace(str(path), '<file>'))})") from exc
+        detail = _clip(str(exc).replace(str(path), "<file>"))
+        raise SkipFile(f"unreadable DICOM ({type(exc).__name__}: {detail})") from exc
     with open(path, "rb") as f:
         head = f.read(2)
     if head not in _BARE_DICOM_STARTS:

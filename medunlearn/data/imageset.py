@@ -35,12 +35,12 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: torch.Tensor | list[int]) -> "ImageSet":
+    def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
         idx = torch.as_tensor(index, dtype=torch.long)
         return ImageSet(self.images[idx], self.labels[idx], self.meta.iloc[idx.numpy()].reset_index(drop=True))
 
     @staticmethod
-    def concat(sets: list["ImageSet"]) -> "ImageSet":
+    def concat(sets: list[ImageSet]) -> ImageSet:
         sets = [s for s in sets if len(s) > 0] or sets[:1]
         return ImageSet(
             torch.cat([s.images for s in sets]),

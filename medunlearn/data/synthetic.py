@@ -73,7 +73,8 @@ def _check_mix(mix: dict[str, dict[str, float]] | None) -> dict[str, np.ndarray]
     models = [d.model for d in DEVICES]
     for cls, weights in (mix or {}).items():
         if cls not in CLASS_NAMES:
-            raise ConfigError(f"Expected a class in {list(CLASS_NAMES)}, but got {cls!r}.{did_you_mean(cls, list(CLASS_NAMES))}")
+            raise ConfigError(f"Expected a class in {list(CLASS_NAMES)}, but got {cls!r}."
+                              f"{did_you_mean(cls, list(CLASS_NAMES))}")
         for dev, w in weights.items():
             if dev not in models:
                 raise ConfigError(f"Expected a device in {models}, but got {dev!r}.{did_you_mean(dev, models)}")
@@ -132,7 +133,7 @@ def _uid(seed: int, *parts: object) -> str:
     return str(generate_uid(entropy_srcs=["medunlearn-synthetic", str(seed), *map(str, parts)]))
 
 
-def _dicom(pixels: np.ndarray, dev: DeviceProfile, patient: dict, image_no: int, sop_uid: str) -> "object":
+def _dicom(pixels: np.ndarray, dev: DeviceProfile, patient: dict, image_no: int, sop_uid: str) -> object:
     """Build a pydicom FileDataset-ready Dataset for one uint16 slice."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian

@@ -150,7 +150,8 @@ def read_dicom_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     planes = [_pixels(s[0], s[1]) for s in slices]
     shapes = {p.shape for p in planes}
     if len(shapes) != 1:
-        raise DataError(f"Expected every slice of the series of {path.name} to share one size, but got {sorted(shapes)}.")
+        raise DataError(f"Expected every slice of the series of {path.name} to share one size, "
+                        f"but got {sorted(shapes)}.")
     arr = np.stack(planes, axis=0)  # (Z, R, C)
     pos0, pos1 = slices[0][2], slices[-1][2]
     step = (pos1 - pos0) / (len(slices) - 1) if len(slices) > 1 and pos0 is not None else None

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -180,7 +181,7 @@ class WhereRule:
     value: str
 
     @classmethod
-    def parse(cls, expr: Any) -> "WhereRule":
+    def parse(cls, expr: Any) -> WhereRule:
         m = _WHERE.match(expr) if isinstance(expr, str) else None
         if not m:
             raise ConfigError(f"Expected --where as {WHERE_FORMS}, but got {expr!r}.")

@@ -7,8 +7,9 @@ mapping combine with AND.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 
@@ -104,12 +105,13 @@ def load_rule_file(path: str | Path) -> Rule:
     if not p.is_file():
         raise ConfigError(f"Expected a YAML rule file, but got {str(path)!r} (no such file).")
     try:
-        with open(p, "r", encoding="utf-8") as fh:
+        with open(p, encoding="utf-8") as fh:
             spec = yaml.safe_load(fh)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         from medunlearn.configio import yaml_problem
 
         raise ConfigError(f"Expected a plain YAML rule file in {p.name}, but {yaml_problem(exc)}.") from None
     except RecursionError:
-        raise ConfigError(f"Expected a plain YAML rule file in {p.name}, but it is nested too deeply to read.") from None
+        raise ConfigError(f"Expected a plain YAML rule file in {p.name}, "
+                          "but it is nested too deeply to read.") from None
     return rule_from_dict(spec)

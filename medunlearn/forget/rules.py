@@ -11,8 +11,15 @@ from __future__ import annotations
 import pandas as pd
 
 from medunlearn.forget.base import AllOf, AnyOf, Rule
-from medunlearn.forget.conditions import (VALUE_KINDS, WHERE_FORMS, DateRule, ValueRule, WhereRule, parse_date,
-                                          study_dates)
+from medunlearn.forget.conditions import (
+    VALUE_KINDS,
+    WHERE_FORMS,
+    DateRule,
+    ValueRule,
+    WhereRule,
+    parse_date,
+    study_dates,
+)
 from medunlearn.forget.outliers import OutlierRule, parse_outliers
 from medunlearn.forget.parse import RULE_KEYS, build_rule, load_rule_file, rule_from_dict
 

@@ -7,7 +7,8 @@ scanned for a deny-list of regular expressions (default: DICOM person-name value
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from medunlearn.errors import MedUnlearnError
 
@@ -50,7 +51,8 @@ def compile_patterns(patterns: Sequence[str] | None) -> list[re.Pattern]:
         try:
             out.append(re.compile(p))
         except re.error as exc:
-            raise ConfigError(f"Expected a valid regular expression in the PHI deny-list, but got {p!r} ({exc}).") from exc
+            raise ConfigError(f"Expected a valid regular expression in the PHI deny-list, "
+                              f"but got {p!r} ({exc}).") from exc
     return out
 
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import io
 import textwrap
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 _DPI = 100
 _COLORS = ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#9467bd")

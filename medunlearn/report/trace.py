@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from medunlearn.report import plots
 
@@ -96,7 +97,8 @@ def trace_figure(run_dir: Path, acceptance: Any, title: str = "Stop / guard trac
         return None
     step = _float(acceptance.get("step"))
     met = acceptance.get("met")
-    label = "returned state" + (" (criteria met)" if met is True else " (closest; criteria not met)" if met is False else "")
+    verdict = " (criteria met)" if met is True else " (closest; criteria not met)" if met is False else ""
+    label = "returned state" + verdict
     png = plots.trace_panels([r["step"] for r in rows], panels, title, marked_step=step, marked_label=label,
                              highlight=[r["phase"] == "repair" for r in rows], highlight_label="retain-repair check")
     return {"type": "image", "title": f"{title}: {len(rows)} checks, returned step "

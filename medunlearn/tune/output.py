@@ -25,7 +25,8 @@ def trials_csv(records: list[dict[str, Any]]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(TABLE_HEAD + [f"val_{c}" for c in checks] + [PARAM_PREFIX + p for p in params] + ["reason"])
     for r in records:
-        row = [r["number"], r["state"], r.get("feasible", False)] + [_fmt(r.get(RECORD_KEY.get(k, k))) for k in TABLE_HEAD[3:]]
+        row = [r["number"], r["state"], r.get("feasible", False)]
+        row += [_fmt(r.get(RECORD_KEY.get(k, k))) for k in TABLE_HEAD[3:]]
         row += [_fmt(r.get("checks", {}).get(c)) for c in checks] + [_fmt(r["params"].get(p)) for p in params]
         w.writerow(row + [r.get("reason", "")])
     return buf.getvalue()
