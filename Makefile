@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medunlearn-installed
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all lint typecheck bench clean
+# Static checks `make test` runs first. Empty until the package is clean under both: then set to `lint typecheck`.
+STATIC_CHECKS ?=
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,11 +21,17 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medunlearn demo --out demo_out --overwrite
 
-test: $(STAMP)
+test: $(STAMP) $(STATIC_CHECKS)
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ""
 
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf demo_out bench_out .pytest_cache .mypy_cache .ruff_cache

@@ -68,14 +68,22 @@ class RunContext:
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
         """Yields advance(n). A rich progress bar on rank 0 when show_progress, else a no-op."""
         if not self.show_progress:
-            yield lambda n=1: None
+            yield _no_progress
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), transient=False) as bar:
             task = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(task, n)
+
+            def advance(n: int = 1) -> None:
+                bar.advance(task, n)
+
+            yield advance
+
+
+def _no_progress(n: int = 1) -> None:
+    """advance(n) when no progress bar is shown."""
 
 
 def _dist_ready() -> bool:

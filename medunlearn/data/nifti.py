@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from medunlearn.data.dicom import SkipFile, pseudonym
 from medunlearn.data.vendors import normalise_manufacturer
@@ -60,9 +61,9 @@ def read_nifti_header(path: str | Path, salt: str, root: str | Path | None = Non
 
     path = Path(path)
     try:
-        img = nib.load(str(path))  # lazy: reads the header, not the voxels
-        shape = tuple(int(s) for s in img.header.get_data_shape())
-        zooms = tuple(float(z) for z in img.header.get_zooms())
+        header: Any = nib.load(str(path)).header  # lazy: reads the header, not the voxels (a NIfTI header)
+        shape = tuple(int(s) for s in header.get_data_shape())
+        zooms = tuple(float(z) for z in header.get_zooms())
     except Exception as exc:  # nibabel raises ImageFileError, EOFError, gzip errors ...
         raise SkipFile(f"unreadable NIfTI ({type(exc).__name__})") from exc
     if len(shape) < 2 or min(shape[:2]) <= 0:

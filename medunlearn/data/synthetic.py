@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -19,6 +20,9 @@ from scipy.ndimage import gaussian_filter
 from medunlearn.errors import ConfigError
 from medunlearn.fileio import staging_dir, write_text
 from medunlearn.registry import did_you_mean
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 CLASS_NAMES: tuple[str, ...] = ("normal", "cyst", "mass")
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -83,10 +87,10 @@ def _check_mix(mix: dict[str, dict[str, float]] | None) -> dict[str, np.ndarray]
         full[cls] = {m: float(weights.get(m, 0.0)) for m in models}
     probs = {}
     for cls in CLASS_NAMES:
-        w = np.array([full[cls][m] for m in models], dtype=float)
-        if w.sum() <= 0:
+        row = np.array([full[cls][m] for m in models], dtype=float)
+        if row.sum() <= 0:
             raise ConfigError(f"Expected some positive device weight for class {cls!r}, but got all zeros.")
-        probs[cls] = w / w.sum()
+        probs[cls] = row / row.sum()
     return probs
 
 
@@ -133,14 +137,14 @@ def _uid(seed: int, *parts: object) -> str:
     return str(generate_uid(entropy_srcs=["medunlearn-synthetic", str(seed), *map(str, parts)]))
 
 
-def _dicom(pixels: np.ndarray, dev: DeviceProfile, patient: dict, image_no: int, sop_uid: str) -> object:
+def _dicom(pixels: np.ndarray, dev: DeviceProfile, patient: dict, image_no: int, sop_uid: str) -> Dataset:
     """Build a pydicom FileDataset-ready Dataset for one uint16 slice."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(MR_IMAGE_STORAGE)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationVersionName = "MEDUNLEARN_SYN"
     ds = Dataset()

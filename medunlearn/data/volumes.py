@@ -133,8 +133,9 @@ def read_dicom_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         pos, iop, spacing = _plane(first)
         frames = _frame_positions(first)
         step = None
-        if len(frames) == len(arr) and all(f is not None for f in frames) and len(frames) > 1:
-            pos, step = frames[0], (frames[-1] - frames[0]) / (len(frames) - 1)
+        known = [f for f in frames if f is not None]
+        if len(frames) == len(arr) and len(known) == len(frames) > 1:
+            pos, step = known[0], (known[-1] - known[0]) / (len(known) - 1)
         return np.ascontiguousarray(arr.transpose(2, 1, 0)), slice_affine(iop, spacing, pos, step, _thickness(first))
     slices = []
     for f in series_files(path):
@@ -144,7 +145,7 @@ def read_dicom_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     iop = slices[0][3]
     normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.array([0.0, 0.0, 1.0])
     if all(s[2] is not None for s in slices):
-        slices.sort(key=lambda s: float(np.dot(s[2], normal)))
+        slices.sort(key=lambda s: float(np.dot(np.asarray(s[2]), normal)))
     else:  # no positions: fall back to the scanner's instance order
         slices.sort(key=lambda s: int(s[0].get("InstanceNumber", 0) or 0))
     planes = [_pixels(s[0], s[1]) for s in slices]

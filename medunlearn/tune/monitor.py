@@ -51,12 +51,12 @@ class TrialMonitor:
             p = inner(model, original, data, ctx, goal)
             if self.clock.every is None:
                 self.clock.every = max(1, math.ceil(p.budget / REPORTS_PER_RUN))
-            return dataclasses.replace(p, update=self._watch(p.update, model, original, data, ctx))
+            return dataclasses.replace(p, update=self._watch(p.update, self.clock.every, model, original, data, ctx))
 
         unlearner.plan = plan
         return unlearner
 
-    def _watch(self, update: Callable[[int], float], model: nn.Module, original: nn.Module, data: SplitData,
+    def _watch(self, update: Callable[[int], float], every: int, model: nn.Module, original: nn.Module, data: SplitData,
                ctx: RunContext) -> Callable[[int], float]:
         import optuna
 
@@ -71,9 +71,9 @@ class TrialMonitor:
             if time.monotonic() > self.clock.deadline:
                 self.stopped = "time budget"
                 raise optuna.TrialPruned(f"study time budget ran out at step {t}")
-            if t % self.clock.every == 0:
+            if t % every == 0:
                 self.last = violation(evaluate_checks(criteria, probes.measure(model, criteria)))
-                self.trial.report(self.last, t // self.clock.every)  # report index: one grid for every trial
+                self.trial.report(self.last, t // every)  # report index: one grid for every trial
                 if self.trial.should_prune():
                     self.stopped = "pruned"
                     raise optuna.TrialPruned(f"pruned at step {t}: {self.last:.2f} points from the criteria")

@@ -27,7 +27,7 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError, DivergenceError, MedUnlearnError
 from medunlearn.runtime import RunContext
 from medunlearn.tune.monitor import StudyClock, TrialMonitor
-from medunlearn.unlearn.base import apply_overrides
+from medunlearn.unlearn.base import Unlearner, apply_overrides
 from medunlearn.unlearn.space import Choice, Float, Int, Param
 
 DIVERGED = 100.0  # constraint value of a run that diverged (points; any value > 0 marks it infeasible)
@@ -101,7 +101,7 @@ def _warm_up(method_cls: type, base_cfg: Any, model: nn.Module, data: SplitData,
         pass
 
 
-def run_study(method_cls: type, base_cfg: Any, space: dict[str, Param], model: nn.Module, data: SplitData,
+def run_study(method_cls: type[Unlearner], base_cfg: Any, space: dict[str, Param], model: nn.Module, data: SplitData,
               settings: TuneSettings, on_trial: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None
               ) -> StudyResult:
     """Run the study; `data` must already be validation-only (tune.sealed.validation_only)."""
