@@ -7,8 +7,17 @@ import pytest
 
 from medunlearn.errors import ConfigError, SelectionError
 from medunlearn.forget.outliers import OutlierRule
-from medunlearn.forget.rules import (AllOf, AnyOf, DateRule, ValueRule, WhereRule, build_rule, load_rule_file,
-                                     rule_from_dict, validate)
+from medunlearn.forget.rules import (
+    AllOf,
+    AnyOf,
+    DateRule,
+    ValueRule,
+    WhereRule,
+    build_rule,
+    load_rule_file,
+    rule_from_dict,
+    validate,
+)
 
 
 @pytest.fixture
@@ -111,7 +120,8 @@ def test_any_of_and_nesting(df):
     build_rule(device=["ScannerX", "ScannerA"], site="Site B", study_date_after="2020-01-01",
                where=["body_part~chest", "measurement_mm>=1.5"], outliers="measurement_mm:auto:3"),
     build_rule(manufacturer="GE", study_date_before="20201231", outliers="auto"),
-    rule_from_dict({"any": [{"patient": ["p0", "p1"]}, {"all": [{"site": "Site A"}, {"outliers": "measurement_mm>45"}]}]}),
+    rule_from_dict({"any": [{"patient": ["p0", "p1"]},
+                            {"all": [{"site": "Site A"}, {"outliers": "measurement_mm>45"}]}]}),
 ])
 def test_to_dict_round_trips(rule, df):
     import json
