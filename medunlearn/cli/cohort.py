@@ -69,7 +69,7 @@ def index(
     import logging
 
     from medunlearn.data.cohort import index_archive, write_cohort
-    from medunlearn.data.deid import PUBLIC_SALT_SOURCE, read_salt_file
+    from medunlearn.data.deid import PUBLIC_SALT_SOURCE, check_salt, read_salt_file
     from medunlearn.data.locator import locator_path
     from medunlearn.errors import ConfigError, OutputExistsError
     from medunlearn.fileio import write_json
@@ -82,6 +82,7 @@ def index(
         if path is not None and path.exists() and not overwrite:
             raise OutputExistsError(f"Output {path} already exists; pass --overwrite to replace it.")
     if salt is not None:
+        check_salt(salt, "--salt")
         log.warning("--salt puts the secret in your shell history and process list; prefer --salt-file or "
                     "$MEDUNLEARN_SALT.")
     secret, source = (read_salt_file(salt_file), "file") if salt_file is not None else (salt, "argument")

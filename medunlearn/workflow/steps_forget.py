@@ -10,6 +10,7 @@ import yaml
 
 from medunlearn.errors import ConfigError
 from medunlearn.fileio import prepare_out_dir, staging_dir, write_json, write_text
+from medunlearn.attest import seal
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind, run_chain
@@ -99,7 +100,7 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     with staging_dir(out, overwrite) as tmp:
         save_checkpoint(tmp, model, meta, overwrite=True,
                         provenance=provenance_record(config, seed, inputs, run=ctx.run_record()))
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "metrics.json", seal(tmp, metrics))  # weights sha256 + signed verdict
         write_text(tmp / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_text(tmp / acceptance["trace_file"], trace_csv(outcome.trace))
     ctx.barrier()

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_json
 from medunlearn.models.finite import check_finite_outputs
+from medunlearn.attest import seal
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.common import check_label_sets, load_cohort, require_dir, split_data_for, split_settings
@@ -120,7 +121,7 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
               "candidates": list(candidates) if (method is None and candidates) else None}
     with staging_dir(out, overwrite) as tmp:
         save_checkpoint(tmp, model, meta, overwrite=True, provenance=provenance_record(config, seed, inputs))
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "metrics.json", seal(tmp, metrics))  # weights sha256 + signed verdict
     return Path(out), metrics
 
 
