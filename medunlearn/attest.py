@@ -146,3 +146,13 @@ def verify_run(run_dir: str | Path) -> dict[str, Any]:
         raise DataError(f"Expected the PASS of non-synthetic run {run_dir.name} to be signed with the site secret, "
                         f"but it was signed with the public demo key, which anyone can forge.")
     return {"state": "verified", "key": kind, "key_id": key_id, "model_sha256": sha}
+
+
+def check_export(ckpt_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """What `export-bundle` checks before it writes: the bundle folder is apart from the checkpoint (neither
+    holds the other), and the checkpoint's verdict verifies against its weights (`verify_run`)."""
+    from medunlearn.fileio import check_apart
+    from medunlearn.workflow.common import require_dir
+
+    check_apart([out_dir], [ckpt_dir])
+    return verify_run(require_dir(ckpt_dir, "a checkpoint"))

@@ -39,5 +39,7 @@ def check_config_bounds(cfg: Any, what: str) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         top, kind = _cap(field.name)
-        if not math.isfinite(value) or value < 0 or value > top:
-            raise ConfigError(f"Expected {what} option {field.name} between 0 and {top:g} ({kind}), but got {value!r}.")
+        low = 1 if field.name.endswith("batch_size") else 0  # a batch of 0 images divides by zero downstream
+        if not math.isfinite(value) or value < low or value > top:
+            raise ConfigError(f"Expected {what} option {field.name} between {low} and {top:g} ({kind}), but got "
+                              f"{value!r}.")

@@ -558,3 +558,25 @@ def file_set(finals: list[str | Path]) -> Iterator[dict[Path, Path]]:
         elif tmps:
             for tmp in tmps.values():
                 tmp.unlink(missing_ok=True)
+
+
+def check_apart(outputs: Iterable[str | Path | None], inputs: Iterable[str | Path | None]) -> None:
+    """Refuse an output that is one of the command's inputs, contains one, or lies inside one (ConfigError),
+    whatever --overwrite says: replacing it would destroy the input. Paths are compared after resolving
+    symlinks, so `base`, `./base` and a link to it are the same."""
+    ins = [(i, Path(os.path.realpath(i))) for i in inputs if i is not None]
+    for o in outputs:
+        if o is None:
+            continue
+        out = Path(os.path.realpath(o))
+        for given, inp in ins:
+            if out == inp:
+                how = "is"
+            elif out in inp.parents:
+                how = "contains"
+            elif inp in out.parents:
+                how = "lies inside"
+            else:
+                continue
+            raise ConfigError(f"Expected an output apart from the command's inputs, but {str(o)!r} {how} the input "
+                              f"{str(given)!r}; writing it would destroy that input. Choose another output.")

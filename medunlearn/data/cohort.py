@@ -226,10 +226,17 @@ def _counts(col: pd.Series) -> dict[str, int]:
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     """Numeric size columns as nullable ints, spacings as floats (NaN when unknown), the rest strings."""
     df = df.copy()
-    for c in INT_COLUMNS:
-        df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce").astype("Int64")
-    for c in FLOAT_COLUMNS:
-        df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce").astype(float)
+    for c in INT_COLUMNS + FLOAT_COLUMNS:
+        raw = df[c].replace("", None)
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = raw.notna() & (num.isna() | ((num % 1 != 0) if c in INT_COLUMNS else False))
+        if bool(bad.any()):
+            i = bad.to_numpy().nonzero()[0][0]
+            who = f"image {df['image_id'].iat[i]}" if "image_id" in df.columns else f"row {i + 1}"
+            kind = "a whole number" if c in INT_COLUMNS else "a number"
+            raise DataError(f"Expected {kind} (or nothing) in cohort column {c!r}, but {who} has {raw.iat[i]!r} "
+                            f"({int(bad.sum())} such value(s)); was the table edited by hand?")
+        df[c] = num.astype("Int64") if c in INT_COLUMNS else num.astype(float)
     for c in COHORT_COLUMNS:
         if c not in INT_COLUMNS + FLOAT_COLUMNS:
             df[c] = df[c].fillna("").astype(str)

@@ -279,7 +279,8 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None, overwr
     paths = {k: output_path(out / f"report.{k}") for k in ("json", "md", "html", "pdf")}  # report.json: the gate
     try:
         with claim_files(paths.values(), overwrite=overwrite):
-            return _render(run_dir, paths, deny_patterns, pdf)
+            written = _render(run_dir, paths, deny_patterns, pdf)
+        return {k: out / f"report.{k}" for k in written}  # as the caller named them
     except OutputExistsError:
         existing = [p.name for p in paths.values() if p.exists()]
         raise OutputExistsError(f"Report files {existing} already exist in {out}; pass --overwrite to replace "
@@ -320,4 +321,4 @@ def _render(run_dir: Path, paths: dict[str, Path], deny_patterns: Sequence[str] 
         tmp[paths["json"]].write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     if skipped is not None:
         paths.pop("pdf")
-    return {k: paths[k] for k in ("html", "md", "json", "pdf") if k in paths}
+    return {k: paths[k] for k in ("html", "md", "json", "pdf") if k in paths}  # absolute; see render_report
