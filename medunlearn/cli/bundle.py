@@ -25,8 +25,10 @@ def export_bundle(
     Example: [bold]medunlearn export-bundle merged/ bundle/[/], then in bundle/:
     [bold]python -m monai.bundle run --config_file configs/inference.json --dataset_dir /path/to/images[/]
     """
+    from medunlearn.attest import check_export
     from medunlearn.models.bundle import export_bundle as run_export
 
+    check_export(checkpoint, out)  # issue 29: output apart from the input; the signed verdict matches the weights
     path = run_export(checkpoint, out, overwrite=overwrite)
     console.print(f"[green]Wrote[/] MONAI bundle {path}")
     console.print(f"Run it with MONAI: cd {path} && python -m monai.bundle run --config_file configs/inference.json "

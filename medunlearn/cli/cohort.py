@@ -59,6 +59,7 @@ def index(
     locator: Annotated[Optional[Path], typer.Option("--locator", help="Where to write the PRIVATE image locator (default: beside --out, as NAME.locator.json).")] = None,
     date_precision: Annotated[str, typer.Option("--date-precision", help="Study dates in the table: month (default), year or day.")] = "month",
     volumes: Annotated[bool, typer.Option("--volumes", help="One row per volume: DICOM slices grouped by SeriesInstanceUID (3D cohorts).")] = False,
+    keep_column: Annotated[Optional[list[str]], typer.Option("--keep-column", help="Keep this extra numeric labels.csv column in the shareable table (repeatable; warned about). Only measurement_* columns are kept without it; any other is refused.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Index an imaging archive into a shareable cohort table (header-only reads, pseudonymised ids, no paths)
@@ -69,31 +70,28 @@ def index(
     import logging
 
     from medunlearn.data.cohort import index_archive, write_cohort
-    from medunlearn.data.deid import PUBLIC_SALT_SOURCE, read_salt_file
+    from medunlearn.data.deid import PUBLIC_SALT_SOURCE, check_salt, read_salt_file
     from medunlearn.data.locator import locator_path
-    from medunlearn.errors import ConfigError, OutputExistsError
-    from medunlearn.fileio import write_json
+    from medunlearn.errors import ConfigError
+    from medunlearn.fileio import claim_files
 
     log = logging.getLogger("medunlearn")
     if salt_file is not None and salt is not None:
         raise ConfigError("Expected one salt source, but got both --salt-file and --salt.")
     loc = locator or locator_path(out)
-    for path in (out, report, loc):
-        if path is not None and path.exists() and not overwrite:
-            raise OutputExistsError(f"Output {path} already exists; pass --overwrite to replace it.")
     if salt is not None:
+        check_salt(salt, "--salt")
         log.warning("--salt puts the secret in your shell history and process list; prefer --salt-file or "
                     "$MEDUNLEARN_SALT.")
     secret, source = (read_salt_file(salt_file), "file") if salt_file is not None else (salt, "argument")
-    df, ingest = index_archive(data_dir, labels_csv=labels, salt=secret, workers=workers, progress=True,
-                               salt_source=source, public_salt=public_salt, date_precision=date_precision,
-                               unit="series" if volumes else "image")
-    if ingest.get("salt_source") == PUBLIC_SALT_SOURCE:
-        log.warning("Pseudonyms use the PUBLIC default salt: anyone can re-link them to guessed patient IDs"
-                    + (" (accepted with --public-salt)." if public_salt else " (allowed: the archive is synthetic)."))
-    write_cohort(df, out, overwrite=overwrite, locator=loc)
-    if report is not None:
-        write_json(report, ingest)
+    with claim_files([out, loc, report], overwrite=overwrite):  # held for the whole run: one writer at a time
+        df, ingest = index_archive(data_dir, labels_csv=labels, salt=secret, workers=workers, progress=True,
+                                   salt_source=source, public_salt=public_salt, date_precision=date_precision,
+                                   unit="series" if volumes else "image", keep_columns=tuple(keep_column or ()))
+        if ingest.get("salt_source") == PUBLIC_SALT_SOURCE:
+            log.warning("Pseudonyms use the PUBLIC default salt: anyone can re-link them to guessed patient IDs"
+                        + (" (accepted with --public-salt)." if public_salt else " (allowed: the archive is synthetic)."))
+        write_cohort(df, out, overwrite=overwrite, locator=loc, extra_files={report: ingest} if report else None)
     vendors = ", ".join(f"{k or '(blank)'}: {v}" for k, v in sorted(ingest.get("by_vendor", {}).items()))
     console.print(f"Indexed {ingest.get('indexed')} {'volumes' if volumes else 'images'}, skipped {ingest.get('skipped')} files; by vendor: {vendors}")
     console.print(f"[green]Wrote[/] {out} (shareable)" + (f", {report}" if report else "")

@@ -46,8 +46,9 @@ def forget(
       [bold]medunlearn forget --cohort cohort.csv --model base/ --device ScannerX --method famr --config tuned/famr.yaml --out runs/famr[/]
       [bold]medunlearn forget --cohort cohort.csv --model base/ --site "Site B" --method famr --goal equivalence --reference retrain/ --out runs/famr_eq[/]
     """
-    from medunlearn.errors import ConfigError, OutputExistsError
-    from medunlearn.fileio import write_json
+    from medunlearn.errors import ConfigError
+    from medunlearn.fileio import check_apart, claim_files, write_json
+    from medunlearn.workflow.common import cohort_inputs
 
     rule = o.rule_from_options(device, site, manufacturer, patient, study_date_before, study_date_after,
                                where, outliers, rules)
@@ -60,11 +61,11 @@ def forget(
 
         target = (out / "split.json") if out is not None else Path("split.json")
         selection = select(load_cohort(cohort), rule, seed=seed)  # a bad rule is reported before any output clash
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"Output {target} already exists; pass --overwrite to replace it.")
-        console.print(f"Rule: [bold]{rule.describe()}[/]")
-        console.print(selection_table(selection))
-        write_json(target, selection.to_json())
+        check_apart([target], cohort_inputs(cohort))
+        with claim_files([target], overwrite=overwrite):  # one writer; a killed write's temp file is removed
+            console.print(f"Rule: [bold]{rule.describe()}[/]")
+            console.print(selection_table(selection))
+            write_json(target, selection.to_json())
         console.print(f"[green]Wrote[/] {target}")
         return
     if model is None or out is None:
@@ -76,7 +77,8 @@ def forget(
 
     path, metrics = run_forget(cohort, model, rule, out, method=method, goal=goal, config_path=config,
                                overrides=parse_set_options(set_), reference=reference, seed=seed,
-                               overwrite=overwrite, force=force, progress=True, torch_device=torch_device)
+                               overwrite=overwrite, force=force, progress=True,
+                               torch_device=o.checked_torch_device(torch_device))
     from medunlearn.runtime import is_main_process
 
     if not is_main_process():  # torchrun: rank 0 reports

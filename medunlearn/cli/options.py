@@ -39,3 +39,17 @@ def rule_from_options(device=None, site=None, manufacturer=None, patient=None, s
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else AllOf(parts)
+
+
+def checked_torch_device(value: str | None) -> str | None:
+    """--torch-device as given, once it names cpu or cuda[:N] (ConfigError, exit 2, otherwise)."""
+    if value is None:
+        return None
+    import re
+
+    from medunlearn.errors import ConfigError
+
+    text = value.strip()
+    if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", text):
+        raise ConfigError(f"Expected --torch-device cpu, cuda or cuda:N, but got {value!r}.")
+    return text

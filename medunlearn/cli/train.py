@@ -54,7 +54,7 @@ def train(
     path, info = run_train(cohort, out, rule=rule, exclude=exclude, seed=seed, image_size=image_size,
                            overwrite=overwrite, progress=True, model=model, epochs=epochs,
                            batch_size=batch_size, lr=lr, spatial_dims=spatial_dims, cache_dir=cache_dir,
-                           torch_device=torch_device)
+                           torch_device=o.checked_torch_device(torch_device))
     if not is_main_process():
         return
     console.print(f"[green]Wrote[/] {path}: {'retrain reference' if exclude else 'base model'}, "

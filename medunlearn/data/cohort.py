@@ -29,7 +29,7 @@ from medunlearn.data.labels import join_labels, read_labels
 from medunlearn.data.locator import find_locator, locator_path, resolve_paths, write_locator
 from medunlearn.data.nifti import is_nifti, read_nifti_header
 from medunlearn.errors import ConfigError, DataError, OutputExistsError
-from medunlearn.fileio import atomic_path, read_string_csv
+from medunlearn.fileio import read_string_csv
 from medunlearn.provenance import sha256_text
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
@@ -110,7 +110,8 @@ def read_headers(files: list[Path], salt: str, root: Path, workers: int, pool: s
 def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, salt: str | None = None,
                   workers: int | None = None, progress: bool = False,
                   pool: str = "process", salt_source: str = "argument", public_salt: bool = False,
-                  date_precision: str = "month", unit: str = "image") -> tuple[pd.DataFrame, dict]:
+                  date_precision: str = "month", unit: str = "image",
+                  keep_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict]:
     """Index every image under `data_dir` → (cohort DataFrame with COHORT_COLUMNS + label extras, report).
 
     unit="image": one row per DICOM file / NIfTI file. unit="series": one row per volume (a DICOM slice
@@ -122,7 +123,8 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
     is refused unless `public_salt` (the public default lets anyone re-link pseudonyms to patient IDs).
     Report keys: indexed, skipped, skipped_files [{file_id, reason}], ignored, by_vendor, by_device,
     by_site, labelled, unlabelled, labels_unmatched, workers, pool, seconds, salt_source, salt_fingerprint,
-    date_precision, warnings. The report holds no paths: a skipped file is named by a pseudonymous id that
+    date_precision, warnings. Extra numeric labels.csv columns must be measurements (measurement_*) or named in
+    `keep_columns` (each kept one is warned about): anything else is refused. The report holds no paths: a skipped file is named by a pseudonymous id that
     the locator resolves.
     """
     start = time.perf_counter()
@@ -140,6 +142,10 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
         raise DataError(f"Expected unit 'image' or 'series', but got {unit!r}.{did_you_mean(unit, ['image', 'series'])}")
     root = root.resolve()
     labels = read_labels(labels_csv) if labels_csv is not None else None
+    if labels is not None:  # refuse an identifying column before reading a single header
+        from medunlearn.data.labels import check_extra_columns
+
+        check_extra_columns(labels, COHORT_COLUMNS, tuple(keep_columns))
     salt, salt_source = resolve_salt(salt, salt_source)
     exclude = {Path(labels_csv).resolve()} if labels_csv is not None else set()
     files, ignored = walk_files(root, exclude)
@@ -181,7 +187,7 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
     df["label"] = ""
     report: dict = {"warnings": []}
     if labels is not None:
-        df, join_info = join_labels(df, labels, root, protected=COHORT_COLUMNS)
+        df, join_info = join_labels(df, labels, root, protected=COHORT_COLUMNS, keep=tuple(keep_columns))
         report.update(join_info)
     from medunlearn.data.series import PRIVATE_KEYS
 
@@ -220,10 +226,17 @@ def _counts(col: pd.Series) -> dict[str, int]:
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     """Numeric size columns as nullable ints, spacings as floats (NaN when unknown), the rest strings."""
     df = df.copy()
-    for c in INT_COLUMNS:
-        df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce").astype("Int64")
-    for c in FLOAT_COLUMNS:
-        df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce").astype(float)
+    for c in INT_COLUMNS + FLOAT_COLUMNS:
+        raw = df[c].replace("", None)
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = raw.notna() & (num.isna() | ((num % 1 != 0) if c in INT_COLUMNS else False))
+        if bool(bad.any()):
+            i = bad.to_numpy().nonzero()[0][0]
+            who = f"image {df['image_id'].iat[i]}" if "image_id" in df.columns else f"row {i + 1}"
+            kind = "a whole number" if c in INT_COLUMNS else "a number"
+            raise DataError(f"Expected {kind} (or nothing) in cohort column {c!r}, but {who} has {raw.iat[i]!r} "
+                            f"({int(bad.sum())} such value(s)); was the table edited by hand?")
+        df[c] = num.astype("Int64") if c in INT_COLUMNS else num.astype(float)
     for c in COHORT_COLUMNS:
         if c not in INT_COLUMNS + FLOAT_COLUMNS:
             df[c] = df[c].fillna("").astype(str)
@@ -231,13 +244,17 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_cohort(df: pd.DataFrame, path: str | Path, overwrite: bool = False, locator: str | Path | None = None,
-                 archive_root: str | Path | None = None) -> Path:
-    """Write the shareable cohort CSV (no paths) and, when `df` has paths, the private locator beside it.
+                 archive_root: str | Path | None = None, extra_files: dict[Path, object] | None = None) -> Path:
+    """Write the shareable cohort CSV (no paths), the private locator beside it (when `df` has paths) and
+    `extra_files` ({path: JSON object}, e.g. the ingest report) as ONE unit (fileio.file_set): a reader never
+    sees a new locator beside an old table. Existing files are refused unless `overwrite`.
 
     The locator maps image_id -> path relative to the archive root, and records that root both relative to
-    the locator's own folder (so a folder moved as a whole keeps working) and absolute. Both files are
-    written atomically; existing ones are refused unless `overwrite`.
+    the locator's own folder (so a folder moved as a whole keeps working) and absolute. A table without paths
+    removes the previous locator of the same name (it belongs to the table it replaces).
     """
+    from medunlearn.fileio import claim_files, file_set, write_json
+
     path = Path(path)
     shared = [c for c in COHORT_COLUMNS if c != "path"]
     missing = [c for c in shared if c not in df.columns]
@@ -245,14 +262,19 @@ def write_cohort(df: pd.DataFrame, path: str | Path, overwrite: bool = False, lo
         raise DataError(f"Expected cohort columns {shared}, but {missing} are missing.")
     loc = Path(locator) if locator is not None else locator_path(path)
     has_paths = "path" in df.columns and (df["path"].astype(str) != "").any()
-    for target in (path, loc) if has_paths else (path,):
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"Cohort file {target} already exists; pass --overwrite to replace it.")
-    if has_paths:
-        write_locator(df, loc, archive_root or df.attrs.get("archive_root"), df.attrs.get("skipped_paths"))
+    extra = dict(extra_files or {})
     out = df.drop(columns=[c for c in ("sop_instance_uid", "path") if c in df.columns])
-    with atomic_path(path) as tmp:
-        out.to_csv(tmp, index=False, na_rep="")
+    with claim_files([path, loc, *extra], overwrite=overwrite) as finals:
+        table, loc_final, extra_finals = finals[0], finals[1], finals[2:]
+        with file_set(finals) as tmp:  # the table first: it moves in last
+            out.to_csv(tmp[table], index=False, na_rep="")
+            if has_paths:
+                write_locator(df, tmp[loc_final], archive_root or df.attrs.get("archive_root"),
+                              df.attrs.get("skipped_paths"))
+            else:
+                tmp[loc_final].unlink()
+            for final, obj in zip(extra_finals, extra.values()):
+                write_json(tmp[final], obj)
     return path
 
 

@@ -5,11 +5,24 @@ every caller the same reading: stripped text with '' for unknown, or float with 
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
 from medunlearn.errors import ConfigError
 from medunlearn.registry import did_you_mean
+
+
+# Extra labels.csv columns the shareable cohort table may carry without being asked: derived anatomical
+# measurements (`measurement_mm`, `measurement_volume_ml`, ...), which the outlier rules read. Any other extra
+# column (an MRN, a birth date, a score of unknown origin) is refused unless kept by name (--keep-column).
+SHAREABLE_EXTRA = re.compile(r"^measurement(_[a-z0-9]+)*$")
+
+
+def shareable_extra(column: str) -> bool:
+    """True when an extra labels.csv column is on the cohort table's allow-list (SHAREABLE_EXTRA)."""
+    return bool(SHAREABLE_EXTRA.match(column))
 
 
 def require_column(df: pd.DataFrame, column: str, purpose: str) -> None:

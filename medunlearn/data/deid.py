@@ -15,15 +15,25 @@ DEFAULT_SALT = "medunlearn-default-salt-v1"
 SALT_ENV = "MEDUNLEARN_SALT"
 PUBLIC_SALT_SOURCE = "public-default"
 DATE_PRECISIONS = ("day", "month", "year")
+MIN_SALT = 8  # characters, from every source (--salt, --salt-file, $MEDUNLEARN_SALT)
+
+
+def check_salt(salt: str, where: str) -> str:
+    """The salt, refused (DataError) when shorter than MIN_SALT characters; the secret is never echoed."""
+    if len(salt.strip()) < MIN_SALT:
+        raise DataError(f"Expected a secret salt of at least {MIN_SALT} characters from {where}, but got "
+                        f"{len(salt.strip())}.")
+    return salt
 
 
 def resolve_salt(salt: str | None, source: str = "argument") -> tuple[str, str]:
     """(salt, source): the given salt with its `source` ("argument", "file"), else $MEDUNLEARN_SALT ("env"),
-    else the public default ("public-default")."""
+    else the public default ("public-default"). The CLI checks --salt and --salt-file with `check_salt`
+    before they get here; the environment is checked here."""
     if salt:
         return salt, source
     if os.environ.get(SALT_ENV):
-        return os.environ[SALT_ENV], "env"
+        return check_salt(os.environ[SALT_ENV], f"${SALT_ENV}"), "env"
     return DEFAULT_SALT, PUBLIC_SALT_SOURCE
 
 
@@ -36,10 +46,7 @@ def read_salt_file(path: str | Path) -> str:
         text = p.read_text(encoding="utf-8").strip().splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"Expected a UTF-8 text salt file at {p}, but it is binary.") from exc
-    if not text or len(text[0].strip()) < 8:
-        raise DataError(f"Expected a secret of at least 8 characters on the first line of {p}, but got "
-                        f"{len(text[0].strip()) if text else 0}.")
-    return text[0].strip()
+    return check_salt(text[0].strip() if text else "", f"the first line of {p}")
 
 
 def salt_fingerprint(salt: str) -> str:

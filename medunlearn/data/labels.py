@@ -34,10 +34,49 @@ def _rel_key(value: str, root: Path) -> str:
     return p.as_posix().removeprefix("./")
 
 
+def check_extra_columns(labels: pd.DataFrame, protected: tuple[str, ...], keep: tuple[str, ...] = ()) -> list[str]:
+    """Refuse an extra labels.csv column that would reach the shareable table without being on the allow-list
+    (data.columns.SHAREABLE_EXTRA) or named by --keep-column; warn for every kept one. Returns the warnings."""
+    from medunlearn.data.columns import shareable_extra
+    from medunlearn.errors import ConfigError
+
+    cols = [c for c in labels.columns if c not in ("label", "path", "sop_instance_uid", "image_id")]
+    unknown_keep = [k for k in keep if k not in cols]
+    if unknown_keep:
+        raise ConfigError(f"Expected --keep-column to name a labels.csv column, but got {unknown_keep[0]!r}."
+                          f"{did_you_mean(unknown_keep[0], cols)}")
+    warnings = []
+    for col in cols:
+        if col in protected or shareable_extra(col) or not _numeric(labels[col]):
+            continue  # a cohort column or non-numeric text is never copied; a measurement is allowed
+        if col not in keep:
+            raise DataError(f"Expected labels.csv extra columns to be measurements (measurement_*), but got "
+                            f"{col!r}, which would be copied into the shareable cohort table (it may identify a "
+                            f"patient). Remove it, or pass --keep-column {col} to keep it.")
+        warnings.append(f"labels.csv column {col!r} is kept in the shareable cohort table (--keep-column): "
+                        "make sure it identifies no one")
+    return warnings
+
+
+def warn_kept(warnings: list[str]) -> None:
+    import logging
+
+    for w in warnings:
+        logging.getLogger("medunlearn").warning(w)
+
+
+def _numeric(col: pd.Series) -> bool:
+    values = pd.to_numeric(col.replace("", None), errors="coerce")
+    return values.notna().sum() == (col.str.strip() != "").sum()
+
+
 def join_labels(df: pd.DataFrame, labels: pd.DataFrame, root: Path,
-                protected: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:
-    """Fill `label` (and extra numeric columns) by sop_instance_uid, else by path relative to `root`, else by
-    the image's folder relative to `root` (a labels row naming a series folder labels all of its slices)."""
+                protected: tuple[str, ...], keep: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict]:
+    """Fill `label` (and extra numeric columns: measurements, and those named in `keep`) by sop_instance_uid,
+    else by path relative to `root`, else by the image's folder relative to `root` (a labels row naming a series
+    folder labels all of its slices). Another numeric column is refused (check_extra_columns)."""
+    kept_warnings = check_extra_columns(labels, protected, tuple(keep))
+    warn_kept(kept_warnings)
     by_uid = {u.strip(): i for i, u in enumerate(labels.get("sop_instance_uid", [])) if u.strip()}
     by_path = {_rel_key(p, root): i for i, p in enumerate(labels.get("path", [])) if p.strip()}
     hits = []
@@ -67,5 +106,6 @@ def join_labels(df: pd.DataFrame, labels: pd.DataFrame, root: Path,
         df[col] = [float(values.iat[i]) if i is not None else float("nan") for i in hits]
         extra.append(col)
     info = {"labels_unmatched": len(labels) - len(matched), "label_columns_joined": extra,
-            "warnings": [f"labels.csv column {c!r} not joined (not numeric or a cohort column)" for c in dropped]}
+            "warnings": kept_warnings + [f"labels.csv column {c!r} not joined (not numeric or a cohort column)"
+                                         for c in dropped]}
     return df, info

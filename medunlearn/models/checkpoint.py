@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medunlearn.bounds import check_weights_file
 from medunlearn.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from medunlearn.fileio import read_json, staging_dir, write_json
 from medunlearn.models.finite import check_finite_state
@@ -155,6 +156,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if n_params > MAX_PARAMETERS:
             raise CheckpointError(f"Expected at most {MAX_PARAMETERS:,} parameters in checkpoint {Path(path).name!r}, "
                                   f"but its architecture record asks for {n_params:,}.")
+        check_weights_file(meta["architecture"], _resolve_dir(path) / WEIGHTS, f"checkpoint {Path(path).name!r}")
         model = model_from_arch(meta["architecture"])
     except ConfigError as exc:
         raise CheckpointError(f"Checkpoint {path}: {exc}") from exc

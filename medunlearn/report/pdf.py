@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from medunlearn.fileio import make_private
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 TIMEOUT_S = 120
 
@@ -32,7 +34,7 @@ def html_to_pdf(html_path: Path, pdf_path: Path) -> str | None:
         return ("no Chromium/Chrome found (install chromium, or set MEDUNLEARN_CHROMIUM); open report.html and "
                 "print it to PDF instead")
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".pdf", dir=pdf_path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{pdf_path.name}.", suffix=".tmp.pdf", dir=pdf_path.parent)  # owner-only
     os.close(fd)
     with tempfile.TemporaryDirectory(prefix="medunlearn-chromium-") as profile:
         cmd = [browser, "--headless", "--disable-gpu", "--no-pdf-header-footer", "--disable-extensions",
@@ -48,8 +50,6 @@ def html_to_pdf(html_path: Path, pdf_path: Path) -> str | None:
     if why is not None:
         Path(tmp).unlink(missing_ok=True)
         return why
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the mode a plain write would
+    make_private(tmp)  # owner-only like every output (fileio.file_mode)
     os.replace(tmp, pdf_path)
     return None

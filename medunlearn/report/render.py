@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from medunlearn.errors import DataError, OutputExistsError
-from medunlearn.fileio import read_json, write_text
+from medunlearn.fileio import claim_files, file_set, output_path, read_json
 from medunlearn.report import content as C
 from medunlearn.report.trace import trace_figure
-from medunlearn.report.verdict import build_verdict, verdict_table
+from medunlearn.attest import verify_run
+from medunlearn.report.verdict import PASS, build_verdict, verdict_table
 from medunlearn.report.phi import compile_patterns, scrub_check, strip_identifying
 
 SYNTHETIC_NOTE = ("SYNTHETIC DATA: every number in this report comes from synthetic images. It says nothing "
@@ -93,6 +94,19 @@ def verify_inputs(run_dir: Path, meta: Mapping[str, Any], metrics: Mapping[str, 
     return sha
 
 
+def check_pass_is_attested(run_dir: Path, verdict: Mapping[str, Any], attestation: Mapping[str, Any],
+                           meta: Mapping[str, Any]) -> None:
+    """A PASS needs a verified signature and a run that recorded itself as accepted."""
+    if verdict.get("decision") != PASS:
+        return
+    if attestation.get("state") != "verified":
+        raise DataError(f"Expected the PASS of {run_dir.name} to carry a verified signature (metrics.json "
+                        f"'attestation'), but it is {attestation.get('state')}; re-run forget/merge.")
+    if meta.get("accepted") is False:
+        raise DataError(f"Expected an accepted run for a PASS, but {run_dir.name}'s meta.json says accepted: "
+                        f"{meta.get('accepted')!r}.")
+
+
 def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Mapping[str, Any],
                    run_dir: Path | None = None) -> list[dict]:
     """The report as a list of sections (see report.content for the block types); the Verdict comes first."""
@@ -128,6 +142,12 @@ def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Ma
             hashes.setdefault(key, meta[key])
     if hashes:
         protocol.append({"type": "kv", "title": "Input hashes", "rows": [[k, str(v)] for k, v in hashes.items()]})
+    att = meta.get("_attestation")
+    if isinstance(att, Mapping) and att.get("state") != "no verdict":
+        rows = [["state", str(att.get("state"))], ["key", str(att.get("key") or "none")],
+                ["key id", str(att.get("key_id") or "none")]]
+        protocol.append({"type": "kv", "title": "Signature of the verdict (HMAC-SHA256 over meta.json, the "
+                         "acceptance record and the weights' sha256)", "rows": rows})
     if isinstance(prov.get("environment"), Mapping):
         protocol.append({"type": "kv", "title": "Environment", "rows": [[k, str(v)] for k, v in prov["environment"].items()]})
     impact, images = [], []
@@ -254,38 +274,51 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None, overwr
     out_dir defaults to run_dir. Refuses to replace existing reports unless `overwrite` (OutputExistsError),
     and refuses to write anything if the PHI deny-list matches (MedUnlearnError).
     """
-    from medunlearn.report.pdf import html_to_pdf
-
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir
-    paths = {k: out / f"report.{k}" for k in ("html", "md", "json")}
-    existing = [p.name for p in [*paths.values(), out / "report.pdf"] if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"Report files {existing} already exist in {out}; pass --overwrite to replace them.")
+    paths = {k: output_path(out / f"report.{k}") for k in ("json", "md", "html", "pdf")}  # report.json: the gate
+    try:
+        with claim_files(paths.values(), overwrite=overwrite):
+            written = _render(run_dir, paths, deny_patterns, pdf)
+        return {k: out / f"report.{k}" for k in written}  # as the caller named them
+    except OutputExistsError:
+        existing = [p.name for p in paths.values() if p.exists()]
+        raise OutputExistsError(f"Report files {existing} already exist in {out}; pass --overwrite to replace "
+                                "them.") from None
+
+
+def _render(run_dir: Path, paths: dict[str, Path], deny_patterns: Sequence[str] | None, pdf: bool) -> dict[str, Path]:
+    """Build the report and commit its files as one unit (fileio.file_set; report.json moves in last)."""
+    from medunlearn.report.pdf import html_to_pdf
+
     patterns = compile_patterns(deny_patterns)
     meta, metrics, prov = _load(run_dir)
     sha = verify_inputs(run_dir, meta, metrics)
-    meta = {**meta, "_model_sha256": sha}
+    attestation = verify_run(run_dir)  # signed verdict, bound to these weights (medunlearn.attest)
+    meta = {**meta, "_model_sha256": sha, "_attestation": attestation}
     synthetic = C.is_synthetic(meta, metrics, prov)
     sections = build_sections(meta, metrics, prov, run_dir)
     verdict = sections[0]["verdict"]
+    check_pass_is_attested(run_dir, verdict, attestation, meta)
     kind = str(meta.get("kind", "unlearned"))
     title = f"Model modification report: {kind} model {run_dir.name}"
     subtitle = f"Generated {time.strftime('%Y-%m-%d %H:%M')} by medunlearn {C.fmt(meta.get('code_version') or prov.get('code_version'))}"
     doc = {"schema_version": 1, "title": title, "kind": kind, "synthetic": synthetic, "model_sha256": sha,
-           "verdict": verdict,
+           "verdict": verdict, "attestation": attestation,
            "synthetic_note": SYNTHETIC_NOTE if synthetic else None,
            "sections": [{"title": s["title"], "blocks": [{k: v for k, v in b.items() if k != "png"} for b in s["blocks"]]}
                         for s in sections]}
     texts = {"html": to_html(title, subtitle, sections, synthetic), "md": to_markdown(title, subtitle, sections, synthetic),
              "json": json.dumps(doc, indent=2, default=str) + "\n"}
     scrub_check(texts, patterns, sources={"meta": meta, "metrics": metrics, "provenance": prov})
-    (out / "report.pdf").unlink(missing_ok=True)  # never leave a PDF of an older report beside the new one
-    for key in ("html", "md"):
-        write_text(paths[key], texts[key])
-    skipped = html_to_pdf(paths["html"], out / "report.pdf") if pdf else "not requested"
-    doc["pdf"] = {"file": "report.pdf"} if skipped is None else {"file": None, "skipped": skipped}
-    write_text(paths["json"], json.dumps(doc, indent=2, default=str) + "\n")
-    if skipped is None:
-        paths["pdf"] = out / "report.pdf"
-    return paths
+    with file_set(list(paths.values())) as tmp:  # an older PDF never stays beside a new report
+        for key in ("html", "md"):
+            tmp[paths[key]].write_text(texts[key], encoding="utf-8")
+        skipped = html_to_pdf(tmp[paths["html"]], tmp[paths["pdf"]]) if pdf else "not requested"
+        if skipped is not None:
+            tmp[paths["pdf"]].unlink(missing_ok=True)
+        doc["pdf"] = {"file": "report.pdf"} if skipped is None else {"file": None, "skipped": skipped}
+        tmp[paths["json"]].write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    if skipped is not None:
+        paths.pop("pdf")
+    return {k: paths[k] for k in ("html", "md", "json", "pdf") if k in paths}  # absolute; see render_report

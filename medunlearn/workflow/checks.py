@@ -57,3 +57,33 @@ def check_original(meta: Mapping[str, Any], orig_meta: Mapping[str, Any], orig_s
                               f"{str(base_sha)[:12]}), but its weights hash to {orig_sha[:12]}.")
     if not base_sha and orig_meta.get("kind") == "retrain":
         raise CheckpointError(f"Expected {what} to be a deployed (base) model, but it is a retrain reference.")
+
+
+def check_union_reference(base_meta: Mapping[str, Any], ref_meta: Mapping[str, Any], union_text: str) -> None:
+    """merge --reference: a retrain (train --exclude) of the base's architecture, classes and split that
+    excluded exactly the union of the merged policies (top-level OR terms compared in any order) — the same
+    architecture and rule checks `evaluate` and `forget` apply to their --reference."""
+    what = "--reference"
+    excluded = isinstance(ref_meta.get("config"), Mapping) and bool(ref_meta["config"].get("exclude_forget"))
+    if ref_meta.get("kind") != "retrain" or not excluded:
+        raise CheckpointError(f"Expected {what} to be a retrain checkpoint (medunlearn train --exclude), but it is a "
+                              f"{ref_meta.get('kind', 'unknown')!r} checkpoint.")
+    if ref_meta.get("architecture") != base_meta.get("architecture"):
+        raise CheckpointError(f"Expected {what} to have the base model's architecture {_arch(base_meta)}, but got "
+                              f"{_arch(ref_meta)}.")
+    if list(ref_meta.get("class_names") or []) != list(base_meta.get("class_names") or []):
+        raise CheckpointError(f"Expected {what} to have the base model's classes {base_meta.get('class_names')}, but "
+                              f"got {ref_meta.get('class_names')}.")
+    terms = lambda text: sorted(t.strip() for t in str(text).split(" OR "))  # noqa: E731
+    if terms(ref_meta.get("rule")) != terms(union_text):
+        raise CheckpointError(f"Expected {what} to be retrained without the union of the merged policies "
+                              f"({union_text}), but it excluded {ref_meta.get('rule')!r}.")
+    want, got = _train_hash(base_meta), _train_hash(ref_meta)
+    if want and got != want:
+        raise CheckpointError(f"Expected {what} to use the base model's training split (hash {want[:12]}), but it "
+                              f"records {str(got)[:12] if got else 'no split hash'}.")
+
+
+def _arch(m: Mapping[str, Any]) -> str:
+    a = m.get("architecture") if isinstance(m.get("architecture"), Mapping) else {}
+    return f"{a.get('name')} {a.get('kwargs')}"

@@ -7,11 +7,14 @@ from typing import Any
 from medunlearn.errors import ConfigError
 from medunlearn.fileio import write_json
 from medunlearn.models.checkpoint import model_sha256
-from medunlearn.workflow.common import check_label_sets, check_same_cohort, load_cohort, split_data_for, split_settings
+from medunlearn.models.finite import check_finite_outputs
+from medunlearn.workflow.common import (check_label_sets, check_same_cohort, claims_output, evaluate_inputs, load_cohort,
+                                       split_data_for, split_settings)
 from medunlearn.workflow.checks import check_original, check_reference
 from medunlearn.workflow.steps_forget import load_model_dir
 
 
+@claims_output(evaluate_inputs, kind="file")  # inputs apart from --out; --out locked for the run
 def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | None = None,
              reference: str | Path | None = None, out: str | Path | None = None, seed: int = 0,
              force: bool = False, overwrite: bool = False, cache_dir: str | Path | None = None) -> dict:
@@ -20,13 +23,12 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
 
     if rule is None:
         raise ConfigError("Expected a forget rule (--device, --site, ...) to define the forget set, but got none.")
-    if out is not None and Path(out).exists() and not overwrite:
-        from medunlearn.errors import OutputExistsError
-
-        raise OutputExistsError(f"Output {out} already exists; pass --overwrite to replace it.")
     model, meta = load_model_dir(model_dir, "a checkpoint")
     orig = load_model_dir(original, "an original checkpoint") if original else (None, None)
     ref = load_model_dir(reference, "a retrain reference checkpoint") if reference else (None, None)
+    for net, name in ((model, model_dir), (orig[0], original), (ref[0], reference)):
+        if net is not None:  # finite weights can still overflow to NaN logits: refuse at load, not mid-metric
+            check_finite_outputs(net, f"checkpoint {Path(name).name!r}")
     split_seed, fractions, image_size = split_settings(meta, seed)
     df = load_cohort(cohort)
     check_label_sets(df, meta.get("class_names"), "the checkpoint")

@@ -10,9 +10,11 @@ import yaml
 
 from medunlearn.errors import ConfigError
 from medunlearn.fileio import prepare_out_dir, staging_dir, write_json, write_text
+from medunlearn.attest import seal
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind, run_chain
+from medunlearn.workflow.common import claims_output, forget_inputs
 from medunlearn.workflow.common import check_label_sets, check_same_cohort, load_cohort, require_dir, split_data_for, split_settings
 
 
@@ -22,6 +24,7 @@ def load_model_dir(path: str | Path, what: str):
     return load_checkpoint(require_dir(path, what))
 
 
+@claims_output(forget_inputs)  # inputs apart from the output; the output locked for the whole run
 def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "auto",
            goal: str = "suppression", config_path: str | Path | None = None, overrides: dict | None = None,
            reference: str | Path | None = None, seed: int = 0, overwrite: bool = False, force: bool = False,
@@ -99,7 +102,7 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     with staging_dir(out, overwrite) as tmp:
         save_checkpoint(tmp, model, meta, overwrite=True,
                         provenance=provenance_record(config, seed, inputs, run=ctx.run_record()))
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "metrics.json", seal(tmp, metrics))  # weights sha256 + signed verdict
         write_text(tmp / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_text(tmp / acceptance["trace_file"], trace_csv(outcome.trace))
     ctx.barrier()

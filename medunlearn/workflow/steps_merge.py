@@ -9,8 +9,10 @@ from typing import Any, Sequence
 from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_json
 from medunlearn.models.finite import check_finite_outputs
+from medunlearn.attest import seal
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
+from medunlearn.workflow.common import claims_output, merge_inputs
 from medunlearn.workflow.common import check_label_sets, load_cohort, require_dir, split_data_for, split_settings
 
 log = logging.getLogger("medunlearn")
@@ -18,6 +20,7 @@ log = logging.getLogger("medunlearn")
 NEEDS_POLICIES = ("learned_coefficients", "merge_repair")  # methods that fit or repair on the policies
 
 
+@claims_output(merge_inputs)  # inputs apart from the output; the output locked for the whole run
 def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path, method: str | None = "ties",
           cohort: Any = None, params: dict | None = None, weights: Sequence[float] | None = None,
           config_path: str | Path | None = None, seed: int = 0, overwrite: bool = False, force: bool = False,
@@ -120,7 +123,7 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
               "candidates": list(candidates) if (method is None and candidates) else None}
     with staging_dir(out, overwrite) as tmp:
         save_checkpoint(tmp, model, meta, overwrite=True, provenance=provenance_record(config, seed, inputs))
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "metrics.json", seal(tmp, metrics))  # weights sha256 + signed verdict
     return Path(out), metrics
 
 
@@ -218,18 +221,10 @@ def _union_reference(reference: str | Path, union, base_meta: dict):
     exactly the merged policies' union (top-level OR terms compared in any order)."""
     from medunlearn.models.checkpoint import load_checkpoint
 
+    from medunlearn.workflow.checks import check_union_reference
+
     model, meta = load_checkpoint(require_dir(reference, "a union retrain reference checkpoint"))
-    if meta.get("kind") != "retrain":
-        raise ConfigError(f"Expected --reference to be a retrain checkpoint (medunlearn train --exclude), but "
-                          f"{reference} is a {meta.get('kind', 'unknown')!r} checkpoint.")
-    terms = lambda text: sorted(t.strip() for t in str(text).split(" OR "))  # noqa: E731
-    if terms(meta.get("rule")) != terms(union.describe()):
-        raise ConfigError(f"Expected --reference to be retrained without the union of the merged policies "
-                          f"({union.describe()}), but it excluded {meta.get('rule')!r}.")
-    want, got = (base_meta.get("split") or {}).get("train_hash"), (meta.get("split") or {}).get("train_hash")
-    if want and got and want != got:
-        raise ConfigError(f"Expected --reference to use the base model's training split, but its split hash "
-                          f"{got[:12]} differs from {want[:12]}.")
+    check_union_reference(base_meta, meta, union.describe())  # architecture, classes, rule, split
     return model
 
 

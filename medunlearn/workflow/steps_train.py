@@ -13,9 +13,10 @@ from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.common import (DEFAULT_FRACTIONS, DEFAULT_IMAGE_SIZE, DEFAULT_RECIPE, check_spatial_dims,
                                        cohort_spatial_dims, is_synthetic, load_cohort, log, split_data_for,
-                                       warn_near_miss_labels)
+                                       claims_output, train_inputs, warn_near_miss_labels)
 
 
+@claims_output(train_inputs)  # inputs apart from the output; the output locked for the whole run
 def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: int = 0, image_size: int | None = None,
           overwrite: bool = False, progress: bool = False, spatial_dims: int | None = None,
           cache_dir: str | Path | None = None, torch_device: str | None = None,
@@ -40,7 +41,7 @@ def train(cohort: Any, out: str | Path, rule=None, exclude: bool = False, seed: 
     image_size = cfg.image_size
     ctx = RunContext.create(seed=seed, device=torch_device or "cpu", show_progress=progress)
     if ctx.is_main:
-        out = prepare_out_dir(out, overwrite)
+        prepare_out_dir(out, overwrite)
     data = split_data_for(df, rule, seed=seed, image_size=image_size, fractions=DEFAULT_FRACTIONS,
                           spatial_dims=dims, cache_dir=cache_dir)
     model, info = train_model(data, cfg, ctx, exclude_forget=exclude)

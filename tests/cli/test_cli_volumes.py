@@ -16,7 +16,7 @@ def test_synth_3d_index_volumes_and_retrain(tmp_path):
     assert res.exit_code == 0, res.output
     assert "SYNTHETIC" in res.output and "volumes" in res.output
     res = runner.invoke(app, ["cohort", "index", str(arc), "--labels", str(arc / "labels.csv"), "--volumes",
-                              "--out", str(cohort), "--salt", "s"])
+                              "--out", str(cohort), "--salt", "test-salt"])
     assert res.exit_code == 0, res.output
     assert "volumes" in res.output
     res = runner.invoke(app, ["retrain", "--cohort", str(cohort), "--out", str(tmp_path / "re"), "--epochs", "1",

@@ -48,7 +48,7 @@ def test_index_synthetic_with_labels(syn, tmp_path):
 
 def test_salt_changes_pseudonyms_and_parallel_matches_serial(syn, monkeypatch):
     a, _ = index_archive(syn, salt="s1", workers=1)
-    b, _ = index_archive(syn, salt="s2", workers=1)
+    b, _ = index_archive(syn, salt="salt-two", workers=1)
     assert set(a["patient"]).isdisjoint(b["patient"])
     monkeypatch.setattr("medunlearn.data.cohort.SERIAL_BELOW", 1)
     for pool in ("process", "thread"):
@@ -57,7 +57,7 @@ def test_salt_changes_pseudonyms_and_parallel_matches_serial(syn, monkeypatch):
     monkeypatch.delenv("MEDUNLEARN_SALT", raising=False)
     d, rep = index_archive(syn)
     assert rep["salt_source"] == "public-default" and "salt" in rep["warnings"][0]
-    monkeypatch.setenv("MEDUNLEARN_SALT", "s2")
+    monkeypatch.setenv("MEDUNLEARN_SALT", "salt-two")
     e, rep = index_archive(syn)
     assert rep["salt_source"] == "env" and e["patient"].equals(b["patient"])
     assert DEFAULT_SALT
@@ -67,10 +67,13 @@ def test_label_join_by_path_and_extra_columns(syn, tmp_path):
     rows = pd.read_csv(syn / "labels.csv")
     part = rows.iloc[:5][["path", "label", "measurement_mm"]].assign(score=[1, 2, 3, 4, 5], note="x")
     part.to_csv(tmp_path / "l.csv", index=False)
-    df, rep = index_archive(syn, tmp_path / "l.csv", salt="s", workers=1)
+    with pytest.raises(DataError, match="--keep-column score"):  # not a measurement: refused (issue 29 #4)
+        index_archive(syn, tmp_path / "l.csv", salt="s", workers=1)
+    df, rep = index_archive(syn, tmp_path / "l.csv", salt="s", workers=1, keep_columns=("score",))
     assert rep["labelled"] == 5 and rep["unlabelled"] == len(df) - 5
     assert "score" in df.columns and "note" not in df.columns and df["score"].notna().sum() == 5
-    assert any("note" in w for w in rep["warnings"])
+    assert "measurement_mm" in df.columns  # on the allow-list: the outlier rules read it
+    assert any("note" in w for w in rep["warnings"]) and any("'score' is kept" in w for w in rep["warnings"])
 
 
 @pytest.mark.parametrize("content, match", [

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from medunlearn.errors import MedUnlearnError, OutputExistsError
+from medunlearn.attest import seal
 from medunlearn.fileio import write_json
 from medunlearn.models.checkpoint import save_checkpoint
 from medunlearn.models.zoo import create_model
@@ -54,7 +55,7 @@ def _run_dir(root: Path, merged: bool = False, rule: str = "device = ScannerX", 
         metrics["policies"]["famr_b"]["certificate"] = {"delta_norm": 0.12, "bound_a_priori": 0.9, "label": "theory"}
     torch.manual_seed(0)
     save_checkpoint(d, create_model("small_cnn", 2, 1, 16, width=4), meta)  # the report verifies real weights
-    write_json(d / "metrics.json", metrics)
+    write_json(d / "metrics.json", seal(d, metrics))  # signed, as forget/merge write it
     write_json(d / "provenance.json", {"created": "2025-01-01T00:00:00", "code_version": "0.1.0+gtest", "seed": 3,
                                        "input_hashes": {"cohort_hash": "11" * 32}, "environment": {"torch": "2.13.0"}})
     return d

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from medunlearn.attest import seal
 from medunlearn.fileio import write_json
 from medunlearn.models.checkpoint import save_checkpoint
 from medunlearn.models.zoo import create_model
@@ -48,7 +49,7 @@ def write_run(root: Path, acceptance: dict | None, reference: bool = False, trac
     save_checkpoint(root, create_model("small_cnn", 2, 1, 16, width=4),  # the report verifies real weights
                     {"kind": "unlearned", "rule_text": "device = ScannerX", "method": "psg", "goal": "suppression",
                      "synthetic": True})
-    write_json(root / "metrics.json", metrics)
+    write_json(root / "metrics.json", seal(root, metrics))  # signed, as forget/merge write it
     if trace is not None:
         (root / "trace.csv").write_text(trace)
     return root
@@ -63,7 +64,7 @@ def write_merge(root: Path, acceptance: dict | None) -> Path:
     metrics = {"schema_version": 1, "policies": pol, "union": dict(CORE)}
     if acceptance is not None:
         metrics["acceptance"] = acceptance
-    write_json(root / "metrics.json", metrics)
+    write_json(root / "metrics.json", seal(root, metrics))  # signed, as forget/merge write it
     return root
 
 

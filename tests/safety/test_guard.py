@@ -22,10 +22,10 @@ def _boom(*args, **kwargs):
     raise IndexError("list index out of range")
 
 
-def test_unexpected_error_is_one_line_with_a_private_log(tmp_path: Path, monkeypatch) -> None:
+def test_unexpected_error_is_one_line_with_a_private_log(tmp_path: Path, monkeypatch, runs) -> None:
     monkeypatch.setenv("MEDUNLEARN_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setattr(bundle, "export_bundle", _boom)
-    res = runner.invoke(app, ["export-bundle", str(tmp_path / "a"), str(tmp_path / "b")])
+    res = runner.invoke(app, ["export-bundle", str(runs["base"]), str(tmp_path / "b")])
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "IndexError" in lines[0] and "--debug" in lines[0], res.output
@@ -35,10 +35,10 @@ def test_unexpected_error_is_one_line_with_a_private_log(tmp_path: Path, monkeyp
     assert stat.S_IMODE(os.stat(logs[0]).st_mode) == 0o600
 
 
-def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch) -> None:
+def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch, runs) -> None:
     monkeypatch.setenv("MEDUNLEARN_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setattr(bundle, "export_bundle", _boom)
-    res = runner.invoke(app, ["--debug", "export-bundle", str(tmp_path / "a"), str(tmp_path / "b")])
+    res = runner.invoke(app, ["--debug", "export-bundle", str(runs["base"]), str(tmp_path / "b")])
     assert isinstance(res.exception, IndexError)  # re-raised for the traceback, not swallowed
     assert not (tmp_path / "logs").exists()
 
