@@ -154,3 +154,13 @@ def test_repair_is_triggered_by_lost_confidence_and_restores_it(trained_tiny):
     assert rows[1]["retain_acc"] >= 99 and "repair" in rows[1]["decision"]  # (c) held; (d) called the repair
     repaired = next(r for r in rows if r["phase"] == "repair")
     assert repaired["retain_conf"] > rows[1]["retain_conf"] + 10
+
+
+def test_famr_salient_moves_only_the_masked_weights(trained_tiny):
+    model, split = trained_tiny
+    out = METHODS.get("famr_salient")(epochs=2.0, batch_size=16, density=0.05).run(model, split, RunContext(seed=0))
+    before, after = dict(model.named_parameters()), dict(out.model.named_parameters())
+    moved = sum(int((after[n] != before[n]).sum()) for n in before)
+    total = sum(p.numel() for p in before.values())
+    assert 0 < moved <= 0.05 * total + len(before)  # the top 5 % (ties at the threshold aside), repair included
+    assert all(not p._backward_hooks for p in out.model.parameters())  # the mask's hooks do not leave the run
