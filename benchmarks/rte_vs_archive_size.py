@@ -9,6 +9,8 @@ rte.csv and rte.png into --out.
     nice -n 5 python benchmarks/rte_vs_archive_size.py --dims 3 --sizes 200 800 --image-size 24 --out docs/results/rte3d
 
 Target (issue 12): at 20k 2D images, PSG and FAMR meet the ScannerX suppression criteria at RTE >= 50x.
+Issue 31: with `forget`'s default (--methods auto), criteria (a)-(d) met, wall RTE >= 10x and compute RTE (ratio of
+image passes, unlearn/cost.py; every auto candidate counted) >= 20x; rte.csv has both.
 """
 from __future__ import annotations
 
@@ -72,7 +74,15 @@ def run_size(root: Path, dims: int, n: int, args) -> list[dict]:
         rows.append({"dims": dims, "images": len(df), "method": method, "kept": m.get("method", method),
                      "retrain_s": round(retrain_info["wall_time_s"], 2),
                      "retrain_with_decode_s": round(retrain_cli_s, 2), "unlearn_s": round(m["wall_time_s"], 2),
-                     "rte": round(m["rte"], 2) if m.get("rte") else None, "met": bool(acc.get("met")),
+                     "rte": round(m["rte"], 2) if m.get("rte") else None,
+                     # image passes (unlearn/cost.py): the retrain's forward-equivalents / every auto candidate's
+                     "rte_compute": round(m["rte_compute"], 2) if m.get("rte_compute") else None,
+                     "unlearn_fwd_equiv": (acc.get("cost_chain") or {}).get("forward_equivalents"),
+                     "retrain_fwd_equiv": (retrain_info.get("cost") or {}).get("forward_equivalents"),
+                     "met": bool(acc.get("met")),
+                     "val_retain_conf": (acc.get("selectivity") or {}).get("retain_confidence"),
+                     "val_retain_conf_original": (acc.get("selectivity") or {}).get("retain_confidence_original"),
+                     "test_retain_conf": m.get("test_retain_confidence"),
                      "test_forget_acc": round(m["test_forget_acc"], 1), "test_retain_acc": round(m["test_retain_acc"], 1),
                      "base_val_acc": round(base_val_acc, 1), "retrain_data_wait_pct": wait_pct})
         print("  ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
@@ -128,11 +138,12 @@ def main() -> None:
         w.writeheader()
         w.writerows(rows)
     plot(rows, args.out / "rte.png")
-    print(f"\n{'dims':>4} {'images':>7} {'method':>6} {'retrain s':>10} {'unlearn s':>10} {'RTE':>7} {'met':>5} "
-          f"{'data wait %':>11}")
+    print(f"\n{'dims':>4} {'images':>7} {'method':>6} {'retrain s':>10} {'unlearn s':>10} {'RTE':>7} {'RTE cmp':>7} "
+          f"{'met':>5} {'data wait %':>11}")
     for r in rows:
         print(f"{r['dims']:>4} {r['images']:>7} {r['method']:>6} {r['retrain_s'] or '-':>10} {r['unlearn_s']:>10} "
-              f"{'-' if r['rte'] is None else r['rte']:>7} {str(r['met']):>5} {r['retrain_data_wait_pct']:>11}")
+              f"{'-' if r['rte'] is None else r['rte']:>7} {'-' if r['rte_compute'] is None else r['rte_compute']:>7} "
+              f"{str(r['met']):>5} {r['retrain_data_wait_pct']:>11}")
     print(f"wrote {args.out / 'rte.csv'} and {args.out / 'rte.png'} (SYNTHETIC data)")
 
 

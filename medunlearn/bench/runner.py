@@ -146,6 +146,12 @@ def cached_model(out: Path, kind: str, data: SplitData, train_cfg: dict, exclude
     return model, float(info["wall_time_s"]), key
 
 
+def cached_cost(out: Path, kind: str, key: str) -> dict | None:
+    """The image-pass record (unlearn/cost.py) of a cached model's training; None for caches older than it."""
+    meta = read_json(out / "cache" / f"{kind}-{key}" / "meta.json") or {}
+    return (meta.get("training") or {}).get("cost")
+
+
 def _canonical(s: ImageSet) -> ImageSet:
     """The set sorted by meta image_id (stable), so equal sets give equal tensors and training order."""
     order = sorted(range(len(s)), key=lambda i: str(s.meta["image_id"].iloc[i]))
@@ -164,12 +170,13 @@ def unlearn_cell(method: str, cfg: Any, original: torch.nn.Module, data: SplitDa
     return outcome.model, time.perf_counter() - start, outcome.acceptance
 
 
-def _score(model, data: SplitData, wall: float | None, ref: dict, goal: str | None) -> dict:
+def _score(model, data: SplitData, wall: float | None, ref: dict, goal: str | None, cost: dict | None = None) -> dict:
     """evaluate_model's metrics plus the retrain gap, computed against cached reference core metrics
     (same definitions as evaluate.suite: |model − retrain| over FA, RA, TA (all test rows), MIA-efficacy)."""
     from medunlearn.evaluate.suite import evaluate_model
 
-    m = evaluate_model(model, data, wall_time_s=wall, reference_wall_time_s=ref.get("wall_time_s"), goal=goal)
+    m = evaluate_model(model, data, wall_time_s=wall, reference_wall_time_s=ref.get("wall_time_s"), goal=goal,
+                       cost=cost, reference_cost=ref.get("cost") if cost is not None else None)
     gaps = {g: abs(m[k] - ref[k]) if m.get(k) is not None and ref.get(k) is not None else None
             for g, k in GAP_PAIRS.items()}
     m["gap"] = gaps
@@ -180,7 +187,9 @@ def _score(model, data: SplitData, wall: float | None, ref: dict, goal: str | No
 def _core(m: dict) -> dict:
     from medunlearn.evaluate.suite import core_metrics
 
-    return {**core_metrics(m), "wall_time_s": m.get("wall_time_s"), "avg_gap": m.get("avg_gap"), "rte": m.get("rte")}
+    return {**core_metrics(m), "wall_time_s": m.get("wall_time_s"), "avg_gap": m.get("avg_gap"), "rte": m.get("rte"),
+            "rte_compute": m.get("rte_compute"),
+            "forward_equivalents": (m.get("cost") or {}).get("forward_equivalents")}
 
 
 def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[int] = 3, quick: bool = False,
@@ -216,9 +225,12 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
         data = s.split(raw, scenario, opts)
         original, orig_wall, okey = cached_model(out, "original", data, settings.train, False, on_event)
         reference, ref_wall, rkey = cached_model(out, "retrain", data, settings.train, True, on_event)
-        ref = {**_core(evaluate_model(reference, data)), "wall_time_s": ref_wall}
+        ref_cost = cached_cost(out, "retrain", rkey)
+        ref = {**_core(evaluate_model(reference, data)), "wall_time_s": ref_wall, "cost": ref_cost,
+               "forward_equivalents": (ref_cost or {}).get("forward_equivalents")}
         orig = _score(original, data, None, ref, None)
-        summary[scenario] = {"original": _core(orig), "retrain": {**ref, "avg_gap": 0.0, "rte": 1.0},
+        summary[scenario] = {"original": _core(orig), "retrain": {**ref, "avg_gap": 0.0, "rte": 1.0,
+                                                                 "rte_compute": 1.0 if ref_cost else None},
                              "original_wall_time_s": orig_wall, "counts": data.info.get("counts"),
                              "rule": data.info.get("rule"), "cells": []}
         for label, method, _ in rows:
@@ -269,15 +281,17 @@ def _run_cell(method: str, cfg: Any, original, data: SplitData, seed: int, goal:
     except MedUnlearnError as exc:  # e.g. divergence: a result of the benchmark, recorded, not a crash
         return {**cell, "error": f"{type(exc).__name__}: {exc}"}
     try:
-        metrics = _score(model, data, wall, ref, goal)
+        metrics = _score(model, data, wall, ref, goal, acceptance.get("cost"))
     except ValueError as exc:  # e.g. a degenerate model whose logits overflow: scikit-learn refuses NaN features
         return {**cell, "wall_time_s": wall, "error": f"evaluation failed ({type(exc).__name__}: {str(exc)[:120]})"}
-    return {**cell, "core": _core(metrics), "gap": metrics["gap"], "acceptance": _acceptance_summary(acceptance),
+    core = {**_core(metrics), "val_retain_confidence": (acceptance.get("selectivity") or {}).get("retain_confidence")}
+    return {**cell, "core": core, "gap": metrics["gap"], "acceptance": _acceptance_summary(acceptance),
             "metrics": metrics}
 
 
 def _acceptance_summary(acceptance: dict) -> dict:
     """What a bench cell keeps of a run's acceptance record: the verdict, its checks, where and why it stopped."""
-    keep = ("met", "state", "step", "steps_run", "budget", "repair_steps", "check_every", "check_time_fraction", "reason")
+    keep = ("met", "state", "step", "steps_run", "budget", "repair_steps", "check_every", "check_time_fraction", "reason",
+            "first_met_step", "selectivity", "cost")
     return {**{k: acceptance.get(k) for k in keep},
             "checks": {c["name"]: {"value": c["value"], "passed": c["passed"]} for c in acceptance.get("checks", [])}}

@@ -17,7 +17,11 @@ from medunlearn.fileio import atomic_path, write_json, write_text
 
 COLUMNS = (("FA", "forget_acc"), ("RA", "retain_acc"), ("TA-retain", "test_retain_acc"),
            ("TA-forget", "test_forget_acc"), ("conf test-forget", "test_forget_confidence"),
-           ("MIA-eff", "mia_efficacy"), ("Avg-Gap", "avg_gap"), ("time s", "wall_time_s"), ("RTE", "rte"))
+           ("conf val-retain (d)", "val_retain_confidence"), ("conf test-retain", "test_retain_confidence"),
+           ("routed test-retain", "test_retain_routed"),
+           ("MIA-eff", "mia_efficacy"), ("Avg-Gap", "avg_gap"), ("time s", "wall_time_s"), ("RTE", "rte"),
+           ("RTE compute", "rte_compute"))
+RATIOS = ("rte", "rte_compute")
 PLOT_NAME = "avg_gap_vs_rte.png"
 
 
@@ -69,7 +73,7 @@ def format_stat(stat: dict, digits: int = 1, suffix: str = "") -> str:
 
 
 def _cell(stat: dict, key: str) -> str:
-    return format_stat(stat, 2 if key == "avg_gap" else 1, "×" if key == "rte" else "")
+    return format_stat(stat, 2 if key == "avg_gap" else 1, "×" if key in RATIOS else "")
 
 
 def _counts_text(counts: dict) -> str:
@@ -84,7 +88,7 @@ def _plain_row(name: str, core: dict, met: str) -> str:
     vals = []
     for _, key in COLUMNS:
         v = core.get(key)
-        vals.append(_fmt(v, None, 2 if key == "avg_gap" else 1) + ("×" if key == "rte" and v is not None else ""))
+        vals.append(_fmt(v, None, 2 if key == "avg_gap" else 1) + ("×" if key in RATIOS and v is not None else ""))
     return f"| {name} | {met} | " + " | ".join(vals) + " |"
 
 
@@ -101,6 +105,11 @@ def render_markdown(settings: Any, summary: dict, results: dict) -> str:
              "- FA/RA = train forget/retain accuracy, TA = test retain/forget accuracy, conf = mean max-softmax on "
              "test-forget, MIA-eff = SVC true-label-confidence attack (percent of forget rows judged non-member), "
              "Avg-Gap = mean |Δ| vs retrain over FA, RA, TA (all test rows), MIA-eff; RTE = t_retrain / t_method. "
+             "conf val-retain (d) = mean max-softmax on the validation retain probe of the returned state (criterion "
+             "(d): >= the original's − selectivity_margin); conf / routed test-retain = mean max-softmax on "
+             "test-retain and the percent of those images under 100/K + 10 (routed to a human); RTE compute = the "
+             "retrain's image passes / the method's, in forward-equivalents (forward + 3 × gradient images, every "
+             "phase: setup, steps, checks, repair, certificate), the wall-clock-free ratio. "
              "Mean ± std over seeds. 'criteria met' = seeds whose run met its acceptance criteria (judged on "
              "validation rows by the controller; the test columns are reported, never used to choose).", ""]
     header = "| method | criteria met | " + " | ".join(c for c, _ in COLUMNS) + " |"

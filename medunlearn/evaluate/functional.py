@@ -172,6 +172,13 @@ def mean_confidence(probs: ArrayLike) -> float:
     return float(p.max(axis=1).mean()) if len(p) else float("nan")
 
 
+def routed_share(probs: ArrayLike, threshold: float) -> float:
+    """Percent of rows of probs (N, K) whose max-probability is under `threshold` (in [0, 1]): the images a
+    deployment that routes uncertain outputs to a human would route. NaN when empty."""
+    p = _probs(probs)
+    return float((p.max(axis=1) < threshold).mean() * 100.0) if len(p) else float("nan")
+
+
 def entropy(probs: ArrayLike, eps: float = 1e-12) -> np.ndarray:
     """Per-row Shannon entropy in nats, (N,)."""
     p = _probs(probs)

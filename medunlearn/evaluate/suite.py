@@ -8,6 +8,11 @@ absent from the test labels) are null. Floats are rounded to 4 decimals.
 Definitions:
 - forget_acc / retain_acc: train_forget / train_retain rows; test_acc: all test rows (retain + forget).
 - test_forget_confidence: mean max-softmax on test_forget, in percent (compare with chance_acc = 100/K).
+- test_retain_confidence: mean max-softmax on test_retain (criterion (d)'s measure on test rows, percent);
+  test_retain_routed: percent of test_retain rows whose max-softmax is under 100/K + `routing_margin` (default
+  10, the confidence_margin default): the images a deployment would route to a human.
+- cost / reference_cost (when given): image passes (unlearn/cost.py); rte_compute = the reference's
+  forward-equivalents / the model's, beside the wall-time rte.
 - test_forget_expected_acc: mean probability of the true label on test_forget, in percent (100/K for a label-blind
   model whatever the class mix; what acceptance criterion (a) reads on validation rows for a domain).
 - per_class {split: {class: acc}} for splits train_forget, train_retain, val_forget, test_retain,
@@ -47,7 +52,9 @@ from medunlearn.runtime import RunContext
 SCHEMA_VERSION = 1
 SPLITS = ("train_retain", "train_forget", "val_forget", "test_retain", "test_forget")
 CORE_KEYS = ("forget_acc", "retain_acc", "val_forget_acc", "test_retain_acc", "test_forget_acc", "test_acc",
-             "test_forget_confidence", "test_forget_expected_acc", "mia_efficacy", "mia_loss_auc", "auroc", "ece")
+             "test_forget_confidence", "test_forget_expected_acc", "test_retain_confidence", "test_retain_routed",
+             "mia_efficacy", "mia_loss_auc", "auroc", "ece")
+ROUTING_MARGIN = 10.0  # points above chance: test_retain_routed's threshold (the confidence_margin default)
 MIA_MAX_PER_SIDE = 2000
 
 
@@ -137,6 +144,7 @@ def _model_metrics(out: dict[str, Any], data: SplitData, seed: int) -> dict[str,
     test_logits, test_labels = out["test"]
     test_probs = torch.softmax(test_logits, dim=1)
     tf_probs = torch.softmax(out["test_forget"][0], dim=1)
+    tr_probs = torch.softmax(out["test_retain"][0], dim=1)
     auroc = fn.auroc_macro_ovr(test_probs, test_labels)
     sens, spec = fn.sensitivity_specificity(test_logits, test_labels, k)
     mia = _mia(out, seed)
@@ -146,6 +154,8 @@ def _model_metrics(out: dict[str, Any], data: SplitData, seed: int) -> dict[str,
         "test_retain_acc": acc["test_retain"], "test_forget_acc": acc["test_forget"], "test_acc": acc["test"],
         "test_forget_confidence": 100.0 * fn.mean_confidence(tf_probs),
         "test_forget_expected_acc": 100.0 * fn.true_label_probability(tf_probs, out["test_forget"][1]),
+        "test_retain_confidence": 100.0 * fn.mean_confidence(tr_probs),
+        "test_retain_routed": fn.routed_share(tr_probs, (100.0 / k + ROUTING_MARGIN) / 100.0),
         "counts": {name: len(out[name][1]) for name in out},
         "per_class": {split: {names[c]: v for c, v in fn.per_class_accuracy(*out[split], k).items()}
                       for split in (*SPLITS, "test")},
@@ -183,7 +193,8 @@ def _preds(out: dict[str, Any], split: str) -> torch.Tensor:
 def evaluate_model(model: nn.Module, data: SplitData, original: nn.Module | None = None,
                    reference: nn.Module | None = None, wall_time_s: float | None = None,
                    reference_wall_time_s: float | None = None, goal: str | None = None,
-                   ctx: RunContext | None = None, seed: int = 0, batch_size: int = 256) -> dict[str, Any]:
+                   ctx: RunContext | None = None, seed: int = 0, batch_size: int = 256,
+                   cost: dict[str, Any] | None = None, reference_cost: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metrics.json dictionary for `model` (see the module docstring); models are not modified.
 
     original: the deployed model before unlearning; reference: the retrain-from-scratch model.
@@ -219,6 +230,11 @@ def evaluate_model(model: nn.Module, data: SplitData, original: nn.Module | None
     res["reference_wall_time_s"] = reference_wall_time_s
     res["rte"] = (reference_wall_time_s / wall_time_s
                   if wall_time_s and reference_wall_time_s is not None and wall_time_s > 0 else None)
+    if cost is not None or reference_cost is not None:
+        from medunlearn.unlearn.cost import rte_compute
+
+        res["cost"], res["reference_cost"] = cost, reference_cost
+        res["rte_compute"] = rte_compute(reference_cost, cost)
     return clean_json(res)
 
 

@@ -38,6 +38,10 @@ class MergeRepairConfig(MergeConfig):
     steps: int = 40  # most repair steps (the controller usually stops earlier)
     lr: float = 0.0  # the unlearner's learning rate; 0 = its default
     per_policy: bool = True  # accept a state only when every policy's own criteria pass (False: the union's only)
+    # go on while the best state's val_retain improves (controller `polish`), within `steps`: the merge's open point
+    # is retain (issue 31: test retain -1.9 +- 1.1 against >= -1 for the best single run); False = stop `patience`
+    # checks after the first met state
+    polish: bool = True
 
 
 def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> object:
@@ -48,6 +52,7 @@ def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> obje
     strict = {"forget_tol": min(p.control.forget_tol for p in policies),
               "confidence_margin": _strictest_margin([p.control.confidence_margin for p in policies]),
               "retain_drop": min(p.control.retain_drop for p in policies),
+              "selectivity_margin": _strictest_margin([p.control.selectivity_margin for p in policies]),
               "max_eval": max(p.control.max_eval for p in policies),
               "membership_rows": max(p.control.membership_rows for p in policies)}
     if steps_lr > 0:
@@ -108,7 +113,8 @@ class MergeRepair(MergeMethod):
         if len(goals) != 1:
             raise ConfigError(f"Expected policies with one goal for merge_repair, but got {goals}.")
         cls = METHODS.get(self.config.unlearner)
-        cfg = union_control(env.policies, cls.Config, float(self.config.lr))
+        cfg = dataclasses.replace(union_control(env.policies, cls.Config, float(self.config.lr)),
+                                  polish=bool(self.config.polish))
         dev = env.ctx.device
         original = env.build_model(env.base_sd).to(dev).eval()
         model = env.build_model(state).to(dev)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from medunlearn.data.imageset import SplitData
-from medunlearn.unlearn.controller import ControlConfig, assess
+from medunlearn.unlearn.controller import ControlConfig, assess, is_class_removal
 
 
 @dataclasses.dataclass
@@ -48,9 +48,15 @@ def shared_retain(policy: SplitData, union: SplitData) -> SplitData:
 
 
 def strictest(policies: Sequence[Policy]) -> ControlConfig:
-    """Retain settings for the union: the smallest retain_drop and the largest probe of all policies."""
+    """Retain settings for the union: the smallest retain_drop and selectivity_margin (null when no policy is a
+    domain suppression with (d) on: a class withdrawal's merge keeps (c) only) and the largest probe."""
+    margins = [p.control.selectivity_margin for p in policies
+               if p.control.selectivity_margin is not None and p.goal == "suppression" and not is_class_removal(p.data)]
     return ControlConfig(retain_drop=min(p.control.retain_drop for p in policies),
-                         max_eval=max(p.control.max_eval for p in policies))
+                         max_eval=max(p.control.max_eval for p in policies),
+                         selectivity_margin=min(margins) if margins else None,
+                         confidence_margin=min((p.control.confidence_margin for p in policies
+                                                if p.control.confidence_margin is not None), default=None))
 
 
 def _failures(checks: list[dict[str, Any]]) -> list[str]:
@@ -66,14 +72,19 @@ def _failures(checks: list[dict[str, Any]]) -> list[str]:
 
 def assess_retain(model: nn.Module, base: nn.Module, union: SplitData, policies: Sequence[Policy],
                   device: torch.device | None = None) -> dict[str, Any]:
-    """val_retain accuracy of the rows no policy forgets vs the base's, minus the strictest retain_drop."""
+    """val_retain accuracy of the rows no policy forgets vs the base's, minus the strictest retain_drop; and their
+    mean max-softmax (criterion (d)) vs the base's, minus the strictest selectivity_margin, when any policy is a
+    domain suppression with (d) on."""
     cfg = strictest(policies)
     seed = policies[0].seed if policies else 0
     a = assess(model, base, union, "suppression", cfg, seed=seed, device=device)
     check = next(c for c in a["checks"] if c["name"] == "retain_accuracy")
-    return {"met": check["passed"], "judged_on": "validation", "label": "val_retain accuracy (rows no policy forgets)",
+    checks = [check] + [c for c in a["checks"] if c["name"] == "retain_confidence"]
+    return {"met": all(c["passed"] for c in checks), "judged_on": "validation",
+            "label": "val_retain accuracy (rows no policy forgets)",
             "value": check["value"], "threshold": check["threshold"], "original": round(a["criteria"]["retain_original"], 3),
-            "retain_drop": cfg.retain_drop, "rows": min(len(union.val_retain), cfg.max_eval), "checks": [check],
+            "retain_drop": cfg.retain_drop, "rows": min(len(union.val_retain), cfg.max_eval), "checks": checks,
+            "selectivity": a["selectivity"],
             "union_forget": {"accuracy": a["measurement"]["forget_acc"], "confidence": a["measurement"]["forget_conf"]}}
 
 
@@ -103,19 +114,22 @@ def policy_checks(policies: Sequence[Policy], base: nn.Module,
     """A check function for `run_controlled(extra_checks=...)`: every policy's forget-side checks on the same
     validation probes `assess_policies` judges the merge on (retain is left to the caller's own check)."""
     from medunlearn.unlearn.controller import judged_probes
-    from medunlearn.unlearn.criteria import evaluate_checks
+    from medunlearn.unlearn.criteria import RETAIN_CHECKS, evaluate_checks
 
     judges = [(p.name, *judged_probes(p.data, p.control, p.goal, p.seed, device, base)) for p in policies]
 
     def checks(model: nn.Module) -> list[dict[str, Any]]:
         out = []
         for name, probes, criteria in judges:
-            m = probes.measure(model, criteria, retain_acc=0.0)  # the retain probe is the caller's
+            m = probes.measure(model, criteria, retain=dict(RETAIN_UNREAD))  # the retain probe is the caller's
             out += [{**c, "name": f"{name}: {c['name']}", "label": f"{name}: {c['label']}"}
-                    for c in evaluate_checks(criteria, m) if c["name"] != "retain_accuracy"]
+                    for c in evaluate_checks(criteria, m) if c["name"] not in RETAIN_CHECKS]
         return out
 
     return checks
+
+
+RETAIN_UNREAD = {"retain_acc": 0.0, "retain_conf": 0.0, "retain_routed": 0.0}  # placeholders, checks dropped
 
 
 def violation_total(acceptance: Mapping[str, Any]) -> float:

@@ -160,41 +160,45 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     history: list[dict[str, float]] = []
     best_acc, best_epoch, best_state = -1.0, 0, None
     start = time.perf_counter()
-    with ctx.progress(f"train {name}{' (retain only)' if exclude_forget else ''}", cfg.epochs * steps) as advance:
-        for epoch in range(1, cfg.epochs + 1):
-            net.train()
-            loss_sum, correct, seen, wait_s, step_s = 0.0, 0, 0, 0.0, 0.0
-            t0 = time.perf_counter()
-            for batch in _batches(train_set, cfg, ctx, epoch, drop_last):
-                t1 = time.perf_counter()
-                x = batch["image"].to(device, non_blocking=True)
-                y = batch["label"].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    logits = net(x)
-                    loss = loss_fn(logits.float(), y)
-                loss_value = float(loss.detach())  # one sync per step: divergence check and honest timing
-                if not math.isfinite(loss_value):
-                    raise DivergenceError(f"Expected a finite training loss, but got {loss_value} at epoch {epoch} "
-                                          f"(lr={cfg.lr}); lower the learning rate.")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                loss_sum += loss_value * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(y)
-                advance(1)
-                t0, wait_s, step_s = time.perf_counter(), wait_s + (t1 - t0), step_s + (time.perf_counter() - t1)
-            loss_sum, correct, seen = _all_sum([loss_sum, float(correct), float(seen)], ctx)
-            val_acc = accuracy(model, val_set, device, cfg.eval_batch_size, amp_dtype if use_amp else None)
-            history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
-                            "val_acc": val_acc, "data_wait_s": wait_s, "step_s": step_s,
-                            "lr_end": float(sched.get_last_lr()[0])})
-            score = val_acc if math.isfinite(val_acc) else float(epoch)  # no val set: keep the last epoch
-            if score >= best_acc:  # ties go to the later (lower-lr) epoch
-                best_acc, best_epoch = score, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    from medunlearn.unlearn.cost import counting  # images with a gradient / forward only (rte_compute)
+
+    with counting(phase="train") as counter:  # this rank's images (DDP: each rank counts its own shard)
+        with ctx.progress(f"train {name}{' (retain only)' if exclude_forget else ''}", cfg.epochs * steps) as advance:
+            for epoch in range(1, cfg.epochs + 1):
+                net.train()
+                loss_sum, correct, seen, wait_s, step_s = 0.0, 0, 0, 0.0, 0.0
+                t0 = time.perf_counter()
+                for batch in _batches(train_set, cfg, ctx, epoch, drop_last):
+                    t1 = time.perf_counter()
+                    x = batch["image"].to(device, non_blocking=True)
+                    y = batch["label"].to(device, non_blocking=True)
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                        logits = net(x)
+                        loss = loss_fn(logits.float(), y)
+                    loss_value = float(loss.detach())  # one sync per step: divergence check and honest timing
+                    if not math.isfinite(loss_value):
+                        raise DivergenceError(f"Expected a finite training loss, but got {loss_value} at epoch {epoch} "
+                                              f"(lr={cfg.lr}); lower the learning rate.")
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    sched.step()
+                    loss_sum += loss_value * len(y)
+                    correct += int((logits.detach().argmax(1) == y).sum())
+                    seen += len(y)
+                    advance(1)
+                    t0, wait_s, step_s = time.perf_counter(), wait_s + (t1 - t0), step_s + (time.perf_counter() - t1)
+                loss_sum, correct, seen = _all_sum([loss_sum, float(correct), float(seen)], ctx)
+                with counter.phase("validation"):
+                    val_acc = accuracy(model, val_set, device, cfg.eval_batch_size, amp_dtype if use_amp else None)
+                history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
+                                "val_acc": val_acc, "data_wait_s": wait_s, "step_s": step_s,
+                                "lr_end": float(sched.get_last_lr()[0])})
+                score = val_acc if math.isfinite(val_acc) else float(epoch)  # no val set: keep the last epoch
+                if score >= best_acc:  # ties go to the later (lower-lr) epoch
+                    best_acc, best_epoch = score, epoch
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     wall = time.perf_counter() - start
     model.load_state_dict(best_state)
     model.eval()
@@ -202,7 +206,7 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
         "wall_time_s": wall, "history": history, "best_epoch": best_epoch,
         "best_val_acc": history[best_epoch - 1]["val_acc"], "n_train": len(train_set), "n_val": len(val_set),
         "exclude_forget": exclude_forget, "seed": ctx.seed, "device": str(device), "world_size": ctx.world_size,
-        "amp": str(amp_dtype).replace("torch.", "") if use_amp else "off",
+        "amp": str(amp_dtype).replace("torch.", "") if use_amp else "off", "cost": counter.record(),
     }
     return model, info
 
@@ -233,5 +237,5 @@ def make_meta(kind: str, cfg: TrainConfig, data: SplitData, info: dict[str, Any]
         "metrics": {"best_val_acc": _finite_or_none(info.get("best_val_acc")), "best_epoch": info.get("best_epoch"),
                     "n_train": info.get("n_train")},
         "training": {"history": info.get("history", []), "device": info.get("device"), "amp": info.get("amp"),
-                     "world_size": info.get("world_size", 1)},
+                     "world_size": info.get("world_size", 1), "cost": info.get("cost")},
     }

@@ -19,6 +19,8 @@ from medunlearn.report import plots
 HEADLINE = (("FA: forget accuracy (%)", "forget_acc"), ("RA: retain accuracy (%)", "retain_acc"),
             ("TA-retain: test accuracy, retain domain (%)", "test_retain_acc"),
             ("TA-forget: test accuracy, forget domain (%)", "test_forget_acc"),
+            ("Confidence on retain-domain test images (mean max-softmax, %)", "test_retain_confidence"),
+            ("Retain-domain test images routed to a human (max-softmax < 100/K + 10, %)", "test_retain_routed"),
             ("MIA efficacy (SVC, % predicted non-member)", "mia_efficacy"),
             ("MIA loss-LR AUC", "mia.loss_lr.auc_mean"), ("AUROC (macro, one-vs-rest)", "auroc"),
             ("ECE (calibration error)", "ece"))

@@ -38,6 +38,9 @@ def value_text(check: Mapping[str, Any]) -> str:
     iv = check.get("interval")
     if isinstance(iv, (list, tuple)) and len(iv) == 2:
         text += f" (CI {_num(iv[0])}–{_num(iv[1])})"
+    if check.get("routed") is not None:  # criterion (d): its clinical form beside the gated mean
+        text += (f"; routed to a human (max-softmax < {_num(check.get('routing_threshold'))} %): "
+                 f"{_num(check['routed'])} % of images, original {_num(check.get('routed_original'))} %")
     return text
 
 

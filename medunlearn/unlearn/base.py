@@ -54,6 +54,7 @@ class Unlearner(abc.ABC):
 
     def run(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression"):
         from medunlearn.unlearn.controller import run_controlled
+        from medunlearn.unlearn.cost import counting
 
         check_goal(goal)
         if len(data.train_forget) == 0:
@@ -61,11 +62,14 @@ class Unlearner(abc.ABC):
         new = copy.deepcopy(model).to(ctx.device)
         original = copy.deepcopy(model).to(ctx.device).eval()  # the caller's model is never touched
         ctx.seed_everything()
-        plan = self.plan(new, original, data, ctx, goal)
-        outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name)
-        outcome.model = release(outcome.model)
-        check_finite_model(outcome.model)
-        check_finite_outputs(outcome.model, data, ctx)
+        with counting(phase="setup") as counter:  # image passes per phase: acceptance["cost"] (unlearn/cost.py)
+            plan = self.plan(new, original, data, ctx, goal)
+            outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name, counter=counter)
+            outcome.model = release(outcome.model)
+            check_finite_model(outcome.model)
+            with counter.phase("checks"):
+                check_finite_outputs(outcome.model, data, ctx)
+        outcome.acceptance["cost"] = counter.record()
         return outcome
 
     def unlearn(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression") -> nn.Module:

@@ -4,7 +4,7 @@ A method supplies a `Plan` (its update step and step budget); the controller own
   checks   after every `check_every` steps, on fixed seeded probes of VALIDATION rows (val_forget, val_retain;
            equivalence also train_forget) — test rows are never read; `check_every=0` (auto) checks every
            step unless the probes' forward passes would exceed a third of the run (estimated from row counts);
-  repair   when val_retain falls below its guard, up to `repair_steps` steps of retain CE + distillation from
+  repair   when val_retain falls below its guard (accuracy (c), or mean confidence (d) where it applies), up to `repair_steps` steps of retain CE + distillation from
            the original (a removed class's logit masked out of the teacher), then the method goes on;
            `repair_hold` > 0 adds distillation of train_forget rows toward the state that entered repair;
   rollback the best checked state that meets every criterion (highest val_retain accuracy) is returned; when
@@ -15,8 +15,11 @@ A method supplies a `Plan` (its update step and step budget); the controller own
            that was neither past the band nor below the retain guard (its optimiser state too) and the method's
            learning rate is multiplied by `backtrack_factor`, at most `backtracks` times (methods that hand over
            their optimiser; a step too large for the model jumps over the band, a smaller one lands in it);
-  stop     `patience` checks after the last improvement once criteria are met, after `patience` consecutive
-           overshooting checks (forgotten past the band: going on cannot help), or at the budget;
+  stop     `patience` checks after the FIRST state that meets every criterion (the best of those is returned;
+           `polish=True` asks for more: `patience` checks after the last improvement), after `patience`
+           consecutive overshooting checks (forgotten past the band: going on cannot help), or at the budget;
+  cost     images through the model with a gradient and forward only, per phase (method, checks, repair,
+           certificate; `setup` = the method's plan), in the caller's `ImageCounter` (unlearn/cost.py);
   trace    one row per check (step, phase, measurements, decision) for the run folder and the report.
   vacuous  equivalence criteria that the original model already meets cannot show forgetting: the run is marked
            not met (acceptance["vacuous"]), whatever it does.
@@ -35,8 +38,9 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
+from medunlearn.unlearn.cost import ImageCounter
 from medunlearn.unlearn.criteria import (TOLERANCE, Criteria, CriteriaConfig, evaluate_checks, forget_shortfall,
-                                         resolve_criteria, violation)
+                                         resolve_criteria, retain_ok, violation)
 from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.repair import Repairer
 
@@ -52,7 +56,10 @@ class ControlConfig(CriteriaConfig):
     # 0: vacuous); with 2048 it is [1.6, 6.8] (fails) while the retrain's [-2.9, 2.3] passes
     # (docs/results/fm-random-equivalence.md)
     membership_rows: int = 2048
-    patience: int = 3  # checks to go on after the last improvement (criteria met) or while overshooting
+    patience: int = 3  # checks to go on after the first met state (see polish) or while overshooting
+    # False: stop `patience` checks after the first state that meets every criterion (stop when done, issue 31);
+    # True: go on while the best state improves (`patience` checks after the last improvement, the earlier rule)
+    polish: bool = False
     repair: bool = True  # run retain repair when val_retain falls below its guard
     repair_steps: int = 20  # most repair steps per guard breach
     repair_lr: float = 1e-4  # Adam learning rate of the repair steps (gradient norm clipped at 5)
@@ -112,8 +119,9 @@ def is_class_removal(data: SplitData, removed: list[int] | None = None) -> bool:
 def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes, original: nn.Module,
                  removed: list[int]) -> Criteria:
     """The criteria of a run on `data` (a class withdrawal per is_class_removal)."""
-    return resolve_criteria(cfg, goal, data.num_classes, is_class_removal(data, removed), probes.retain_acc(original),
-                            len(probes.retain))
+    stats = probes.retain_stats(original)
+    return resolve_criteria(cfg, goal, data.num_classes, is_class_removal(data, removed), stats["retain_acc"],
+                            len(probes.retain), retain_original_stats=stats)
 
 
 def judged_probes(data: SplitData, cfg: ControlConfig, goal: str, seed: int, device: torch.device,
@@ -145,8 +153,7 @@ def _note(row: dict[str, Any], text: str) -> None:
 
 def closer(checks: list[dict[str, Any]], v: float, closest: dict[str, Any]) -> bool:
     """Is a state with these checks closer to acceptance than `closest`? Retain guard first, then violation."""
-    guard = lambda cs: next(c["passed"] for c in cs if c["name"] == "retain_accuracy")  # noqa: E731
-    return (not guard(checks), v) < (not guard(closest["checks"]), closest["violation"] - 1e-9)
+    return (not retain_ok(checks), v) < (not retain_ok(closest["checks"]), closest["violation"] - 1e-9)
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -176,18 +183,33 @@ def is_vacuous(goal: str, original_meets: bool) -> bool:
 
 def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str,
                    cfg: ControlConfig, plan: Plan, name: str,
-                   extra_checks: Callable[[nn.Module], list[dict[str, Any]]] | None = None) -> Outcome:
+                   extra_checks: Callable[[nn.Module], list[dict[str, Any]]] | None = None,
+                   counter: ImageCounter | None = None) -> Outcome:
     """Drive `plan` on `model` (a private copy of `original`) under the goal's acceptance criteria.
 
     `extra_checks(model)` adds checks every checked state must also pass (merge_repair: each policy's own
-    criteria, so a state that meets the union's pooled criteria but not one policy's is not accepted)."""
+    criteria, so a state that meets the union's pooled criteria but not one policy's is not accepted).
+    `counter`: where the image passes are counted (a caller's, e.g. Unlearner.run's; else the run's own), its
+    record in acceptance["cost"]."""
     from medunlearn.unlearn.base import check_finite_loss
+    from medunlearn.unlearn.cost import counting
+
+    with counting(counter) as counter:
+        return _run(model, original, data, ctx, goal, cfg, plan, name, extra_checks, counter, check_finite_loss)
+
+
+def _run(model, original, data, ctx, goal, cfg, plan, name, extra_checks, counter, check_finite_loss) -> Outcome:
 
     validate_control(cfg)
     probes = Probes(data, cfg, goal, ctx.seed, ctx.device)
     removed = removed_classes(data)
-    criteria = run_criteria(cfg, goal, data, probes, original, removed)
+    with counter.phase("checks"):
+        criteria = run_criteria(cfg, goal, data, probes, original, removed)
     guard = criteria.retain_guard() - TOLERANCE  # the same test as criterion (c)'s check
+    min_conf = None if criteria.min_retain_confidence is None else criteria.min_retain_confidence - TOLERANCE
+
+    def retain_low(m: dict[str, float]) -> bool:  # below (c)'s guard or (d)'s confidence floor
+        return m["retain_acc"] < guard or (min_conf is not None and m["retain_conf"] < min_conf)
     every = check_interval(cfg, plan, probes.rows())
     repairer = Repairer(model, original, data, cfg, ctx, removed, plan.params) \
         if cfg.repair and len(data.train_retain) else None
@@ -195,12 +217,17 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     best: dict[str, Any] = {}
     closest: dict[str, Any] = {}
     timing = {"steps_s": 0.0, "checks_s": 0.0, "repair_s": 0.0}
-    state = {"since_best": 0, "overshoot": 0, "reason": "", "repair_steps": 0, "backtracks": 0}
+    state = {"since_best": 0, "since_first": 0, "first_met": None, "overshoot": 0, "reason": "", "repair_steps": 0,
+             "backtracks": 0}
     anchor: dict[str, Any] = {}  # last checked state neither past the band nor below the guard (backtrack target)
 
-    def check(step: int, phase: str, retain_acc: float | None = None) -> dict[str, Any]:
+    def check(step: int, phase: str, retain: dict[str, float] | None = None) -> dict[str, Any]:
+        with counter.phase("checks"):
+            return _check_state(step, phase, retain)
+
+    def _check_state(step: int, phase: str, retain: dict[str, float] | None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        m = probes.measure(model, criteria, retain_acc)
+        m = probes.measure(model, criteria, retain)
         checks = evaluate_checks(criteria, m) + (extra_checks(model) if extra_checks is not None else [])
         met = all(c["passed"] for c in checks)
         row = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
@@ -223,7 +250,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         elif not best and (not closest or closer(checks, row["violation"], closest)):
             closest.update(step=step, phase=phase, m=m, checks=checks, violation=row["violation"], state=taken())
             row["decision"] = "closest so far"
-        if plan.optimizer is not None and shortfall >= 0 and m["retain_acc"] >= guard:
+        if plan.optimizer is not None and shortfall >= 0 and not retain_low(m):
             anchor.update(step=step, state=taken(), opt=copy.deepcopy(plan.optimizer.state_dict()))
         timing["checks_s"] += time.perf_counter() - t0
         trace.append(row)
@@ -235,15 +262,17 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         repairer.begin()
         for i in range(cfg.repair_steps):
             t0 = time.perf_counter()
-            check_finite_loss(torch.tensor(repairer.step()), f"{name} (retain repair)", step)
+            with counter.phase("repair"):
+                check_finite_loss(torch.tensor(repairer.step()), f"{name} (retain repair)", step)
             state["repair_steps"] += 1
             timing["repair_s"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            restored = probes.retain_at_least(model, guard)  # its accuracy, or None while below the guard
+            with counter.phase("checks"):  # its accuracy, or None while below the guard (or (d)'s floor)
+                restored = probes.retain_at_least(model, guard, min_conf)
             timing["checks_s"] += time.perf_counter() - t0
             if restored is not None or i == cfg.repair_steps - 1:
-                c = check(step, "repair", restored)
-                _note(c["row"], f"retain {'restored' if c['m']['retain_acc'] >= guard else 'still below guard'} "
+                c = check(step, "repair", probes.last_retain if restored is not None else None)
+                _note(c["row"], f"retain {'still below guard' if retain_low(c['m']) else 'restored'} "
                                 f"after {i + 1} repair steps")
                 break
 
@@ -262,7 +291,8 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     with ctx.progress(name, plan.budget) as advance:
         for step in range(1, plan.budget + 1):
             t0 = time.perf_counter()
-            check_finite_loss(torch.tensor(plan.update(step)), name, step)
+            with counter.phase("method"):
+                check_finite_loss(torch.tensor(plan.update(step)), name, step)
             timing["steps_s"] += time.perf_counter() - t0
             advance(1)
             if step % every and step != plan.budget:
@@ -271,8 +301,16 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
             if not c["eligible"]:
                 continue
             if best:
+                if state["first_met"] is None:
+                    state["first_met"] = best["step"]
+                else:
+                    state["since_first"] += 1
                 state["since_best"] += 0 if c["row"]["decision"].startswith("new best") else 1
-                if state["since_best"] > cfg.patience:
+                if not cfg.polish and state["since_first"] >= cfg.patience:
+                    state["reason"] = (f"criteria met (first at step {state['first_met']}); stopped {cfg.patience} "
+                                       "checks later (patience; polish=true goes on while the best improves)")
+                    break
+                if cfg.polish and state["since_best"] > cfg.patience:
                     state["reason"] = f"criteria met; no better state in {cfg.patience} further checks"
                     break
             overshoot = c["overshoot"]
@@ -283,7 +321,7 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
             if overshoot and state["overshoot"] > cfg.patience:
                 state["reason"] = f"forgetting overshot its band for {cfg.patience + 1} checks; rolled back"
                 break
-            if repairer is not None and c["m"]["retain_acc"] < guard:
+            if repairer is not None and retain_low(c["m"]):
                 _note(c["row"], "retain below guard: repair")
                 repair(step)
         else:
@@ -292,7 +330,8 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     if chosen:
         model.load_state_dict(chosen["state"])
     if plan.finalize is not None:
-        model = plan.finalize(model)
+        with counter.phase("certificate"):
+            model = plan.finalize(model)
     met = bool(best) and not vacuous
     if vacuous:
         state["reason"] += ("; the original model already meets the equivalence criteria (its forget rows and the "
@@ -302,8 +341,10 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         state["reason"] += "; returned the best state that met the criteria"
     elif not met:
         state["reason"] += "; no checked state met every criterion: returned the closest"
-    final = chosen["checks"] if chosen else evaluate_checks(criteria, probes.measure(model, criteria))
-    resolution = probe_resolution(probes, model, criteria) if goal == "suppression" else {}
+    with counter.phase("checks"):
+        chosen_m = chosen["m"] if chosen else probes.measure(model, criteria)
+        final = chosen["checks"] if chosen else evaluate_checks(criteria, chosen_m)
+        resolution = probe_resolution(probes, model, criteria) if goal == "suppression" else {}
     total = sum(timing.values()) or 1.0
     acceptance = {
         "met": met, "goal": goal, "judged_on": "validation",
@@ -316,7 +357,8 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
         "steps_run": step, "budget": plan.budget, "check_every": every, "repair_steps": state["repair_steps"],
         "backtracks": state["backtracks"], "vacuous": vacuous,
         "check_time_fraction": round(timing["checks_s"] / total, 4), "reason": state["reason"].lstrip("; "),
-        "trace_file": "trace.csv", **resolution,
+        "trace_file": "trace.csv", "first_met_step": state["first_met"], "polish": bool(cfg.polish),
+        "selectivity": selectivity(criteria, chosen_m), "cost": counter.record(), **resolution,
     }
     ctx.log.setdefault(name, {}).update({"steps": step, "budget": plan.budget, "timing_s": timing})
     return Outcome(model=model, acceptance=acceptance, trace=trace)
@@ -333,10 +375,24 @@ def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cf
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     probes, criteria = judged_probes(data, cfg, goal, seed, device, original)
     m = probes.measure(model, criteria)
+    sel = selectivity(criteria, m)
     checks = evaluate_checks(criteria, m)
     original_checks = evaluate_checks(criteria, probes.measure(original, criteria))
     vacuous = is_vacuous(goal, all(c["passed"] for c in original_checks))
     resolution = probe_resolution(probes, model, criteria) if goal == "suppression" else {}
     return {"met": all(c["passed"] for c in checks) and not vacuous, "goal": goal, "judged_on": "validation",
             "vacuous": vacuous, "criteria": criteria.to_dict(), "checks": checks,
-            "measurement": {k: round(v, 4) for k, v in m.items()}, **resolution}
+            "measurement": {k: round(v, 4) for k, v in m.items()}, "selectivity": sel, **resolution}
+
+
+def selectivity(criteria: Criteria, m: dict[str, float]) -> dict[str, Any]:
+    """Both figures of criterion (d), reported whatever the policy: val_retain mean max-softmax and the share of
+    val_retain rows under the routing threshold, for the model and the original (percent; None when not read)."""
+    return {"retain_confidence": round(m["retain_conf"], 3) if "retain_conf" in m else None,
+            "retain_confidence_original": None if criteria.retain_confidence_original is None
+            else round(criteria.retain_confidence_original, 3),
+            "threshold": None if criteria.min_retain_confidence is None else round(criteria.min_retain_confidence, 3),
+            "routing_threshold": None if criteria.routing_threshold is None else round(criteria.routing_threshold, 3),
+            "routed": round(m["retain_routed"], 3) if "retain_routed" in m else None,
+            "routed_original": None if criteria.retain_routed_original is None
+            else round(criteria.retain_routed_original, 3)}

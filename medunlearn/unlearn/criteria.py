@@ -15,7 +15,18 @@ Suppression (a device, site or outlier group is retired; or a class is withdrawn
   (c) retain_accuracy   val_retain accuracy >= the original's − retain_drop, where the drop is at least one probe
                         row (100/n points): on the demo's 84 val_retain rows a 1-point guard would fail on a
                         single image, a change finer than the probe can measure (`retain_drop_requested`
-                        keeps the setting).
+                        keeps the setting);
+  (d) retain_confidence mean max-softmax on val_retain >= the original's − selectivity_margin (domain suppression
+                        only): the suppression is selective, the retain domain keeps its confidence. Why: FAMR's
+                        uniform target is cheapest to reach by flattening every output, and (c) reads argmax only,
+                        so a model uncertain on everything passed (a)–(c) (issue 31: the demo's merge, 41 % on
+                        retain against the original's 98 %). Beside it, the clinical form is reported, not gated:
+                        the share of val_retain rows whose max-softmax falls under the routing threshold
+                        100/K + confidence_margin (the images a deployment would send to a human), for the model
+                        and the original. Mean confidence was chosen as the gate because it moves smoothly with
+                        every row (a share counts only the rows that cross one line, so it is blind to a retain
+                        domain sliding from 98 % to 60 % while staying above a 43 % line) and it is the figure the
+                        issue's test target states (within 5 points of the original's).
 Equivalence (consent withdrawn: look as if the forget rows were never seen):
   (a) membership_accuracy_gap  acc(train_forget) − acc(val_forget): its bootstrap interval covers 0;
   (b) membership_loss_auc      P(loss on val_forget > loss on train_forget): its interval covers 0.5;
@@ -45,6 +56,9 @@ class CriteriaConfig:
     forget_measure: str = "auto"  # (a) auto | argmax | expected (mean true-label probability); see the docstring
     confidence_margin: Optional[float] = 10.0  # (b) mean max-softmax <= 100/K + margin, points; null = criterion off
     retain_drop: float = 1.0  # (c) val_retain accuracy may fall at most this many points below the original's
+    # (d) val_retain mean max-softmax may fall at most this many points below the original's (domain suppression);
+    # null = criterion off. 5 = the issue-31 target (planning's decision), not tuned on any rows
+    selectivity_margin: Optional[float] = 5.0
     ci_level: float = 0.95  # equivalence: two-sided bootstrap interval level
     bootstrap: int = 200  # equivalence: bootstrap resamples per check
 
@@ -64,6 +78,10 @@ class Criteria:
     policy_kind: str = "domain"  # domain | class
     forget_measure: str = "argmax"  # argmax | expected: which accuracy (a) reads (resolved from "auto")
     retain_drop_requested: Optional[float] = None  # the configured retain_drop when one probe row is coarser
+    min_retain_confidence: Optional[float] = None  # (d) threshold; None: off (equivalence, a removed class, null)
+    retain_confidence_original: Optional[float] = None  # the original's val_retain mean max-softmax
+    routing_threshold: Optional[float] = None  # 100/K + confidence_margin: a row under it is routed to a human
+    retain_routed_original: Optional[float] = None  # the original's share of val_retain rows under that threshold
 
     def band(self) -> tuple[float, float]:
         """Criterion (a)'s accepted interval, clipped to [0, 100]."""
@@ -84,6 +102,9 @@ def validate_criteria(cfg: CriteriaConfig) -> None:
         raise ConfigError(f"Expected forget_tol in [0, 100] points, but got {cfg.forget_tol}.")
     if cfg.confidence_margin is not None and not 0 <= float(cfg.confidence_margin) <= 100:
         raise ConfigError(f"Expected confidence_margin in [0, 100] points or null (off), but got {cfg.confidence_margin}.")
+    if cfg.selectivity_margin is not None and not 0 <= float(cfg.selectivity_margin) <= 100:
+        raise ConfigError(f"Expected selectivity_margin in [0, 100] points or null (off), but got "
+                          f"{cfg.selectivity_margin}.")
     if not 0 <= cfg.retain_drop <= 100:
         raise ConfigError(f"Expected retain_drop in [0, 100] points, but got {cfg.retain_drop}.")
     if not 0.5 <= cfg.ci_level < 1:
@@ -100,8 +121,10 @@ def validate_criteria(cfg: CriteriaConfig) -> None:
 
 
 def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_removal: bool,
-                     retain_original: float, retain_rows: int = 0) -> Criteria:
-    """The run's criteria from its knobs, its goal and its policy kind (a removed class or a domain)."""
+                     retain_original: float, retain_rows: int = 0,
+                     retain_original_stats: Optional[dict[str, float]] = None) -> Criteria:
+    """The run's criteria from its knobs, its goal and its policy kind (a removed class or a domain).
+    `retain_original_stats`: the original's {retain_conf, retain_routed} on the same probe (criterion (d))."""
     validate_criteria(cfg)
     chance = 100.0 / num_classes
     if cfg.forget_target is not None:
@@ -112,7 +135,15 @@ def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_rem
     max_conf = None if class_removal or margin is None else min(100.0, chance + margin)
     measure = cfg.forget_measure if cfg.forget_measure != "auto" else ("argmax" if class_removal else "expected")
     drop = max(cfg.retain_drop, 100.0 / retain_rows) if retain_rows else cfg.retain_drop
-    return Criteria(goal=goal, forget_target=target, forget_tol=cfg.forget_tol, max_confidence=max_conf,
+    stats = retain_original_stats or {}
+    route = None if margin is None else min(100.0, chance + margin)
+    selective = (goal == "suppression" and not class_removal and cfg.selectivity_margin is not None
+                 and "retain_conf" in stats)
+    min_conf = max(0.0, stats["retain_conf"] - float(cfg.selectivity_margin)) if selective else None
+    return Criteria(min_retain_confidence=min_conf, retain_confidence_original=stats.get("retain_conf"),
+                    routing_threshold=route,
+                    retain_routed_original=stats.get("retain_routed") if route is not None else None,
+                    goal=goal, forget_target=target, forget_tol=cfg.forget_tol, max_confidence=max_conf,
                     retain_drop=drop, retain_original=retain_original, ci_level=cfg.ci_level, bootstrap=cfg.bootstrap,
                     policy_kind="class" if class_removal else "domain", forget_measure=measure,
                     retain_drop_requested=cfg.retain_drop if drop != cfg.retain_drop else None)
@@ -159,7 +190,33 @@ def evaluate_checks(criteria: Criteria, m: dict[str, float]) -> list[dict[str, A
         out.append(_check("membership_loss_auc", "loss AUC, held-out vs train_forget", m["auc"], "ci_covers", 50.0,
                           (m["auc_lo"], m["auc_hi"])))
     out.append(_check("retain_accuracy", "val_retain accuracy", m["retain_acc"], ">=", criteria.retain_guard()))
+    if criteria.min_retain_confidence is not None:
+        rec = _check("retain_confidence", "mean max-softmax on val_retain (selectivity)", m["retain_conf"], ">=",
+                     criteria.min_retain_confidence)
+        if criteria.routing_threshold is not None and "retain_routed" in m:
+            rec.update(routing_threshold=round(criteria.routing_threshold, 3),
+                       routed=round(float(m["retain_routed"]), 3),
+                       routed_original=round(float(criteria.retain_routed_original or 0.0), 3))
+        out.append(rec)
     return out
+
+
+def confidence_stats(probs: torch.Tensor, routing_threshold: Optional[float]) -> dict[str, float]:
+    """Criterion (d)'s figures from softmax rows (N, K): mean max-softmax and the share of rows whose max-softmax
+    is under `routing_threshold` (percent; rows a deployment routes to a human). Empty rows give 0."""
+    if len(probs) == 0:
+        return {"retain_conf": 0.0, "retain_routed": 0.0}
+    top = 100.0 * probs.double().amax(1)
+    routed = float((top < routing_threshold).double().mean() * 100) if routing_threshold is not None else 0.0
+    return {"retain_conf": float(top.mean()), "retain_routed": routed}
+
+
+def retain_ok(checks: list[dict[str, Any]]) -> bool:
+    """The retain side holds: criterion (c), and (d) where it applies."""
+    return all(c["passed"] for c in checks if c["name"] in RETAIN_CHECKS)
+
+
+RETAIN_CHECKS = ("retain_accuracy", "retain_confidence")
 
 
 def violation(checks: list[dict[str, Any]]) -> float:

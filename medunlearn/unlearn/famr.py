@@ -107,12 +107,22 @@ class FAMR(Unlearner):
         cut = frozen_prefix_length(full, {n for n, _ in parameter_subset(full, cfg.params)})
         if cut == 0:
             return super().run(model, data, ctx, goal)
+        from medunlearn.unlearn.cost import ImageCounter, counting
+
         prefix, suffix = split_model(full, cut)
-        outcome = super().run(suffix, encode_split(prefix, data, ctx.device), ctx, goal)
+        with counting(phase="setup") as extra:  # the one pass through the frozen blocks counts as the run's
+            encoded = encode_split(prefix, data, ctx.device)
+        outcome = super().run(suffix, encoded, ctx, goal)
         suffix.load_state_dict(outcome.model.state_dict())  # suffix shares its modules with `full`
         ctx.log.setdefault(self.name, {})["prefix_cached_blocks"] = cut
         outcome.model = release(full)
-        check_finite_outputs(outcome.model, data, ctx)
+        with counting(phase="checks") as tail:
+            check_finite_outputs(outcome.model, data, ctx)
+        total = ImageCounter()
+        total.merge(outcome.acceptance.get("cost", {}).get("phases", {}))
+        total.merge(extra)
+        total.merge(tail)
+        outcome.acceptance["cost"] = total.record()
         return outcome
 
     def retain_term(self, model: nn.Module, original: nn.Module, data, ctx) -> Optional[Callable[[], torch.Tensor]]:

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medunlearn.data.imageset import ImageSet, SplitData
-from medunlearn.unlearn.criteria import Criteria, bootstrap_mean, bootstrap_membership
+from medunlearn.unlearn.criteria import Criteria, bootstrap_mean, bootstrap_membership, confidence_stats
 
 if TYPE_CHECKING:
     from medunlearn.unlearn.controller import ControlConfig
@@ -92,6 +92,9 @@ class Probes:
         self.retain = subsample(retain, cfg.max_eval, seed + 1)
         self._order: torch.Tensor | None = None  # retain probe rows, those wrong at the last full read first
         self.members = subsample(data.train_forget, cfg.membership_rows, seed + 2) if equivalence else None
+        margin = cfg.confidence_margin
+        self.route = None if margin is None else min(100.0, 100.0 / self.k + float(margin))  # (d)'s routing line
+        self.last_retain: dict[str, float] | None = None  # retain_at_least's full read of the state it restored
 
     def rows(self) -> int:
         return len(self.forget) + len(self.retain) + (len(self.members) if self.members is not None else 0)
@@ -100,28 +103,46 @@ class Probes:
         return predict_logits(model, s.images, self.k, self.device)
 
     def retain_acc(self, model: nn.Module) -> float:
-        correct = self._logits(model, self.retain).argmax(1) == self.retain.labels
+        return self.retain_stats(model)["retain_acc"]
+
+    def retain_stats(self, model: nn.Module) -> dict[str, float]:
+        """Accuracy (c), mean max-softmax and routed share (d) of the retain probe, from one forward pass."""
+        logits = self._logits(model, self.retain)
+        correct = logits.argmax(1) == self.retain.labels
         self._wrong_first(correct)
-        return _pct(correct)
+        return {"retain_acc": _pct(correct), **confidence_stats(logits.float().softmax(1), self.route)}
 
-    def retain_at_least(self, model: nn.Module, guard: float) -> float | None:
-        """The retain probe's accuracy when it is >= `guard`, else None: the verdict of retain_acc(model) >= guard.
+    def retain_at_least(self, model: nn.Module, guard: float, min_conf: float | None = None) -> float | None:
+        """The retain probe's accuracy when it is >= `guard` (and its mean max-softmax >= `min_conf`, when given),
+        else None; on success `last_retain` holds the full read (retain_stats of this state).
 
-        It gives up as soon as the rows not yet read could not lift the accuracy to the guard, reading first the
-        rows that were wrong at the last full read (retain repair asks this after every repair step, and most
-        answers are "not yet": before this, those reads took ~30 % of a 5k-image FAMR run)."""
+        It gives up as soon as the rows not yet read could not lift the accuracy to the guard (or the confidence to
+        `min_conf`, counting every unread row at 100 %), reading first the rows that were wrong at the last full
+        read (retain repair asks this after every repair step, and most answers are "not yet": before this, those
+        reads took ~30 % of a 5k-image FAMR run)."""
         images, labels, n = self.retain.images, self.retain.labels, len(self.retain)
         order = self._order if self._order is not None else torch.arange(n)
         correct = torch.zeros(n, dtype=torch.bool)
+        probs = torch.zeros(n, self.k)
+        conf_sum = 0.0
+        self.last_retain = None
         for start in range(0, n, RETAIN_CHUNK):
             idx = order[start:start + RETAIN_CHUNK]
-            correct[idx] = predict_logits(model, images[idx], self.k, self.device).argmax(1) == labels[idx]
+            logits = predict_logits(model, images[idx], self.k, self.device)
+            correct[idx] = logits.argmax(1) == labels[idx]
+            probs[idx] = logits.float().softmax(1)
+            conf_sum += float(probs[idx].amax(1).double().sum()) * 100.0
             read = start + len(idx)
             if _pct_of(int(correct.sum()) + n - read, n) < guard:
                 return None
+            if min_conf is not None and n and (conf_sum + 100.0 * (n - read)) / n < min_conf:
+                return None
         self._wrong_first(correct)
-        acc = _pct(correct)
-        return acc if acc >= guard else None
+        stats = {"retain_acc": _pct(correct), **confidence_stats(probs, self.route)}
+        if stats["retain_acc"] < guard or (min_conf is not None and stats["retain_conf"] < min_conf):
+            return None
+        self.last_retain = stats
+        return stats["retain_acc"]
 
     def _wrong_first(self, correct: torch.Tensor) -> None:
         self._order = torch.cat([torch.nonzero(~correct).flatten(), torch.nonzero(correct).flatten()])
@@ -135,13 +156,15 @@ class Probes:
             else (lf.argmax(1) == y).double()
         return bootstrap_mean(100.0 * rows, criteria.bootstrap, criteria.ci_level, self.seed)
 
-    def measure(self, model: nn.Module, criteria: Criteria | None, retain_acc: float | None = None) -> dict[str, float]:
-        """The check's measurements; `retain_acc` when the caller has just read it on this very state."""
+    def measure(self, model: nn.Module, criteria: Criteria | None,
+                retain: dict[str, float] | None = None) -> dict[str, float]:
+        """The check's measurements; `retain` = retain_stats of this very state when the caller has just read it
+        (policy checks pass zeros: the retain probe is the caller's)."""
         lf = self._logits(model, self.forget)
         m = {"forget_acc": accuracy_pct(lf, self.forget.labels),
              "forget_expected": expected_accuracy_pct(lf, self.forget.labels),
              "forget_conf": float(lf.float().softmax(1).amax(1).mean() * 100) if len(lf) else 0.0,
-             "retain_acc": self.retain_acc(model) if retain_acc is None else retain_acc}
+             **(self.retain_stats(model) if retain is None else retain)}
         if self.members is not None and criteria is not None:
             lm = self._logits(model, self.members)
             m.update(bootstrap_membership(

@@ -17,7 +17,13 @@ if TYPE_CHECKING:
 
 class Repairer:
     """Retain repair: CE on train_retain + KL(original‖model), removed classes masked in the teacher; with
-    `repair_hold` > 0 also hold · KL(entry‖model) on train_forget, `entry` being the model as it entered repair."""
+    `repair_hold` > 0 also hold · KL(entry‖model) on train_forget, `entry` being the model as it entered repair.
+
+    The KL term distils the frozen original's full softmax at temperature T = 1 (no rescaling), so repair restores
+    the retain rows' confidence, not only their argmax: criterion (d) (mean max-softmax on val_retain) triggers a
+    repair episode as (c) does, and the episode ends when both hold (controller.py). T = 1 because (d) compares
+    the model's own T = 1 confidence with the original's; a softer teacher (T > 1) would teach a flatter output
+    than the one (d) asks for."""
 
     def __init__(self, model: nn.Module, original: nn.Module, data: SplitData, cfg: ControlConfig,
                  ctx: RunContext, removed: list[int], params: Optional[list[nn.Parameter]] = None) -> None:

@@ -50,22 +50,28 @@ def run_chain(candidates, base, data, ctx, goal: str):
 
     from medunlearn.unlearn import METHODS
     from medunlearn.unlearn.controller import closer
+    from medunlearn.unlearn.cost import ImageCounter
     from medunlearn.unlearn.criteria import violation
 
     attempts: list[dict[str, Any]] = []
+    chain_cost = ImageCounter()  # every candidate's image passes: what the user paid for (acceptance["cost_chain"])
     kept: dict[str, Any] = {}
     for name, preset, cfg in candidates:
         start = time.perf_counter()
         outcome = METHODS.get(name)(cfg).run(base, data, ctx, goal=goal)
         acc = outcome.acceptance
         v = violation(acc["checks"])
+        cost = acc.get("cost") or {}
+        chain_cost.merge(cost.get("phases", {}))
         attempts.append({"method": name, "preset": preset, "met": bool(acc["met"]), "violation": round(v, 4),
-                         "wall_time_s": round(time.perf_counter() - start, 2), "reason": acc["reason"]})
+                         "wall_time_s": round(time.perf_counter() - start, 2), "reason": acc["reason"],
+                         "forward_equivalents": cost.get("forward_equivalents")})
         if acc["met"] or not kept or (not kept["met"] and closer(acc["checks"], v, kept)):
             kept = {"name": name, "cfg": cfg, "outcome": outcome, "checks": acc["checks"], "violation": v,
                     "met": bool(acc["met"])}
         if acc["met"]:
             break
+    kept["outcome"].acceptance["cost_chain"] = chain_cost.record()
     return kept["name"], kept["cfg"], kept["outcome"], attempts
 
 

@@ -76,7 +76,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
 
     ref_wall = ref_meta.get("wall_time_s") if ref_meta else None
     metrics = evaluate_model(model, data, original=base, reference=ref_model, wall_time_s=wall,
-                             reference_wall_time_s=ref_wall, goal=goal, seed=seed)
+                             reference_wall_time_s=ref_wall, goal=goal, seed=seed,  # cost: every candidate's
+                             cost=acceptance.get("cost_chain"), reference_cost=((ref_meta or {}).get("training") or {}).get("cost"))
     metrics["warnings"] = warnings
     hint = reference_hint(acceptance, metrics.get("reference"))
     if hint:

@@ -69,11 +69,15 @@ def test_results_markdown_and_json(tmp_path, fake_fashion, tiny_config):
     res = _run(out, fake_fashion, tiny_config, command="medunlearn bench fashion-mnist --test")
     md = (out / "results.md").read_text()
     assert "## class — goal: suppression" in md
-    assert "| method | criteria met | FA | RA | TA-retain | TA-forget | conf test-forget | MIA-eff | Avg-Gap | time s | RTE |" in md
+    assert ("| method | criteria met | FA | RA | TA-retain | TA-forget | conf test-forget | conf val-retain (d) | "
+            "conf test-retain | routed test-retain | MIA-eff | Avg-Gap | time s | RTE | RTE compute |") in md
     assert "medunlearn bench fashion-mnist --test" in md and "CPUs" in md
     assert md.count("| finetune |") == 1 and "| retrain |" in md and " ± " in md  # two seeds: mean ± std
     rows = res["scenarios"]["class"]["goals"]["suppression"]
     assert rows["finetune"]["avg_gap"]["n"] == 2 and rows["finetune"]["rte"]["mean"] > 0
+    # compute RTE: the retrain's image passes over the method's, from counters, never from clocks
+    assert rows["finetune"]["rte_compute"]["n"] == 2 and rows["finetune"]["rte_compute"]["mean"] > 0
+    assert res["scenarios"]["class"]["retrain"]["cost"]["total"]["grad"] > 0
     # class forgetting: the retrain reference never predicts class 0
     assert res["scenarios"]["class"]["retrain"]["forget_acc"] == 0.0
     assert (out / "avg_gap_vs_rte.png").read_bytes()[:4] == b"\x89PNG"

@@ -108,6 +108,32 @@ def test_retain_is_judged_on_the_rows_no_policy_forgets():
     assert "retain" in acc["reason"]
 
 
+class Flat(nn.Module):
+    """A merged model's logits / 100: same argmax as `inner`, every output near uniform."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) / 100.0
+
+
+def test_a_merge_that_flattens_retain_fails_selectivity_per_policy_and_for_the_union():
+    pols, union = _scripted_policies()
+    acc = assess_policies(Flat(Merged({1, 2})), Merged(set()), pols, union)
+    assert acc["met"] is False
+    for p in acc["policies"]:
+        checks = {c["name"]: c["passed"] for c in p["checks"]}
+        assert checks["forget_accuracy"] and checks["forget_confidence"] and checks["retain_accuracy"]
+        assert checks["retain_confidence"] is False
+        assert p["selectivity"]["retain_confidence_original"] == pytest.approx(95.0, abs=0.01)
+    retain = {c["name"]: c for c in acc["retain"]["checks"]}
+    assert retain["retain_accuracy"]["passed"] and not retain["retain_confidence"]["passed"]
+    assert acc["retain"]["selectivity"]["routed"] == pytest.approx(100.0)
+    assert "mean max-softmax on val_retain" in acc["reason"]
+
+
 def test_control_from_meta_reads_the_run_settings_and_defaults_older_runs():
     cfg = control_from_meta({"unlearn_config": {"forget_tol": 2.0, "retain_drop": 0.5, "lr": 1e-3, "epochs": 3}})
     assert cfg.forget_tol == 2.0 and cfg.retain_drop == 0.5 and cfg.confidence_margin == 10.0

@@ -172,3 +172,15 @@ def test_trace_plot_is_in_the_plots_section(tmp_path):
     assert "Stop / guard trace: 4 checks, returned step 14" in md
     plots = html.split("Plots</h2>")[1]
     assert re.search(r'<img alt="Stop / guard trace[^"]*" src="data:image/png;base64,', plots)
+
+
+def test_selectivity_check_fails_a_flattened_run_and_shows_both_figures(tmp_path):
+    acc = copy.deepcopy(ACCEPTANCE_MET)
+    acc["checks"].append({"name": "retain_confidence", "label": "mean max-softmax on val_retain (selectivity)",
+                          "value": 41.2, "op": ">=", "threshold": 93.2, "unit": "%", "passed": False,
+                          "routing_threshold": 43.33, "routed": 71.0, "routed_original": 0.5})
+    acc["met"] = False
+    _, md, doc = rendered(write_run(tmp_path / "d", acc), tmp_path / "od")
+    v = doc["verdict"]
+    assert v["decision"] == FAIL and "mean max-softmax on val_retain (selectivity)" in v["summary"]
+    assert "41.2 %" in md and "93.2 %" in md and "71.0 % of images, original 0.5 %" in md

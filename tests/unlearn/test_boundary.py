@@ -29,7 +29,7 @@ def test_expand_then_prune_keeps_the_real_rows():
 
 def test_boundary_expanding_returns_k_class_model_and_forgets(trained_tiny):
     model, split = trained_tiny
-    outcome = METHODS.get("boundary_expanding")().run(model, split, RunContext(seed=0))
+    outcome = METHODS.get("boundary_expanding")(selectivity_margin=None).run(model, split, RunContext(seed=0))
     out = outcome.model
     k = split.num_classes
     assert out.head.out_features == k and type(out) is type(model)

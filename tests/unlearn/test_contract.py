@@ -103,7 +103,10 @@ def test_suppression_lowers_forget_accuracy_and_keeps_retain(name, trained_tiny,
         request.applymarker(pytest.mark.xfail(reason=CANNOT_SUPPRESS[name], strict=True))
     model, split = trained_tiny
     fa0, ra0 = _expected(model, split.train_forget), _acc(model, split.train_retain)
-    out, _ = _unlearn(name, model, split, "suppression")
+    # (d) off: this test is about the step's mechanics (does it move the forget domain at all); with (d) on, most
+    # methods cannot move this tiny cohort's forget domain without flattening retain, and the controller then
+    # returns a barely-moved state (tests/unlearn/test_selectivity.py checks (d) itself)
+    out, _ = _unlearn(name, model, split, "suppression", selectivity_margin=None)
     fa, ra = _expected(out, split.train_forget), _acc(out, split.train_retain)
     assert fa <= fa0 - FA_DROP, f"{name}: forget expected accuracy {fa0:.1f} -> {fa:.1f}, expected a drop of >= {FA_DROP}"
     assert ra >= ra0 - RA_TOL, f"{name}: retain accuracy {ra0:.1f} -> {ra:.1f}, expected a drop of <= {RA_TOL}"

@@ -170,6 +170,14 @@ def test_retain_guard_read_gives_the_full_reads_verdict_and_stops_early(trained_
                 assert sum(rows) < len(probes.retain)  # gave up before reading every row
 
 
+def full_read(probes, m, guard, min_conf):
+    """retain_at_least's answer from one full read (no early exit)."""
+    stats = probes.retain_stats(m)
+    ok = stats["retain_acc"] >= guard and (min_conf is None or stats["retain_conf"] >= min_conf)
+    probes.last_retain = stats if ok else None
+    return stats["retain_acc"] if ok else None
+
+
 def test_repair_reads_leave_the_trajectory_unchanged(trained_tiny, monkeypatch):
     """The early-exit guard read and the reuse of its accuracy give the same run as a full read each time."""
     model, split = trained_tiny
@@ -189,7 +197,7 @@ def test_repair_reads_leave_the_trajectory_unchanged(trained_tiny, monkeypatch):
 
     fast_trace, fast_state = wreck_run()
     monkeypatch.setattr(Probes, "retain_at_least",
-                        lambda self, m, guard: (lambda a: a if a >= guard else None)(self.retain_acc(m)))
+                        lambda self, m, guard, min_conf=None: full_read(self, m, guard, min_conf))
     full_trace, full_state = wreck_run()
     assert [r["phase"] for r in full_trace].count("repair") >= 2, full_trace
     assert fast_trace == full_trace
