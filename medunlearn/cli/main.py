@@ -11,7 +11,7 @@ def _optional_commands() -> None:
     """Commands whose modules may be absent in a partial install register when importable."""
     import importlib
 
-    for name in ("merge", "report", "demo", "bench", "tune"):
+    for name in ("merge", "report", "demo", "bench", "tune", "audit"):
         try:
             importlib.import_module(f"medunlearn.cli.{name}")
         except ModuleNotFoundError as exc:

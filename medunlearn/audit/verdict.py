@@ -1,0 +1,123 @@
+"""Verdicts from LiRA scores (pure math): per patient, and for the whole forget set, at a stated FPR.
+
+Per patient (their images' scores are averaged: a patient's few images carry more evidence together):
+  the null is the held-out (calibration) patients, none of whom any model saw. Scores of one patient's images
+  are correlated, so the null variance of a patient mean of n images is σ_b² + σ_w²/n, σ_w² the pooled
+  within-patient variance and σ_b² the between-patient variance (one-way random effects, method of moments)
+  of the calibration patients. T = (mean − μ0) / sqrt(σ_b² + σ_w²/n); membership is detected when the
+  one-sided p-value 1 − Φ(T) < α (the stated false-positive rate per patient).
+  power: the smallest mean shift (in score units) detectable with probability `power` at level α,
+  (z_{1−α} + z_{power})·sqrt(σ_b² + σ_w²/n).
+Forget set (every forget image): TPR at α FPR (threshold = the calibration scores' 1 − α quantile) with a
+  Clopper–Pearson interval; detected when its lower bound exceeds the calibration's realised FPR.
+Verdict words: "forgotten" (the original showed membership, the audited model does not), "not forgotten"
+  (membership still detected), "nothing to forget at this power" (the original showed none: never "met").
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy import stats
+
+from medunlearn.audit.lira import auc, tpr_at_fpr
+
+FORGOTTEN, NOT_FORGOTTEN, NOTHING = "forgotten", "not forgotten", "nothing to forget at this power"
+
+
+def null_model(scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+    """{mu, sigma_w, sigma_b, patients, images} of calibration `scores` (N,) grouped by patient `groups` (N,)."""
+    s = np.asarray(scores, dtype=float)
+    g = np.asarray(list(groups))
+    keep = ~np.isnan(s)
+    s, g = s[keep], g[keep]
+    names, inv = np.unique(g, return_inverse=True)
+    n = np.bincount(inv).astype(float)
+    means = np.bincount(inv, weights=s) / n
+    ss_w = float(((s - means[inv]) ** 2).sum())
+    dof_w = float((n - 1).sum())
+    var_w = ss_w / dof_w if dof_w > 0 else float(np.var(s, ddof=1)) if len(s) > 1 else 1.0
+    var_means = float(np.var(means, ddof=1)) if len(means) > 1 else 0.0
+    var_b = max(0.0, var_means - float(np.mean(var_w / n)))
+    return {"mu": float(means.mean()) if len(means) else 0.0, "sigma_w": math.sqrt(max(var_w, 1e-12)),
+            "sigma_b": math.sqrt(var_b), "patients": int(len(names)), "images": int(len(s))}
+
+
+def null_sd(null: dict[str, float], n: int) -> float:
+    """Null standard deviation of one patient's mean score over n images."""
+    return math.sqrt(null["sigma_b"] ** 2 + null["sigma_w"] ** 2 / max(n, 1))
+
+
+def patient_test(scores: np.ndarray, null: dict[str, float], alpha: float, power: float = 0.8) -> dict[str, Any]:
+    """One patient's test: {n, mean, effect (mean − μ0), t, p, detected, min_detectable_effect}."""
+    s = np.asarray(scores, dtype=float)
+    s = s[~np.isnan(s)]
+    sd = null_sd(null, len(s))
+    mean = float(s.mean()) if len(s) else float("nan")
+    t = (mean - null["mu"]) / sd
+    p = float(stats.norm.sf(t)) if math.isfinite(t) else float("nan")
+    mde = (stats.norm.isf(alpha) + stats.norm.ppf(power)) * sd
+    return {"n": int(len(s)), "mean": mean, "effect": mean - null["mu"], "t": t, "p": p,
+            "detected": bool(math.isfinite(p) and p < alpha), "min_detectable_effect": float(mde)}
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact binomial interval of k successes in n trials."""
+    if n == 0:
+        return float("nan"), float("nan")
+    a = (1 - level) / 2
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
+def min_detectable_tpr(n: int, fpr: float, level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true TPR whose Clopper–Pearson lower bound exceeds `fpr` with probability >= `power` on n rows."""
+    if n == 0:
+        return float("nan")
+    k_min = next((k for k in range(n + 1) if clopper_pearson(k, n, level)[0] > fpr), None)
+    if k_min is None:
+        return float("nan")
+    for t in np.linspace(fpr, 1.0, 400):
+        if stats.binom.sf(k_min - 1, n, t) >= power:
+            return float(t)
+    return 1.0
+
+
+def set_test(member: np.ndarray, calibration: np.ndarray, alpha: float, level: float = 0.95) -> dict[str, Any]:
+    """The forget set's TPR at `alpha` FPR against calibration scores, with its interval and detection."""
+    m = torch.as_tensor(np.asarray(member, dtype=float))
+    c = torch.as_tensor(np.asarray(calibration, dtype=float))
+    tpr, fpr_real, thr = tpr_at_fpr(m, c, alpha)
+    n = int((~torch.isnan(m)).sum())
+    k = int(round(tpr * n)) if n else 0
+    lo, hi = clopper_pearson(k, n, level)
+    return {"n": n, "fpr": alpha, "fpr_realised": fpr_real, "threshold": thr, "tpr": tpr, "tpr_interval": [lo, hi],
+            "auc": auc(m, c), "detected": bool(n and lo > fpr_real),
+            "min_detectable_tpr": min_detectable_tpr(n, fpr_real, level)}
+
+
+def verdict_word(original_detected: bool, audited_detected: bool) -> str:
+    if not original_detected:
+        return NOTHING
+    return NOT_FORGOTTEN if audited_detected else FORGOTTEN
+
+
+def calibration_fpr(scores: np.ndarray, groups: Sequence[str], alpha: float, level: float = 0.95) -> dict[str, Any]:
+    """Leave-one-patient-out on the calibration patients: each is tested against the null of the others.
+
+    The fraction flagged estimates the per-patient false-positive rate; `within_bound` when its interval's lower
+    end does not exceed alpha (an exact binomial test that the FPR is at most alpha is not rejected)."""
+    s = np.asarray(scores, dtype=float)
+    g = np.asarray(list(groups))
+    names = np.unique(g)
+    flagged = 0
+    for name in names:
+        inside = g == name
+        null = null_model(s[~inside], g[~inside])
+        flagged += int(patient_test(s[inside], null, alpha)["detected"])
+    lo, hi = clopper_pearson(flagged, len(names), level)
+    return {"patients": int(len(names)), "flagged": flagged, "fpr": flagged / max(len(names), 1),
+            "interval": [lo, hi], "bound": alpha, "within_bound": bool(len(names) and lo <= alpha)}
