@@ -112,8 +112,11 @@ def prepare(cohort: Any, model_dir: str | Path, out: str | Path, k: int = 8, see
                                         "member": torch.from_numpy(member.astype(np.uint8))}))
         write_json(tmp / "image_ids.json", ids)
         for i, model in enumerate(refs.models):
-            ref_meta = make_meta("audit_reference", cfg, data, {"wall_time_s": refs.infos[i]["wall_time_s"],
-                                                               "seed": refs.infos[i]["seed"]}, model)
+            # checkpoint kinds are fixed (base | retrain | unlearned | merged): a reference is a "base" trained on a
+            # half, marked by its role
+            ref_meta = make_meta("base", cfg, data, {"wall_time_s": refs.infos[i]["wall_time_s"],
+                                                     "seed": refs.infos[i]["seed"]}, model)
+            ref_meta.update(role="audit_reference", reference_index=i, split=manifest["split"])
             save_checkpoint(tmp / REFS / f"ref_{i:02d}", model.cpu(), ref_meta, overwrite=True,
                             provenance=provenance_record(cfg.to_dict(), refs.infos[i]["seed"], inputs,
                                                          run=ctx.run_record()))
