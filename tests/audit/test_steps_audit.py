@@ -112,6 +112,10 @@ def test_forget_with_audit_judges_by_the_audit_and_refuses_suppression(prepared,
     assert acc["met"] == all(c["passed"] for c in acc["checks"]) and "interval_checks" in acc
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["accepted"] == acc["met"]
+    from medunlearn.report.render import render_report
+
+    md = Path(render_report(tmp_path / "run", out_dir=tmp_path / "report")["md"]).read_text()
+    assert "Membership audit per patient" in md and patient in md
 
 
 def test_audit_refuses_a_model_of_another_base(prepared, tmp_path):
