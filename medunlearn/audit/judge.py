@@ -81,7 +81,7 @@ def audit(cache: ScoreCache, forget_rows: Rows, cal_rows: Rows, target: dict[str
     per_patient = {}
     for p, rec in aud["patients"].items():
         o = orig["patients"][p]
-        entry = {"verdict": verdict_word(o["detected"], rec["detected"]), "images": rec["n"],
+        entry = {"verdict": verdict_word(o["detected"], rec["detected"], rec["below"]), "images": rec["n"],
                  "p_original": o["p"], "p_audited": rec["p"], "effect_original": o["effect"],
                  "effect_audited": rec["effect"], "min_detectable_effect": rec["min_detectable_effect"],
                  "power_vs_original": (rec["min_detectable_effect"] / o["effect"]) if o["effect"] > 0 else None}
@@ -89,7 +89,7 @@ def audit(cache: ScoreCache, forget_rows: Rows, cal_rows: Rows, target: dict[str
             r = models["retrain"]["patients"][p]
             entry["retrain"] = {"p": r["p"], "detected": r["detected"], "effect": r["effect"]}
         per_patient[p] = entry
-    set_verdict = verdict_word(orig["set"]["detected"], aud["set"]["detected"])
+    set_verdict = verdict_word(orig["set"]["detected"], aud["set"]["detected"], aud["set"]["below"])
     calib = calibration_fpr(scores["audited"][1], cal_rows.patients, alpha)
     # strict: a patient the original showed no membership for is "nothing to forget at this power", never met
     forgotten = set_verdict == FORGOTTEN and all(e["verdict"] == FORGOTTEN for e in per_patient.values())

@@ -10,8 +10,12 @@ Per patient (their images' scores are averaged: a patient's few images carry mor
   (z_{1−α} + z_{power})·sqrt(σ_b² + σ_w²/n).
 Forget set (every forget image): TPR at α FPR (threshold = the calibration scores' 1 − α quantile) with a
   Clopper–Pearson interval; detected when its lower bound exceeds the calibration's realised FPR.
-Verdict words: "forgotten" (the original showed membership, the audited model does not), "not forgotten"
-  (membership still detected), "nothing to forget at this power" (the original showed none: never "met").
+Both tails: a patient whose scores fall significantly BELOW the held-out patients' (1 − p < α, the same test
+  mirrored) is also distinguishable from a non-member (over-forgetting, the "Streisand effect" of gradient
+  ascent); the forget set likewise, by the fraction of its scores under the calibration's α quantile.
+Verdict words: "forgotten" (the original showed membership, the audited model shows none on either tail),
+  "not forgotten" (membership still detected), "over-forgotten" (scores below non-members'), "nothing to
+  forget at this power" (the original showed none: never "met").
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from scipy import stats
 from medunlearn.audit.lira import auc, tpr_at_fpr
 
 FORGOTTEN, NOT_FORGOTTEN, NOTHING = "forgotten", "not forgotten", "nothing to forget at this power"
+OVER = "over-forgotten"
 
 
 def null_model(scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
@@ -51,7 +56,7 @@ def null_sd(null: dict[str, float], n: int) -> float:
 
 
 def patient_test(scores: np.ndarray, null: dict[str, float], alpha: float, power: float = 0.8) -> dict[str, Any]:
-    """One patient's test: {n, mean, effect (mean − μ0), t, p, detected, min_detectable_effect}."""
+    """One patient's test: {n, mean, effect (mean − μ0), t, p, detected, p_low, below, min_detectable_effect}."""
     s = np.asarray(scores, dtype=float)
     s = s[~np.isnan(s)]
     sd = null_sd(null, len(s))
@@ -59,8 +64,10 @@ def patient_test(scores: np.ndarray, null: dict[str, float], alpha: float, power
     t = (mean - null["mu"]) / sd
     p = float(stats.norm.sf(t)) if math.isfinite(t) else float("nan")
     mde = (stats.norm.isf(alpha) + stats.norm.ppf(power)) * sd
+    p_low = float(stats.norm.cdf(t)) if math.isfinite(t) else float("nan")
     return {"n": int(len(s)), "mean": mean, "effect": mean - null["mu"], "t": t, "p": p,
-            "detected": bool(math.isfinite(p) and p < alpha), "min_detectable_effect": float(mde)}
+            "detected": bool(math.isfinite(p) and p < alpha), "p_low": p_low,
+            "below": bool(math.isfinite(p_low) and p_low < alpha), "min_detectable_effect": float(mde)}
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -94,15 +101,20 @@ def set_test(member: np.ndarray, calibration: np.ndarray, alpha: float, level: f
     n = int((~torch.isnan(m)).sum())
     k = int(round(tpr * n)) if n else 0
     lo, hi = clopper_pearson(k, n, level)
+    low_rate, low_real, _ = tpr_at_fpr(-m, -c, alpha)  # the lower tail: scores under the calibration's α quantile
+    k_low = int(round(low_rate * n)) if n else 0
     return {"n": n, "fpr": alpha, "fpr_realised": fpr_real, "threshold": thr, "tpr": tpr, "tpr_interval": [lo, hi],
             "auc": auc(m, c), "detected": bool(n and lo > fpr_real),
+            "below_rate": low_rate, "below": bool(n and clopper_pearson(k_low, n, level)[0] > low_real),
             "min_detectable_tpr": min_detectable_tpr(n, fpr_real, level)}
 
 
-def verdict_word(original_detected: bool, audited_detected: bool) -> str:
+def verdict_word(original_detected: bool, audited_detected: bool, audited_below: bool = False) -> str:
     if not original_detected:
         return NOTHING
-    return NOT_FORGOTTEN if audited_detected else FORGOTTEN
+    if audited_detected:
+        return NOT_FORGOTTEN
+    return OVER if audited_below else FORGOTTEN
 
 
 def calibration_fpr(scores: np.ndarray, groups: Sequence[str], alpha: float, level: float = 0.95) -> dict[str, Any]:
@@ -113,11 +125,13 @@ def calibration_fpr(scores: np.ndarray, groups: Sequence[str], alpha: float, lev
     s = np.asarray(scores, dtype=float)
     g = np.asarray(list(groups))
     names = np.unique(g)
-    flagged = 0
+    flagged = below = 0
     for name in names:
         inside = g == name
-        null = null_model(s[~inside], g[~inside])
-        flagged += int(patient_test(s[inside], null, alpha)["detected"])
+        test = patient_test(s[inside], null_model(s[~inside], g[~inside]), alpha)
+        flagged += int(test["detected"])
+        below += int(test["below"])
     lo, hi = clopper_pearson(flagged, len(names), level)
     return {"patients": int(len(names)), "flagged": flagged, "fpr": flagged / max(len(names), 1),
-            "interval": [lo, hi], "bound": alpha, "within_bound": bool(len(names) and lo <= alpha)}
+            "interval": [lo, hi], "bound": alpha, "within_bound": bool(len(names) and lo <= alpha),
+            "flagged_below": below, "fpr_below": below / max(len(names), 1)}

@@ -59,6 +59,8 @@ def test_patient_test_is_calibrated_on_null_patients_and_detects_a_shift():
     shifted = patient_test(np.full(4, 3.0), null, 0.01)
     assert shifted["detected"] and shifted["min_detectable_effect"] < 3.0
     assert not patient_test(np.zeros(4), null, 0.01)["detected"]
+    low = patient_test(np.full(4, -3.0), null, 0.01)
+    assert low["below"] and not low["detected"]
 
 
 def test_set_test_and_verdict_words():
@@ -66,7 +68,10 @@ def test_set_test_and_verdict_words():
     cal = rng.normal(0, 1, 1000)
     assert set_test(rng.normal(3, 1, 200), cal, 0.01)["detected"]
     assert not set_test(rng.normal(0, 1, 200), cal, 0.01)["detected"]
+    assert set_test(rng.normal(-3, 1, 200), cal, 0.01)["below"]
+    assert not set_test(rng.normal(0, 1, 200), cal, 0.01)["below"]
     lo, hi = clopper_pearson(0, 10)
     assert lo == 0 and 0.25 < hi < 0.35
     assert verdict_word(False, True) == "nothing to forget at this power"
     assert verdict_word(True, True) == "not forgotten" and verdict_word(True, False) == "forgotten"
+    assert verdict_word(True, False, True) == "over-forgotten"
