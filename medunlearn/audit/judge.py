@@ -14,7 +14,7 @@ import torch
 
 from medunlearn.audit.lira import offline_lira, pooled_sigma
 from medunlearn.audit.verdict import (FORGOTTEN, NOTHING, calibration_fpr, null_model, patient_test, set_test,
-                                      verdict_word)
+                                      to_normal, verdict_word)
 
 DEFAULT_FPR = 0.01  # the stated false-positive rate, per patient and for the forget set (the field's 1 % operating point)
 DEFAULT_POWER = 0.8  # power at which the smallest detectable effect is stated
@@ -54,11 +54,13 @@ def lira_scores(cache: ScoreCache, rows: Rows, phi: torch.Tensor, sigma: float) 
 
 def judge_model(forget: np.ndarray, calibration: np.ndarray, forget_rows: Rows, cal_rows: Rows,
                 alpha: float, power: float = DEFAULT_POWER) -> dict[str, Any]:
-    """Set and per-patient tests of one model's scores (forget vs calibration)."""
-    null = null_model(calibration, cal_rows.patients)
+    """Set and per-patient tests of one model's scores (forget vs calibration). Patient tests run on the scores'
+    normal quantiles among the calibration images (verdict.to_normal), so effects are in null SD units."""
+    q_cal, q_forget = to_normal(calibration, calibration), to_normal(forget, calibration)
+    null = null_model(q_cal, cal_rows.patients)
     patients = {}
     for p in sorted(set(forget_rows.patients)):
-        patients[p] = patient_test(forget[forget_rows.patients == p], null, alpha, power)
+        patients[p] = patient_test(q_forget[forget_rows.patients == p], null, alpha, power)
     return {"set": set_test(forget, calibration, alpha), "patients": patients, "null": null}
 
 

@@ -75,3 +75,16 @@ def test_set_test_and_verdict_words():
     assert verdict_word(False, True) == "nothing to forget at this power"
     assert verdict_word(True, True) == "not forgotten" and verdict_word(True, False) == "forgotten"
     assert verdict_word(True, False, True) == "over-forgotten"
+
+
+def test_normal_quantiles_make_a_heavy_tailed_null_calibrated():
+    from medunlearn.audit.verdict import to_normal
+
+    rng = np.random.default_rng(2)
+    heavy = rng.standard_t(1.5, 2000)  # far heavier tails than a normal
+    pats = np.array([f"p{i}" for i in range(2000)])
+    q = to_normal(heavy, heavy)
+    assert abs(q.mean()) < 0.01 and abs(q.std() - 1) < 0.05
+    assert np.all(np.diff(q[np.argsort(heavy)]) >= 0)  # order preserved
+    cal = calibration_fpr(heavy[:1000], pats[:1000], 0.01)
+    assert cal["within_bound"] and cal["fpr"] <= 0.02
