@@ -86,7 +86,7 @@ def calibration_halves(cache: ScoreCache, data: SplitData, model, alpha: float, 
     half = set(rng.permutation(names)[: len(names) // 2])
     a = np.array([p in half for p in pats])
     z = lira_scores(cache, Rows(pos, pats), phi_scores(model, cal, torch.device("cpu")),
-                    pooled_sigma(cache.ref_phi, ~cache.member))
+                    pooled_sigma(cache.ref_phi, ~cache.excluded))
     _, _, thr = tpr_at_fpr(torch.as_tensor(z[~a]), torch.as_tensor(z[a]), alpha)
     k, n = int((z[~a] > thr).sum()), int((~a).sum())
     lo, hi = clopper_pearson(k, n)
@@ -94,7 +94,8 @@ def calibration_halves(cache: ScoreCache, data: SplitData, model, alpha: float, 
 
 
 def subset_cache(cache: ScoreCache, models: list[int]) -> ScoreCache:
-    return ScoreCache(cache.image_ids, cache.member[models], cache.ref_phi[models], cache.base_phi)
+    return ScoreCache(cache.image_ids, cache.member[models], cache.ref_phi[models], cache.base_phi,
+                      cache.excluded[models])
 
 
 def run_one(workload: str, seed: int, args) -> dict:
@@ -112,9 +113,16 @@ def run_one(workload: str, seed: int, args) -> dict:
     n_tr = len(data.train)
     member = np.concatenate([np.concatenate([refs_a.member, refs_b.member]),
                              np.zeros((8, len(universe) - n_tr), dtype=bool)], axis=1)
+    from medunlearn.audit.references import patient_ids, plan_halves
+
+    val_p = patient_ids(data.val)  # calibration rows: balanced pseudo-halves, as prepare does (per set of 4)
+    excluded = np.concatenate([np.concatenate([refs_a.member, refs_b.member]),
+                               np.concatenate([plan_halves(val_p, 4, seed + 1), plan_halves(val_p, 4, seed + 501)])],
+                              axis=1)
     device = torch.device("cpu")
     cache = ScoreCache(universe.meta["image_id"].astype(str).tolist(), torch.from_numpy(member),
-                       torch.stack([phi_scores(m, universe, device) for m in models]), phi_scores(base, universe, device))
+                       torch.stack([phi_scores(m, universe, device) for m in models]), phi_scores(base, universe, device),
+                       excluded=torch.from_numpy(excluded))
     ref_cost = {"k4_s": sum(i["wall_time_s"] for i in refs_a.infos),
                 "k8_s": sum(i["wall_time_s"] for i in refs_a.infos + refs_b.infos)}
     out = {"workload": workload, "seed": seed, "n_train": n_tr, "n_forget": len(data.train_forget),

@@ -31,9 +31,16 @@ class Rows:
 @dataclass
 class ScoreCache:
     image_ids: list[str]
-    member: torch.Tensor  # (K, N) bool
+    member: torch.Tensor  # (K, N) bool: model k trained on row n (False for every validation row)
     ref_phi: torch.Tensor  # (K, N) float64
     base_phi: torch.Tensor  # (N,) float64
+    # (K, N) bool: entries left out of a row's OUT set: its members, and for a validation row a balanced
+    # pseudo-half of the models, so every row is judged against the same number (K − K//2) of OUT models
+    excluded: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        if self.excluded is None:
+            self.excluded = self.member
 
     def positions(self, ids: Sequence[str], what: str) -> np.ndarray:
         from medunlearn.errors import DataError
@@ -49,7 +56,7 @@ class ScoreCache:
 def lira_scores(cache: ScoreCache, rows: Rows, phi: torch.Tensor, sigma: float) -> np.ndarray:
     """Offline LiRA statistic of `phi` (n,) on `rows`, against the reference models that did not see each row."""
     idx = torch.as_tensor(rows.index)
-    return offline_lira(phi, cache.ref_phi[:, idx], cache.member[:, idx], sigma).numpy()
+    return offline_lira(phi, cache.ref_phi[:, idx], cache.excluded[:, idx], sigma).numpy()
 
 
 def judge_model(forget: np.ndarray, calibration: np.ndarray, forget_rows: Rows, cal_rows: Rows,
@@ -72,7 +79,7 @@ def audit(cache: ScoreCache, forget_rows: Rows, cal_rows: Rows, target: dict[str
     Returns {method, fpr, power, sigma, models: {original, audited[, retrain]: {set, patients, null}},
     patients: {pseudonym: {verdict, images, p_original, p_audited, effect_original, effect_audited,
     min_detectable_effect, retrain?}}, set: {verdict, ...}, calibration, forgotten}."""
-    sigma = pooled_sigma(cache.ref_phi, ~cache.member)
+    sigma = pooled_sigma(cache.ref_phi, ~cache.excluded)
     base = {"forget": cache.base_phi[torch.as_tensor(forget_rows.index)],
             "calibration": cache.base_phi[torch.as_tensor(cal_rows.index)]}
     sets = {"original": base, "audited": target, **({"retrain": retrain} if retrain is not None else {})}

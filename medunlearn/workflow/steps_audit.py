@@ -56,7 +56,7 @@ def prepare(cohort: Any, model_dir: str | Path, out: str | Path, k: int = 8, see
     them, their membership (by image_id pseudonym) and every model's phi scores on train + validation rows."""
     from safetensors.torch import save
 
-    from medunlearn.audit.references import check_k, phi_scores, train_references
+    from medunlearn.audit.references import check_k, patient_ids, phi_scores, plan_halves, train_references
     from medunlearn.data.imageset import ImageSet
     from medunlearn.models.checkpoint import load_checkpoint, model_sha256, save_checkpoint
     from medunlearn.models.train import make_meta
@@ -83,6 +83,8 @@ def prepare(cohort: Any, model_dir: str | Path, out: str | Path, k: int = 8, see
     universe = ImageSet.concat([data.train, data.val])
     n_train = len(data.train)
     member = np.concatenate([refs.member, np.zeros((k, len(universe) - n_train), dtype=bool)], axis=1)
+    pseudo = plan_halves(patient_ids(data.val), k, seed + 1)  # calibration rows: as many OUT models as training rows
+    excluded = np.concatenate([refs.member, pseudo], axis=1)
     ref_phi = torch.stack([phi_scores(m, universe, ctx.device) for m in refs.models])
     base_phi = phi_scores(base.to(ctx.device), universe, ctx.device)
     ids = universe.meta["image_id"].astype(str).tolist()
@@ -109,7 +111,8 @@ def prepare(cohort: Any, model_dir: str | Path, out: str | Path, k: int = 8, see
         write_json(tmp / MANIFEST, manifest)
         write_json(tmp / MEMBERSHIP, membership)
         write_bytes(tmp / SCORES, save({"ref_phi": ref_phi.contiguous(), "base_phi": base_phi.contiguous(),
-                                        "member": torch.from_numpy(member.astype(np.uint8))}))
+                                        "member": torch.from_numpy(np.ascontiguousarray(member, dtype=np.uint8)),
+                                        "excluded": torch.from_numpy(np.ascontiguousarray(excluded, dtype=np.uint8))}))
         write_json(tmp / "image_ids.json", ids)
         for i, model in enumerate(refs.models):
             # checkpoint kinds are fixed (base | retrain | unlearned | merged): a reference is a "base" trained on a
@@ -140,7 +143,7 @@ def load_audit(audit_dir: str | Path):
     t = load((d / SCORES).read_bytes())
     ids = read_json(d / "image_ids.json")
     cache = ScoreCache(image_ids=[str(i) for i in ids], member=t["member"].bool(), ref_phi=t["ref_phi"].double(),
-                       base_phi=t["base_phi"].double())
+                       base_phi=t["base_phi"].double(), excluded=t["excluded"].bool())
     return cache, manifest
 
 

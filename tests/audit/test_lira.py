@@ -28,8 +28,11 @@ def test_offline_statistic_uses_only_out_models_and_the_predictive_scale():
     assert mu.tolist() == [2.0, 6.0] and n_out.tolist() == [2.0, 3.0]
     # pooled within-row sd over OUT entries: row 0 ss=2 (dof 1), row 1 ss=2 (dof 2) -> sqrt(4/3)
     assert math.isclose(pooled_sigma(ref, ~member), math.sqrt(4 / 3))
-    z = offline_lira(torch.tensor([4.0, 6.0]), ref, member, sigma=1.0)
+    z = offline_lira(torch.tensor([4.0, 6.0]), ref, member, sigma=1.0, prior_dof=None)  # fixed variance
     assert math.isclose(float(z[0]), 2.0 / math.sqrt(1.5)) and float(z[1]) == 0.0
+    # per-row variance shrunk toward sigma: row 0 has ss = 2 on 1 dof; with nu0 = 1: (1*1 + 2) / (1 + 1) = 1.5
+    z = offline_lira(torch.tensor([4.0, 6.0]), ref, member, sigma=1.0, prior_dof=1.0)
+    assert math.isclose(float(z[0]), 2.0 / math.sqrt(1.5 * 1.5))
     assert torch.isnan(offline_lira(torch.tensor([0.0]), ref[:, :1], torch.ones(3, 1, dtype=torch.bool)))[0]
 
 
