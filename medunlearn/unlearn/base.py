@@ -45,6 +45,8 @@ class Unlearner(abc.ABC):
     Config: ClassVar[type] = BaseConfig
     # What `medunlearn tune` may vary: {Config field: space.Float | space.Int | space.Choice}; {} = not tunable.
     search_space: ClassVar[dict[str, Any]] = {}
+    # checks every checked state must also pass (set by `forget --audit`: the membership audit); None = none
+    extra_checks: Any = None
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         cfg = config if config is not None else self.Config()
@@ -62,7 +64,8 @@ class Unlearner(abc.ABC):
         original = copy.deepcopy(model).to(ctx.device).eval()  # the caller's model is never touched
         ctx.seed_everything()
         plan = self.plan(new, original, data, ctx, goal)
-        outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name)
+        outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name,
+                                 extra_checks=self.extra_checks)
         outcome.model = release(outcome.model)
         check_finite_model(outcome.model)
         check_finite_outputs(outcome.model, data, ctx)

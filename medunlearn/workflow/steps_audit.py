@@ -161,17 +161,10 @@ def check_derived(manifest: dict[str, Any], meta: dict[str, Any], sha: str, what
 
 def audit_split(cache, data, model, device: torch.device, retrain=None, alpha: float | None = None) -> dict[str, Any]:
     """Audit `model` (and the retrain) on data.train_forget against held-out data.val; test rows never read."""
-    from medunlearn.audit.judge import DEFAULT_FPR, Rows, audit
-    from medunlearn.audit.references import patient_ids, phi_scores
-    from medunlearn.errors import DataError
-    from medunlearn.tune.sealed import validation_only
+    from medunlearn.audit.judge import DEFAULT_FPR, audit
+    from medunlearn.audit.references import phi_scores
 
-    data = validation_only(data)
-    if len(data.train_forget) == 0:
-        raise DataError("Expected forget rows among the training rows to audit, but the rule matches none.")
-    forget, cal = data.train_forget, data.val
-    f_rows = Rows(cache.positions(forget.meta["image_id"].astype(str).tolist(), "forget"), patient_ids(forget))
-    c_rows = Rows(cache.positions(cal.meta["image_id"].astype(str).tolist(), "validation"), patient_ids(cal))
+    forget, cal, f_rows, c_rows = _rows(cache, data)
     phi = lambda m: {"forget": phi_scores(m.to(device), forget, device),  # noqa: E731
                      "calibration": phi_scores(m.to(device), cal, device)}
     return audit(cache, f_rows, c_rows, phi(model), phi(retrain) if retrain is not None else None,
@@ -238,6 +231,73 @@ def check_forget_audit(audit_dir: str | Path, model_dir: str | Path, goal: str) 
                               f"{str(manifest.get('base_sha256'))[:12]} differs; run `medunlearn audit prepare`.")
 
 
+def audit_checks(audit_dir: str | Path, base, data, ctx: RunContext, alpha: float | None = None):
+    """The controller's extra check (`run_controlled(extra_checks=...)`) for `forget --audit`: every checked state
+    must show no membership of the forget set or of any patient, on either tail, at the stated FPR.
+
+    Rows, reference statistics and the calibration are fixed up front; a check runs the model on the forget and
+    calibration rows only. A model whose feature extractor has fewer blocks than the base's is a suffix on cached
+    prefix outputs (FAMR's prefix cache): it cannot read images, so it gets no in-loop audit check (the returned
+    state is still judged by judge_forget)."""
+    from medunlearn.audit.judge import DEFAULT_FPR
+
+    cache, manifest = load_audit(audit_dir)
+    check_split(manifest, data)
+    return checks_from_cache(cache, base, data, ctx, DEFAULT_FPR if alpha is None else alpha)
+
+
+def checks_from_cache(cache, base, data, ctx: RunContext, alpha: float):
+    """audit_checks on a loaded ScoreCache (benchmarks build one in memory)."""
+    from medunlearn.audit.lira import logit_confidence
+    from medunlearn.unlearn.probes import predict_logits
+
+    forget, cal, f_rows, c_rows = _rows(cache, data)
+    blocks = len(list(base.features.children())) if hasattr(base, "features") else None
+
+    def check(model) -> list[dict[str, Any]]:
+        if blocks is not None and len(list(model.features.children())) != blocks:
+            return []
+        # predict_logits restores every module's train/eval flag (BatchNorm frozen by a method stays frozen)
+        phi = lambda s: logit_confidence(predict_logits(model, s.images, data.num_classes, ctx.device), s.labels)  # noqa: E731
+        return in_loop_checks(cache, f_rows, c_rows, {"forget": phi(forget), "calibration": phi(cal)}, alpha)
+
+    return check
+
+
+def in_loop_checks(cache, f_rows, c_rows, target, alpha: float) -> list[dict[str, Any]]:
+    """Check records of one state: passed = no membership detected on either tail (set, and each patient)."""
+    from medunlearn.audit.judge import judge_model, lira_scores
+    from medunlearn.audit.lira import pooled_sigma
+
+    sigma = pooled_sigma(cache.ref_phi, ~cache.excluded)
+    res = judge_model(lira_scores(cache, f_rows, target["forget"], sigma),
+                      lira_scores(cache, c_rows, target["calibration"], sigma), f_rows, c_rows, alpha)
+    s = res["set"]
+    out = [{"name": "membership_audit", "label": f"LiRA: forget-set TPR at {100 * alpha:g} % FPR (lower CI bound)",
+            "value": round(100 * s["tpr_interval"][0], 3), "op": "<=", "threshold": round(100 * s["fpr_realised"], 3),
+            "unit": "%", "passed": not (s["detected"] or s["below"])}]
+    for p, e in res["patients"].items():
+        out.append({"name": "membership_audit_patient", "label": f"LiRA: patient {p} p-value vs held-out",
+                    "value": round(100 * min(e["p"], e["p_low"]), 3), "op": ">=", "threshold": round(100 * alpha, 3),
+                    "unit": "%", "passed": not (e["detected"] or e["below"])})
+    return out
+
+
+def _rows(cache, data):
+    from medunlearn.audit.judge import Rows
+    from medunlearn.audit.references import patient_ids
+    from medunlearn.errors import DataError
+    from medunlearn.tune.sealed import validation_only
+
+    data = validation_only(data)
+    if len(data.train_forget) == 0:
+        raise DataError("Expected forget rows among the training rows to audit, but the rule matches none.")
+    forget, cal = data.train_forget, data.val
+    f_rows = Rows(cache.positions(forget.meta["image_id"].astype(str).tolist(), "forget"), patient_ids(forget))
+    c_rows = Rows(cache.positions(cal.meta["image_id"].astype(str).tolist(), "validation"), patient_ids(cal))
+    return forget, cal, f_rows, c_rows
+
+
 def judge_forget(audit_dir: str | Path, model, data, ctx: RunContext, acceptance: dict[str, Any]) -> None:
     """Replace the equivalence interval checks by the audit's (the retain guard stays), in place: acceptance["met"]
     = retain guard passed and the forget set and every patient forgotten; the interval checks move to
@@ -245,7 +305,7 @@ def judge_forget(audit_dir: str | Path, model, data, ctx: RunContext, acceptance
     cache, manifest = load_audit(audit_dir)
     check_split(manifest, data)
     result = audit_split(cache, data, model, ctx.device)
-    checks = acceptance.get("checks", [])
+    checks = [c for c in acceptance.get("checks", []) if not c["name"].startswith("membership_audit")]
     retain = [c for c in checks if c["name"] == "retain_accuracy"]
     audit_checks = audit_check_records(result)
     acceptance["interval_checks"] = [c for c in checks if c["name"] != "retain_accuracy"]

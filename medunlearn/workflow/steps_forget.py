@@ -50,7 +50,7 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     if chains is None:
         cfg = method_config(METHODS.get(method), config_path, overrides)
     if audit is not None:
-        from medunlearn.workflow.steps_audit import check_forget_audit, judge_forget
+        from medunlearn.workflow.steps_audit import audit_checks, check_forget_audit, judge_forget
         check_forget_audit(audit, model_dir, goal)
     if is_main_process():
         prepare_out_dir(out, overwrite)
@@ -71,7 +71,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     ctx = RunContext.create(seed=seed, device=torch_device or "cpu", show_progress=progress)
     start = time.perf_counter()
     chain = chains[policy_kind(data)] if chains is not None else [(method, {}, cfg)]
-    method, cfg, outcome, attempts = run_chain(chain, base, data, ctx, goal)
+    checks = audit_checks(audit, base, data, ctx) if audit is not None else None
+    method, cfg, outcome, attempts = run_chain(chain, base, data, ctx, goal, extra_checks=checks)
     if chains is not None:
         outcome.acceptance["auto"] = attempts
     model, acceptance = outcome.model, outcome.acceptance

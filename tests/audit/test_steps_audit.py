@@ -125,3 +125,24 @@ def test_audit_refuses_a_model_of_another_base(prepared, tmp_path):
     res = invoke("audit", "run", "--cohort", prepared["cohort"], "--audit", prepared["audit"], "--model",
                  tmp_path / "other", "--patient", patient, "--out", tmp_path / "a.json")
     assert res.exit_code == 2 and not (tmp_path / "a.json").exists()
+
+
+def test_in_loop_audit_check_agrees_with_the_audit_and_keeps_frozen_batchnorm(prepared):
+    from medunlearn.models.checkpoint import load_checkpoint
+    from medunlearn.runtime import RunContext
+    from medunlearn.unlearn.base import freeze_batchnorm
+
+    patient = _train_patient(prepared["cohort"], prepared["base"])
+    base, meta = load_checkpoint(prepared["base"])
+    cache, manifest = steps_audit.load_audit(prepared["audit"])
+    data = steps_audit._split_for(read_cohort(prepared["cohort"]), manifest, _patient_rule(patient), 0)
+    check = steps_audit.audit_checks(prepared["audit"], base, data, RunContext())
+    base.train()
+    freeze_batchnorm(base)
+    flags = [m.training for m in base.modules()]
+    records = check(base)
+    assert [m.training for m in base.modules()] == flags
+    result = steps_audit.audit_split(cache, data, base, base.head.weight.device)
+    s = result["set"]["audited"]
+    assert records[0]["name"] == "membership_audit" and records[0]["passed"] == (not (s["detected"] or s["below"]))
+    assert [r["name"] for r in records[1:]] == ["membership_audit_patient"]
