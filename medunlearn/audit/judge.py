@@ -60,7 +60,7 @@ def lira_scores(cache: ScoreCache, rows: Rows, phi: torch.Tensor, sigma: float) 
 
 
 def judge_model(forget: np.ndarray, calibration: np.ndarray, forget_rows: Rows, cal_rows: Rows,
-                alpha: float, power: float = DEFAULT_POWER) -> dict[str, Any]:
+                alpha: float, power: float = DEFAULT_POWER, with_power: bool = True) -> dict[str, Any]:
     """Set and per-patient tests of one model's scores (forget vs calibration). Patient tests run on the scores'
     normal quantiles among the calibration images (verdict.to_normal), so effects are in null SD units."""
     q_cal, q_forget = to_normal(calibration, calibration), to_normal(forget, calibration)
@@ -68,7 +68,7 @@ def judge_model(forget: np.ndarray, calibration: np.ndarray, forget_rows: Rows, 
     patients = {}
     for p in sorted(set(forget_rows.patients)):
         patients[p] = patient_test(q_forget[forget_rows.patients == p], null, alpha, power)
-    return {"set": set_test(forget, calibration, alpha), "patients": patients, "null": null}
+    return {"set": set_test(forget, calibration, alpha, with_power=with_power), "patients": patients, "null": null}
 
 
 def audit(cache: ScoreCache, forget_rows: Rows, cal_rows: Rows, target: dict[str, torch.Tensor],

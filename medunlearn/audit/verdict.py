@@ -112,8 +112,10 @@ def min_detectable_tpr(n: int, fpr: float, level: float = 0.95, power: float = 0
     return 1.0
 
 
-def set_test(member: np.ndarray, calibration: np.ndarray, alpha: float, level: float = 0.95) -> dict[str, Any]:
-    """The forget set's TPR at `alpha` FPR against calibration scores, with its interval and detection."""
+def set_test(member: np.ndarray, calibration: np.ndarray, alpha: float, level: float = 0.95,
+             with_power: bool = True) -> dict[str, Any]:
+    """The forget set's TPR at `alpha` FPR against calibration scores, with its interval and detection
+    (with_power False skips min_detectable_tpr: the controller's in-loop check needs only the decision)."""
     m = torch.as_tensor(np.asarray(member, dtype=float))
     c = torch.as_tensor(np.asarray(calibration, dtype=float))
     tpr, fpr_real, thr = tpr_at_fpr(m, c, alpha)
@@ -125,7 +127,7 @@ def set_test(member: np.ndarray, calibration: np.ndarray, alpha: float, level: f
     return {"n": n, "fpr": alpha, "fpr_realised": fpr_real, "threshold": thr, "tpr": tpr, "tpr_interval": [lo, hi],
             "auc": auc(m, c), "detected": bool(n and lo > fpr_real),
             "below_rate": low_rate, "below": bool(n and clopper_pearson(k_low, n, level)[0] > low_real),
-            "min_detectable_tpr": min_detectable_tpr(n, fpr_real, level)}
+            "min_detectable_tpr": min_detectable_tpr(n, fpr_real, level) if with_power else None}
 
 
 def verdict_word(original_detected: bool, audited_detected: bool, audited_below: bool = False) -> str:

@@ -271,7 +271,7 @@ def in_loop_checks(cache, f_rows, c_rows, target, alpha: float) -> list[dict[str
 
     sigma = pooled_sigma(cache.ref_phi, ~cache.excluded)
     res = judge_model(lira_scores(cache, f_rows, target["forget"], sigma),
-                      lira_scores(cache, c_rows, target["calibration"], sigma), f_rows, c_rows, alpha)
+                      lira_scores(cache, c_rows, target["calibration"], sigma), f_rows, c_rows, alpha, with_power=False)
     s = res["set"]
     out = [{"name": "membership_audit", "label": f"LiRA: forget-set TPR at {100 * alpha:g} % FPR (lower CI bound)",
             "value": round(100 * s["tpr_interval"][0], 3), "op": "<=", "threshold": round(100 * s["fpr_realised"], 3),
