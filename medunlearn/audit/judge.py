@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from medunlearn.audit.lira import offline_lira, pooled_sigma
-from medunlearn.audit.verdict import (FORGOTTEN, NOTHING, calibration_fpr, null_model, patient_test, set_test,
+from medunlearn.audit.verdict import (FORGOTTEN, NOTHING, calibration_fpr, holm, null_model, patient_test, set_test,
                                       to_normal, verdict_word)
 
 DEFAULT_FPR = 0.01  # the stated false-positive rate, per patient and for the forget set (the field's 1 % operating point)
@@ -68,6 +68,11 @@ def judge_model(forget: np.ndarray, calibration: np.ndarray, forget_rows: Rows, 
     patients = {}
     for p in sorted(set(forget_rows.patients)):
         patients[p] = patient_test(q_forget[forget_rows.patients == p], null, alpha, power)
+    names = list(patients)
+    up = holm([patients[p]["p"] for p in names], alpha)
+    low = holm([patients[p]["p_low"] for p in names], alpha)
+    for p, u, lo in zip(names, up, low):
+        patients[p]["still_detected"] = bool(u or lo)  # family-wise (Holm) over the patients, either tail
     return {"set": set_test(forget, calibration, alpha, with_power=with_power), "patients": patients, "null": null}
 
 
@@ -93,15 +98,18 @@ def audit(cache: ScoreCache, forget_rows: Rows, cal_rows: Rows, target: dict[str
         entry = {"verdict": verdict_word(o["detected"], rec["detected"], rec["below"]), "images": rec["n"],
                  "p_original": o["p"], "p_audited": rec["p"], "effect_original": o["effect"],
                  "effect_audited": rec["effect"], "min_detectable_effect": rec["min_detectable_effect"],
-                 "power_vs_original": (rec["min_detectable_effect"] / o["effect"]) if o["effect"] > 0 else None}
+                 "power_vs_original": (rec["min_detectable_effect"] / o["effect"]) if o["effect"] > 0 else None,
+                 "still_detected": rec["still_detected"]}
         if retrain is not None:
             r = models["retrain"]["patients"][p]
             entry["retrain"] = {"p": r["p"], "detected": r["detected"], "effect": r["effect"]}
         per_patient[p] = entry
     set_verdict = verdict_word(orig["set"]["detected"], aud["set"]["detected"], aud["set"]["below"])
     calib = calibration_fpr(scores["audited"][1], cal_rows.patients, alpha)
-    # strict: a patient the original showed no membership for is "nothing to forget at this power", never met
-    forgotten = set_verdict == FORGOTTEN and all(e["verdict"] == FORGOTTEN for e in per_patient.values())
+    # the set must be forgotten (the original showed membership, the audited model none, either tail) and no patient
+    # may still show it (Holm over the patients); a patient the original showed none for keeps its own verdict,
+    # "nothing to forget at this power", never "forgotten"
+    forgotten = set_verdict == FORGOTTEN and not any(e["still_detected"] for e in per_patient.values())
     return {"method": "lira_offline", "fpr": alpha, "power": power, "sigma": sigma,
             "reference_models": int(cache.member.shape[0]),
             "models": {k: {"set": v["set"], "null": v["null"]} for k, v in models.items()},

@@ -19,6 +19,9 @@ Forget set (every forget image): TPR at α FPR (threshold = the calibration scor
 Both tails: a patient whose scores fall significantly BELOW the held-out patients' (1 − p < α, the same test
   mirrored) is also distinguishable from a non-member (over-forgetting, the "Streisand effect" of gradient
   ascent); the forget set likewise, by the fraction of its scores under the calibration's α quantile.
+Several patients: each patient's verdict word reads its own test at α; whether ANY patient still shows
+  membership (or over-forgetting) is decided by Holm's step-down over the patients at family-wise level α (with
+  100 single-image "patients", one is flagged at 1 % by chance alone).
 Verdict words: "forgotten" (the original showed membership, the audited model shows none on either tail),
   "not forgotten" (membership still detected), "over-forgotten" (scores below non-members'), "nothing to
   forget at this power" (the original showed none: never "met").
@@ -87,6 +90,19 @@ def patient_test(scores: np.ndarray, null: dict[str, float], alpha: float, power
     return {"n": int(len(s)), "mean": mean, "effect": mean - null["mu"], "t": t, "p": p,
             "detected": bool(math.isfinite(p) and p < alpha), "p_low": p_low,
             "below": bool(math.isfinite(p_low) and p_low < alpha), "min_detectable_effect": float(mde)}
+
+
+def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down rejections of m p-values at family-wise level alpha (nan never rejected)."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(np.where(np.isnan(p), np.inf, p))
+    reject = np.zeros(len(p), dtype=bool)
+    m = len(p)
+    for rank, i in enumerate(order):
+        if not np.isfinite(p[i]) or p[i] > alpha / (m - rank):
+            break
+        reject[i] = True
+    return reject.tolist()
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

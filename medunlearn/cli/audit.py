@@ -77,11 +77,12 @@ def print_audit(result: dict) -> None:
 
     table = Table(title=f"Membership audit ({result['method']}, K={result['reference_models']}, "
                         f"{result['fpr']:.0%} FPR)")
-    for col in ("patient", "images", "verdict", "p original", "p audited", "smallest detectable effect"):
+    for col in ("patient", "images", "verdict", "p original", "p audited", "smallest detectable effect",
+                "membership left (Holm)"):
         table.add_column(col)
     for p, e in result["patients"].items():
         table.add_row(p, str(e["images"]), e["verdict"], f"{e['p_original']:.3g}", f"{e['p_audited']:.3g}",
-                      f"{e['min_detectable_effect']:.2f}")
+                      f"{e['min_detectable_effect']:.2f}", "yes" if e["still_detected"] else "no")
     console.print(table)
     colour = "green" if result["forgotten"] else "red"
     console.print(f"[{colour}]{result['summary']}[/]")

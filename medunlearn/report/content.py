@@ -179,11 +179,12 @@ def audit_tables(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(a, Mapping) or not isinstance(a.get("patients"), Mapping):
         return []
     rows = [[str(p), fmt(e.get("images")), str(e.get("verdict")), fmt(e.get("p_original")), fmt(e.get("p_audited")),
-             fmt(e.get("effect_original")), fmt(e.get("min_detectable_effect"))] for p, e in sorted(a["patients"].items())]
+             fmt(e.get("effect_original")), fmt(e.get("min_detectable_effect")), fmt(e.get("still_detected"))]
+            for p, e in sorted(a["patients"].items())]
     cal = a.get("calibration") or {}
     note = (f"{a.get('summary', '')}. LiRA offline against {a.get('reference_models')} reference models; stated FPR "
             f"{fmt(a.get('fpr'))} per patient; held-out patients flagged {cal.get('flagged')}/{cal.get('patients')}. "
             "Smallest detectable effect: the mean-score shift the test finds with 80 % power.")
     return [{"type": "table", "title": "Membership audit per patient", "columns": [
         "patient (pseudonym)", "images", "verdict", "p original", "p audited", "effect original",
-        "smallest detectable effect"], "rows": rows}, {"type": "p", "text": note}]
+        "smallest detectable effect", "membership left (Holm)"], "rows": rows}, {"type": "p", "text": note}]

@@ -276,10 +276,11 @@ def in_loop_checks(cache, f_rows, c_rows, target, alpha: float) -> list[dict[str
     out = [{"name": "membership_audit", "label": f"LiRA: forget-set TPR at {100 * alpha:g} % FPR (lower CI bound)",
             "value": round(100 * s["tpr_interval"][0], 3), "op": "<=", "threshold": round(100 * s["fpr_realised"], 3),
             "unit": "%", "passed": not (s["detected"] or s["below"])}]
+    m = max(len(res["patients"]), 1)
     for p, e in res["patients"].items():
-        out.append({"name": "membership_audit_patient", "label": f"LiRA: patient {p} p-value vs held-out",
-                    "value": round(100 * min(e["p"], e["p_low"]), 3), "op": ">=", "threshold": round(100 * alpha, 3),
-                    "unit": "%", "passed": not (e["detected"] or e["below"])})
+        out.append({"name": "membership_audit_patient", "label": f"LiRA: patient {p} p-value vs held-out (Holm over {m})",
+                    "value": round(100 * min(e["p"], e["p_low"]), 3), "op": ">=", "threshold": round(100 * alpha / m, 3),
+                    "unit": "%", "passed": not e["still_detected"]})
     return out
 
 
@@ -328,8 +329,10 @@ def audit_check_records(result: dict[str, Any]) -> list[dict[str, Any]]:
             "value": round(100 * s["tpr_interval"][0], 3), "op": "<=", "threshold": round(100 * s["fpr_realised"], 3),
             "unit": "%", "passed": result["set"]["verdict"] == "forgotten", "interval":
             [round(100 * v, 3) for v in s["tpr_interval"]], "verdict": result["set"]["verdict"]}]
+    m = max(len(result["patients"]), 1)
     for p, e in result["patients"].items():
-        out.append({"name": "membership_audit_patient", "label": f"LiRA: patient {p} mean score, p-value vs held-out",
-                    "value": round(100 * e["p_audited"], 3), "op": ">=", "threshold": round(fpr, 3), "unit": "%",
-                    "passed": e["verdict"] == "forgotten", "verdict": e["verdict"]})
+        out.append({"name": "membership_audit_patient", "label": f"LiRA: patient {p} ({e['verdict']}): no membership "
+                    f"left (p-value vs held-out, Holm over {m})", "value": round(100 * e["p_audited"], 3), "op": ">=",
+                    "threshold": round(fpr / m, 3), "unit": "%", "passed": not e["still_detected"],
+                    "verdict": e["verdict"]})
     return out

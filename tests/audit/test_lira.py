@@ -91,3 +91,13 @@ def test_normal_quantiles_make_a_heavy_tailed_null_calibrated():
     assert np.all(np.diff(q[np.argsort(heavy)]) >= 0)  # order preserved
     cal = calibration_fpr(heavy[:1000], pats[:1000], 0.01)
     assert cal["within_bound"] and cal["fpr"] <= 0.02
+
+
+def test_holm_controls_the_family_and_rejects_strong_signals():
+    from medunlearn.audit.verdict import holm
+
+    assert holm([0.001, 0.02, 0.5], 0.05) == [True, True, False]  # 0.001 <= 0.05/3, 0.02 <= 0.05/2
+    assert holm([0.02, 0.02, 0.02], 0.05) == [False, False, False]  # 0.02 > 0.05/3: stop at the first
+    rng = np.random.default_rng(3)
+    flagged = sum(any(holm(rng.uniform(size=100), 0.01)) for _ in range(300))
+    assert flagged / 300 <= 0.03  # family-wise rate near 1 %, not the ~63 % of 100 uncorrected tests
