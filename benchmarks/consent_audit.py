@@ -139,6 +139,10 @@ def run_one(workload: str, seed: int, args) -> dict:
                            "effect_original": {p: e["effect_original"] for p, e in res["patients"].items()},
                            "calibration_lopo": res["calibration"],
                            "calibration_halves": calibration_halves(c, data, base, args.fpr, seed)}
+    if args.retime_retrain:  # RTE's numerator measured now, beside the unlearning (the machine's load drifts)
+        _, again = train_model(data, cfg, RunContext(seed=seed), exclude_forget=True)
+        out["retrain_s_cached"], out["retrain_s"] = out["retrain_s"], again["wall_time_s"]
+        re_info = again
     out["unlearn"] = []
     for spec, in_loop in [(m, mode == "in_loop") for m in args.method for mode in args.modes]:
         name, *kv = spec.split()
@@ -256,6 +260,8 @@ def main() -> None:
     p.add_argument("--fpr", type=float, default=0.01)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table-only", action="store_true", help="re-render the table from the cached JSONs")
+    p.add_argument("--no-retime-retrain", dest="retime_retrain", action="store_false",
+                   help="use the cached retrain's wall time for RTE instead of retraining once more beside the methods")
     p.add_argument("--modes", nargs="+", default=["in_loop", "post"], choices=["in_loop", "post"],
                    help="in_loop: the audit is a check at every controller check point (forget --audit); post: the "
                         "controller runs on its interval criteria and the audit judges only the returned state")
