@@ -25,6 +25,7 @@ def forget(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML of method hyperparameters.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one hyperparameter: KEY=VALUE (repeatable).")] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Retrain-reference checkpoint to score against (Avg-Gap, RTE).")] = None,
+    audit: Annotated[Optional[Path], typer.Option("--audit", help="`audit prepare` folder: with --goal equivalence, the per-patient LiRA audit judges the returned state.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory to write (checkpoint, metrics.json, config, provenance).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print the selection and write split.json (to --out or ./split.json).")] = False,
     seed: o.Seed = 0,
@@ -78,7 +79,7 @@ def forget(
     path, metrics = run_forget(cohort, model, rule, out, method=method, goal=goal, config_path=config,
                                overrides=parse_set_options(set_), reference=reference, seed=seed,
                                overwrite=overwrite, force=force, progress=True,
-                               torch_device=o.checked_torch_device(torch_device))
+                               torch_device=o.checked_torch_device(torch_device), audit=audit)
     from medunlearn.runtime import is_main_process
 
     if not is_main_process():  # torchrun: rank 0 reports

@@ -8,7 +8,7 @@ from medunlearn.cli.app import app
 
 # Importing a command module registers its commands on `app`; `--help` lists them in this order.
 COMMAND_MODULES = ("bundle", "catalog", "cohort", "evaluate", "forget", "train",
-                   "merge", "report", "demo", "bench", "tune")
+                   "merge", "report", "demo", "bench", "tune", "audit")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"medunlearn.cli.{_name}")
 

@@ -171,4 +171,22 @@ def log_figures(meta: Mapping[str, Any], metrics: Mapping[str, Any]) -> tuple[li
         if scalars:
             images.append({"type": "image", "title": "FAMR certificate",
                            "png": plots.histogram(scalars, "FAMR certificate", "quantity")})
+    tables += audit_tables(metrics)
     return images, tables
+
+
+def audit_tables(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The membership audit (forget --audit): one row per patient (pseudonyms only) with verdict and power."""
+    a = find_key(metrics.get("acceptance") or {}, "audit", depth=1)
+    if not isinstance(a, Mapping) or not isinstance(a.get("patients"), Mapping):
+        return []
+    rows = [[str(p), fmt(e.get("images")), str(e.get("verdict")), fmt(e.get("p_original")), fmt(e.get("p_audited")),
+             fmt(e.get("effect_original")), fmt(e.get("min_detectable_effect")), fmt(e.get("still_detected"))]
+            for p, e in sorted(a["patients"].items())]
+    cal = a.get("calibration") or {}
+    note = (f"{a.get('summary', '')}. LiRA offline against {a.get('reference_models')} reference models; stated FPR "
+            f"{fmt(a.get('fpr'))} per patient; held-out patients flagged {cal.get('flagged')}/{cal.get('patients')}. "
+            "Smallest detectable effect: the mean-score shift the test finds with 80 % power.")
+    return [{"type": "table", "title": "Membership audit per patient", "columns": [
+        "patient (pseudonym)", "images", "verdict", "p original", "p audited", "effect original",
+        "smallest detectable effect", "membership left (Holm)"], "rows": rows}, {"type": "p", "text": note}]

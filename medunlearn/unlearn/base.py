@@ -45,6 +45,8 @@ class Unlearner(abc.ABC):
     Config: ClassVar[type] = BaseConfig
     # What `medunlearn tune` may vary: {Config field: space.Float | space.Int | space.Choice}; {} = not tunable.
     search_space: ClassVar[dict[str, Any]] = {}
+    # checks every checked state must also pass (set by `forget --audit`: the membership audit); None = none
+    extra_checks: Any = None
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         cfg = config if config is not None else self.Config()
@@ -64,7 +66,8 @@ class Unlearner(abc.ABC):
         ctx.seed_everything()
         with counting(phase="setup") as counter:  # image passes per phase: acceptance["cost"] (unlearn/cost.py)
             plan = self.plan(new, original, data, ctx, goal)
-            outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name, counter=counter)
+            outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name, counter=counter,
+                                     extra_checks=self.extra_checks)
             outcome.model = release(outcome.model)
             check_finite_model(outcome.model)
             with counter.phase("checks"):

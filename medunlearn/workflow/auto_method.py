@@ -43,9 +43,9 @@ def chain_configs(config_path, overrides: dict | None) -> dict[str, list[tuple[s
     return out
 
 
-def run_chain(candidates, base, data, ctx, goal: str):
+def run_chain(candidates, base, data, ctx, goal: str, extra_checks=None):
     """Run the candidates (one, for a named method) in order under the controller; returns (name, cfg, outcome,
-    attempts)."""
+    attempts). extra_checks: passed to every candidate's controller (`forget --audit`)."""
     import time
 
     from medunlearn.unlearn import METHODS
@@ -58,7 +58,9 @@ def run_chain(candidates, base, data, ctx, goal: str):
     kept: dict[str, Any] = {}
     for name, preset, cfg in candidates:
         start = time.perf_counter()
-        outcome = METHODS.get(name)(cfg).run(base, data, ctx, goal=goal)
+        method = METHODS.get(name)(cfg)
+        method.extra_checks = extra_checks
+        outcome = method.run(base, data, ctx, goal=goal)
         acc = outcome.acceptance
         v = violation(acc["checks"])
         cost = acc.get("cost") or {}

@@ -28,12 +28,15 @@ def load_model_dir(path: str | Path, what: str):
 def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "auto",
            goal: str = "suppression", config_path: str | Path | None = None, overrides: dict | None = None,
            reference: str | Path | None = None, seed: int = 0, overwrite: bool = False, force: bool = False,
-           progress: bool = False, torch_device: str | None = None) -> tuple[Path, dict]:
+           progress: bool = False, torch_device: str | None = None,
+           audit: str | Path | None = None) -> tuple[Path, dict]:
     """Unlearn the rows matching `rule` from the checkpoint at `model_dir`; write a run directory at `out`.
 
     The run holds the unlearned checkpoint, metrics.json (evaluation suite: original vs unlearned, and vs
     the retrain reference when given), config.yaml (resolved hyperparameters) and provenance.json.
     Under torchrun every rank runs the method on the whole forget/retain data and only rank 0 writes.
+    audit: an `audit prepare` folder; the returned state is then judged by the membership audit
+    (workflow.steps_audit.judge_forget) instead of the equivalence interval checks.
     """
     from medunlearn.configio import method_config
     from medunlearn.evaluate.suite import evaluate_model
@@ -49,6 +52,9 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     chains = chain_configs(config_path, overrides) if method == AUTO else None
     if chains is None:
         cfg = method_config(METHODS.get(method), config_path, overrides)
+    if audit is not None:
+        from medunlearn.workflow.steps_audit import audit_checks, check_forget_audit, judge_forget
+        check_forget_audit(audit, model_dir, goal)
     if is_main_process():
         prepare_out_dir(out, overwrite)
 
@@ -68,10 +74,13 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     ctx = RunContext.create(seed=seed, device=torch_device or "cpu", show_progress=progress)
     start = time.perf_counter()
     chain = chains[policy_kind(data)] if chains is not None else [(method, {}, cfg)]
-    method, cfg, outcome, attempts = run_chain(chain, base, data, ctx, goal)
+    checks = audit_checks(audit, base, data, ctx) if audit is not None else None
+    method, cfg, outcome, attempts = run_chain(chain, base, data, ctx, goal, extra_checks=checks)
     if chains is not None:
         outcome.acceptance["auto"] = attempts
     model, acceptance = outcome.model, outcome.acceptance
+    if audit is not None:
+        judge_forget(audit, model, data, ctx, acceptance)
     wall = time.perf_counter() - start  # with auto: every candidate tried (what the user waited for)
 
     ref_wall = ref_meta.get("wall_time_s") if ref_meta else None
