@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 
-from medunlearn.cli import bundle, catalog, cohort, evaluate, forget, train  # noqa: F401  (register commands)
+from medunlearn.cli import adopt, bundle, catalog, cohort, evaluate, forget, train  # noqa: F401  (register commands)
 from medunlearn.cli.app import app
 
 
