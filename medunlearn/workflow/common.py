@@ -110,8 +110,10 @@ def check_files_exist(df: pd.DataFrame) -> None:
 
 def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
                    fractions: tuple[float, ...] = DEFAULT_FRACTIONS, class_names: list[str] | None = None,
-                   spatial_dims: int | None = None, cache_dir: str | Path | None = None) -> SplitData:
+                   spatial_dims: int | None = None, cache_dir: str | Path | None = None,
+                   preprocessing: dict[str, Any] | None = None) -> SplitData:
     """SplitData for a cohort; spatial_dims None = the cohort's own (cohort_spatial_dims).
+    preprocessing: an adopted checkpoint's own pipeline (meta["preprocessing"]), else medunlearn's fixed one.
 
     cache_dir (default $MEDUNLEARN_CACHE): keep decoded, transformed images on disk for later runs."""
     from medunlearn.data.datasets import load_images
@@ -127,7 +129,7 @@ def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
                         "missing; copy it with the archive, or set $MEDUNLEARN_LOCATOR to it.")
     check_files_exist(cohort_df)
     cache_dir = cache_dir or os.environ.get(CACHE_ENV) or None
-    loader = partial(load_images, spatial_dims=dims, cache_dir=cache_dir)
+    loader = partial(load_images, spatial_dims=dims, cache_dir=cache_dir, preprocessing=preprocessing)
     return build_split_data(cohort_df, rule, seed=seed, image_size=image_size, fractions=fractions,
                             class_names=class_names, loader=loader)
 

@@ -31,7 +31,8 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     df = load_cohort(cohort)
     check_label_sets(df, meta.get("class_names"), "the checkpoint")
     data = split_data_for(df, rule, split_seed, image_size, fractions, meta.get("class_names"),
-                          spatial_dims=meta.get("spatial_dims"), cache_dir=cache_dir)
+                          spatial_dims=meta.get("spatial_dims"), cache_dir=cache_dir,
+                          preprocessing=meta.get("preprocessing"))
     warnings = check_same_cohort(meta, data, force, "the checkpoint")
     if ref[1] is not None:
         check_reference(meta, ref[1], rule, data)

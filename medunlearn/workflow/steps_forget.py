@@ -55,7 +55,7 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     df = load_cohort(cohort)
     check_label_sets(df, base_meta.get("class_names"), "the base checkpoint")
     data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"),
-                          spatial_dims=base_meta.get("spatial_dims"))
+                          spatial_dims=base_meta.get("spatial_dims"), preprocessing=base_meta.get("preprocessing"))
     warnings = check_same_cohort(base_meta, data, force, "the base checkpoint")
     if ref_meta is not None:
         from medunlearn.workflow.checks import check_reference
