@@ -69,7 +69,7 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     if ref_model is not None and df is None:
         raise ConfigError("Expected --cohort with --reference (the reference is evaluated on the cohort), but got none.")
     dims = base_meta.get("spatial_dims")
-    pre = base_meta.get("preprocessing")  # an adopted base's own pipeline
+    pre = base_meta  # an adopted base's own pipeline and membership (split_data_for reads them)
     union_data = _split(df, union, split_seed, image_size, fractions, classes, dims, pre) if df is not None else None
     datas = [_split(df, r, split_seed, image_size, fractions, classes, dims, pre) for r in rules] if df is not None else []
     policies = []
@@ -147,10 +147,10 @@ def degenerate_merge_warnings(run_dirs: Sequence[str | Path]) -> list[str]:
     return notes
 
 
-def _split(df, rule, seed, image_size, fractions, classes, spatial_dims, preprocessing=None):
+def _split(df, rule, seed, image_size, fractions, classes, spatial_dims, adopted=None):
     """A policy's SplitData through the workflow's one data path (locator, 3D, disk cache of decoded images)."""
     return split_data_for(df, rule, seed, image_size, fractions, classes, spatial_dims=spatial_dims,
-                          preprocessing=preprocessing)
+                          adopted=adopted)
 
 
 def _acceptance_gate(run_dirs: list[Path], metas: list[dict], force: bool) -> list[str]:
