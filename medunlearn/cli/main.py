@@ -7,7 +7,7 @@ import warnings
 from medunlearn.cli.app import app
 
 # Importing a command module registers its commands on `app`; `--help` lists them in this order.
-COMMAND_MODULES = ("bundle", "catalog", "cohort", "evaluate", "forget", "train",
+COMMAND_MODULES = ("adopt", "bundle", "catalog", "cohort", "evaluate", "forget", "train",
                    "merge", "report", "demo", "bench", "tune", "audit")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"medunlearn.cli.{_name}")

@@ -6,6 +6,9 @@ frame; colour becomes grey. Output (N, C, S, S).
 spatial_dims=3 (volumes): a DICOM row loads its whole series (`data.volumes`) or multi-frame file, a NIfTI
 row its first volume, each with its RAS affine; then Orientation (RAS), optional Spacing (mm), intensity
 to [0, 1] and Resize to S³. Output (N, C, S, S, S).
+An adopted model's own preprocessing (checkpoint meta["preprocessing"], see adopt.preprocessing) replaces
+the fixed path: its loader steps (the bundle's reader, channel and geometry transforms, allow-listed here
+too) run, then u = (x - offset) / scale; its intensity step runs inside the model.
 With a cache folder, transformed items are kept on disk (MONAI PersistentDataset) keyed by the file's
 content hash and the transform settings, so later runs skip decoding (`data.cache`).
 """
@@ -134,6 +137,51 @@ class LoadVolumed(MapTransform):
         return d
 
 
+# MONAI transforms an adopted pipeline may run in the loader (names and typed arguments were checked when
+# the bundle was adopted; checked again here because meta.json is input too).
+BUNDLE_STEPS = frozenset({"LoadImaged", "EnsureChannelFirstd", "AsChannelFirstd", "RepeatChanneld", "Resized",
+                          "CastToTyped", "EnsureTyped", "ToTensord", "ScaleIntensityd", "ScaleIntensityRanged",
+                          "NormalizeIntensityd"})
+
+
+class PixelMapd(MapTransform):
+    """u = (x - offset) / scale as a plain float32 tensor (the loader side of the adopted pipeline)."""
+
+    def __init__(self, keys: KeysCollection, scale: float, offset: float) -> None:
+        super().__init__(keys)
+        self.scale, self.offset = float(scale), float(offset)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = torch.as_tensor(d[key]).as_subclass(torch.Tensor).float()
+            d[key] = (x - self.offset) / self.scale
+        return d
+
+
+def bundle_transforms(spec: Mapping) -> Compose:
+    """The loader half of an adopted pipeline: its MONAI steps, then the pixel map."""
+    import monai.transforms as mt
+
+    steps = []
+    for step in spec.get("loader_steps", []):
+        name = step.get("name") if isinstance(step, Mapping) else None
+        if name not in BUNDLE_STEPS or not isinstance(step.get("args"), Mapping):
+            raise DataError(f"Expected loader steps among {sorted(BUNDLE_STEPS)}, but got {name!r} in the "
+                            "checkpoint's preprocessing record.")
+        args = dict(step["args"])
+        if args.get("dtype") is not None:
+            args["dtype"] = getattr(torch, str(args["dtype"]))
+        try:
+            steps.append(getattr(mt, name)(**args))
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"Expected valid {name} arguments in the preprocessing record, but got {sorted(args)} "
+                            f"({short_reason(exc)}).") from exc
+    pm = spec.get("pixel_map") or {}
+    steps.append(PixelMapd("image", pm.get("scale", 1.0), pm.get("offset", 0.0)))
+    return Compose(steps)
+
+
 def make_transforms(image_size: int, in_channels: int = 1, spatial_dims: int = 2,
                     spacing_mm: float | None = None) -> Compose:
     """Dictionary transforms → (C, S, S) or (C, S, S, S) float32 in [0, 1].
@@ -164,18 +212,23 @@ def make_transforms(image_size: int, in_channels: int = 1, spatial_dims: int = 2
 
 def make_dataset(records: list[dict], image_size: int, cache: bool = True, in_channels: int = 1,
                  spatial_dims: int = 2, cache_dir: str | Path | None = None,
-                 spacing_mm: float | None = None) -> Dataset:
-    """A MONAI dataset over cohort records.
+                 spacing_mm: float | None = None, preprocessing: Mapping | None = None) -> Dataset:
+    """A MONAI dataset over cohort records (preprocessing: an adopted model's own pipeline).
 
     cache_dir: PersistentDataset on disk, keyed by file content + transform settings (survives runs);
     else cache=True: CacheDataset (decode once, keep in memory); else a plain Dataset.
     """
-    transform = make_transforms(image_size, in_channels, spatial_dims, spacing_mm)
+    if preprocessing is not None:
+        transform = bundle_transforms(preprocessing)
+    else:
+        transform = make_transforms(image_size, in_channels, spatial_dims, spacing_mm)
     if cache_dir is not None:
         from medunlearn.data.cache import keyed_records, record_hash
 
         settings = {"image_size": image_size, "in_channels": in_channels, "spatial_dims": spatial_dims,
                     "spacing_mm": spacing_mm}
+        if preprocessing is not None:  # the adopted pipeline is part of the key
+            settings = {"preprocessing": dict(preprocessing)}
         return PersistentDataset(keyed_records(records, settings, cache_dir), transform, cache_dir=cache_dir,
                                  hash_func=record_hash)
     if cache:
@@ -194,16 +247,24 @@ def _data_error(exc: BaseException) -> DataError | None:
 def load_images(df: pd.DataFrame, class_names: list[str], image_size: int, progress: bool = False,
                 in_channels: int = 1, batch_size: int = 64, spatial_dims: int = 2,
                 cache_dir: str | Path | None = None, workers: int = 0,
-                spacing_mm: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                spacing_mm: float | None = None,
+                preprocessing: Mapping | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode every cohort row once → images (N, C, S, S) or (N, C, S, S, S) float32 in [0, 1], labels (N,).
 
     cache_dir: keep transformed items on disk so the next run skips decoding; workers: DataLoader workers.
+    preprocessing: an adopted model's pipeline (meta["preprocessing"]); its pixels are not clamped (u is in
+    [0, 1] on the adoption sample by construction, and clamping would change what the model sees).
     """
     records = cohort_records(df, class_names)
+    if preprocessing is not None:
+        in_channels = int(preprocessing.get("in_channels") or in_channels)
+        size = preprocessing.get("spatial_size") or [image_size] * spatial_dims
+    else:
+        size = [image_size] * spatial_dims
     if not records:
-        return torch.zeros(0, in_channels, *(image_size,) * spatial_dims), torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, in_channels, *size), torch.zeros(0, dtype=torch.long)
     dataset = make_dataset(records, image_size, cache=False, in_channels=in_channels, spatial_dims=spatial_dims,
-                           cache_dir=cache_dir, spacing_mm=spacing_mm)
+                           cache_dir=cache_dir, spacing_mm=spacing_mm, preprocessing=preprocessing)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     images, labels = [], []
     with RunContext(show_progress=progress).progress("Decoding images", total=len(records)) as advance:
@@ -216,5 +277,10 @@ def load_images(df: pd.DataFrame, class_names: list[str], image_size: int, progr
             err = _data_error(exc)
             if err is not None:
                 raise err from exc
+            if preprocessing is not None and isinstance(exc, RuntimeError):
+                raise DataError("Expected every image to come out of the adopted pipeline at one size, but sizes "
+                                "differ (the bundle has no Resized step).") from exc
             raise DataError(f"Expected every cohort image to load, but decoding failed ({type(exc).__name__}).") from exc
+    if preprocessing is not None:
+        return torch.cat(images), torch.cat(labels)
     return torch.cat(images).clamp_(0.0, 1.0), torch.cat(labels)

@@ -75,6 +75,33 @@ def patient_split(df: pd.DataFrame, seed: int = 0,
     return pd.Series(keys.map(choice).to_numpy(), index=df.index, name="split")
 
 
+MEMBERSHIP_SPLITS = {"training": "train", "validation": "val", "test": "test"}
+
+
+def membership_split(df: pd.DataFrame, rows: dict[str, str], seed: int = 0) -> pd.Series:
+    """"train" / "val" / "test" per row from a deployed model's datalist membership ({image_id: split}).
+
+    Datalist training rows are train, validation val, test test. Rows in no list never trained the model:
+    they are test rows, or, when the datalist has no validation list, dealt by patient into val and test
+    (a local split, recorded as such in Selection.split_source).
+    """
+    ids = text_values(df["image_id"])
+    bad = sorted(set(rows.values()) - set(MEMBERSHIP_SPLITS))
+    if bad:
+        raise DataError(f"Expected membership splits among {list(MEMBERSHIP_SPLITS)}, but got {bad[:3]}.")
+    split = ids.map(lambda i: MEMBERSHIP_SPLITS.get(rows.get(i, ""), ""))
+    if not (split == "train").any():
+        raise SelectionError("Expected some cohort rows in the datalist's training list, but none matched.")
+    unseen = split == ""
+    if unseen.any():
+        if (split == "val").any():
+            split[unseen] = "test"
+        else:
+            local = patient_split(df.loc[unseen], seed, (0.5, 0.5, 0.0))
+            split[unseen] = local.map({"train": "val", "val": "test", "test": "test"})
+    return split.rename("split")
+
+
 def _tally(values: pd.Series, group: np.ndarray) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for v in sorted(set(values)):
@@ -126,6 +153,7 @@ class Selection:
     split_hash: str  # identifies the six parts (depends on the rule)
     train_hash: str  # identifies the train rows only (rule-free: base and unlearned runs must agree)
     frame: pd.DataFrame = field(repr=False)
+    split_source: str = "local"  # "local" (patient split here) | "membership" (the deployed model's datalist)
 
     def part(self, name: str) -> np.ndarray:
         if name not in PARTS:
@@ -172,12 +200,14 @@ def _labelled(df: pd.DataFrame, drop_unlabelled: bool) -> tuple[pd.DataFrame, in
 
 
 def select(df: pd.DataFrame, rule: Rule | None, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-           drop_unlabelled: bool = True) -> Selection:
+           drop_unlabelled: bool = True, membership: dict[str, str] | None = None) -> Selection:
     """Split ``df`` by patient, then mark the rows ``rule`` matches (outlier statistics from train rows).
 
     ``rule=None`` selects no forget rows (used to train the deployed model on the whole train split).
     A rule that removes every training image of a class is allowed (class forgetting); the classes are
     listed in ``counts["total"]["classes_fully_forgotten"]``.
+    ``membership`` ({image_id: "training" | "validation" | "test"}, an adopted model's datalist): the split
+    comes from it (membership_split) instead of the seeded patient split.
     """
     fr = check_fractions(fractions)
     if not df.index.is_unique:
@@ -188,7 +218,7 @@ def select(df: pd.DataFrame, rule: Rule | None, seed: int = 0, fractions: Sequen
         raise DataError(f"Expected unique image_id values, but got a duplicate: {ids[ids.duplicated()].iloc[0]!r}.")
     rule = rule if rule is not None else NoRule()
     validate(rule, frame)
-    split = patient_split(frame, seed, fr)
+    split = membership_split(frame, membership, seed) if membership else patient_split(frame, seed, fr)
     is_train = (split == "train").to_numpy()
     forget = np.asarray(rule.mask(frame, reference=frame.loc[is_train]), dtype=bool)
     desc = rule.describe()
@@ -211,7 +241,8 @@ def select(df: pd.DataFrame, rule: Rule | None, seed: int = 0, fractions: Sequen
     train_hash = hash_strings(text_values(frame["image_id"])[is_train])
     return Selection(rule=rule, seed=seed, fractions=fr, split=split,
                      forget=pd.Series(forget, index=frame.index, name="forget"), counts=counts,
-                     split_hash=split_hash, train_hash=train_hash, frame=frame, **parts)
+                     split_hash=split_hash, train_hash=train_hash, frame=frame,
+                     split_source="membership" if membership else "local", **parts)
 
 
 class NoRule:

@@ -35,7 +35,8 @@ def _check_class_names(labels: pd.Series, class_names: list[str]) -> None:
 
 def build_split_data(df: pd.DataFrame, rule: Rule | None, seed: int = 0, image_size: int = 64,
                      fractions: Sequence[float] = DEFAULT_FRACTIONS, loader: Loader | None = None,
-                     class_names: Sequence[str] | None = None, drop_unlabelled: bool = True) -> SplitData:
+                     class_names: Sequence[str] | None = None, drop_unlabelled: bool = True,
+                     membership: dict[str, str] | None = None) -> SplitData:
     """Select (patient-level split + forget mask) and materialise the six image sets.
 
     Returns SplitData whose ImageSets hold images (n, 1, S, S) float32 in [0, 1], labels (n,) int64 and meta
@@ -43,7 +44,7 @@ def build_split_data(df: pd.DataFrame, rule: Rule | None, seed: int = 0, image_s
     info = {rule (text), rule_spec (to_dict), seed, fractions, split_hash, train_hash (rule-free),
     cohort_hash, counts, class_names, image_size}.
     """
-    sel = select(df, rule, seed=seed, fractions=fractions, drop_unlabelled=drop_unlabelled)
+    sel = select(df, rule, seed=seed, fractions=fractions, drop_unlabelled=drop_unlabelled, membership=membership)
     frame = sel.frame
     labels_text = text_values(frame["label"])
     names = list(class_names) if class_names is not None else sorted(set(labels_text))
@@ -73,5 +74,6 @@ def build_split_data(df: pd.DataFrame, rule: Rule | None, seed: int = 0, image_s
 
     info = {"rule": sel.rule.describe(), "rule_spec": sel.rule.to_dict(), "seed": seed, "fractions": list(sel.fractions),
             "split_hash": sel.split_hash, "train_hash": sel.train_hash, "cohort_hash": cohort_hash(df),
-            "counts": sel.counts, "class_names": names, "image_size": image_size, "spatial_dims": images.ndim - 2}
+            "counts": sel.counts, "class_names": names, "image_size": image_size, "spatial_dims": images.ndim - 2,
+            "split_source": sel.split_source}
     return SplitData(class_names=names, info=info, **sets)

@@ -24,7 +24,9 @@ from medunlearn.fileio import read_json, staging_dir, write_bytes, write_json, w
 from medunlearn.models.bundle_config import ZOO_TARGET, inference_config
 from medunlearn.models.bundle_meta import INTENDED_USE, bundle_metadata
 from medunlearn.models.bundle_safety import check_config, check_metadata, literal_args, qualified_target
-from medunlearn.models.checkpoint import import_state_dict, load_checkpoint, load_state_into, model_sha256
+from medunlearn.models.checkpoint import (MAX_PARAMETERS, check_arch_bounds, import_state_dict, load_checkpoint,
+                                         load_state_into, model_sha256)
+from medunlearn.models.checkpoint import _count_parameters as count_parameters
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.models.zoo import Classifier, model_from_arch
 from medunlearn.provenance import sha256_file
@@ -121,8 +123,14 @@ def load_bundle(bundle_dir: str | Path) -> Classifier:
     check_config(config)
     metadata = read_json(meta_path) if meta_path.is_file() else {}
     check_metadata(metadata)
+    arch = _architecture(config)
+    check_arch_bounds(arch, "inference.json medunlearn_network_def")  # sizes first: nothing is allocated yet
     try:
-        model = model_from_arch(_architecture(config))
+        n_params = count_parameters(arch)
+        if n_params > MAX_PARAMETERS:
+            raise CheckpointError(f"Expected at most {MAX_PARAMETERS:,} parameters in bundle {root.name!r}, but its "
+                                  f"network asks for {n_params:,}; refusing to load it.")
+        model = model_from_arch(arch)
     except ConfigError as exc:
         raise CheckpointError(f"Bundle {root}: {exc}") from exc
     recorded = (metadata.get("medunlearn") or {}).get("model_pt_sha256") if isinstance(metadata, dict) else None

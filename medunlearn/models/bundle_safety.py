@@ -8,10 +8,11 @@ instead of being passed on. metadata.json must be plain data.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 from medunlearn.errors import CheckpointError
-from medunlearn.models.bundle_config import ALLOWED_TARGETS, EXPRESSIONS
+from medunlearn.models.bundle_config import ALLOWED_TARGETS, EXPRESSIONS, ZOO_TARGET, inference_config
 from medunlearn.registry import did_you_mean
 
 _SHORT = {t.rsplit(".", 1)[1]: t for t in ALLOWED_TARGETS if t.startswith("monai.")}
@@ -21,6 +22,22 @@ _ACTIVE = ("$", "%", "@")  # MONAI reads strings starting with these as expressi
 
 class UnsafeBundleError(CheckpointError):
     """A bundle config names code outside medunlearn's vocabulary."""
+
+
+def _argument_vocabulary() -> dict[str, set[str]]:
+    """target -> the argument names medunlearn's exporter writes for it (1 and 3 channels, 2D and 3D)."""
+    out: dict[str, set[str]] = {}
+    for chans, dims in ((1, 2), (3, 2), (1, 3)):
+        for _, key, value in _walk(inference_config({"name": "allcnn", "kwargs": {}}, 64, chans, dims), ""):
+            if isinstance(value, dict) and isinstance(value.get("_target_"), str):
+                out.setdefault(value["_target_"], set()).update(k for k in value if k not in _ITEM_KEYS)
+    return out
+
+
+# Argument values MONAI would import or call when given a dotted name: only these spellings are accepted.
+_READERS = frozenset({"NibabelReader", "PydicomReader", "ITKReader", "PILReader", "NumpyReader"})
+_FILE_ARGS = frozenset({"filename"})  # file names, which MONAI never imports
+_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
 
 def _walk(node: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
@@ -44,11 +61,38 @@ def qualified_target(target: str) -> str | None:
     return _SHORT.get(target)
 
 
+def _check_arguments(component: dict[str, Any], path: str, source: str) -> None:
+    """Arguments of an allowed component: names the exporter writes, and no value MONAI would import or call."""
+    target = qualified_target(str(component["_target_"]))
+    if target == ZOO_TARGET:
+        return  # literal architecture options, bounded by check_arch_bounds when the model is built
+    allowed = _ARGS.get(target, set())
+    for arg, value in component.items():
+        if arg in _ITEM_KEYS:
+            continue
+        if arg not in allowed:
+            raise UnsafeBundleError(f"Expected {target.rsplit('.', 1)[1]} arguments among {sorted(allowed)} in "
+                                    f"{source}, but got {arg!r} at {path}; refusing to load this bundle."
+                                    f"{did_you_mean(str(arg), sorted(allowed))}")
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if arg == "reader" and isinstance(v, str) and v not in _READERS:
+                raise UnsafeBundleError(f"Expected reader in {sorted(_READERS)} in {source}, but got {v[:60]!r} at "
+                                        f"{path}; refusing to load this bundle.")
+            if isinstance(v, str) and _DOTTED.match(v) and arg not in _FILE_ARGS:
+                raise UnsafeBundleError(f"Expected no dotted callable name as an argument in {source}, but got "
+                                        f"{v[:60]!r} at {path}::{arg}; refusing to load this bundle.")
+
+
 def check_config(config: Any, source: str = "inference.json") -> None:
-    """Refuse a config with a `_target_` off the allow-list, an unknown `$` expression, or a `%` macro."""
+    """Refuse a config with a `_target_` off the allow-list, an argument outside its target's vocabulary (or
+    naming a callable), an unknown `$` expression, or a `%` macro."""
     if not isinstance(config, dict):
         raise UnsafeBundleError(f"Expected {source} to hold a JSON object, but got {type(config).__name__}.")
     for path, key, value in _walk(config, ""):
+        if isinstance(value, dict) and "_target_" in value and isinstance(value["_target_"], str) \
+                and qualified_target(value["_target_"]) is not None:
+            _check_arguments(value, path, source)
         if key == "_target_":
             if not isinstance(value, str) or qualified_target(value) is None:
                 names = sorted(ALLOWED_TARGETS) + sorted(_SHORT)
@@ -65,6 +109,9 @@ def check_config(config: Any, source: str = "inference.json") -> None:
         if isinstance(value, str) and value.startswith("%"):
             raise UnsafeBundleError(f"Expected no % macros in {source}, but got {value[:60]!r} at {path}; "
                                     "refusing to load this bundle.")
+
+
+_ARGS = _argument_vocabulary()
 
 
 def check_metadata(meta: Any, source: str = "metadata.json") -> None:

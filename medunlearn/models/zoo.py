@@ -83,7 +83,7 @@ def _check_kwargs(name: str, fn: Builder, kwargs: dict[str, Any]) -> None:
     for key in kwargs:
         if key not in allowed:
             raise ConfigError(
-                f"Expected model options for {name!r} in {allowed + ['mean', 'std']}, but got {key!r}."
+                f"Expected model options for {name!r} in {allowed + ['mean', 'std', 'intensity']}, but got {key!r}."
                 f"{did_you_mean(key, allowed)}"
             )
 
@@ -103,12 +103,19 @@ def create_model(name: str, num_classes: int, in_channels: int = 1, image_size: 
         raise ConfigError(f"Expected spatial_dims 2 (images) or 3 (volumes), but got {spatial_dims!r}.")
     opts = dict(kwargs)
     mean, std = float(opts.pop("mean", 0.5)), float(opts.pop("std", 0.25))
+    intensity = opts.pop("intensity", None)
     if std <= 0:
         raise ConfigError(f"Expected a positive normalisation std, but got {std}.")
     _check_kwargs(name, fn, opts)
     modules, dim = fn(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                       spatial_dims=spatial_dims, **opts)
-    features = nn.Sequential(OrderedDict([("normalize", Normalize(mean, std)), *modules.items()]))
+    if intensity is not None:  # an adopted bundle's own intensity step (models.intensity)
+        from medunlearn.models.intensity import Intensity
+
+        first: nn.Module = Intensity(intensity)
+    else:
+        first = Normalize(mean, std)
+    features = nn.Sequential(OrderedDict([("normalize", first), *modules.items()]))
     # spatial_dims is recorded only for volumes, so 2D architecture records stay as they always were
     dims = {"spatial_dims": spatial_dims} if spatial_dims != 2 else {}
     arch = {"name": name, "kwargs": {"num_classes": num_classes, "in_channels": in_channels,
@@ -260,3 +267,66 @@ def resnet10(num_classes: int, in_channels: int, image_size: int, spatial_dims: 
     """monai.networks.nets.resnet10; its fc becomes the head. widen_factor=0.25 suits 3D on CPU."""
     return _monai_resnet(10, num_classes, in_channels, spatial_dims, conv1_t_stride, conv1_t_size, no_max_pool,
                          widen_factor)
+
+
+def _split_monai(network: str, net: nn.Module) -> tuple[OrderedDict, int]:
+    """(ordered feature blocks, F) of an allow-listed MONAI classifier; its final Linear is dropped."""
+    if network.startswith("DenseNet"):
+        return _densenet_blocks(net)
+    if network.startswith("resnet"):
+        if net.fc is None:
+            raise ConfigError(f"Expected {network} with its fc layer (feed_forward=True), but it has none.")
+        names = ["conv1", "bn1", "act"] + ([] if net.no_max_pool else ["maxpool"])
+        mods = [(n, getattr(net, n)) for n in names + ["layer1", "layer2", "layer3", "layer4", "avgpool"]]
+        return OrderedDict(mods + [("flatten", nn.Flatten(1))]), int(net.fc.in_features)
+    if network.startswith("SEResNe"):
+        mods = [(n, getattr(net, n)) for n in ("layer0", "layer1", "layer2", "layer3", "layer4", "adaptive_avg_pool")]
+        if net.dropout is not None:
+            mods.append(("dropout", net.dropout))
+        return OrderedDict(mods + [("flatten", nn.Flatten(1))]), int(net.last_linear.in_features)
+    if network == "EfficientNetBN":
+        mods = [("stem_pad", net._conv_stem_padding), ("stem", net._conv_stem), ("bn0", net._bn0),
+                ("act0", net._swish), ("blocks", net._blocks), ("head_pad", net._conv_head_padding),
+                ("conv_head", net._conv_head), ("bn1", net._bn1), ("act1", net._swish),
+                ("pool", net._avg_pooling), ("flatten", nn.Flatten(1)), ("dropout", net._dropout)]
+        return OrderedDict(mods), int(net._fc.in_features)
+    raise ConfigError(f"Expected a MONAI network medunlearn can split into blocks + linear head, but got {network!r}.")
+
+
+def build_monai_network(network: str, net_args: dict[str, Any]) -> nn.Module:
+    """The MONAI network `network`(**net_args); the caller has checked both against adopt.argspec."""
+    import monai.networks.nets as nets
+
+    from medunlearn.adopt.argspec import NETWORKS  # the allow-list (data only)
+
+    if network not in NETWORKS:
+        raise ConfigError(f"Expected a MONAI network in {sorted(NETWORKS)}, but got {network!r}."
+                          f"{did_you_mean(network, list(NETWORKS))}")
+    unknown = sorted(set(net_args) - set(NETWORKS[network]))
+    if unknown:
+        raise ConfigError(f"Expected {network} arguments among {sorted(NETWORKS[network])}, but got {unknown}.")
+    args = {**net_args, **({"pretrained": False} if "pretrained" in NETWORKS[network] else {})}
+    if network == "EfficientNetBN":
+        args.setdefault("pretrained", False)
+    return getattr(nets, network)(**args)
+
+
+@register_model("monai_net", "An allow-listed MONAI network (adopted: DenseNet, ResNet, SEResNet, EfficientNetBN)")
+def monai_net(num_classes: int, in_channels: int, image_size: int, spatial_dims: int = 2,
+              network: str = "DenseNet121", net_args: dict | None = None) -> tuple[OrderedDict, int]:
+    """A MONAI network built from its bundle arguments, split into feature blocks; its final Linear is the head
+    (rebuilt by create_model with num_classes outputs: 2 for a single-logit sigmoid bundle)."""
+    args = dict(net_args or {})
+    names = MONAI_ARG_NAMES.get(network.rstrip("0123456789") if network.startswith("resnet") else network,
+                                ("spatial_dims", "in_channels", "num_classes"))
+    for key, value in zip(names, (spatial_dims, in_channels, num_classes)):
+        args.setdefault(key, value)
+    if network == "EfficientNetBN":
+        args.setdefault("model_name", "efficientnet-b0")
+    return _split_monai(network, build_monai_network(network, args))
+
+
+# (spatial dims, input channels, classes) argument names per MONAI family
+MONAI_ARG_NAMES = {**{d: ("spatial_dims", "in_channels", "out_channels")
+                      for d in ("DenseNet", "DenseNet121", "DenseNet169", "DenseNet201")},
+                   "resnet": ("spatial_dims", "n_input_channels", "num_classes")}

@@ -113,8 +113,11 @@ def check_files_exist(df: pd.DataFrame) -> None:
 
 def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
                    fractions: tuple[float, ...] = DEFAULT_FRACTIONS, class_names: list[str] | None = None,
-                   spatial_dims: int | None = None, cache_dir: str | Path | None = None) -> SplitData:
+                   spatial_dims: int | None = None, cache_dir: str | Path | None = None,
+                   adopted: dict[str, Any] | None = None) -> SplitData:
     """SplitData for a cohort; spatial_dims None = the cohort's own (cohort_spatial_dims).
+    adopted: a checkpoint's meta; when it was adopted, its own pipeline (meta["preprocessing"]) replaces
+    medunlearn's fixed one and its datalist membership (meta["adoption"]["membership"]) gives the split.
 
     cache_dir (default $MEDUNLEARN_CACHE): keep decoded, transformed images on disk for later runs."""
     from medunlearn.data.datasets import load_images
@@ -130,9 +133,29 @@ def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
                         "missing; copy it with the archive, or set $MEDUNLEARN_LOCATOR to it.")
     check_files_exist(cohort_df)
     cache_dir = cache_dir or os.environ.get(CACHE_ENV) or None
-    loader = partial(load_images, spatial_dims=dims, cache_dir=cache_dir)
+    preprocessing = (adopted or {}).get("preprocessing")
+    loader = partial(load_images, spatial_dims=dims, cache_dir=cache_dir, preprocessing=preprocessing)
     return build_split_data(cohort_df, rule, seed=seed, image_size=image_size, fractions=fractions,
-                            class_names=class_names, loader=loader)
+                            class_names=class_names, loader=loader, membership=membership_rows(adopted))
+
+
+def membership_rows(meta: dict[str, Any] | None) -> dict[str, str] | None:
+    """{image_id: datalist split} of an adopted checkpoint whose membership is known, else None."""
+    record = ((meta or {}).get("adoption") or {}).get("membership") or {}
+    return dict(record["rows"]) if record.get("status") == "datalist" and record.get("rows") else None
+
+
+def membership_unknown(meta: dict[str, Any] | None) -> bool:
+    return (((meta or {}).get("adoption") or {}).get("membership") or {}).get("status") == "unknown"
+
+
+UNKNOWN_MEMBERSHIP = {
+    "status": "unknown",
+    "forget_rows": "presumed training members (the deployed model's datalist was not given)",
+    "mia": "not evaluable: which rows trained the model is unknown, so a membership attack cannot be validated",
+    "split": "validation and test rows come from a local patient split, not the deployed model's",
+    "equivalence": "refused unless a --reference retrain is given",
+}
 
 
 def check_same_cohort(meta: dict[str, Any], data: SplitData, force: bool, what: str) -> list[str]:

@@ -33,7 +33,8 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     df = load_cohort(cohort)
     check_label_sets(df, meta.get("class_names"), "the checkpoint")
     data = split_data_for(df, rule, split_seed, image_size, fractions, meta.get("class_names"),
-                          spatial_dims=meta.get("spatial_dims"), cache_dir=cache_dir)
+                          spatial_dims=meta.get("spatial_dims"), cache_dir=cache_dir,
+                          adopted=meta)
     warnings = check_same_cohort(meta, data, force, "the checkpoint")
     if ref[1] is not None:
         check_reference(meta, ref[1], rule, data)
@@ -44,6 +45,12 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     metrics = evaluate_model(model, data, original=orig[0], reference=ref[0], wall_time_s=wall,
                              reference_wall_time_s=ref_wall, goal=meta.get("goal"), seed=seed)
     metrics["warnings"] = warnings
+    from medunlearn.workflow.common import UNKNOWN_MEMBERSHIP, membership_unknown
+
+    if membership_unknown(meta):  # an adopted model whose training datalist is unknown
+        metrics["membership"] = dict(UNKNOWN_MEMBERSHIP)
+        if isinstance(metrics.get("mia"), dict):
+            metrics["mia"]["evaluable"] = False
     metrics["rule_text"] = rule.describe()  # the report refuses metrics of another rule or other weights
     metrics["model_sha256"] = model_sha256(model_dir)
     from medunlearn.runtime import is_main_process

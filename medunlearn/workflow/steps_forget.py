@@ -15,6 +15,7 @@ from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind, run_chain
 from medunlearn.workflow.common import claims_output, forget_inputs
+from medunlearn.workflow.common import UNKNOWN_MEMBERSHIP, membership_unknown
 from medunlearn.workflow.common import check_label_sets, check_same_cohort, load_cohort, require_dir, split_data_for, split_settings
 
 
@@ -59,12 +60,15 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
         prepare_out_dir(out, overwrite)
 
     base, base_meta = load_model_dir(model_dir, "a base checkpoint")
+    if membership_unknown(base_meta) and goal == "equivalence" and reference is None:
+        raise ConfigError("Expected --reference for goal equivalence on a model adopted with --membership unknown, "
+                          "but got none: without the training datalist equivalence to a retrain cannot be judged.")
     ref_model, ref_meta = load_model_dir(reference, "a retrain reference checkpoint") if reference else (None, None)
     split_seed, fractions, image_size = split_settings(base_meta, seed)
     df = load_cohort(cohort)
     check_label_sets(df, base_meta.get("class_names"), "the base checkpoint")
     data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"),
-                          spatial_dims=base_meta.get("spatial_dims"))
+                          spatial_dims=base_meta.get("spatial_dims"), adopted=base_meta)
     warnings = check_same_cohort(base_meta, data, force, "the base checkpoint")
     if ref_meta is not None:
         from medunlearn.workflow.checks import check_reference
@@ -88,6 +92,12 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
                              reference_wall_time_s=ref_wall, goal=goal, seed=seed,  # cost: every candidate's
                              cost=acceptance.get("cost_chain"), reference_cost=((ref_meta or {}).get("training") or {}).get("cost"))
     metrics["warnings"] = warnings
+    if membership_unknown(base_meta):
+        metrics["membership"] = dict(UNKNOWN_MEMBERSHIP)
+        if isinstance(metrics.get("mia"), dict):
+            metrics["mia"]["evaluable"] = False
+    elif data.info.get("split_source") == "membership":
+        metrics["membership"] = {"status": "datalist", "split": "the deployed model's datalist"}
     hint = reference_hint(acceptance, metrics.get("reference"))
     if hint:
         acceptance["reference_hint"] = hint

@@ -72,8 +72,9 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     if ref_model is not None and df is None:
         raise ConfigError("Expected --cohort with --reference (the reference is evaluated on the cohort), but got none.")
     dims = base_meta.get("spatial_dims")
-    union_data = _split(df, union, split_seed, image_size, fractions, classes, dims) if df is not None else None
-    datas = [_split(df, r, split_seed, image_size, fractions, classes, dims) for r in rules] if df is not None else []
+    pre = base_meta  # an adopted base's own pipeline and membership (split_data_for reads them)
+    union_data = _split(df, union, split_seed, image_size, fractions, classes, dims, pre) if df is not None else None
+    datas = [_split(df, r, split_seed, image_size, fractions, classes, dims, pre) for r in rules] if df is not None else []
     policies = []
     if df is not None:
         want, got = (base_meta.get("split") or {}).get("train_hash"), union_data.info.get("train_hash")
@@ -107,6 +108,9 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     meta["counts"] = {"policies": [m.get("counts") for m in run_metas]}
     meta["goal"] = sorted({str(m.get("goal")) for m in run_metas})
     meta["split"] = base_meta.get("split")  # the runs share the base's split, so the merge does too
+    for key in ("preprocessing", "adoption"):  # an adopted base's pipeline and record travel with the merge
+        if base_meta.get(key) is not None:
+            meta[key] = base_meta[key]
     meta["run_sha256"] = [r["sha256"] for r in info["runs"]]
     meta["warnings"] = warnings
     meta["accepted"] = acceptance["met"]
@@ -146,9 +150,10 @@ def degenerate_merge_warnings(run_dirs: Sequence[str | Path]) -> list[str]:
     return notes
 
 
-def _split(df, rule, seed, image_size, fractions, classes, spatial_dims):
+def _split(df, rule, seed, image_size, fractions, classes, spatial_dims, adopted=None):
     """A policy's SplitData through the workflow's one data path (locator, 3D, disk cache of decoded images)."""
-    return split_data_for(df, rule, seed, image_size, fractions, classes, spatial_dims=spatial_dims)
+    return split_data_for(df, rule, seed, image_size, fractions, classes, spatial_dims=spatial_dims,
+                          adopted=adopted)
 
 
 def _acceptance_gate(run_dirs: list[Path], metas: list[dict], force: bool) -> list[str]:

@@ -72,7 +72,8 @@ def tune(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str 
 
     base, base_meta = load_model_dir(model_dir, "a base checkpoint")
     split_seed, fractions, image_size = split_settings(base_meta, seed)
-    data = split_data_for(load_cohort(cohort), rule, split_seed, image_size, fractions, base_meta.get("class_names"))
+    data = split_data_for(load_cohort(cohort), rule, split_seed, image_size, fractions, base_meta.get("class_names"),
+                          adopted=base_meta)
     warnings = check_same_cohort(base_meta, data, force, "the base checkpoint")
     selected_by = None
     if method == AUTO:

@@ -124,3 +124,36 @@ def test_short_monai_names_are_accepted_and_inert_leaves_text() -> None:
 def test_missing_config_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="configs/inference.json"):
         load_bundle(tmp_path)
+
+
+def _exported_config():
+    from medunlearn.models.bundle_config import inference_config
+
+    return inference_config({"name": "small_cnn", "kwargs": {"num_classes": 3}}, 16, 1)
+
+
+def test_issue29_item3_reader_naming_a_callable_is_refused():
+    from medunlearn.models.bundle_safety import UnsafeBundleError, check_config
+
+    cfg = _exported_config()
+    cfg["preprocessing"]["transforms"][0]["reader"] = "os.system"
+    with pytest.raises(UnsafeBundleError, match="reader"):
+        check_config(cfg)
+    cfg = _exported_config()
+    cfg["preprocessing"]["transforms"][0]["command"] = "touch x"
+    with pytest.raises(UnsafeBundleError, match="'command'"):
+        check_config(cfg)
+
+
+def test_issue29_item11_huge_class_count_refused_before_allocation(tmp_path):
+    import json
+
+    from medunlearn.errors import CheckpointError
+    from medunlearn.models.bundle import load_bundle
+
+    (tmp_path / "configs").mkdir()
+    cfg = _exported_config()
+    cfg["medunlearn_network_def"]["num_classes"] = 10 ** 12
+    (tmp_path / "configs" / "inference.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="num_classes between 1 and"):
+        load_bundle(tmp_path)
