@@ -152,7 +152,8 @@ def test_a_budget_too_small_exits_3_and_writes_a_checkpoint_marked_not_accepted(
     assert res.exit_code == 3 and "Criteria NOT met" in res.output and "FAIL" in res.output
     acceptance = json.loads((out / "metrics.json").read_text())["acceptance"]
     assert acceptance["met"] is False and acceptance["budget"] == 1
-    assert {c["name"] for c in acceptance["checks"]} == {"forget_accuracy", "forget_confidence", "retain_accuracy"}
+    assert {c["name"] for c in acceptance["checks"]} == {"forget_accuracy", "forget_confidence", "retain_accuracy",
+                                                         "retain_confidence"}  # (d) selectivity
     assert json.loads((out / "meta.json").read_text())["accepted"] is False
     text = " ".join(res.output.split())  # rich wraps long lines
     if acceptance["underpowered"]:  # too few held-out forget rows: say so instead of suggesting a tune
