@@ -6,15 +6,25 @@ The base's scores come from the cache (computed at `audit prepare`), so "before"
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from medunlearn.audit.lira import offline_lira, pooled_sigma
-from medunlearn.audit.verdict import (FORGOTTEN, NOTHING, calibration_fpr, holm, null_model, patient_test, set_test,
-                                      to_normal, verdict_word)
+from medunlearn.audit.verdict import (
+    FORGOTTEN,
+    NOTHING,
+    calibration_fpr,
+    holm,
+    null_model,
+    patient_test,
+    set_test,
+    to_normal,
+    verdict_word,
+)
 
 DEFAULT_FPR = 0.01  # the stated false-positive rate, per patient and for the forget set (the field's 1 % operating point)
 DEFAULT_POWER = 0.8  # power at which the smallest detectable effect is stated
@@ -36,7 +46,7 @@ class ScoreCache:
     base_phi: torch.Tensor  # (N,) float64
     # (K, N) bool: entries left out of a row's OUT set: its members, and for a validation row a balanced
     # pseudo-half of the models, so every row is judged against the same number (K − K//2) of OUT models
-    excluded: Optional[torch.Tensor] = None
+    excluded: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.excluded is None:
@@ -77,7 +87,7 @@ def judge_model(forget: np.ndarray, calibration: np.ndarray, forget_rows: Rows, 
 
 
 def audit(cache: ScoreCache, forget_rows: Rows, cal_rows: Rows, target: dict[str, torch.Tensor],
-          retrain: Optional[dict[str, torch.Tensor]] = None, alpha: float = DEFAULT_FPR,
+          retrain: dict[str, torch.Tensor] | None = None, alpha: float = DEFAULT_FPR,
           power: float = DEFAULT_POWER) -> dict[str, Any]:
     """The audit record. target / retrain: {"forget": phi (n_f,), "calibration": phi (n_c,)} of those models.
 

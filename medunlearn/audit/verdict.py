@@ -29,7 +29,8 @@ Verdict words: "forgotten" (the original showed membership, the audited model sh
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def null_model(scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
     var_means = float(np.var(means, ddof=1)) if len(means) > 1 else 0.0
     var_b = max(0.0, var_means - float(np.mean(var_w / n)))
     return {"mu": float(means.mean()) if len(means) else 0.0, "sigma_w": math.sqrt(max(var_w, 1e-12)),
-            "sigma_b": math.sqrt(var_b), "patients": int(len(names)), "images": int(len(s))}
+            "sigma_b": math.sqrt(var_b), "patients": len(names), "images": len(s)}
 
 
 def null_sd(null: dict[str, float], n: int) -> float:
@@ -87,7 +88,7 @@ def patient_test(scores: np.ndarray, null: dict[str, float], alpha: float, power
     p = float(dist.sf(t)) if math.isfinite(t) else float("nan")
     mde = (dist.isf(alpha) + dist.ppf(power)) * sd
     p_low = float(dist.cdf(t)) if math.isfinite(t) else float("nan")
-    return {"n": int(len(s)), "mean": mean, "effect": mean - null["mu"], "t": t, "p": p,
+    return {"n": len(s), "mean": mean, "effect": mean - null["mu"], "t": t, "p": p,
             "detected": bool(math.isfinite(p) and p < alpha), "p_low": p_low,
             "below": bool(math.isfinite(p_low) and p_low < alpha), "min_detectable_effect": float(mde)}
 
@@ -171,6 +172,6 @@ def calibration_fpr(scores: np.ndarray, groups: Sequence[str], alpha: float, lev
         flagged += int(test["detected"])
         below += int(test["below"])
     lo, hi = clopper_pearson(flagged, len(names), level)
-    return {"patients": int(len(names)), "flagged": flagged, "fpr": flagged / max(len(names), 1),
+    return {"patients": len(names), "flagged": flagged, "fpr": flagged / max(len(names), 1),
             "interval": [lo, hi], "bound": alpha, "within_bound": bool(len(names) and lo <= alpha),
             "flagged_below": below, "fpr_below": below / max(len(names), 1)}

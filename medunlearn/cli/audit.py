@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,7 +13,7 @@ from medunlearn.runtime import is_main_process
 audit_app = typer.Typer(help="Reference models and a per-patient LiRA membership audit of a withdrawal.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-Fpr = Annotated[Optional[float], typer.Option("--fpr", help="Stated false-positive rate per patient and for the forget set (default 0.01).")]
+Fpr = Annotated[float | None, typer.Option("--fpr", help="Stated false-positive rate per patient and for the forget set (default 0.01).")]
 
 
 @audit_app.command("prepare")
@@ -53,7 +53,7 @@ def run(
     model: Annotated[Path, typer.Option("--model", help="Checkpoint to audit: the base, a run unlearned from it, or a merge.")],
     patient: o.Patient = None, device: o.Device = None, site: o.Site = None, where: o.Where = None,
     rules: o.Rules = None,
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="Retrain-reference checkpoint, audited alongside.")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="Retrain-reference checkpoint, audited alongside.")] = None,
     out: Annotated[Path, typer.Option("--out", help="audit.json to write.")] = Path("audit.json"),
     fpr: Fpr = None,
     torch_device: o.TorchDevice = None,

@@ -15,10 +15,23 @@ import numpy as np
 import torch
 
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_bytes, write_json
+from medunlearn.fileio import (
+    prepare_out_dir,
+    read_json,
+    staging_dir,
+    write_bytes,
+    write_json,
+)
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import (check_label_sets, check_same_cohort, load_cohort, log, require_dir,
-                                       split_data_for, split_settings)
+from medunlearn.workflow.common import (
+    check_label_sets,
+    check_same_cohort,
+    load_cohort,
+    log,
+    require_dir,
+    split_data_for,
+    split_settings,
+)
 
 MANIFEST, MEMBERSHIP, SCORES, REFS = "manifest.json", "membership.json", "scores.safetensors", "refs"
 NOT_A_BASE = ("unlearned", "merged", "retrain")
@@ -56,9 +69,19 @@ def prepare(cohort: Any, model_dir: str | Path, out: str | Path, k: int = 8, see
     them, their membership (by image_id pseudonym) and every model's phi scores on train + validation rows."""
     from safetensors.torch import save
 
-    from medunlearn.audit.references import check_k, patient_ids, phi_scores, plan_halves, train_references
+    from medunlearn.audit.references import (
+        check_k,
+        patient_ids,
+        phi_scores,
+        plan_halves,
+        train_references,
+    )
     from medunlearn.data.imageset import ImageSet
-    from medunlearn.models.checkpoint import load_checkpoint, model_sha256, save_checkpoint
+    from medunlearn.models.checkpoint import (
+        load_checkpoint,
+        model_sha256,
+        save_checkpoint,
+    )
     from medunlearn.models.train import make_meta
     from medunlearn.provenance import provenance_record
     from medunlearn.tune.sealed import validation_only
@@ -165,7 +188,7 @@ def audit_split(cache, data, model, device: torch.device, retrain=None, alpha: f
     from medunlearn.audit.references import phi_scores
 
     forget, cal, f_rows, c_rows = _rows(cache, data)
-    phi = lambda m: {"forget": phi_scores(m.to(device), forget, device),  # noqa: E731
+    phi = lambda m: {"forget": phi_scores(m.to(device), forget, device),
                      "calibration": phi_scores(m.to(device), cal, device)}
     return audit(cache, f_rows, c_rows, phi(model), phi(retrain) if retrain is not None else None,
                  alpha=DEFAULT_FPR if alpha is None else alpha)
@@ -258,7 +281,7 @@ def checks_from_cache(cache, base, data, ctx: RunContext, alpha: float):
         if blocks is not None and len(list(model.features.children())) != blocks:
             return []
         # predict_logits restores every module's train/eval flag (BatchNorm frozen by a method stays frozen)
-        phi = lambda s: logit_confidence(predict_logits(model, s.images, data.num_classes, ctx.device), s.labels)  # noqa: E731
+        phi = lambda s: logit_confidence(predict_logits(model, s.images, data.num_classes, ctx.device), s.labels)
         return in_loop_checks(cache, f_rows, c_rows, {"forget": phi(forget), "calibration": phi(cal)}, alpha)
 
     return check

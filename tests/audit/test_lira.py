@@ -6,10 +6,23 @@ import math
 import numpy as np
 import torch
 
-from medunlearn.audit.lira import (logit_confidence, offline_lira, online_lira, out_moments, pooled_sigma,
-                                   threshold_at_fpr, tpr_at_fpr)
-from medunlearn.audit.verdict import (calibration_fpr, clopper_pearson, null_model, patient_test, set_test,
-                                      verdict_word)
+from medunlearn.audit.lira import (
+    logit_confidence,
+    offline_lira,
+    online_lira,
+    out_moments,
+    pooled_sigma,
+    threshold_at_fpr,
+    tpr_at_fpr,
+)
+from medunlearn.audit.verdict import (
+    calibration_fpr,
+    clopper_pearson,
+    null_model,
+    patient_test,
+    set_test,
+    verdict_word,
+)
 
 
 def test_logit_confidence_is_log_odds_of_the_true_class_and_stable():
