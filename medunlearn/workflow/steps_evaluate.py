@@ -10,8 +10,10 @@ from medunlearn.models.checkpoint import model_sha256
 from medunlearn.workflow.common import check_label_sets, check_same_cohort, load_cohort, split_data_for, split_settings
 from medunlearn.workflow.checks import check_original, check_reference
 from medunlearn.workflow.steps_forget import load_model_dir
+from medunlearn.workflow.steps_adopt import accepts_source
 
 
+@accepts_source  # --model may be a bundle / TorchScript / state dict, adopted in memory
 def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | None = None,
              reference: str | Path | None = None, out: str | Path | None = None, seed: int = 0,
              force: bool = False, overwrite: bool = False, cache_dir: str | Path | None = None) -> dict:
