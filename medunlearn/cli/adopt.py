@@ -12,6 +12,22 @@ from medunlearn.cli.app import app, console, guarded
 from medunlearn.errors import ConfigError
 
 
+# For `forget` / `evaluate` / `tune --model SRC` (a model medunlearn did not train, adopted in memory).
+SourceDatalist = Annotated[Optional[Path], typer.Option(
+    "--datalist", help="With --model SRC (a bundle / TorchScript / state dict): the rows that trained it.")]
+SourceMembership = Annotated[Optional[str], typer.Option(
+    "--membership", help="With --model SRC and no datalist: 'unknown' (explicit).")]
+
+
+def source_options(datalist: Optional[Path], membership: Optional[str]) -> Optional[dict]:
+    """adopt_options for a workflow step, or None when neither was given."""
+    if membership not in (None, "unknown"):
+        raise ConfigError(f"Expected --membership unknown (or --datalist), but got {membership!r}.")
+    if datalist is None and membership is None:
+        return None
+    return {"datalist": datalist, "membership": membership}
+
+
 def _json(text: Optional[str], what: str):
     if text is None:
         return None

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from medunlearn.cli import options as o
+from medunlearn.cli.adopt import SourceDatalist, SourceMembership, source_options
 from medunlearn.cli.app import app, console, guarded
 
 
@@ -34,6 +35,7 @@ def evaluate(
     cache_dir: o.CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Evaluate even if the checkpoint came from another cohort split.")] = False,
     overwrite: o.Overwrite = False,
+    datalist: SourceDatalist = None, membership: SourceMembership = None,
 ) -> None:
     """Forget / retain / test accuracy, per device and site, AUROC, ECE, MIA, and the gap to retraining.
 
@@ -44,7 +46,8 @@ def evaluate(
     rule = o.rule_from_options(device, site, manufacturer, patient, study_date_before, study_date_after,
                                where, outliers, rules)
     metrics = run_evaluate(model, cohort, rule, original=original, reference=reference, out=out, seed=seed,
-                           force=force, overwrite=overwrite, cache_dir=cache_dir)
+                           force=force, overwrite=overwrite, cache_dir=cache_dir,
+                           adopt_options=source_options(datalist, membership))
     from medunlearn.runtime import is_main_process
 
     if not is_main_process():  # torchrun: rank 0 reports

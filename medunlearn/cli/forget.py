@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from medunlearn.cli import options as o
+from medunlearn.cli.adopt import SourceDatalist, SourceMembership, source_options
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.forget.table import selection_table
 from medunlearn.cli.verdict import print_acceptance
@@ -32,6 +33,7 @@ def forget(
     torch_device: o.TorchDevice = None,
     force: Annotated[bool, typer.Option("--force", help="Proceed when the checkpoint's split hash does not match this cohort.")] = False,
     overwrite: o.Overwrite = False,
+    datalist: SourceDatalist = None, membership: SourceMembership = None,
 ) -> None:
     """Unlearn the images matching a forget rule from a deployed model.
 
@@ -79,7 +81,8 @@ def forget(
     path, metrics = run_forget(cohort, model, rule, out, method=method, goal=goal, config_path=config,
                                overrides=parse_set_options(set_), reference=reference, seed=seed,
                                overwrite=overwrite, force=force, progress=True,
-                               torch_device=o.checked_torch_device(torch_device), audit=audit)
+                               torch_device=o.checked_torch_device(torch_device), audit=audit,
+                               adopt_options=source_options(datalist, membership))
     from medunlearn.runtime import is_main_process
 
     if not is_main_process():  # torchrun: rank 0 reports

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from medunlearn.cli import options as o
+from medunlearn.cli.adopt import SourceDatalist, SourceMembership, source_options
 from medunlearn.cli.app import app, console, guarded
 
 
@@ -31,6 +32,7 @@ def tune(
     seed: o.Seed = 0,
     force: Annotated[bool, typer.Option("--force", help="Proceed when the checkpoint's split hash does not match this cohort.")] = False,
     overwrite: o.Overwrite = False,
+    datalist: SourceDatalist = None, membership: SourceMembership = None,
 ) -> None:
     """Tune an unlearning method's hyperparameters on VALIDATION rows (test rows are sealed).
 
@@ -69,7 +71,7 @@ def tune(
         outcome = run_tune(cohort, model, rule, out, method=method, goal=goal, trials=trials, time_budget=time_budget,
                            config_path=config, overrides=parse_set_options(set_), seed=seed,
                            retain_weight=retain_weight, overwrite=overwrite, force=force, command=command,
-                           on_trial=on_trial)
+                           on_trial=on_trial, adopt_options=source_options(datalist, membership))
     _print_summary(outcome.summary)
     if outcome.yaml_path is None:
         console.print(f"[bold red]No trial met the criteria.[/] Wrote the study to {outcome.study_dir} (no YAML).")

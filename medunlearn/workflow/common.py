@@ -236,7 +236,9 @@ def claims_output(inputs: Callable[[dict[str, Any]], Iterable[Any]], kind: str =
             from medunlearn.fileio import check_apart, claim_dir, claim_files
             from medunlearn.runtime import is_main_process
 
-            bound = sig.bind(*args, **kwargs)
+            # keywords an inner decorator adds (steps_adopt.accepts_source's adopt_options) pass straight through
+            own = {k: v for k, v in kwargs.items() if k in sig.parameters}
+            bound = sig.bind(*args, **own)
             bound.apply_defaults()
             a = bound.arguments
             out, overwrite = a.get(out_arg), bool(a.get("overwrite", False))

@@ -9,9 +9,13 @@ so every later command (forget, evaluate, merge, tune, report) works unchanged. 
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import torch
@@ -101,3 +105,39 @@ def is_adoptable(path: str | Path) -> bool:
     if p.is_dir():
         return not (p / "meta.json").is_file() and (p / "configs").is_dir()
     return p.is_file() and p.suffix in (".ts", ".pt", ".pth")
+
+
+@contextmanager
+def adopted_dir(src: str | Path, cohort: Any, options: dict[str, Any] | None) -> Iterator[Path]:
+    """`src` itself when it is a medunlearn checkpoint; else SRC adopted (same checks as `adopt`) into a private
+    temporary base checkpoint, removed afterwards. Its sha256 equals what `adopt --out` would write."""
+    if not is_adoptable(src):
+        yield Path(src)
+        return
+    opts = dict(options or {})
+    if not opts.get("datalist") and opts.get("membership") != "unknown":
+        raise ConfigError(f"Expected --datalist or --membership unknown to adopt {Path(src).name!r} (not a medunlearn "
+                          "checkpoint) in memory, but got neither; refusing to guess which rows trained it.")
+    with tempfile.TemporaryDirectory(prefix="medunlearn-adopt-") as tmp:
+        adopt(src, cohort, Path(tmp) / "base", **{k: v for k, v in opts.items() if v is not None})
+        yield Path(tmp) / "base"
+
+
+def accepts_source(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Let a workflow step take SRC (bundle / TorchScript / state dict) as `model_dir`, adopted in memory.
+
+    Adds the keyword `adopt_options` ({"datalist", "membership", "arch", "preprocessing", "class_names",
+    "expected"}); the step itself is unchanged."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, adopt_options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        bound = sig.bind(*args, **kwargs)
+        src = bound.arguments.get("model_dir")
+        if src is None or not is_adoptable(src):
+            return fn(*bound.args, **bound.kwargs)
+        with adopted_dir(src, bound.arguments.get("cohort"), adopt_options) as base:
+            bound.arguments["model_dir"] = base
+            return fn(*bound.args, **bound.kwargs)
+
+    return wrapper

@@ -12,9 +12,11 @@ from medunlearn.workflow.common import (check_label_sets, check_same_cohort, cla
                                        split_data_for, split_settings)
 from medunlearn.workflow.checks import check_original, check_reference
 from medunlearn.workflow.steps_forget import load_model_dir
+from medunlearn.workflow.steps_adopt import accepts_source
 
 
 @claims_output(evaluate_inputs, kind="file")  # inputs apart from --out; --out locked for the run
+@accepts_source  # --model may be a bundle / TorchScript / state dict, adopted in memory
 def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | None = None,
              reference: str | Path | None = None, out: str | Path | None = None, seed: int = 0,
              force: bool = False, overwrite: bool = False, cache_dir: str | Path | None = None) -> dict:

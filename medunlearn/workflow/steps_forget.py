@@ -17,6 +17,7 @@ from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind, ru
 from medunlearn.workflow.common import claims_output, forget_inputs
 from medunlearn.workflow.common import UNKNOWN_MEMBERSHIP, membership_unknown
 from medunlearn.workflow.common import check_label_sets, check_same_cohort, load_cohort, require_dir, split_data_for, split_settings
+from medunlearn.workflow.steps_adopt import accepts_source
 
 
 def load_model_dir(path: str | Path, what: str):
@@ -26,6 +27,7 @@ def load_model_dir(path: str | Path, what: str):
 
 
 @claims_output(forget_inputs)  # inputs apart from the output; the output locked for the whole run
+@accepts_source  # --model may be a bundle / TorchScript / state dict, adopted in memory
 def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "auto",
            goal: str = "suppression", config_path: str | Path | None = None, overrides: dict | None = None,
            reference: str | Path | None = None, seed: int = 0, overwrite: bool = False, force: bool = False,

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from medunlearn.errors import ConfigError, OutputExistsError
 from medunlearn.fileio import staging_dir, write_json, write_text
+from medunlearn.workflow.steps_adopt import accepts_source
 
 
 @dataclasses.dataclass
@@ -42,6 +43,7 @@ def resolve_space(method_cls: type, pinned: dict[str, Any]) -> dict[str, Any]:
     return space
 
 
+@accepts_source  # --model may be a bundle / TorchScript / state dict, adopted in memory
 def tune(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str = "auto", goal: str = "suppression",
          trials: int = 30, time_budget: str | float = "10m", config_path: str | Path | None = None,
          overrides: dict | None = None, seed: int = 0, retain_weight: float = 1.0, overwrite: bool = False,
