@@ -365,13 +365,18 @@ def recover_output(final: str | Path) -> list[str]:
     if not final.parent.is_dir():
         return []
     old, journal = _old(final), _journal(final)
-    stale = [e for e in final.parent.iterdir() if _is_staging(e, final)]
+    stale = [e for e in final.parent.iterdir() if _is_staging(e, final) or _is_temp(e, journal)
+             or e.name.startswith(f"..{final.name}.")]
     if not old.exists() and not stale and not journal.exists():
         return []
     notes: list[str] = []
     try:
         with output_lock(final):
             notes += _repair_swap(final, old, journal)
+            _clean_temps(journal)  # a journal write cut short
+            for entry in final.parent.iterdir():  # locks and journals of nested staging folders of a killed run
+                if entry.name.startswith(f"..{final.name}.") and entry.is_file():
+                    entry.unlink(missing_ok=True)
             stale = [e for e in final.parent.iterdir() if _is_staging(e, final)]
             for entry in stale:
                 shutil.rmtree(entry, ignore_errors=True)

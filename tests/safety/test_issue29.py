@@ -36,7 +36,11 @@ def _one_error(res, *needles: str) -> None:
 
 
 def _sealed_run(root: Path, name: str, met: bool, bias: float) -> Path:
-    from medunlearn.attest import seal
+    try:
+        from medunlearn.attest import seal
+    except ImportError:  # the code before issue 29 (so this test shows its bug, not an import error)
+        def seal(d, metrics):
+            return metrics
 
     m = tiny_model()
     with torch.no_grad():
