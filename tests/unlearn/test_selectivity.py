@@ -164,3 +164,17 @@ def test_famr_salient_moves_only_the_masked_weights(trained_tiny):
     total = sum(p.numel() for p in before.values())
     assert 0 < moved <= 0.05 * total + len(before)  # the top 5 % (ties at the threshold aside), repair included
     assert all(not p._backward_hooks for p in out.model.parameters())  # the mask's hooks do not leave the run
+
+
+@pytest.mark.parametrize("name", ["famr", "famr_retain", "famr_salient"])
+def test_runs_judged_under_d_never_read_test_rows(name, trained_tiny):
+    """(d)'s threshold, the repair it triggers and the stop rule read validation rows only: a run on a split whose
+    test rows are sealed (any use raises) completes, and the same run on the full split gives the same weights."""
+    from medunlearn.tune.sealed import validation_only
+
+    model, split = trained_tiny
+    sealed = METHODS.get(name)(epochs=2.0, batch_size=16).run(model, validation_only(split), RunContext(seed=0))
+    full = METHODS.get(name)(epochs=2.0, batch_size=16).run(model, split, RunContext(seed=0))
+    a, b = sealed.model.state_dict(), full.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "retain_confidence" in {c["name"] for c in sealed.acceptance["checks"]}
