@@ -1,8 +1,8 @@
 """Hardware-independent cost: images processed with a gradient (forward + backward) and forward only, per phase.
 
 `counting()` installs one pair of global module hooks for as long as a counter is open and counts the batch size
-of every TOP-LEVEL module call (a call made while no other module's forward is running: a model's own
-sub-modules are not counted again). A call made with autograd on counts as a gradient pass (every such call in
+of every TOP-LEVEL call of a module with parameters (a call made while no other module's forward is running: a
+model's own sub-modules are not counted again; a loss module has no parameters and is not a model pass). A call made with autograd on counts as a gradient pass (every such call in
 this package is followed by a backward), one under `torch.no_grad()` / eval probes as forward only. Every open
 counter counts each call under its own current phase, so a run's counter and an enclosing benchmark's both see it.
 
@@ -87,7 +87,9 @@ def _batch(args: tuple) -> int:
 
 
 def _pre(module: nn.Module, args: tuple) -> None:
-    if _DEPTH[0] == 0:
+    # a parameter-free top-level module (a loss such as nn.CrossEntropyLoss, a transform) is not a pass through a
+    # model: counting it double-counted every training batch of models/train.py
+    if _DEPTH[0] == 0 and next(module.parameters(), None) is not None:
         n, grad = _batch(args), torch.is_grad_enabled()
         for c in _OPEN:
             c.add(n, grad)

@@ -75,9 +75,8 @@ class FAMRSalient(FAMRRetain):
     summary = ("famr_retain inside a saliency mask of forget-specific weights (extension: SalUn's mask on FAMR, "
                "not the paper's method)")
     Config = FAMRSalientConfig
-    # what `medunlearn tune` varies; the mask acts on gradient steps, so the solver is not searched
-    search_space = {**{k: v for k, v in FAMRRetain.search_space.items() if k != "solver"},
-                    "density": Float(0.01, 0.5, log=True), "saliency": Choice(*SALIENCY)}
+    search_space = {**{k: v for k, v in FAMRRetain.search_space.items() if k != "solver"},  # iterative only
+                    "density": Float(0.01, 0.5, log=True), "saliency": Choice(*SALIENCY)}  # what `medunlearn tune` varies
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         cfg = self.config

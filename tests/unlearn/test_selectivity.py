@@ -133,6 +133,9 @@ def test_counting_nests_and_counts_top_level_calls_only():
     assert outer.counts == {"bench": {"grad": 5, "forward": 7}}
     net(torch.zeros(3, 4))  # no counter open: nothing counted, no hook left behind
     assert outer.total() == {"grad": 5, "forward": 7}
+    with counting(phase="train") as loss_too:
+        nn.CrossEntropyLoss()(net(torch.zeros(4, 4)), torch.zeros(4, dtype=torch.long)).backward()
+    assert loss_too.counts == {"train": {"grad": 4, "forward": 0}}  # the loss module is not a model pass
     assert rte_compute({"forward_equivalents": 300}, {"forward_equivalents": 30}) == pytest.approx(10.0)
     assert rte_compute(None, {"forward_equivalents": 30}) is None
 
@@ -164,3 +167,30 @@ def test_famr_salient_moves_only_the_masked_weights(trained_tiny):
     total = sum(p.numel() for p in before.values())
     assert 0 < moved <= 0.05 * total + len(before)  # the top 5 % (ties at the threshold aside), repair included
     assert all(not p._backward_hooks for p in out.model.parameters())  # the mask's hooks do not leave the run
+
+
+def test_the_retrain_counts_each_training_image_once():
+    from medunlearn.models.train import TrainConfig, train_model
+    from tests.conftest import make_tiny_split
+
+    split = make_tiny_split(num_classes=3, size=16, n_train=200, seed=0)
+    cfg = TrainConfig(model="small_cnn", model_kwargs={"width": 4}, epochs=2, batch_size=32, lr=0.05, image_size=16,
+                      amp=False)
+    _, info = train_model(split, cfg, RunContext(seed=0))
+    ph = info["cost"]["phases"]
+    assert ph["train"] == {"grad": 2 * (len(split.train) // 32) * 32, "forward": 0}  # drop_last batches, 2 epochs
+    assert ph["validation"] == {"grad": 0, "forward": 2 * len(split.val)}
+
+
+@pytest.mark.parametrize("name", ["famr", "famr_retain", "famr_salient"])
+def test_runs_judged_under_d_never_read_test_rows(name, trained_tiny):
+    """(d)'s threshold, the repair it triggers and the stop rule read validation rows only: a run on a split whose
+    test rows are sealed (any use raises) completes, and the same run on the full split gives the same weights."""
+    from medunlearn.tune.sealed import validation_only
+
+    model, split = trained_tiny
+    sealed = METHODS.get(name)(epochs=2.0, batch_size=16).run(model, validation_only(split), RunContext(seed=0))
+    full = METHODS.get(name)(epochs=2.0, batch_size=16).run(model, split, RunContext(seed=0))
+    a, b = sealed.model.state_dict(), full.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "retain_confidence" in {c["name"] for c in sealed.acceptance["checks"]}
