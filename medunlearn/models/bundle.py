@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,19 @@ def _ts_bytes(ts: torch.jit.ScriptModule, metadata: dict[str, Any], inference: d
     buf = io.BytesIO()
     extra = {"metadata.json": json.dumps(metadata).encode(), "inference.json": json.dumps(inference).encode()}
     torch.jit.save(ts, buf, _extra_files=extra)
-    return buf.getvalue()
+    return strip_debug_records(buf.getvalue())
+
+
+def strip_debug_records(archive: bytes) -> bytes:
+    """The TorchScript zip without its `*.debug_pkl` records: they hold source ranges with the absolute paths of
+    this machine's install (the package's and torch's sources). torch.jit.load does not need them; an error
+    inside the scripted model then names no source line."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                zout.writestr(info, zin.read(info.filename))
+    return out.getvalue()
 
 
 def export_bundle(ckpt_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:

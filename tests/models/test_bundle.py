@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +194,23 @@ def test_non_finite_model_is_not_exported() -> None:
         m.head.bias.fill_(float("nan"))
     with pytest.raises(CheckpointError, match="finite"):
         to_torchscript(m, torch.rand(2, 1, 16, 16))
+
+
+def test_torchscript_names_no_path_of_this_machine(ckpt, tmp_path) -> None:
+    """Issue 29 (14): model.ts carried the absolute paths of the package's and torch's sources."""
+    import sys
+    import zipfile
+
+    import medunlearn
+
+    model, ck = ckpt
+    out = export_bundle(ck, tmp_path / "bundle")
+    blob = (out / "models" / "model.ts").read_bytes()
+    roots = {str(Path(medunlearn.__file__).resolve().parent.parent), str(Path(torch.__file__).resolve().parent),
+             sys.prefix, str(tmp_path)}
+    for root in roots:
+        assert root.encode() not in blob, root
+    with zipfile.ZipFile(out / "models" / "model.ts") as z:
+        assert not [n for n in z.namelist() if n.endswith(".debug_pkl")]
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.allclose(torch.jit.load(str(out / "models" / "model.ts"))(x), model.eval()(x), atol=1e-5)
