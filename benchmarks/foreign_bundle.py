@@ -205,7 +205,7 @@ handlers:
 - _target_: ClassificationSaver
   output_dir: '@output_dir'
   filename: predictions.csv
-  batch_transform: '$lambda batch: batch[@image].meta'
+  batch_transform: '$lambda batch: [b[@image].meta for b in batch]'  # the engine's batch is decollated: a list
   output_transform: $monai.handlers.from_engine([@pred])
 
 evaluator:
@@ -323,7 +323,7 @@ def seresnet_inference(image_size: int) -> dict[str, Any]:
             {"_target_": "Activationsd", "keys": "pred", "softmax": True}]},
         "handlers": [{"_target_": "StatsHandler", "iteration_log": False},
                      {"_target_": "ClassificationSaver", "output_dir": "@output_dir", "filename": "@output_filename",
-                      "batch_transform": "$lambda batch: batch[@image_key].meta",
+                      "batch_transform": "$lambda batch: [b[@image_key].meta for b in batch]",
                       "output_transform": "$monai.handlers.from_engine(['pred'])"}],
         "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
                       "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
