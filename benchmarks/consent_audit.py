@@ -174,7 +174,7 @@ def run_one(workload: str, seed: int, args) -> dict:
 
 def _trained(path: Path, data, cfg, ctx, seed: int):
     """base, retrain and 2 x 4 reference models: trained once per (workload, seed), cached as state dicts."""
-    from medunlearn.audit.references import TrainedReferences, plan_halves, patient_ids
+    from medunlearn.audit.references import TrainedReferences
     from medunlearn.models.zoo import create_model
 
     def build():

@@ -154,7 +154,6 @@ def one_seed(seed: int, args, datas, union) -> dict:
     from medunlearn.merge.select import DEFAULT_CANDIDATES, select_by
     from medunlearn.models.checkpoint import load_state_into
     from medunlearn.runtime import RunContext
-
     from medunlearn.workflow.auto_method import run_chain
 
     base, t_retrain = base_model(seed, args, union)

@@ -19,9 +19,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from medunlearn.errors import ConfigError, OutputExistsError, OutputLockedError
 

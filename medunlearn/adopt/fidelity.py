@@ -10,8 +10,9 @@ A `monai.bundle run` predictions.csv (`--expected`) is compared within EXPECTED_
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 import torch

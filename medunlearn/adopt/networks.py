@@ -10,8 +10,9 @@ sigmoid head becomes two logits [0, z], so softmax gives [1 - σ(z), σ(z)] exac
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn

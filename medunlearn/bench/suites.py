@@ -18,9 +18,10 @@ ScannerX, `site` one institution that hosts no ScannerX, `outlier` the measureme
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -158,9 +159,9 @@ def synthetic_prepare(opts: SuiteOptions) -> Any:
 
 
 def synthetic_split(df: Any, scenario: str, opts: SuiteOptions) -> SplitData:
-    from medunlearn.forget.splitdata import build_split_data
     from medunlearn.data.synthetic import CLASS_NAMES
     from medunlearn.forget.rules import rule_from_dict
+    from medunlearn.forget.splitdata import build_split_data
 
     rule = rule_from_dict(SYNTH_RULES[scenario])
     data = build_split_data(df, rule, seed=opts.data_seed, image_size=opts.image_size or SYNTH_SIZE,

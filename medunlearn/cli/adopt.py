@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,15 +11,14 @@ from medunlearn.cli import options as o
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.errors import ConfigError
 
-
 # For `forget` / `evaluate` / `tune --model SRC` (a model medunlearn did not train, adopted in memory).
-SourceDatalist = Annotated[Optional[Path], typer.Option(
+SourceDatalist = Annotated[Path | None, typer.Option(
     "--datalist", help="With --model SRC (a bundle / TorchScript / state dict): the rows that trained it.")]
-SourceMembership = Annotated[Optional[str], typer.Option(
+SourceMembership = Annotated[str | None, typer.Option(
     "--membership", help="With --model SRC and no datalist: 'unknown' (explicit).")]
 
 
-def source_options(datalist: Optional[Path], membership: Optional[str]) -> Optional[dict]:
+def source_options(datalist: Path | None, membership: str | None) -> dict | None:
     """adopt_options for a workflow step, or None when neither was given."""
     if membership not in (None, "unknown"):
         raise ConfigError(f"Expected --membership unknown (or --datalist), but got {membership!r}.")
@@ -28,7 +27,7 @@ def source_options(datalist: Optional[Path], membership: Optional[str]) -> Optio
     return {"datalist": datalist, "membership": membership}
 
 
-def _json(text: Optional[str], what: str):
+def _json(text: str | None, what: str):
     if text is None:
         return None
     p = Path(text)
@@ -45,13 +44,13 @@ def adopt(
     src: Annotated[Path, typer.Argument(help="Bundle folder, TorchScript file, or state dict (.pt) with --arch.")],
     cohort: o.CohortOpt,
     out: Annotated[Path, typer.Option("--out", help="Base checkpoint folder to write.")],
-    arch: Annotated[Optional[str], typer.Option("--arch", help='For a state dict: {"network": "DenseNet121", "args": {...}}.')] = None,
-    preprocessing: Annotated[Optional[str], typer.Option("--preprocessing", help="For --arch: JSON list of MONAI transforms.")] = None,
-    postprocessing: Annotated[Optional[str], typer.Option("--postprocessing", help="For --arch: JSON list (Activationsd ...).")] = None,
-    class_names: Annotated[Optional[str], typer.Option("--class-names", help="Comma-separated, in output order.")] = None,
-    datalist: Annotated[Optional[Path], typer.Option("--datalist", help="Decathlon JSON: the rows that trained it.")] = None,
-    membership: Annotated[Optional[str], typer.Option("--membership", help="'unknown' (explicit) when there is no datalist.")] = None,
-    expected: Annotated[Optional[Path], typer.Option("--expected", help="predictions.csv from `monai.bundle run`.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help='For a state dict: {"network": "DenseNet121", "args": {...}}.')] = None,
+    preprocessing: Annotated[str | None, typer.Option("--preprocessing", help="For --arch: JSON list of MONAI transforms.")] = None,
+    postprocessing: Annotated[str | None, typer.Option("--postprocessing", help="For --arch: JSON list (Activationsd ...).")] = None,
+    class_names: Annotated[str | None, typer.Option("--class-names", help="Comma-separated, in output order.")] = None,
+    datalist: Annotated[Path | None, typer.Option("--datalist", help="Decathlon JSON: the rows that trained it.")] = None,
+    membership: Annotated[str | None, typer.Option("--membership", help="'unknown' (explicit) when there is no datalist.")] = None,
+    expected: Annotated[Path | None, typer.Option("--expected", help="predictions.csv from `monai.bundle run`.")] = None,
     per_class: Annotated[int, typer.Option("--per-class", min=1, max=1000, help="Fidelity images per class.")] = 4,
     overwrite: o.Overwrite = False,
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,17 +20,17 @@ def _names(text: str | None) -> list[str] | None:
 def bench(
     suite: Annotated[str, typer.Argument(help="Suite: fashion-mnist, device, site or outlier.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (rerun with the same folder to resume).")],
-    methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: the suite's).")] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated methods (default: the suite's).")] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, max=1000, help="Unlearning seeds 0..N-1 per cell (mean ± std).")] = 3,
-    goals: Annotated[Optional[str], typer.Option("--goals", help="Comma-separated: suppression,equivalence.")] = None,
-    scenarios: Annotated[Optional[str], typer.Option("--scenarios", help="Comma-separated subset of the suite's scenarios.")] = None,
+    goals: Annotated[str | None, typer.Option("--goals", help="Comma-separated: suppression,equivalence.")] = None,
+    scenarios: Annotated[str | None, typer.Option("--scenarios", help="Comma-separated subset of the suite's scenarios.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small data, fewer epochs and methods: minutes on 2 cores.")] = False,
-    subset: Annotated[Optional[int], typer.Option("--subset", min=1, max=10_000_000, help="Cap on training images (seeded subset).")] = None,
-    patients: Annotated[Optional[int], typer.Option("--patients", min=6, max=100_000, help="Synthetic cohort size (device, site, outlier suites; default 200).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Fashion-MNIST IDX folder (default: $MEDUNLEARN_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Bench YAML (default: configs/bench/<suite>.yaml).")] = None,
+    subset: Annotated[int | None, typer.Option("--subset", min=1, max=10_000_000, help="Cap on training images (seeded subset).")] = None,
+    patients: Annotated[int | None, typer.Option("--patients", min=6, max=100_000, help="Synthetic cohort size (device, site, outlier suites; default 200).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Fashion-MNIST IDX folder (default: $MEDUNLEARN_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Bench YAML (default: configs/bench/<suite>.yaml).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute every cell (the model cache is kept).")] = False,
-    tuned: Annotated[Optional[Path], typer.Option("--tuned", help="Folder written by `medunlearn tune`: adds a <method>+tuned row per <method>.yaml in it.")] = None,
+    tuned: Annotated[Path | None, typer.Option("--tuned", help="Folder written by `medunlearn tune`: adds a <method>+tuned row per <method>.yaml in it.")] = None,
 ) -> None:
     """Benchmark unlearning methods against the retrain reference; writes results.md, results.json and a plot.
 

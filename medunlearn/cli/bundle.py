@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,7 +15,7 @@ from medunlearn.cli.options import Overwrite
 def export_bundle(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory (base, unlearned or merged).")],
     out: Annotated[Path, typer.Argument(help="Bundle directory to write.")],
-    like: Annotated[Optional[Path], typer.Option("--like", help="The bundle the base was adopted from: write its own tree and container with the new weights.")] = None,
+    like: Annotated[Path | None, typer.Option("--like", help="The bundle the base was adopted from: write its own tree and container with the new weights.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Write a MONAI bundle that MONAI runs without medunlearn (TorchScript models/model.ts + configs/inference.json).

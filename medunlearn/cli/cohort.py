@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.cli.options import Overwrite, Seed
 
@@ -17,8 +18,8 @@ app.add_typer(cohort_app, name="cohort")
 @guarded
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the SYNTHETIC DICOM cohort and labels.csv into.")],
-    patients: Annotated[Optional[int], typer.Option("--patients", min=1, max=100_000, help="Number of synthetic patients (default 48; 120 with --3d).")] = None,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", min=8, max=1024, help="Pixel rows/columns of each image (default 64; 24 with --3d).")] = None,
+    patients: Annotated[int | None, typer.Option("--patients", min=1, max=100_000, help="Number of synthetic patients (default 48; 120 with --3d).")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", min=8, max=1024, help="Pixel rows/columns of each image (default 64; 24 with --3d).")] = None,
     three_d: Annotated[bool, typer.Option("--3d", help="Write 3D volumes: one DICOM slice series per volume (index with --volumes).")] = False,
     seed: Seed = 0,
     overwrite: Overwrite = False,
@@ -50,16 +51,16 @@ def synth(
 def index(
     data_dir: Annotated[Path, typer.Argument(help="Archive folder (DICOM files of any extension, NIfTI + JSON sidecars).")],
     out: Annotated[Path, typer.Option("--out", help="Cohort table to write (CSV).")] = Path("cohort.csv"),
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="labels.csv joined by sop_instance_uid or relative path.")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Ingest report (JSON): every skipped file with its reason.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=256, help="Parallel header readers (default: CPU count).")] = None,
-    salt_file: Annotated[Optional[Path], typer.Option("--salt-file", help="File holding the secret salt for pseudonymised ids (else $MEDUNLEARN_SALT).")] = None,
-    salt: Annotated[Optional[str], typer.Option("--salt", help="Secret salt on the command line (discouraged: it lands in shell history; use --salt-file).")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="labels.csv joined by sop_instance_uid or relative path.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Ingest report (JSON): every skipped file with its reason.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Parallel header readers (default: CPU count).")] = None,
+    salt_file: Annotated[Path | None, typer.Option("--salt-file", help="File holding the secret salt for pseudonymised ids (else $MEDUNLEARN_SALT).")] = None,
+    salt: Annotated[str | None, typer.Option("--salt", help="Secret salt on the command line (discouraged: it lands in shell history; use --salt-file).")] = None,
     public_salt: Annotated[bool, typer.Option("--public-salt", help="Accept the public default salt on a non-synthetic archive (demos only: pseudonyms become reversible).")] = False,
-    locator: Annotated[Optional[Path], typer.Option("--locator", help="Where to write the PRIVATE image locator (default: beside --out, as NAME.locator.json).")] = None,
+    locator: Annotated[Path | None, typer.Option("--locator", help="Where to write the PRIVATE image locator (default: beside --out, as NAME.locator.json).")] = None,
     date_precision: Annotated[str, typer.Option("--date-precision", help="Study dates in the table: month (default), year or day.")] = "month",
     volumes: Annotated[bool, typer.Option("--volumes", help="One row per volume: DICOM slices grouped by SeriesInstanceUID (3D cohorts).")] = False,
-    keep_column: Annotated[Optional[list[str]], typer.Option("--keep-column", help="Keep this extra numeric labels.csv column in the shareable table (repeatable; warned about). Only measurement_* columns are kept without it; any other is refused.")] = None,
+    keep_column: Annotated[list[str] | None, typer.Option("--keep-column", help="Keep this extra numeric labels.csv column in the shareable table (repeatable; warned about). Only measurement_* columns are kept without it; any other is refused.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Index an imaging archive into a shareable cohort table (header-only reads, pseudonymised ids, no paths)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,9 +28,9 @@ def evaluate(
     device: o.Device = None, site: o.Site = None, manufacturer: o.Manufacturer = None, patient: o.Patient = None,
     study_date_before: o.Before = None, study_date_after: o.After = None, where: o.Where = None,
     outliers: o.Outliers = None, rules: o.Rules = None,
-    original: Annotated[Optional[Path], typer.Option("--original", help="The deployed model before unlearning.")] = None,
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="The retrain-from-scratch reference.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="metrics.json to write.")] = None,
+    original: Annotated[Path | None, typer.Option("--original", help="The deployed model before unlearning.")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="The retrain-from-scratch reference.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="metrics.json to write.")] = None,
     seed: o.Seed = 0,
     cache_dir: o.CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Evaluate even if the checkpoint came from another cohort split.")] = False,

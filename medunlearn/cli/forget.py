@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from medunlearn.cli import options as o
 from medunlearn.cli.adopt import SourceDatalist, SourceMembership, source_options
 from medunlearn.cli.app import app, console, guarded
-from medunlearn.forget.table import selection_table
 from medunlearn.cli.verdict import print_acceptance
+from medunlearn.forget.table import selection_table
 
 
 @app.command("forget")
@@ -20,14 +20,14 @@ def forget(
     device: o.Device = None, site: o.Site = None, manufacturer: o.Manufacturer = None, patient: o.Patient = None,
     study_date_before: o.Before = None, study_date_after: o.After = None, where: o.Where = None,
     outliers: o.Outliers = None, rules: o.Rules = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Deployed (base) checkpoint directory; never modified.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Deployed (base) checkpoint directory; never modified.")] = None,
     method: Annotated[str, typer.Option("--method", help="Unlearning method (see `medunlearn methods`), or auto (the default): the recommended methods for the policy in order, keeping the first that meets the criteria.")] = "auto",
     goal: Annotated[str, typer.Option("--goal", help="suppression (held-out forget-domain images fall to chance) or equivalence (look like the retrained model).")] = "suppression",
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML of method hyperparameters.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one hyperparameter: KEY=VALUE (repeatable).")] = None,
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="Retrain-reference checkpoint to score against (Avg-Gap, RTE).")] = None,
-    audit: Annotated[Optional[Path], typer.Option("--audit", help="`audit prepare` folder: with --goal equivalence, the per-patient LiRA audit judges the returned state.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory to write (checkpoint, metrics.json, config, provenance).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML of method hyperparameters.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one hyperparameter: KEY=VALUE (repeatable).")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="Retrain-reference checkpoint to score against (Avg-Gap, RTE).")] = None,
+    audit: Annotated[Path | None, typer.Option("--audit", help="`audit prepare` folder: with --goal equivalence, the per-patient LiRA audit judges the returned state.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory to write (checkpoint, metrics.json, config, provenance).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print the selection and write split.json (to --out or ./split.json).")] = False,
     seed: o.Seed = 0,
     torch_device: o.TorchDevice = None,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -13,15 +13,15 @@ from medunlearn.cli.app import app, console, guarded
 @app.command("merge")
 @guarded
 def merge(
-    runs: Annotated[Optional[list[Path]], typer.Argument(help="Unlearning run directories (each from the same base).")] = None,
-    base: Annotated[Optional[Path], typer.Option("--base", help="The deployed base checkpoint the runs started from.")] = None,
-    method: Annotated[Optional[str], typer.Option("--method", help="A merge method (see `medunlearn methods`); omitted: try --candidates cheapest first and keep the first that meets every policy.")] = None,
-    candidates: Annotated[Optional[str], typer.Option("--candidates", help="Comma-separated methods tried without --method (default linear,task_arithmetic,ties,learned_coefficients,merge_repair).")] = None,
-    weights: Annotated[Optional[str], typer.Option("--weights", help="Comma-separated weight per run.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Method parameter KEY=VALUE (e.g. density=0.5).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="mergekit-style YAML (merge_method, base_model, models, parameters).")] = None,
-    cohort: Annotated[Optional[Path], typer.Option("--cohort", help="Cohort table: judge every policy's criteria on validation rows, and evaluate on each forget set and their union.")] = None,
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="Union retrain (train --exclude with every run's rule OR-ed): evaluated beside the merge (needs --cohort).")] = None,
+    runs: Annotated[list[Path] | None, typer.Argument(help="Unlearning run directories (each from the same base).")] = None,
+    base: Annotated[Path | None, typer.Option("--base", help="The deployed base checkpoint the runs started from.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="A merge method (see `medunlearn methods`); omitted: try --candidates cheapest first and keep the first that meets every policy.")] = None,
+    candidates: Annotated[str | None, typer.Option("--candidates", help="Comma-separated methods tried without --method (default linear,task_arithmetic,ties,learned_coefficients,merge_repair).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Comma-separated weight per run.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Method parameter KEY=VALUE (e.g. density=0.5).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="mergekit-style YAML (merge_method, base_model, models, parameters).")] = None,
+    cohort: Annotated[Path | None, typer.Option("--cohort", help="Cohort table: judge every policy's criteria on validation rows, and evaluate on each forget set and their union.")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="Union retrain (train --exclude with every run's rule OR-ed): evaluated beside the merge (needs --cohort).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Merged checkpoint directory to write.")] = Path("merged"),
     force: Annotated[bool, typer.Option("--force", help="Merge runs that did not meet their own criteria (or whose split hash differs).")] = False,
     seed: o.Seed = 0,

@@ -2,24 +2,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-Device = Annotated[Optional[list[str]], typer.Option("--device", help="Forget images of this scanner model (ManufacturerModelName); repeat for OR.", rich_help_panel="Forget rule")]
-Site = Annotated[Optional[list[str]], typer.Option("--site", help="Forget images of this institution; repeat for OR.", rich_help_panel="Forget rule")]
-Manufacturer = Annotated[Optional[str], typer.Option("--manufacturer", help="Forget a vendor family (GE, Philips, Siemens, ...).", rich_help_panel="Forget rule")]
-Patient = Annotated[Optional[list[str]], typer.Option("--patient", help="Forget a pseudonymised patient id; repeat for OR.", rich_help_panel="Forget rule")]
-Before = Annotated[Optional[str], typer.Option("--study-date-before", help="Forget studies on or before YYYY-MM-DD.", rich_help_panel="Forget rule")]
-After = Annotated[Optional[str], typer.Option("--study-date-after", help="Forget studies on or after YYYY-MM-DD.", rich_help_panel="Forget rule")]
-Where = Annotated[Optional[list[str]], typer.Option("--where", help="KEY=VALUE, KEY~REGEX, KEY>NUM or KEY<NUM; repeat for AND.", rich_help_panel="Forget rule")]
-Outliers = Annotated[Optional[str], typer.Option("--outliers", help="Anatomical outliers: 'auto', 'auto:3.0', 'measurement_mm>45' or 'measurement_mm:auto'.", rich_help_panel="Forget rule")]
-Rules = Annotated[Optional[Path], typer.Option("--rules", help="YAML rule file (any:/all: groups); combined with the options above by AND.", rich_help_panel="Forget rule")]
+Device = Annotated[list[str] | None, typer.Option("--device", help="Forget images of this scanner model (ManufacturerModelName); repeat for OR.", rich_help_panel="Forget rule")]
+Site = Annotated[list[str] | None, typer.Option("--site", help="Forget images of this institution; repeat for OR.", rich_help_panel="Forget rule")]
+Manufacturer = Annotated[str | None, typer.Option("--manufacturer", help="Forget a vendor family (GE, Philips, Siemens, ...).", rich_help_panel="Forget rule")]
+Patient = Annotated[list[str] | None, typer.Option("--patient", help="Forget a pseudonymised patient id; repeat for OR.", rich_help_panel="Forget rule")]
+Before = Annotated[str | None, typer.Option("--study-date-before", help="Forget studies on or before YYYY-MM-DD.", rich_help_panel="Forget rule")]
+After = Annotated[str | None, typer.Option("--study-date-after", help="Forget studies on or after YYYY-MM-DD.", rich_help_panel="Forget rule")]
+Where = Annotated[list[str] | None, typer.Option("--where", help="KEY=VALUE, KEY~REGEX, KEY>NUM or KEY<NUM; repeat for AND.", rich_help_panel="Forget rule")]
+Outliers = Annotated[str | None, typer.Option("--outliers", help="Anatomical outliers: 'auto', 'auto:3.0', 'measurement_mm>45' or 'measurement_mm:auto'.", rich_help_panel="Forget rule")]
+Rules = Annotated[Path | None, typer.Option("--rules", help="YAML rule file (any:/all: groups); combined with the options above by AND.", rich_help_panel="Forget rule")]
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 Seed = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Random seed (split, training, unlearning).")]
-CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", envvar="MEDUNLEARN_CACHE", help="Keep decoded, transformed images here (keyed by file hash + transform) so later runs skip decoding.")]
-TorchDevice = Annotated[Optional[str], typer.Option("--torch-device", envvar="MEDUNLEARN_TORCH_DEVICE", help="Compute device: cpu (default) or cuda (mixed precision on). Not the scanner --device.")]
+CacheDir = Annotated[Path | None, typer.Option("--cache-dir", envvar="MEDUNLEARN_CACHE", help="Keep decoded, transformed images here (keyed by file hash + transform) so later runs skip decoding.")]
+TorchDevice = Annotated[str | None, typer.Option("--torch-device", envvar="MEDUNLEARN_TORCH_DEVICE", help="Compute device: cpu (default) or cuda (mixed precision on). Not the scanner --device.")]
 CohortOpt = Annotated[Path, typer.Option("--cohort", help="Cohort table written by `medunlearn cohort index`.")]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -18,7 +18,7 @@ _STYLE = {"PASS": "bold green", "FAIL": "bold red", "NOT EVALUATED": "bold yello
 @guarded
 def report(
     run: Annotated[Path, typer.Argument(help="An unlearning run or merged checkpoint directory.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for report.html / .md / .json / .pdf (default: the run).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for report.html / .md / .json / .pdf (default: the run).")] = None,
     pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="Also print report.html to report.pdf with headless Chromium (skipped with a note when none is installed).")] = True,
     require_pass: Annotated[bool, typer.Option("--require-pass", help="Exit with code 3 unless the verdict is PASS (for runbooks).")] = False,
     overwrite: Overwrite = False,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,11 +13,11 @@ from medunlearn.runtime import is_main_process
 # the options `train` and `retrain` share (one definition, so their bounds and help cannot drift apart)
 Out = Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")]
 Model = Annotated[str, typer.Option("--model", help="Architecture (see `medunlearn models`); default allcnn for images, densenet_small for volumes; a retrain should use the base model's.")]
-Epochs = Annotated[Optional[int], typer.Option("--epochs", min=1, max=10_000, help="Training epochs; default 8 for images, 30 for volumes.")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, max=65_536, help="Default 64 for images, 8 for volumes.")]
+Epochs = Annotated[int | None, typer.Option("--epochs", min=1, max=10_000, help="Training epochs; default 8 for images, 30 for volumes.")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", min=1, max=65_536, help="Default 64 for images, 8 for volumes.")]
 Lr = Annotated[float, typer.Option("--lr", min=1e-12, max=10.0, help="Peak learning rate (one-cycle SGD).")]
-ImageSize = Annotated[Optional[int], typer.Option("--image-size", min=8, max=4096, help="Images are resized to this square (volumes: cube) size; default 64 (volumes: 32).")]
-SpatialDims = Annotated[Optional[int], typer.Option("--spatial-dims", help="2 (images) or 3 (volumes); default: 3 when every cohort row is a volume.")]
+ImageSize = Annotated[int | None, typer.Option("--image-size", min=8, max=4096, help="Images are resized to this square (volumes: cube) size; default 64 (volumes: 32).")]
+SpatialDims = Annotated[int | None, typer.Option("--spatial-dims", help="2 (images) or 3 (volumes); default: 3 when every cohort row is a volume.")]
 
 
 @app.command("train")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,8 +26,8 @@ def tune(
     goal: Annotated[str, typer.Option("--goal", help="suppression or equivalence (the criteria the trials must meet).")] = "suppression",
     trials: Annotated[int, typer.Option("--trials", help="Most trials to run (trial 0 = the starting config).")] = 30,
     time_budget: Annotated[str, typer.Option("--time-budget", help="Wall-clock cap on the study: 90s, 10m, 1h30m; the trial in flight is stopped.")] = "10m",
-    config: Annotated[Optional[Path], typer.Option("--config", help="Starting config YAML (trial 0); searched fields are varied from it.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Pin one field: KEY=VALUE (removed from the search; criteria knobs such as forget_tol, retain_drop go here).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Starting config YAML (trial 0); searched fields are varied from it.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Pin one field: KEY=VALUE (removed from the search; criteria knobs such as forget_tol, retain_drop go here).")] = None,
     retain_weight: Annotated[float, typer.Option("--retain-weight", help="Weight of val_retain accuracy lost (in units of retain_drop) against relative wall time.")] = 1.0,
     seed: o.Seed = 0,
     force: Annotated[bool, typer.Option("--force", help="Proceed when the checkpoint's split hash does not match this cohort.")] = False,

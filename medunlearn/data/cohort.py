@@ -16,19 +16,25 @@ import numbers
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
-from medunlearn.data.deid import (DATE_PRECISIONS, PUBLIC_SALT_SOURCE, SALT_ENV, coarsen_date, resolve_salt,
-                                  salt_fingerprint)
+from medunlearn.data.deid import (
+    DATE_PRECISIONS,
+    PUBLIC_SALT_SOURCE,
+    SALT_ENV,
+    coarsen_date,
+    resolve_salt,
+    salt_fingerprint,
+)
 from medunlearn.data.dicom import SkipFile, pseudonym, read_dicom_header
 from medunlearn.data.labels import join_labels, read_labels
 from medunlearn.data.locator import find_locator, locator_path, resolve_paths, write_locator
 from medunlearn.data.nifti import is_nifti, read_nifti_header
-from medunlearn.errors import ConfigError, DataError, OutputExistsError
+from medunlearn.errors import ConfigError, DataError
 from medunlearn.fileio import read_string_csv
 from medunlearn.provenance import sha256_text
 from medunlearn.registry import did_you_mean

@@ -13,7 +13,6 @@ import pandas as pd
 from medunlearn.errors import ConfigError
 from medunlearn.registry import did_you_mean
 
-
 # Extra labels.csv columns the shareable cohort table may carry without being asked: derived anatomical
 # measurements (`measurement_mm`, `measurement_volume_ml`, ...), which the outlier rules read. Any other extra
 # column (an MRN, a birth date, a score of unknown origin) is refused unless kept by name (--keep-column).

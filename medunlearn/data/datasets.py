@@ -14,15 +14,25 @@ content hash and the transform settings, so later runs skip decoding (`data.cach
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Hashable, Mapping
 
 import pandas as pd
 import torch
 from monai.config import KeysCollection
 from monai.data import CacheDataset, DataLoader, Dataset, MetaTensor, NibabelReader, PersistentDataset, PydicomReader
-from monai.transforms import (Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, MapTransform, Orientationd,
-                              RepeatChanneld, Resized, ScaleIntensityd, Spacingd)
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    Orientationd,
+    RepeatChanneld,
+    Resized,
+    ScaleIntensityd,
+    Spacingd,
+)
 
 from medunlearn.errors import DataError
 from medunlearn.registry import did_you_mean

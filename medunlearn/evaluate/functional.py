@@ -7,7 +7,8 @@ An empty input gives NaN (undefined), never an exception; callers turn NaN into 
 """
 from __future__ import annotations
 
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
 import torch

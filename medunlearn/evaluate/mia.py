@@ -41,7 +41,7 @@ class AttackInputs:
     losses: np.ndarray
 
     @classmethod
-    def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> "AttackInputs":
+    def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> AttackInputs:
         """logits (N, K), labels (N,) -> softmax probs and per-sample CE losses (float64 numpy)."""
         logits = logits.detach().float().cpu()
         labels = labels.detach().long().cpu()
@@ -51,11 +51,11 @@ class AttackInputs:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, idx: np.ndarray) -> "AttackInputs":
+    def subset(self, idx: np.ndarray) -> AttackInputs:
         return AttackInputs(self.probs[idx], self.labels[idx], self.losses[idx])
 
     @staticmethod
-    def concat(parts: list["AttackInputs"]) -> "AttackInputs":
+    def concat(parts: list[AttackInputs]) -> AttackInputs:
         return AttackInputs(np.concatenate([p.probs for p in parts]), np.concatenate([p.labels for p in parts]),
                             np.concatenate([p.losses for p in parts]))
 
@@ -92,7 +92,7 @@ class Attack(abc.ABC):
     def estimator(self) -> Any:
         """A fresh scikit-learn classifier (member = 1)."""
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "Attack":
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Attack:
         self._clf = self.estimator().fit(x, y)
         return self
 

@@ -7,7 +7,7 @@ with the same signature is injected) and then sliced into the six parts.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd

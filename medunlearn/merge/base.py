@@ -17,7 +17,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ StateDict = dict[str, torch.Tensor]
 ModelBuilder = Callable[[Mapping[str, torch.Tensor]], nn.Module]  # state dict -> model (eval mode)
 ScoreFn = Callable[[nn.Module], float]  # higher is better
 
-MERGES: Registry[type["MergeMethod"]] = Registry("merge method")
+MERGES: Registry[type[MergeMethod]] = Registry("merge method")
 BN_STATS = ("average", "base", "recompute")
 _BN_SUFFIXES = ("running_mean", "running_var")
 _COUNTER = "num_batches_tracked"

@@ -11,15 +11,14 @@ The record {scores, order, kept, soup_score} goes to ``ctx.log["greedy_soup"]``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError, DataError
-from medunlearn.merge.base import (MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, merge_buffers,
-                                   weighted_average)
+from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, merge_buffers, weighted_average
 from medunlearn.runtime import RunContext
 
 

@@ -31,8 +31,17 @@ from torch import nn
 from torch.func import functional_call
 
 from medunlearn.errors import ConfigError
-from medunlearn.merge.base import (MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_choice,
-                                   check_range, deltas, merge_buffers)
+from medunlearn.merge.base import (
+    MERGES,
+    MergeConfig,
+    MergeEnv,
+    MergeMethod,
+    StateDict,
+    check_choice,
+    check_range,
+    deltas,
+    merge_buffers,
+)
 from medunlearn.unlearn.probes import subsample
 
 GRANULARITIES = ("layer", "tensor", "run")

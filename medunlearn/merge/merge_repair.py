@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 

@@ -10,14 +10,23 @@ eval mode, ``repair="all"`` trains every parameter in train mode. Per-run weight
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from medunlearn.errors import ConfigError
-from medunlearn.merge.base import (MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_choice,
-                                   check_range, head_keys, is_bn_stat)
+from medunlearn.merge.base import (
+    MERGES,
+    MergeConfig,
+    MergeEnv,
+    MergeMethod,
+    StateDict,
+    check_choice,
+    check_range,
+    head_keys,
+    is_bn_stat,
+)
 from medunlearn.unlearn.base import check_finite_loss
 
 

@@ -25,8 +25,14 @@ from medunlearn.fileio import read_json, staging_dir, write_bytes, write_json, w
 from medunlearn.models.bundle_config import ZOO_TARGET, inference_config
 from medunlearn.models.bundle_meta import INTENDED_USE, bundle_metadata
 from medunlearn.models.bundle_safety import check_config, check_metadata, literal_args, qualified_target
-from medunlearn.models.checkpoint import (MAX_PARAMETERS, check_arch_bounds, import_state_dict, load_checkpoint,
-                                         load_state_into, model_sha256)
+from medunlearn.models.checkpoint import (
+    MAX_PARAMETERS,
+    check_arch_bounds,
+    import_state_dict,
+    load_checkpoint,
+    load_state_into,
+    model_sha256,
+)
 from medunlearn.models.checkpoint import _count_parameters as count_parameters
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.models.zoo import Classifier, model_from_arch

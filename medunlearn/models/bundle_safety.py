@@ -9,7 +9,8 @@ instead of being passed on. metadata.json must be plain data.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from medunlearn.errors import CheckpointError
 from medunlearn.models.bundle_config import ALLOWED_TARGETS, EXPRESSIONS, ZOO_TARGET, inference_config

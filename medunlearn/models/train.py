@@ -40,7 +40,7 @@ class TrainConfig:
     image_size: int = 64  # size the data pipeline resizes to; the model records the data's actual size
     eval_batch_size: int = 256
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         for name in ("epochs", "batch_size", "image_size", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -55,7 +55,7 @@ class TrainConfig:
         return self
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a YAML/JSON mapping; unknown keys raise ConfigError with a did-you-mean."""
         names = [f.name for f in dataclasses.fields(cls)]
         for key in d:

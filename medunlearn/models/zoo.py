@@ -10,7 +10,8 @@ from __future__ import annotations
 import inspect
 import re
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -12,7 +12,8 @@ union of all forget sets>}. ``counts`` is {"images", "patients", "devices", "sit
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from medunlearn.report import plots
 

@@ -14,17 +14,18 @@ import html
 import json
 import string
 import time
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from medunlearn.attest import verify_run
 from medunlearn.errors import DataError, OutputExistsError
 from medunlearn.fileio import claim_files, file_set, output_path, read_json
 from medunlearn.report import content as C
-from medunlearn.report.trace import trace_figure
-from medunlearn.attest import verify_run
-from medunlearn.report.verdict import PASS, build_verdict, verdict_table
 from medunlearn.report.phi import compile_patterns, scrub_check, strip_identifying
+from medunlearn.report.trace import trace_figure
+from medunlearn.report.verdict import PASS, build_verdict, verdict_table
 
 SYNTHETIC_NOTE = ("SYNTHETIC DATA: every number in this report comes from synthetic images. It says nothing "
                   "about performance on patients and must not be used for clinical decisions.")

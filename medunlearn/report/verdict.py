@@ -12,7 +12,8 @@ is true. Decision: FAIL if any row fails, else NOT EVALUATED if any row was not 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 PASS, FAIL, NOT_EVALUATED = "PASS", "FAIL", "NOT EVALUATED"
 # check name -> key of the retrain reference's core metrics measuring the same thing on the same rows

@@ -19,7 +19,7 @@ from medunlearn.errors import ConfigError, DataError, DivergenceError
 from medunlearn.registry import Registry, did_you_mean
 from medunlearn.runtime import RunContext
 
-METHODS: Registry[type["Unlearner"]] = Registry("unlearning method")
+METHODS: Registry[type[Unlearner]] = Registry("unlearning method")
 GOALS = ("suppression", "equivalence")
 
 

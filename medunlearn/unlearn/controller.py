@@ -30,7 +30,8 @@ import copy
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,8 +40,16 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.cost import ImageCounter
-from medunlearn.unlearn.criteria import (TOLERANCE, Criteria, CriteriaConfig, evaluate_checks, forget_shortfall,
-                                         resolve_criteria, retain_ok, violation)
+from medunlearn.unlearn.criteria import (
+    TOLERANCE,
+    Criteria,
+    CriteriaConfig,
+    evaluate_checks,
+    forget_shortfall,
+    resolve_criteria,
+    retain_ok,
+    violation,
+)
 from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.repair import Repairer
 
@@ -79,9 +88,9 @@ class Plan:
     budget: int
     warmup: int = 0  # no state before this step may be accepted (EU-k's fresh blocks start at chance)
     rows_per_step: int = 0  # forward-equivalent rows one step processes (auto check interval); 0 = unknown
-    finalize: Optional[Callable[[nn.Module], nn.Module]] = None  # applied to the returned state (e.g. prune a head)
-    params: Optional[list[nn.Parameter]] = None  # what retain repair may update (the method's subset); None = all
-    optimizer: Optional[torch.optim.Optimizer] = None  # the method's optimiser: lets the controller backtrack
+    finalize: Callable[[nn.Module], nn.Module] | None = None  # applied to the returned state (e.g. prune a head)
+    params: list[nn.Parameter] | None = None  # what retain repair may update (the method's subset); None = all
+    optimizer: torch.optim.Optimizer | None = None  # the method's optimiser: lets the controller backtrack
 
 
 @dataclasses.dataclass

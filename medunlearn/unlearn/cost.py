@@ -13,7 +13,8 @@ stated beside wall time because on a shared machine a wall-time ratio moves with
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ class ImageCounter:
         rec = self.counts.setdefault(phase or self.current, {"grad": 0, "forward": 0})
         rec["grad" if grad else "forward"] += int(n)
 
-    def merge(self, other: "ImageCounter | dict[str, dict[str, int]]", phase: str | None = None) -> None:
+    def merge(self, other: ImageCounter | dict[str, dict[str, int]], phase: str | None = None) -> None:
         """Add another counter's counts (all under `phase` when given, else phase by phase)."""
         counts = other.counts if isinstance(other, ImageCounter) else other
         for name, rec in counts.items():

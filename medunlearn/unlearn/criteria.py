@@ -36,12 +36,11 @@ Every number is a percentage (the AUC too, 50 = indistinguishable). Test rows ar
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from medunlearn.errors import ConfigError
-
 
 FORGET_MEASURES = ("auto", "argmax", "expected")
 MEASURE_KEYS = {"argmax": "forget_acc", "expected": "forget_expected"}  # the measurement each one reads
@@ -52,13 +51,13 @@ class CriteriaConfig:
     """Criteria knobs shared by every method's Config (settable with --set or the config YAML)."""
 
     forget_tol: float = 5.0  # (a) half-width of the accepted band around the target, points
-    forget_target: Optional[float] = None  # (a) target accuracy %; None = chance (domain) or 0 (removed class)
+    forget_target: float | None = None  # (a) target accuracy %; None = chance (domain) or 0 (removed class)
     forget_measure: str = "auto"  # (a) auto | argmax | expected (mean true-label probability); see the docstring
-    confidence_margin: Optional[float] = 10.0  # (b) mean max-softmax <= 100/K + margin, points; null = criterion off
+    confidence_margin: float | None = 10.0  # (b) mean max-softmax <= 100/K + margin, points; null = criterion off
     retain_drop: float = 1.0  # (c) val_retain accuracy may fall at most this many points below the original's
     # (d) val_retain mean max-softmax may fall at most this many points below the original's (domain suppression);
     # null = criterion off. 5 = the issue-31 target (planning's decision), not tuned on any rows
-    selectivity_margin: Optional[float] = 5.0
+    selectivity_margin: float | None = 5.0
     ci_level: float = 0.95  # equivalence: two-sided bootstrap interval level
     bootstrap: int = 200  # equivalence: bootstrap resamples per check
 
@@ -70,18 +69,18 @@ class Criteria:
     goal: str
     forget_target: float
     forget_tol: float
-    max_confidence: Optional[float]  # None: no confidence criterion (a removed class, or switched off)
+    max_confidence: float | None  # None: no confidence criterion (a removed class, or switched off)
     retain_drop: float
     retain_original: float  # the original model's val_retain accuracy on the same probe
     ci_level: float = 0.95
     bootstrap: int = 200
     policy_kind: str = "domain"  # domain | class
     forget_measure: str = "argmax"  # argmax | expected: which accuracy (a) reads (resolved from "auto")
-    retain_drop_requested: Optional[float] = None  # the configured retain_drop when one probe row is coarser
-    min_retain_confidence: Optional[float] = None  # (d) threshold; None: off (equivalence, a removed class, null)
-    retain_confidence_original: Optional[float] = None  # the original's val_retain mean max-softmax
-    routing_threshold: Optional[float] = None  # 100/K + confidence_margin: a row under it is routed to a human
-    retain_routed_original: Optional[float] = None  # the original's share of val_retain rows under that threshold
+    retain_drop_requested: float | None = None  # the configured retain_drop when one probe row is coarser
+    min_retain_confidence: float | None = None  # (d) threshold; None: off (equivalence, a removed class, null)
+    retain_confidence_original: float | None = None  # the original's val_retain mean max-softmax
+    routing_threshold: float | None = None  # 100/K + confidence_margin: a row under it is routed to a human
+    retain_routed_original: float | None = None  # the original's share of val_retain rows under that threshold
 
     def band(self) -> tuple[float, float]:
         """Criterion (a)'s accepted interval, clipped to [0, 100]."""
@@ -122,7 +121,7 @@ def validate_criteria(cfg: CriteriaConfig) -> None:
 
 def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_removal: bool,
                      retain_original: float, retain_rows: int = 0,
-                     retain_original_stats: Optional[dict[str, float]] = None) -> Criteria:
+                     retain_original_stats: dict[str, float] | None = None) -> Criteria:
     """The run's criteria from its knobs, its goal and its policy kind (a removed class or a domain).
     `retain_original_stats`: the original's {retain_conf, retain_routed} on the same probe (criterion (d))."""
     validate_criteria(cfg)
@@ -201,7 +200,7 @@ def evaluate_checks(criteria: Criteria, m: dict[str, float]) -> list[dict[str, A
     return out
 
 
-def confidence_stats(probs: torch.Tensor, routing_threshold: Optional[float]) -> dict[str, float]:
+def confidence_stats(probs: torch.Tensor, routing_threshold: float | None) -> dict[str, float]:
     """Criterion (d)'s figures from softmax rows (N, K): mean max-softmax and the share of rows whose max-softmax
     is under `routing_threshold` (percent; rows a deployment routes to a human). Empty rows give 0."""
     if len(probs) == 0:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -40,8 +40,16 @@ from medunlearn.registry import did_you_mean
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, check_finite_outputs, cycle, n_steps, release
 from medunlearn.unlearn.controller import ControlConfig, Plan
 from medunlearn.unlearn.famr_certificate import certificate
-from medunlearn.unlearn.famr_math import (conjugate_gradient, forget_gradient, forget_objective, hvp_fn, loss_floor,
-                                          resolve_lam, support_mask, uniform_loss)
+from medunlearn.unlearn.famr_math import (
+    conjugate_gradient,
+    forget_gradient,
+    forget_objective,
+    hvp_fn,
+    loss_floor,
+    resolve_lam,
+    support_mask,
+    uniform_loss,
+)
 from medunlearn.unlearn.prefix import encode_split, frozen_prefix_length, split_model
 from medunlearn.unlearn.probes import subsample
 from medunlearn.unlearn.space import Choice, Float
@@ -61,7 +69,7 @@ class FAMRConfig(BaseConfig, ControlConfig):
     loss: str = "ce_uniform"  # ce_uniform | kl_p_u
     support: str = "all"  # all | remaining (classes absent from the forget set)
     params: str = "all"  # all | head | last-N  (the anchored, trainable subset S)
-    lam: Optional[float] = None  # anchor weight λ; None = derive from `budget`
+    lam: float | None = None  # anchor weight λ; None = derive from `budget`
     budget: float = 5.0  # target ‖Δθ_S‖ (L2) when lam is None: λ = 2(L_f(θ0) − L_min)/budget²
     solver: str = "iterative"  # iterative | one_step | newton_cg
     cg_iters: int = 10  # newton_cg: conjugate-gradient iterations
@@ -125,7 +133,7 @@ class FAMR(Unlearner):
         outcome.acceptance["cost"] = total.record()
         return outcome
 
-    def retain_term(self, model: nn.Module, original: nn.Module, data, ctx) -> Optional[Callable[[], torch.Tensor]]:
+    def retain_term(self, model: nn.Module, original: nn.Module, data, ctx) -> Callable[[], torch.Tensor] | None:
         """An extra loss on retain rows; None in FAMR proper (famr_retain overrides it)."""
         return None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ class FAMRRetain(FAMR):
     Config = FAMRRetainConfig
     search_space = {**FAMR.search_space, "retain_weight": Float(0.1, 10.0, log=True)}  # what `medunlearn tune` varies
 
-    def retain_term(self, model: nn.Module, original: nn.Module, data, ctx) -> Optional[Callable[[], torch.Tensor]]:
+    def retain_term(self, model: nn.Module, original: nn.Module, data, ctx) -> Callable[[], torch.Tensor] | None:
         w = self.config.retain_weight
         if w <= 0 or len(data.train_retain) == 0:
             return None

@@ -6,7 +6,7 @@ repair, roll back and stop is the controller's business (`unlearn/controller.py`
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -12,8 +12,8 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
-from medunlearn.unlearn.loops import gradient_update, random_label_loss, sgd, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.loops import gradient_update, random_label_loss, sgd, train_only
 from medunlearn.unlearn.space import Choice, Float
 
 

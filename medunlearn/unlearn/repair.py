@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ class Repairer:
     than the one (d) asks for."""
 
     def __init__(self, model: nn.Module, original: nn.Module, data: SplitData, cfg: ControlConfig,
-                 ctx: RunContext, removed: list[int], params: Optional[list[nn.Parameter]] = None) -> None:
+                 ctx: RunContext, removed: list[int], params: list[nn.Parameter] | None = None) -> None:
         from medunlearn.unlearn.loops import batches  # loops imports this module's Plan
 
         self.model, self.k, self.cfg, self.removed = model, data.num_classes, cfg, removed

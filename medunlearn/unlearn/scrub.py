@@ -18,8 +18,8 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, n_steps
-from medunlearn.unlearn.loops import batches, gradient_update, kl_teacher_student, sgd, train_only
 from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.loops import batches, gradient_update, kl_teacher_student, sgd, train_only
 from medunlearn.unlearn.space import Float, Int
 
 

@@ -6,7 +6,8 @@ original must be the base the evaluated model was unlearned from.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from medunlearn.errors import CheckpointError
 

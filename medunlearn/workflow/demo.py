@@ -5,8 +5,9 @@ Everything is written under one output folder; `echo` receives rich renderables/
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from medunlearn.fileio import prepare_out_dir, write_json
 

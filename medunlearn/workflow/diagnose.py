@@ -7,10 +7,11 @@ apart and go uncertain there, which usually costs retain accuracy. Users should 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 
-def reference_hint(acceptance: Mapping[str, Any], reference: Optional[Mapping[str, Any]]) -> Optional[str]:
+def reference_hint(acceptance: Mapping[str, Any], reference: Mapping[str, Any] | None) -> str | None:
     """A note when the retrain reference's val_forget accuracy lies far above a domain suppression band, else None.
 
     "Far" = more than one tolerance above the band's top (the reference's top-1 accuracy on the same validation rows

@@ -13,9 +13,10 @@ import functools
 import inspect
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pandas as pd
 import torch
@@ -31,7 +32,9 @@ def adopt_in_memory(src: str | Path, cohort: str | Path | pd.DataFrame, arch: di
                     expected: str | Path | None = None, datalist: Any = None, membership: str | None = None,
                     per_class: int = PER_CLASS) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(adopted Classifier in eval mode, base-checkpoint meta) after every check; raises on any failure."""
-    from medunlearn.adopt import fidelity, membership as mem, networks, preprocessing as prep
+    from medunlearn.adopt import fidelity, networks
+    from medunlearn.adopt import membership as mem
+    from medunlearn.adopt import preprocessing as prep
     from medunlearn.adopt.source import bundle_class_names, open_source
     from medunlearn.data.datasets import load_images
 

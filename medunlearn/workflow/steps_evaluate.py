@@ -8,11 +8,18 @@ from medunlearn.errors import ConfigError
 from medunlearn.fileio import write_json
 from medunlearn.models.checkpoint import model_sha256
 from medunlearn.models.finite import check_finite_outputs
-from medunlearn.workflow.common import (check_label_sets, check_same_cohort, claims_output, evaluate_inputs, load_cohort,
-                                       split_data_for, split_settings)
 from medunlearn.workflow.checks import check_original, check_reference
-from medunlearn.workflow.steps_forget import load_model_dir
+from medunlearn.workflow.common import (
+    check_label_sets,
+    check_same_cohort,
+    claims_output,
+    evaluate_inputs,
+    load_cohort,
+    split_data_for,
+    split_settings,
+)
 from medunlearn.workflow.steps_adopt import accepts_source
+from medunlearn.workflow.steps_forget import load_model_dir
 
 
 @claims_output(evaluate_inputs, kind="file")  # inputs apart from --out; --out locked for the run

@@ -8,15 +8,24 @@ from typing import Any
 
 import yaml
 
+from medunlearn.attest import seal
 from medunlearn.errors import ConfigError
 from medunlearn.fileio import prepare_out_dir, staging_dir, write_json, write_text
-from medunlearn.attest import seal
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind, run_chain
-from medunlearn.workflow.common import claims_output, forget_inputs
-from medunlearn.workflow.common import UNKNOWN_MEMBERSHIP, membership_unknown
-from medunlearn.workflow.common import check_label_sets, check_same_cohort, load_cohort, require_dir, split_data_for, split_settings
+from medunlearn.workflow.common import (
+    UNKNOWN_MEMBERSHIP,
+    check_label_sets,
+    check_same_cohort,
+    claims_output,
+    forget_inputs,
+    load_cohort,
+    membership_unknown,
+    require_dir,
+    split_data_for,
+    split_settings,
+)
 from medunlearn.workflow.steps_adopt import accepts_source
 
 
@@ -44,8 +53,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     from medunlearn.configio import method_config
     from medunlearn.evaluate.suite import evaluate_model
     from medunlearn.models.checkpoint import model_sha256, save_checkpoint
-    from medunlearn.unlearn import METHODS
     from medunlearn.runtime import is_main_process
+    from medunlearn.unlearn import METHODS
     from medunlearn.unlearn.base import check_goal
     from medunlearn.workflow.diagnose import reference_hint
 

@@ -3,17 +3,25 @@ source policy's acceptance criteria on validation data, and re-evaluate it on ea
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from medunlearn.attest import seal
 from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_json
 from medunlearn.models.finite import check_finite_outputs
-from medunlearn.attest import seal
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import claims_output, merge_inputs
-from medunlearn.workflow.common import check_label_sets, load_cohort, require_dir, split_data_for, split_settings
+from medunlearn.workflow.common import (
+    check_label_sets,
+    claims_output,
+    load_cohort,
+    merge_inputs,
+    require_dir,
+    split_data_for,
+    split_settings,
+)
 
 log = logging.getLogger("medunlearn")
 
@@ -225,7 +233,6 @@ def _union_reference(reference: str | Path, union, base_meta: dict):
     """The union retrain's model; refuses a checkpoint that is not a retrain of this base's split without
     exactly the merged policies' union (top-level OR terms compared in any order)."""
     from medunlearn.models.checkpoint import load_checkpoint
-
     from medunlearn.workflow.checks import check_union_reference
 
     model, meta = load_checkpoint(require_dir(reference, "a union retrain reference checkpoint"))

@@ -11,9 +11,20 @@ from medunlearn.fileio import prepare_out_dir
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import (DEFAULT_FRACTIONS, DEFAULT_IMAGE_SIZE, DEFAULT_RECIPE, check_spatial_dims,
-                                       cohort_spatial_dims, is_synthetic, load_cohort, log, split_data_for,
-                                       claims_output, train_inputs, warn_near_miss_labels)
+from medunlearn.workflow.common import (
+    DEFAULT_FRACTIONS,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_RECIPE,
+    check_spatial_dims,
+    claims_output,
+    cohort_spatial_dims,
+    is_synthetic,
+    load_cohort,
+    log,
+    split_data_for,
+    train_inputs,
+    warn_near_miss_labels,
+)
 
 
 @claims_output(train_inputs)  # inputs apart from the output; the output locked for the whole run

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from medunlearn.errors import ConfigError, OutputExistsError
 from medunlearn.fileio import staging_dir, write_json, write_text

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from medunlearn.adopt.resolver import Component
 from medunlearn.adopt.networks import adopt_network, build_reference
+from medunlearn.adopt.resolver import Component
 from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.models.checkpoint import load_checkpoint
 from medunlearn.models.intensity import Intensity
@@ -88,8 +88,8 @@ def test_families_wrap_exactly(name, args):
 
 
 def _random_state(comp):
-    from medunlearn.models.zoo import build_monai_network
     from medunlearn.adopt.networks import full_args
+    from medunlearn.models.zoo import build_monai_network
 
     return build_monai_network(comp.name, full_args(comp)).state_dict()
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from medunlearn.adopt.resolver import resolve_bundle, resolve_config
 import medunlearn.cli.main  # noqa: F401  (registers every command)
+from medunlearn.adopt.resolver import resolve_bundle, resolve_config
 from medunlearn.cli.app import app
 from medunlearn.errors import CheckpointError
-from tests.adopt.factory import HOSTILE, hostile_bundle, synthetic_cohort, template_bundle, template_config
+from tests.adopt.factory import HOSTILE, hostile_bundle, synthetic_cohort, template_config
 
 
 def test_template_config_resolves_to_literals():

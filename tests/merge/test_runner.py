@@ -1,8 +1,8 @@
 """merge_runs on real checkpoints: refusal of foreign runs, merge_info, saving; YAML validation."""
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.merge import load_merge_config, merge_from_config, merge_runs, save_merged

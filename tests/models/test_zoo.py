@@ -10,7 +10,6 @@ from medunlearn.errors import ConfigError
 from medunlearn.models.checkpoint import load_checkpoint, save_checkpoint
 from medunlearn.models.zoo import MODELS, create_model, list_models, model_from_arch, parameter_subset
 
-
 HEAVY_3D = ("densenet121", "resnet18")  # millions of 3D weights: skipped unless asked for
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medunlearn.errors import MedUnlearnError, OutputExistsError
 from medunlearn.attest import seal
+from medunlearn.errors import MedUnlearnError, OutputExistsError
 from medunlearn.fileio import write_json
 from medunlearn.models.checkpoint import save_checkpoint
 from medunlearn.models.zoo import create_model

@@ -13,8 +13,15 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import (CHECK_SHARE, ControlConfig, Plan, assess, check_interval,
-                                           removed_classes, run_controlled)
+from medunlearn.unlearn.controller import (
+    CHECK_SHARE,
+    ControlConfig,
+    Plan,
+    assess,
+    check_interval,
+    removed_classes,
+    run_controlled,
+)
 from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import Probes, auc_higher, predict_logits
 from medunlearn.unlearn.repair import Repairer

@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from medunlearn.errors import ConfigError
-from medunlearn.unlearn.criteria import (CriteriaConfig, bootstrap_membership, evaluate_checks, forget_shortfall,
-                                         resolve_criteria, violation)
+from medunlearn.unlearn.criteria import (
+    CriteriaConfig,
+    bootstrap_membership,
+    evaluate_checks,
+    forget_shortfall,
+    resolve_criteria,
+    violation,
+)
 
 
 def test_domain_and_class_targets():

@@ -10,10 +10,9 @@ from medunlearn.errors import ConfigError, DivergenceError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.inner import psg_perturb, relabel, scheduled_lam
-from medunlearn.unlearn.psg import frozen_teacher
 from medunlearn.unlearn.probes import accuracy_pct, predict_logits
+from medunlearn.unlearn.psg import frozen_teacher
 from tests.unlearn.conftest import run_plan
-
 
 
 def _success(teacher, x, y, **kw) -> float:

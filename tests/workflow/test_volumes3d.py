@@ -12,11 +12,11 @@ from medunlearn.forget.parse import build_rule
 from medunlearn.models.zoo import DEFAULT_MODELS
 from medunlearn.workflow.common import check_same_cohort
 from medunlearn.workflow.steps_evaluate import evaluate
-from tests.conftest import make_tiny_split
 from medunlearn.workflow.steps_forget import forget
 from medunlearn.workflow.steps_merge import merge
 from medunlearn.workflow.steps_report import report
 from medunlearn.workflow.steps_train import train
+from tests.conftest import make_tiny_split
 
 
 @pytest.fixture(scope="module")
