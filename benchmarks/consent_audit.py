@@ -58,8 +58,8 @@ def fm_split(seed: int, n_train: int, n_val: int, fraction: float = 0.1) -> Spli
 def synthetic_split(out: Path, seed: int, patients: int, image_size: int, withdrawn: int = 5) -> SplitData:
     from medunlearn.data.cohort import index_archive
     from medunlearn.data.synthetic import synthesize_cohort
-    from medunlearn.forget.rules import build_rule
-    from medunlearn.forget.split import select
+    from medunlearn.selection.rules import build_rule
+    from medunlearn.selection.split import select
     from medunlearn.workflow.common import split_data_for
 
     archive = out / f"synthetic_{patients}"

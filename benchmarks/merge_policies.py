@@ -43,8 +43,8 @@ def prepare_synthetic(args):
     """The SYNTHETIC cohort decoded once; (per-policy splits, union split)."""
     from medunlearn.data.cohort import index_archive
     from medunlearn.data.synthetic import CLASS_NAMES, synthesize_cohort
-    from medunlearn.forget.rules import AnyOf, rule_from_dict
-    from medunlearn.forget.splitdata import build_split_data
+    from medunlearn.selection.rules import AnyOf, rule_from_dict
+    from medunlearn.selection.splitdata import build_split_data
 
     root = args.out / f"synthetic-p{args.patients}"
     if not (root / "labels.csv").is_file():

@@ -50,7 +50,7 @@ def fmt(xs: list[float]) -> str:
 
 
 def main() -> None:
-    from medunlearn.forget.rules import build_rule
+    from medunlearn.selection.rules import build_rule
     from medunlearn.workflow.common import load_cohort
     from medunlearn.workflow.steps_forget import load_model_dir
 

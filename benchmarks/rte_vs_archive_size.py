@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from medunlearn.data.cohort import index_archive
-from medunlearn.forget.parse import build_rule
+from medunlearn.selection.parse import build_rule
 from medunlearn.workflow.common import DEFAULT_RECIPE
 from medunlearn.workflow.steps_forget import forget
 from medunlearn.workflow.steps_train import train

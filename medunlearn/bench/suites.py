@@ -160,8 +160,8 @@ def synthetic_prepare(opts: SuiteOptions) -> Any:
 
 def synthetic_split(df: Any, scenario: str, opts: SuiteOptions) -> SplitData:
     from medunlearn.data.synthetic import CLASS_NAMES
-    from medunlearn.forget.rules import rule_from_dict
-    from medunlearn.forget.splitdata import build_split_data
+    from medunlearn.selection.rules import rule_from_dict
+    from medunlearn.selection.splitdata import build_split_data
 
     rule = rule_from_dict(SYNTH_RULES[scenario])
     data = build_split_data(df, rule, seed=opts.data_seed, image_size=opts.image_size or SYNTH_SIZE,

@@ -10,7 +10,7 @@ from medunlearn.cli import options as o
 from medunlearn.cli.adopt import SourceDatalist, SourceMembership, source_options
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.cli.verdict import print_acceptance
-from medunlearn.forget.table import selection_table
+from medunlearn.selection.table import selection_table
 
 
 @app.command("forget")
@@ -59,7 +59,7 @@ def forget(
         raise ConfigError("Expected a forget rule (--device, --site, --manufacturer, --patient, --study-date-*, "
                           "--where, --outliers or --rules), but got none.")
     if dry_run:
-        from medunlearn.forget.split import select
+        from medunlearn.selection.split import select
         from medunlearn.workflow.common import load_cohort
 
         target = (out / "split.json") if out is not None else Path("split.json")

@@ -122,7 +122,7 @@ def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
 
     cache_dir (default $MEDUNLEARN_CACHE): keep decoded, transformed images on disk for later runs."""
     from medunlearn.data.datasets import load_images
-    from medunlearn.forget.splitdata import build_split_data
+    from medunlearn.selection.splitdata import build_split_data
 
     dims = check_spatial_dims(spatial_dims) if spatial_dims is not None else cohort_spatial_dims(cohort_df)
     if dims == 3 and cohort_spatial_dims(cohort_df) != 3:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medunlearn.forget.rules import build_rule
+from medunlearn.selection.rules import build_rule
 from medunlearn.models.checkpoint import model_sha256, save_checkpoint
 from medunlearn.models.zoo import create_model
 

@@ -10,7 +10,7 @@ from medunlearn.cli.main import app
 from medunlearn.configio import load_yaml_mapping
 from medunlearn.data.datasets import short_reason
 from medunlearn.errors import ConfigError
-from medunlearn.forget.rules import load_rule_file
+from medunlearn.selection.rules import load_rule_file
 from medunlearn.report.render import to_markdown
 
 runner = CliRunner()

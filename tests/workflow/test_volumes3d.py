@@ -8,7 +8,7 @@ import pytest
 from medunlearn.data.cohort import index_archive
 from medunlearn.data.synthetic3d import synthesize_volume_cohort
 from medunlearn.errors import CheckpointError, DataError
-from medunlearn.forget.parse import build_rule
+from medunlearn.selection.parse import build_rule
 from medunlearn.models.zoo import DEFAULT_MODELS
 from medunlearn.workflow.common import check_same_cohort
 from medunlearn.workflow.steps_evaluate import evaluate

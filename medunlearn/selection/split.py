@@ -18,7 +18,7 @@ import pandas as pd
 
 from medunlearn.data.columns import text_values
 from medunlearn.errors import ConfigError, DataError, SelectionError
-from medunlearn.forget.rules import Rule, validate
+from medunlearn.selection.rules import Rule, validate
 from medunlearn.provenance import hash_strings
 
 SPLITS = ("train", "val", "test")

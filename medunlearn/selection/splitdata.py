@@ -16,8 +16,8 @@ import torch
 from medunlearn.data.columns import text_values
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import DataError
-from medunlearn.forget.rules import Rule
-from medunlearn.forget.split import DEFAULT_FRACTIONS, PARTS, select
+from medunlearn.selection.rules import Rule
+from medunlearn.selection.split import DEFAULT_FRACTIONS, PARTS, select
 from medunlearn.registry import did_you_mean
 
 META_COLUMNS = ("image_id", "patient", "device", "site", "manufacturer", "label", "study_date")
