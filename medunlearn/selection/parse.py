@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from medunlearn.errors import ConfigError
+from medunlearn.registry import did_you_mean
 from medunlearn.selection.base import AllOf, AnyOf, Rule
 from medunlearn.selection.conditions import VALUE_KINDS, DateRule, ValueRule, WhereRule
 from medunlearn.selection.outliers import OutlierRule, parse_outliers
-from medunlearn.registry import did_you_mean
 
 RULE_KEYS = (*VALUE_KINDS, "study_date_before", "study_date_after", "where", "outliers", "all", "any")
 

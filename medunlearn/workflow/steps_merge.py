@@ -44,11 +44,11 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     `reference` is a union retrain (trained with --exclude on the union of every run's rule); with `cohort`
     it is evaluated beside the merged model on every policy and the union (the report's retrained column).
     """
-    from medunlearn.selection.rules import AnyOf, rule_from_dict
     from medunlearn.merge.config import load_merge_config
     from medunlearn.merge.policies import assess_policies
     from medunlearn.merge.runner import merge_runs, merged_meta
     from medunlearn.models.checkpoint import load_checkpoint, model_sha256, save_checkpoint
+    from medunlearn.selection.rules import AnyOf, rule_from_dict
 
     if config_path is not None:
         spec = load_merge_config(config_path)

@@ -10,8 +10,8 @@ from medunlearn.cli.main import app
 from medunlearn.configio import load_yaml_mapping
 from medunlearn.data.datasets import short_reason
 from medunlearn.errors import ConfigError
-from medunlearn.selection.rules import load_rule_file
 from medunlearn.report.render import to_markdown
+from medunlearn.selection.rules import load_rule_file
 
 runner = CliRunner()
 

@@ -8,8 +8,8 @@ import pytest
 from medunlearn.data.cohort import index_archive
 from medunlearn.data.synthetic3d import synthesize_volume_cohort
 from medunlearn.errors import CheckpointError, DataError
-from medunlearn.selection.parse import build_rule
 from medunlearn.models.zoo import DEFAULT_MODELS
+from medunlearn.selection.parse import build_rule
 from medunlearn.workflow.common import check_same_cohort
 from medunlearn.workflow.steps_evaluate import evaluate
 from medunlearn.workflow.steps_forget import forget
