@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from medunlearn.bench.tables import format_stat, mean_std
+from medunlearn.benchmarking.tables import format_stat, markdown_table, mean_std
 
 
 def run_cell(df, base, base_meta, rule, method: str, overrides: dict, seed: int) -> dict:
@@ -68,8 +68,8 @@ def main() -> None:
     base, meta = load_model_dir(args.base, "a base checkpoint")
     rule = build_rule(device=[args.device])
     results = []
-    print("| cell | met | val_forget acc % | val_forget conf % | val_retain % (orig) | steps | wall s |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n".join(markdown_table(["cell", "met", "val_forget acc %", "val_forget conf %", "val_retain % (orig)",
+                                     "steps", "wall s"])))
     for cell in args.cell:
         method, ov = parse_cell(cell)
         runs = [run_cell(df, base, meta, rule, method, ov, s) for s in args.seeds]

@@ -11,10 +11,10 @@ import medunlearn
 PKG = Path(medunlearn.__file__).parent
 # package -> packages it must never import (directly or lazily)
 FORBIDDEN = {
-    "data": {"selection", "models", "unlearn", "evaluate", "merge", "report", "workflow", "bench", "cli"},
-    "selection": {"models", "unlearn", "evaluate", "merge", "report", "workflow", "bench", "cli"},
-    "report": {"unlearn", "merge", "workflow", "bench", "cli"},
-    "workflow": {"bench", "cli"},
+    "data": {"selection", "models", "unlearn", "evaluate", "merge", "report", "workflow", "benchmarking", "cli"},
+    "selection": {"models", "unlearn", "evaluate", "merge", "report", "workflow", "benchmarking", "cli"},
+    "report": {"unlearn", "merge", "workflow", "benchmarking", "cli"},
+    "workflow": {"benchmarking", "cli"},
 }
 
 
