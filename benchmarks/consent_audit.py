@@ -60,7 +60,7 @@ def synthetic_split(out: Path, seed: int, patients: int, image_size: int, withdr
     from medunlearn.data.synthetic import synthesize_cohort
     from medunlearn.selection.rules import build_rule
     from medunlearn.selection.split import select
-    from medunlearn.workflow.common import split_data_for
+    from medunlearn.workflow.splits import split_data_for
 
     archive = out / f"synthetic_{patients}"
     if not (archive / "labels.csv").is_file():

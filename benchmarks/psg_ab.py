@@ -22,7 +22,7 @@ from medunlearn.benchmarking.tables import format_stat, markdown_table, mean_std
 def run_cell(df, base, base_meta, rule, method: str, overrides: dict, seed: int) -> dict:
     from medunlearn.runtime import RunContext
     from medunlearn.unlearn import METHODS
-    from medunlearn.workflow.common import split_data_for, split_settings
+    from medunlearn.workflow.splits import split_data_for, split_settings
 
     split_seed, fractions, image_size = split_settings(base_meta, seed)
     data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"))
@@ -51,7 +51,7 @@ def fmt(xs: list[float]) -> str:
 
 def main() -> None:
     from medunlearn.selection.rules import build_rule
-    from medunlearn.workflow.common import load_cohort
+    from medunlearn.workflow.cohort_checks import load_cohort
     from medunlearn.workflow.steps_forget import load_model_dir
 
     ap = argparse.ArgumentParser()

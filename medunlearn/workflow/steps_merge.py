@@ -9,19 +9,13 @@ from typing import Any
 
 from medunlearn.attest import seal
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_json
+from medunlearn.fileio import prepare_out_dir, read_json, require_dir, staging_dir, write_json
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import (
-    check_label_sets,
-    claims_output,
-    load_cohort,
-    merge_inputs,
-    require_dir,
-    split_data_for,
-    split_settings,
-)
+from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
+from medunlearn.workflow.outputs import claims_output, merge_inputs
+from medunlearn.workflow.splits import split_data_for, split_settings
 
 log = logging.getLogger("medunlearn")
 
