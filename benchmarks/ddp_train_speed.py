@@ -54,7 +54,7 @@ def train_once(out: Path, cohort: Path, procs: int, threads: int, args, tag: str
 
 
 def main() -> None:
-    from medunlearn.bench.tables import format_stat, mean_std
+    from medunlearn.benchmarking.tables import format_stat, mean_std
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=5000)

@@ -152,8 +152,7 @@ def verify_run(run_dir: str | Path) -> dict[str, Any]:
 def check_export(ckpt_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """What `export-bundle` checks before it writes: the bundle folder is apart from the checkpoint (neither
     holds the other), and the checkpoint's verdict verifies against its weights (`verify_run`)."""
-    from medunlearn.fileio import check_apart
-    from medunlearn.workflow.common import require_dir
+    from medunlearn.fileio import check_apart, require_dir
 
     check_apart([out_dir], [ckpt_dir])
     return verify_run(require_dir(ckpt_dir, "a checkpoint"))

@@ -24,7 +24,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from medunlearn.errors import ConfigError, OutputExistsError, OutputLockedError
+from medunlearn.errors import ConfigError, DataError, OutputExistsError, OutputLockedError
 
 log = logging.getLogger("medunlearn")
 MAX_JSON_BYTES = 256 << 20  # metrics, meta and reports are kilobytes; refuse to parse anything absurd
@@ -586,3 +586,14 @@ def check_apart(outputs: Iterable[str | Path | None], inputs: Iterable[str | Pat
                 continue
             raise ConfigError(f"Expected an output apart from the command's inputs, but {str(o)!r} {how} the input "
                               f"{str(given)!r}; writing it would destroy that input. Choose another output.")
+
+
+def require_dir(path: str | Path, what: str) -> Path:
+    """`path` as a Path when it is a directory; else DataError naming `what` (a checkpoint is a folder)."""
+    path = Path(path)
+    if not path.is_dir():
+        got = "a file" if path.is_file() else "it does not exist"
+        raise DataError(f"Expected {what} directory at {path}, but {got}"
+                        + (" (checkpoints are folders with model.safetensors and meta.json; import a .pt state "
+                           "dict first)." if path.is_file() else "."))
+    return path

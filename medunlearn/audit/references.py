@@ -33,7 +33,7 @@ def check_k(k: Any) -> int:
 
 
 def patient_ids(s: ImageSet) -> np.ndarray:
-    """Patient pseudonym per row; rows without one are their own patient (as forget.split.patient_keys)."""
+    """Patient pseudonym per row; rows without one are their own patient (as selection.split.patient_keys)."""
     ids = s.meta["image_id"].astype(str).to_numpy()
     if "patient" not in s.meta:
         return np.array([f"image:{i}" for i in ids])

@@ -26,7 +26,7 @@ CohortOpt = Annotated[Path, typer.Option("--cohort", help="Cohort table written 
 def rule_from_options(device=None, site=None, manufacturer=None, patient=None, study_date_before=None,
                       study_date_after=None, where=None, outliers=None, rules=None):
     """Build one Rule (AND of every option given), or None when no option was given."""
-    from medunlearn.forget.rules import AllOf, build_rule, load_rule_file
+    from medunlearn.selection.rules import AllOf, build_rule, load_rule_file
 
     given = any([device, site, manufacturer, patient, study_date_before, study_date_after, where, outliers])
     parts = []

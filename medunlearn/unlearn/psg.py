@@ -41,7 +41,7 @@ from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, cycle, freeze_batchnorm, n_steps
 from medunlearn.unlearn.controller import ControlConfig, Plan
-from medunlearn.unlearn.inner import NOISE_SCALES, NOISES, SCHEDULES, psg_perturb, relabel, scheduled_lam
+from medunlearn.unlearn.inner import NOISE_SCALES, NOISES, psg_perturb, relabel
 from medunlearn.unlearn.loops import gradient_update
 from medunlearn.unlearn.space import Choice, Float
 
@@ -60,7 +60,6 @@ class PSGConfig(BaseConfig, ControlConfig):
     noise: str = "gaussian"  # gaussian | laplace | cauchy | uniform
     noise_scale: str = "relative"  # relative | absolute
     lam: float = 0.0  # closeness λ of the inner problem (only acts when inner_steps > 1)
-    lam_schedule: str = "constant"  # constant | inverse | exponential | linear (over outer steps)
     inner_steps: int = 5  # > 1 so λ acts (δ starts at 0); 1 = one FGSM-style step (authors' code)
     step_size: float = 1.0  # inner step η_t = step_size·ε/√t
     kappa: float = 0.2  # inner confidence stop: a sample stops once the searched model's p_y(x+δ) <= kappa
@@ -69,7 +68,7 @@ class PSGConfig(BaseConfig, ControlConfig):
     nearest_wrong: bool = False  # exclude y when picking the new target (on: close to Boundary Shrink)
     phi: float = 5.0  # retain weight (soft mode distils f0 on retain rows); 0 = forget-only (authors)
     quantise: bool = True  # round x' to multiples of 1/255
-    freeze_bn: bool = False  # keep BatchNorm statistics (and dropout) in eval mode (A/B: frozen was unstable)
+    freeze_bn: bool = False  # keep BatchNorm statistics (and dropout) in eval mode; off: docs/results/psg-ab.md
 
 
 def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
@@ -80,7 +79,6 @@ def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
 def validate(cfg: PSGConfig) -> None:
     _choice(cfg.noise, NOISES, "noise")
     _choice(cfg.noise_scale, NOISE_SCALES, "noise_scale")
-    _choice(cfg.lam_schedule, SCHEDULES, "lam_schedule")
     _choice(cfg.target, ("hard", "soft"), "target")
     for key in ("epsilon", "lr", "epochs"):
         if getattr(cfg, key) <= 0:
@@ -144,9 +142,8 @@ def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunCon
         x, y = batch["image"].to(dev), batch["label"].to(dev)
         with evaluating(inner):  # the inner problem sees the deployed (eval-mode) function at θ or θ0
             x_adv = psg_perturb(inner, x, y, epsilon=cfg.epsilon, steps=cfg.inner_steps, step_size=cfg.step_size,
-                                gamma=cfg.gamma, lam=scheduled_lam(cfg.lam, cfg.lam_schedule, step, total),
-                                noise=cfg.noise, noise_scale=cfg.noise_scale, kappa=cfg.kappa,
-                                quantise=cfg.quantise)
+                                gamma=cfg.gamma, lam=cfg.lam, noise=cfg.noise, noise_scale=cfg.noise_scale,
+                                kappa=cfg.kappa, quantise=cfg.quantise)
             tgt, raw = relabel(inner, x_adv, y, cfg.target, cfg.nearest_wrong, cfg.top_k)
         loss = F.cross_entropy(model(x), tgt)
         if retain_it is not None:

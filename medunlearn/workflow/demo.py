@@ -25,9 +25,9 @@ def run_demo(out: str | Path, patients: int = 120, seed: int = 0, epochs: int = 
              overwrite: bool = False, echo: Callable[[Any], None] = print, progress: bool = False) -> dict:
     from medunlearn.data.cohort import index_archive, write_cohort
     from medunlearn.data.synthetic import synthesize_cohort
-    from medunlearn.forget.rules import build_rule
-    from medunlearn.forget.split import select
-    from medunlearn.forget.table import selection_table
+    from medunlearn.selection.rules import build_rule
+    from medunlearn.selection.split import select
+    from medunlearn.selection.table import selection_table
     from medunlearn.workflow.steps_forget import forget
     from medunlearn.workflow.steps_train import train
 

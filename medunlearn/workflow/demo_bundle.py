@@ -30,10 +30,10 @@ OUTPUTS = ("cohort.csv", "cohort.locator.json", "ingest.json", "split.json", "ba
 def run_bundle_demo(bundle: str | Path, archive: str | Path, out: str | Path, seed: int = 0, overwrite: bool = False,
                     echo: Callable[[Any], None] = print, progress: bool = False, run_monai: bool = True) -> dict:
     from medunlearn.data.cohort import index_archive, write_cohort
-    from medunlearn.forget.rules import build_rule
-    from medunlearn.forget.split import select
-    from medunlearn.forget.table import selection_table
-    from medunlearn.workflow.common import membership_rows
+    from medunlearn.selection.rules import build_rule
+    from medunlearn.selection.split import select
+    from medunlearn.selection.table import selection_table
+    from medunlearn.workflow.splits import membership_rows
     from medunlearn.workflow.steps_adopt import adopt
     from medunlearn.workflow.steps_forget import forget
 

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.workflow.common import is_synthetic, load_cohort
+from medunlearn.workflow.cohort_checks import is_synthetic, load_cohort
 
 PER_CLASS = 4
 

@@ -7,6 +7,7 @@ the split's test rows are sealed (tune.sealed.validation_only) before anything i
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -18,21 +19,16 @@ from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.fileio import (
     prepare_out_dir,
     read_json,
+    require_dir,
     staging_dir,
     write_bytes,
     write_json,
 )
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import (
-    check_label_sets,
-    check_same_cohort,
-    load_cohort,
-    log,
-    require_dir,
-    split_data_for,
-    split_settings,
-)
+from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
+from medunlearn.workflow.splits import check_same_cohort, split_data_for, split_settings
 
+log = logging.getLogger("medunlearn")
 MANIFEST, MEMBERSHIP, SCORES, REFS = "manifest.json", "membership.json", "scores.safetensors", "refs"
 NOT_A_BASE = ("unlearned", "merged", "retrain")
 

@@ -9,15 +9,9 @@ from medunlearn.fileio import write_json
 from medunlearn.models.checkpoint import model_sha256
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.workflow.checks import check_original, check_reference
-from medunlearn.workflow.common import (
-    check_label_sets,
-    check_same_cohort,
-    claims_output,
-    evaluate_inputs,
-    load_cohort,
-    split_data_for,
-    split_settings,
-)
+from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
+from medunlearn.workflow.outputs import claims_output, evaluate_inputs
+from medunlearn.workflow.splits import check_same_cohort, split_data_for, split_settings
 from medunlearn.workflow.steps_adopt import accepts_source
 from medunlearn.workflow.steps_forget import load_model_dir
 
@@ -54,7 +48,7 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     metrics = evaluate_model(model, data, original=orig[0], reference=ref[0], wall_time_s=wall,
                              reference_wall_time_s=ref_wall, goal=meta.get("goal"), seed=seed)
     metrics["warnings"] = warnings
-    from medunlearn.workflow.common import UNKNOWN_MEMBERSHIP, membership_unknown
+    from medunlearn.workflow.splits import UNKNOWN_MEMBERSHIP, membership_unknown
 
     if membership_unknown(meta):  # an adopted model whose training datalist is unknown
         metrics["membership"] = dict(UNKNOWN_MEMBERSHIP)

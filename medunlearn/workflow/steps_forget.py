@@ -10,19 +10,16 @@ import yaml
 
 from medunlearn.attest import seal
 from medunlearn.errors import ConfigError
-from medunlearn.fileio import prepare_out_dir, staging_dir, write_json, write_text
+from medunlearn.fileio import prepare_out_dir, require_dir, staging_dir, write_json, write_text
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind, run_chain
-from medunlearn.workflow.common import (
+from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
+from medunlearn.workflow.outputs import claims_output, forget_inputs
+from medunlearn.workflow.splits import (
     UNKNOWN_MEMBERSHIP,
-    check_label_sets,
     check_same_cohort,
-    claims_output,
-    forget_inputs,
-    load_cohort,
     membership_unknown,
-    require_dir,
     split_data_for,
     split_settings,
 )

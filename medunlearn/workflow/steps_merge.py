@@ -9,19 +9,13 @@ from typing import Any
 
 from medunlearn.attest import seal
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_json
+from medunlearn.fileio import prepare_out_dir, read_json, require_dir, staging_dir, write_json
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import (
-    check_label_sets,
-    claims_output,
-    load_cohort,
-    merge_inputs,
-    require_dir,
-    split_data_for,
-    split_settings,
-)
+from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
+from medunlearn.workflow.outputs import claims_output, merge_inputs
+from medunlearn.workflow.splits import split_data_for, split_settings
 
 log = logging.getLogger("medunlearn")
 
@@ -44,11 +38,11 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     `reference` is a union retrain (trained with --exclude on the union of every run's rule); with `cohort`
     it is evaluated beside the merged model on every policy and the union (the report's retrained column).
     """
-    from medunlearn.forget.rules import AnyOf, rule_from_dict
     from medunlearn.merge.config import load_merge_config
     from medunlearn.merge.policies import assess_policies
     from medunlearn.merge.runner import merge_runs, merged_meta
     from medunlearn.models.checkpoint import load_checkpoint, model_sha256, save_checkpoint
+    from medunlearn.selection.rules import AnyOf, rule_from_dict
 
     if config_path is not None:
         spec = load_merge_config(config_path)

@@ -59,7 +59,8 @@ def tune(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str 
     from medunlearn.tune.study import TuneSettings, check_settings, run_study
     from medunlearn.unlearn.base import check_goal
     from medunlearn.workflow.auto_method import AUTO, CHAINS, policy_kind
-    from medunlearn.workflow.common import check_same_cohort, load_cohort, split_data_for, split_settings
+    from medunlearn.workflow.cohort_checks import load_cohort
+    from medunlearn.workflow.splits import check_same_cohort, split_data_for, split_settings
     from medunlearn.workflow.steps_forget import load_model_dir
 
     if rule is None:

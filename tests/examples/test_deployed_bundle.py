@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medunlearn.forget.rules import build_rule
+from medunlearn.selection.rules import build_rule
 from medunlearn.models.bundle_like import export_like
 from medunlearn.models.checkpoint import load_checkpoint, save_checkpoint
 from medunlearn.models.monai_run import compare_predictions, run_bundle

@@ -8,7 +8,7 @@ import pytest
 
 from medunlearn.bounds import check_config_bounds
 from medunlearn.errors import ConfigError
-from medunlearn.forget.rules import build_rule
+from medunlearn.selection.rules import build_rule
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from medunlearn.bench.suites import SUITES, SuiteOptions
+from medunlearn.benchmarking.suites import SUITES, SuiteOptions
 from medunlearn.configio import REPO_CONFIGS, load_yaml_mapping, method_config
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError, MedUnlearnError, OutputExistsError
@@ -203,7 +203,7 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
     `patients`: synthetic cohort size for the synthetic suites (None: the suite's default).
     `tuned`: a folder written by `medunlearn tune`; each method with a `<method>.yaml` there gets a second row,
     "<method>+tuned", run with that YAML alone (bench overrides are not applied on top of a tuned config)."""
-    from medunlearn.bench.tables import write_results
+    from medunlearn.benchmarking.tables import write_results
     from medunlearn.evaluate.suite import evaluate_model
     from medunlearn.unlearn import METHODS
 
@@ -211,7 +211,8 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
     settings = resolve_settings(suite, methods, seeds, goals, quick, subset, scenarios, config)
     settings.command = command
     rows = bench_rows(settings, tuned)
-    configs = {(sc, label, g): method_config(METHODS.get(m), path, {} if label != m else method_overrides(settings, m, sc, g))
+    configs = {(sc, label, g): method_config(METHODS.get(m), path,
+                                             {} if label != m else method_overrides(settings, m, sc, g))
                for sc in settings.scenarios for label, m, path in rows for g in settings.goals}  # fail before training
     out = Path(out)
     prepare_out(out, suite, overwrite)
@@ -243,7 +244,8 @@ def run_bench(suite: str, methods: list[str] | None = None, seeds: int | list[in
                     key = digest(method, goal, seed, okey, rkey, settings.subset, repr(cfg))
                     cell = read_json(path) if path.is_file() else None
                     if cell is None or cell.get("key") != key:
-                        cell = {**_run_cell(method, cfg, original, data, seed, goal, ref, key, scenario), "method": label}
+                        cell = {**_run_cell(method, cfg, original, data, seed, goal, ref, key, scenario),
+                                "method": label}
                         write_json(path, cell)
                         on_event("cell", {"name": name, "skipped": False, "cell": cell})
                     else:

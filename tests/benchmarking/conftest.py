@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medunlearn.bench.fashion_mnist import FILES
+from medunlearn.benchmarking.fashion_mnist import FILES
 
 
 def idx_bytes(arr: np.ndarray, magic: int) -> bytes:

@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import statistics
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def aggregate(cells: list[dict]) -> dict[str, dict[str, dict]]:
         row = out.setdefault(c["goal"], {}).setdefault(c["method"], {"_cells": []})
         row["_cells"].append(c)
     for rows in out.values():
-        for method, row in rows.items():
+        for row in rows.values():
             cs = row.pop("_cells")
             ok = [c for c in cs if "core" in c]
             for _, key in COLUMNS:
@@ -72,6 +73,16 @@ def format_stat(stat: dict, digits: int = 1, suffix: str = "") -> str:
     return _fmt(stat["mean"], stat["std"], digits) + (suffix if stat["mean"] is not None else "")
 
 
+def markdown_row(cells: Sequence[str]) -> str:
+    """One markdown table row: `| a | b |`."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]] = ()) -> list[str]:
+    """A markdown table's lines: the header, the `|---|` rule, then one line per row."""
+    return [markdown_row(header), "|" + "---|" * len(header), *(markdown_row(r) for r in rows)]
+
+
 def _cell(stat: dict, key: str) -> str:
     return format_stat(stat, 2 if key == "avg_gap" else 1, "×" if key in RATIOS else "")
 
@@ -89,7 +100,7 @@ def _plain_row(name: str, core: dict, met: str) -> str:
     for _, key in COLUMNS:
         v = core.get(key)
         vals.append(_fmt(v, None, 2 if key == "avg_gap" else 1) + ("×" if key in RATIOS and v is not None else ""))
-    return f"| {name} | {met} | " + " | ".join(vals) + " |"
+    return markdown_row([name, met, *vals])
 
 
 def render_markdown(settings: Any, summary: dict, results: dict) -> str:
@@ -101,7 +112,8 @@ def render_markdown(settings: Any, summary: dict, results: dict) -> str:
              f"({m['torch_threads']} threads), Python {m['python']}, device {m['device']}",
              f"- methods: {', '.join(settings.methods)}; goals: {', '.join(settings.goals)}; seeds: {settings.seeds}; "
              f"quick: {settings.quick}; subset: {settings.subset}; train recipe: {settings.train}"
-             + (f"; '+tuned' rows: configs from `medunlearn tune` in {settings.tuned}" if getattr(settings, "tuned", None) else ""),
+             + (f"; '+tuned' rows: configs from `medunlearn tune` in {settings.tuned}"
+                if getattr(settings, "tuned", None) else ""),
              "- FA/RA = train forget/retain accuracy, TA = test retain/forget accuracy, conf = mean max-softmax on "
              "test-forget, MIA-eff = SVC true-label-confidence attack (percent of forget rows judged non-member), "
              "Avg-Gap = mean |Δ| vs retrain over FA, RA, TA (all test rows), MIA-eff; RTE = t_retrain / t_method. "
@@ -112,21 +124,20 @@ def render_markdown(settings: Any, summary: dict, results: dict) -> str:
              "phase: setup, steps, checks, repair, certificate), the wall-clock-free ratio. "
              "Mean ± std over seeds. 'criteria met' = seeds whose run met its acceptance criteria (judged on "
              "validation rows by the controller; the test columns are reported, never used to choose).", ""]
-    header = "| method | criteria met | " + " | ".join(c for c, _ in COLUMNS) + " |"
-    sep = "|---" * (len(COLUMNS) + 2) + "|"
+    header = markdown_table(["method", "criteria met", *(c for c, _ in COLUMNS)])
     for scenario, sc in summary.items():
         for goal, rows in results["scenarios"][scenario]["goals"].items():
             lines += [f"## {scenario} — goal: {goal}", "",
                       f"Forget rule: {sc.get('rule')}; images: {_counts_text(sc.get('counts') or {})}",
-                      "", header, sep, _plain_row("original", sc["original"], "–"),
+                      "", *header, _plain_row("original", sc["original"], "–"),
                       _plain_row("retrain", sc["retrain"], "–")]
             notes = []
             for method, row in rows.items():
                 met = f"{sum(row['met'])}/{len(row['met']) + len(row['errors'])}"
                 if not row["seeds"]:
-                    lines.append(f"| {method} | {met} | " + " | ".join("error" for _ in COLUMNS) + " |")
+                    lines.append(markdown_row([method, met, *("error" for _ in COLUMNS)]))
                 else:
-                    lines.append(f"| {method} | {met} | " + " | ".join(_cell(row[k], k) for _, k in COLUMNS) + " |")
+                    lines.append(markdown_row([method, met, *(_cell(row[k], k) for _, k in COLUMNS)]))
                 stops = sorted({s for s in row["stop"] if s})
                 if stops:
                     notes.append(f"- {method}: {'; '.join(stops)}")

@@ -16,9 +16,9 @@ import torch
 from medunlearn.data.columns import text_values
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import DataError
-from medunlearn.forget.rules import Rule
-from medunlearn.forget.split import DEFAULT_FRACTIONS, PARTS, select
 from medunlearn.registry import did_you_mean
+from medunlearn.selection.rules import Rule
+from medunlearn.selection.split import DEFAULT_FRACTIONS, PARTS, select
 
 META_COLUMNS = ("image_id", "patient", "device", "site", "manufacturer", "label", "study_date")
 # loader(df, class_names, image_size, progress=False) -> (images (N,1,S,S) or volumes (N,1,S,S,S) float32 in
@@ -72,8 +72,9 @@ def build_split_data(df: pd.DataFrame, rule: Rule | None, seed: int = 0, image_s
         sets[p] = ImageSet(images[idx], labels[idx], meta.iloc[idx.numpy()].reset_index(drop=True))
     from medunlearn.data.cohort import cohort_hash  # lazy: pulls in the DICOM/NIfTI readers
 
-    info = {"rule": sel.rule.describe(), "rule_spec": sel.rule.to_dict(), "seed": seed, "fractions": list(sel.fractions),
-            "split_hash": sel.split_hash, "train_hash": sel.train_hash, "cohort_hash": cohort_hash(df),
+    info = {"rule": sel.rule.describe(), "rule_spec": sel.rule.to_dict(), "seed": seed,
+            "fractions": list(sel.fractions), "split_hash": sel.split_hash, "train_hash": sel.train_hash,
+            "cohort_hash": cohort_hash(df),
             "counts": sel.counts, "class_names": names, "image_size": image_size, "spatial_dims": images.ndim - 2,
             "split_source": sel.split_source}
     return SplitData(class_names=names, info=info, **sets)

@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from medunlearn.errors import ConfigError
-from medunlearn.forget.base import AllOf, AnyOf, Rule
-from medunlearn.forget.conditions import VALUE_KINDS, DateRule, ValueRule, WhereRule
-from medunlearn.forget.outliers import OutlierRule, parse_outliers
 from medunlearn.registry import did_you_mean
+from medunlearn.selection.base import AllOf, AnyOf, Rule
+from medunlearn.selection.conditions import VALUE_KINDS, DateRule, ValueRule, WhereRule
+from medunlearn.selection.outliers import OutlierRule, parse_outliers
 
 RULE_KEYS = (*VALUE_KINDS, "study_date_before", "study_date_after", "where", "outliers", "all", "any")
 

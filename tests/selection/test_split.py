@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from medunlearn.errors import ConfigError, DataError, SelectionError
-from medunlearn.forget.rules import build_rule
-from medunlearn.forget.split import PARTS, patient_split, select
+from medunlearn.selection.rules import build_rule
+from medunlearn.selection.split import PARTS, patient_split, select
 
 DEVICES = ["ScannerA", "ScannerB", "ScannerX"]
 SITES = {"ScannerA": "Site A", "ScannerB": "Site B", "ScannerX": "Site B"}

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from medunlearn.errors import ConfigError, SelectionError
-from medunlearn.forget.outliers import OutlierRule
-from medunlearn.forget.rules import (
+from medunlearn.selection.outliers import OutlierRule
+from medunlearn.selection.rules import (
     AllOf,
     AnyOf,
     DateRule,

@@ -18,8 +18,8 @@ import pandas as pd
 
 from medunlearn.data.columns import text_values
 from medunlearn.errors import ConfigError, DataError, SelectionError
-from medunlearn.forget.rules import Rule, validate
 from medunlearn.provenance import hash_strings
+from medunlearn.selection.rules import Rule, validate
 
 SPLITS = ("train", "val", "test")
 PARTS = tuple(f"{s}_{g}" for s in SPLITS for g in ("forget", "retain"))

@@ -6,7 +6,7 @@ Two modes:
   ``z = 0.6745 * (x - median) / MAD``, taken as the largest |z| over the chosen numeric columns; a row is an
   outlier when that score exceeds ``cutoff`` (default 3.5, the cutoff Iglewicz & Hoaglin recommend).
 
-Statistics (median, MAD) come from ``reference`` rows when given. ``forget.split.select`` passes the TRAIN
+Statistics (median, MAD) come from ``reference`` rows when given. ``selection.split.select`` passes the TRAIN
 rows, so the held-out val/test rows never shape the rule that decides what is forgotten (no peeking).
 
 Column access (text / numeric readings of cohort columns) lives in ``data.columns``.

@@ -4,7 +4,7 @@ import yaml
 from typer.testing import CliRunner
 
 from medunlearn.cli.main import app
-from tests.bench.conftest import TINY_CONFIG
+from tests.benchmarking.conftest import TINY_CONFIG
 
 
 def test_bench_quick_cli(tmp_path, fake_fashion):

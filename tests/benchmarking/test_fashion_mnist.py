@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from medunlearn.bench.fashion_mnist import FILES, load_fashion_mnist, parse_idx
+from medunlearn.benchmarking.fashion_mnist import FILES, load_fashion_mnist, parse_idx
 from medunlearn.errors import DataError
-from tests.bench.conftest import idx_bytes
+from tests.benchmarking.conftest import idx_bytes
 
 
 def test_loads_images_in_unit_range(fake_fashion):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from medunlearn.errors import DataError
-from medunlearn.forget.rules import build_rule
-from medunlearn.forget.splitdata import build_split_data
+from medunlearn.selection.rules import build_rule
+from medunlearn.selection.splitdata import build_split_data
 
 
 def cohort(n_patients: int = 45) -> pd.DataFrame:

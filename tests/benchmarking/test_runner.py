@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-import medunlearn.bench.runner as runner
-from medunlearn.bench.runner import run_bench
+import medunlearn.benchmarking.runner as runner
+from medunlearn.benchmarking.runner import run_bench
 from medunlearn.errors import ConfigError, OutputExistsError
 
 
@@ -105,7 +105,7 @@ def test_unknown_names_suggest(tmp_path, fake_fashion, tiny_config):
 
 
 def test_scenario_splits(fake_fashion):
-    from medunlearn.bench.suites import SuiteOptions, fashion_prepare, fashion_split
+    from medunlearn.benchmarking.suites import SuiteOptions, fashion_prepare, fashion_split
 
     opts = SuiteOptions(data_dir=fake_fashion)
     raw = fashion_prepare(opts)
@@ -121,7 +121,7 @@ def test_scenario_splits(fake_fashion):
 
 
 def test_override_layers_and_shipped_configs_load():
-    from medunlearn.bench.runner import method_overrides, resolve_settings
+    from medunlearn.benchmarking.runner import method_overrides, resolve_settings
 
     cfg = {"methods": {"psg": {"lr": 1.0, "epochs": 2.0}}, "goals": {"equivalence": {"psg": {"lr": 2.0}}},
            "scenarios": {"class": {"psg": {"lr": 3.0}}}}

@@ -1,7 +1,7 @@
 """The shape of a forget rule: the ``Rule`` protocol and the AND / OR nodes that combine rules into a tree.
 
 Every rule has ``mask(df, reference=None) -> bool (N,)``, ``describe()``, ``to_dict()`` (round-trips through
-``forget.parse.rule_from_dict``) and ``validate(df)``. ``reference`` only matters for outlier statistics (the
+``selection.parse.rule_from_dict``) and ``validate(df)``. ``reference`` only matters for outlier statistics (the
 train rows under a split); other conditions ignore it.
 """
 from __future__ import annotations

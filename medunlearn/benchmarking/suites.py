@@ -86,7 +86,7 @@ def _mask(n: int, idx: torch.Tensor) -> torch.Tensor:
 
 def fashion_prepare(opts: SuiteOptions) -> dict[str, ImageSet]:
     """Load IDX files, apply the subset (seeded; test shrinks in proportion), carve val from train."""
-    from medunlearn.bench.fashion_mnist import load_fashion_mnist
+    from medunlearn.benchmarking.fashion_mnist import load_fashion_mnist
 
     train, test = load_fashion_mnist(opts.data_dir)
     if opts.subset is not None:
@@ -109,7 +109,8 @@ def _forget_mask(s: ImageSet, scenario: str, seed: int, held_out: bool) -> torch
     return _mask(len(s), _choose(len(s), max(1, round(0.1 * len(s))), seed))  # random
 
 
-def split_parts(raw: dict[str, ImageSet], forget_mask: Callable[[int, str, ImageSet], torch.Tensor]) -> dict[str, ImageSet]:
+def split_parts(raw: dict[str, ImageSet],
+                forget_mask: Callable[[int, str, ImageSet], torch.Tensor]) -> dict[str, ImageSet]:
     """train/val/test → {<part>_forget, <part>_retain}; forget_mask(i, name, set) is a bool mask over the set."""
     parts: dict[str, ImageSet] = {}
     for i, name in enumerate(("train", "val", "test")):
@@ -121,7 +122,7 @@ def split_parts(raw: dict[str, ImageSet], forget_mask: Callable[[int, str, Image
 
 
 def fashion_split(raw: dict[str, ImageSet], scenario: str, opts: SuiteOptions) -> SplitData:
-    from medunlearn.bench.fashion_mnist import CLASS_NAMES
+    from medunlearn.benchmarking.fashion_mnist import CLASS_NAMES
 
     parts = split_parts(raw, lambda i, name, s: _forget_mask(s, scenario, opts.data_seed + 10 + i,
                                                             held_out=name != "train"))
@@ -160,8 +161,8 @@ def synthetic_prepare(opts: SuiteOptions) -> Any:
 
 def synthetic_split(df: Any, scenario: str, opts: SuiteOptions) -> SplitData:
     from medunlearn.data.synthetic import CLASS_NAMES
-    from medunlearn.forget.rules import rule_from_dict
-    from medunlearn.forget.splitdata import build_split_data
+    from medunlearn.selection.rules import rule_from_dict
+    from medunlearn.selection.splitdata import build_split_data
 
     rule = rule_from_dict(SYNTH_RULES[scenario])
     data = build_split_data(df, rule, seed=opts.data_seed, image_size=opts.image_size or SYNTH_SIZE,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from medunlearn.forget.split import Selection
+from medunlearn.selection.split import Selection
 
 
 def selection_table(selection: Selection) -> Table:

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-import medunlearn.bench.runner as runner
-from medunlearn.bench.runner import run_bench
+import medunlearn.benchmarking.runner as runner
+from medunlearn.benchmarking.runner import run_bench
 from medunlearn.errors import ConfigError
 
 

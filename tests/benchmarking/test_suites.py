@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from medunlearn.bench.suites import SUITES, SuiteOptions
+from medunlearn.benchmarking.suites import SUITES, SuiteOptions
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from medunlearn.bench.runner import load_bench_config
+from medunlearn.benchmarking.runner import load_bench_config
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.base import apply_overrides
 
@@ -23,7 +23,7 @@ def _layers(cfg: dict):
 def test_overrides_apply(suite):
     assert SUITES, "no bench configs found"
     cfg = load_bench_config(suite)
-    for where, layer in _layers(cfg):
+    for _where, layer in _layers(cfg):
         for method, overrides in layer.items():
             cls = METHODS.get(method)  # an unknown method raises
             apply_overrides(cls.Config(), overrides or {})  # a stale or unknown field raises ConfigError

@@ -1,7 +1,7 @@
 """Leaf conditions of a forget rule, each matching cohort rows by one kind of column.
 
 ``ValueRule`` (device / site / manufacturer / patient values), ``DateRule`` (a study-date window) and
-``WhereRule`` (one ``--where`` expression). Anatomical outliers live in ``forget.outliers``.
+``WhereRule`` (one ``--where`` expression). Anatomical outliers live in ``selection.outliers``.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from medunlearn.errors import ConfigError
-from medunlearn.forget.outliers import OutlierRule, measurement_columns, parse_outliers, robust_z
+from medunlearn.selection.outliers import OutlierRule, measurement_columns, parse_outliers, robust_z
 
 
 def cohort(n: int = 200, seed: int = 0) -> pd.DataFrame:
