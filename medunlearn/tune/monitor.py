@@ -19,7 +19,8 @@ from torch import nn
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.controller import Plan, judged_probes
+from medunlearn.unlearn.controller import judged_probes
+from medunlearn.unlearn.types import Plan
 from medunlearn.unlearn.criteria import evaluate_checks, violation
 
 REPORTS_PER_RUN = 10  # intermediate values over a default-length run (each costs one small probe pass)

@@ -1,4 +1,4 @@
-"""The unlearner protocol and the loop pieces every method shares.
+"""The unlearner protocol and the helpers every method shares (config overrides, goal check, release).
 
 Add a method in three places: `unlearn/<name>.py` (a subclass registered with `@METHODS.register`),
 one import in `unlearn/__init__.py`, and `configs/unlearn/<name>.yaml`. Contract tests pick it up.
@@ -18,6 +18,8 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError, DataError, DivergenceError
 from medunlearn.registry import Registry, did_you_mean
 from medunlearn.runtime import RunContext
+from medunlearn.unlearn.controller import check_finite_loss, run_controlled  # noqa: F401  (check_finite_loss: re-export)
+from medunlearn.unlearn.cost import counting
 
 METHODS: Registry[type[Unlearner]] = Registry("unlearning method")
 GOALS = ("suppression", "equivalence")
@@ -55,9 +57,6 @@ class Unlearner(abc.ABC):
         self.config = cfg
 
     def run(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression"):
-        from medunlearn.unlearn.controller import run_controlled
-        from medunlearn.unlearn.cost import counting
-
         check_goal(goal)
         if len(data.train_forget) == 0:
             raise DataError("Expected at least one forget image, but got an empty forget set.")
@@ -143,13 +142,6 @@ def coerce(raw: Any, default: Any, key: str) -> Any:
     return raw
 
 
-def check_finite_loss(loss: torch.Tensor, method: str, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise DivergenceError(
-            f"{method} diverged: non-finite loss at step {step}; lower the learning rate. No checkpoint was written."
-        )
-
-
 def check_finite_model(model: nn.Module) -> None:
     for name, t in model.state_dict().items():
         if t.is_floating_point() and not torch.isfinite(t).all():
@@ -177,15 +169,3 @@ def freeze_batchnorm(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
             m.eval()
-
-
-def n_steps(n_items: int, batch_size: int, epochs: float) -> int:
-    """Number of optimiser steps for `epochs` (fractional allowed) passes over `n_items`."""
-    per_epoch = max(1, math.ceil(n_items / batch_size))
-    return max(1, int(round(per_epoch * epochs)))
-
-
-def cycle(loader):
-    """Yield batches forever, re-iterating the loader (re-shuffled each pass)."""
-    while True:
-        yield from loader

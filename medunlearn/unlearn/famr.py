@@ -37,8 +37,8 @@ from torch import nn
 from medunlearn.errors import ConfigError
 from medunlearn.models.zoo import Classifier, parameter_subset
 from medunlearn.registry import did_you_mean
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, check_finite_outputs, cycle, n_steps, release
-from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, check_finite_outputs, release
+from medunlearn.unlearn.cost import ImageCounter, counting
 from medunlearn.unlearn.famr_certificate import certificate
 from medunlearn.unlearn.famr_math import (
     conjugate_gradient,
@@ -53,6 +53,8 @@ from medunlearn.unlearn.famr_math import (
 from medunlearn.unlearn.prefix import encode_split, frozen_prefix_length, split_model
 from medunlearn.unlearn.probes import subsample
 from medunlearn.unlearn.space import Choice, Float
+from medunlearn.unlearn.streams import cycle, n_steps
+from medunlearn.unlearn.types import ControlConfig, Plan
 
 LOSSES = ("ce_uniform", "kl_p_u")
 SUPPORTS = ("all", "remaining")
@@ -115,8 +117,6 @@ class FAMR(Unlearner):
         cut = frozen_prefix_length(full, {n for n, _ in parameter_subset(full, cfg.params)})
         if cut == 0:
             return super().run(model, data, ctx, goal)
-        from medunlearn.unlearn.cost import ImageCounter, counting
-
         prefix, suffix = split_model(full, cut)
         with counting(phase="setup") as extra:  # the one pass through the frozen blocks counts as the run's
             encoded = encode_split(prefix, data, ctx.device)
