@@ -9,6 +9,7 @@ import abc
 import copy
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -18,8 +19,14 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError, DataError, DivergenceError
 from medunlearn.registry import Registry, did_you_mean
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.controller import check_finite_loss, run_controlled  # noqa: F401  (check_finite_loss: re-export)
+from medunlearn.unlearn.controller import (  # noqa: F401  (check_finite_loss: re-exported for one release)
+    ExtraChecks,
+    Observer,
+    check_finite_loss,
+    run_controlled,
+)
 from medunlearn.unlearn.cost import counting
+from medunlearn.unlearn.types import Outcome
 
 METHODS: Registry[type[Unlearner]] = Registry("unlearning method")
 GOALS = ("suppression", "equivalence")
@@ -56,7 +63,9 @@ class Unlearner(abc.ABC):
             cfg = apply_overrides(cfg, overrides)
         self.config = cfg
 
-    def run(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression"):
+    def run(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression",
+            observers: Sequence[Observer] = ()) -> Outcome:
+        """Plan and run under the controller; `observers` hook into the run (controller.Observer)."""
         check_goal(goal)
         if len(data.train_forget) == 0:
             raise DataError("Expected at least one forget image, but got an empty forget set.")
@@ -65,8 +74,10 @@ class Unlearner(abc.ABC):
         ctx.seed_everything()
         with counting(phase="setup") as counter:  # image passes per phase: acceptance["cost"] (unlearn/cost.py)
             plan = self.plan(new, original, data, ctx, goal)
-            outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name, counter=counter,
-                                     extra_checks=self.extra_checks)
+            if self.extra_checks is not None:
+                observers = (*observers, ExtraChecks(self.extra_checks))
+            outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name, observers,
+                                     counter=counter)
             outcome.model = release(outcome.model)
             check_finite_model(outcome.model)
             with counter.phase("checks"):
