@@ -25,9 +25,9 @@ from medunlearn.unlearn.controller import (
     removed_classes,
     run_controlled,
 )
-from medunlearn.unlearn.streams import gradient_update, sgd
 from medunlearn.unlearn.probes import Probes, auc_higher, predict_logits
 from medunlearn.unlearn.repair import Repairer
+from medunlearn.unlearn.streams import gradient_update, sgd
 
 K = 3
 
