@@ -101,7 +101,7 @@ class MergeRepair(MergeMethod):
         from medunlearn.merge.policies import policy_checks
         from medunlearn.unlearn import METHODS
         from medunlearn.unlearn.base import check_finite_model, release
-        from medunlearn.unlearn.controller import run_controlled
+        from medunlearn.unlearn.controller import ExtraChecks, run_controlled
 
         if int(self.config.steps) == 0:
             return state
@@ -121,9 +121,8 @@ class MergeRepair(MergeMethod):
         env.ctx.seed_everything()
         plan = cls(cfg).plan(model, copy.deepcopy(original), env.data, env.ctx, goals[0])
         plan = dataclasses.replace(plan, budget=max(1, min(plan.budget, int(self.config.steps))))
-        extra = policy_checks(env.policies, original, dev) if self.config.per_policy else None
-        outcome = run_controlled(model, original, env.data, env.ctx, goals[0], cfg, plan, self.name,
-                                 extra_checks=extra)
+        per_policy = [ExtraChecks(policy_checks(env.policies, original, dev))] if self.config.per_policy else []
+        outcome = run_controlled(model, original, env.data, env.ctx, goals[0], cfg, plan, self.name, per_policy)
         repaired = release(outcome.model)
         check_finite_model(repaired)
         env.ctx.log[self.name] = {"merge": self.config.merge, "unlearner": self.config.unlearner,

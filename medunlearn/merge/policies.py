@@ -112,7 +112,7 @@ def assess_policies(model: nn.Module, base: nn.Module, policies: Sequence[Policy
 
 def policy_checks(policies: Sequence[Policy], base: nn.Module,
                   device: torch.device) -> Callable[[nn.Module], list[dict[str, Any]]]:
-    """A check function for `run_controlled(extra_checks=...)`: every policy's forget-side checks on the same
+    """Checks for `controller.ExtraChecks` (a run's observer): every policy's forget-side checks on the same
     validation probes `assess_policies` judges the merge on (retain is left to the caller's own check)."""
     from medunlearn.unlearn.controller import judged_probes
     from medunlearn.unlearn.criteria import RETAIN_CHECKS, evaluate_checks

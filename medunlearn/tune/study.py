@@ -26,7 +26,7 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError, DivergenceError, MedUnlearnError
 from medunlearn.runtime import RunContext
-from medunlearn.tune.monitor import StudyClock, TrialMonitor
+from medunlearn.tune.monitor import StudyClock, TrialMonitor, TrialStopped
 from medunlearn.unlearn.base import Unlearner, apply_overrides
 from medunlearn.unlearn.space import Choice, Float, Int, Param
 
@@ -126,17 +126,17 @@ def run_study(method_cls: type[Unlearner], base_cfg: Any, space: dict[str, Param
         cfg = apply_overrides(base_cfg, params)
         monitor = TrialMonitor(trial, clock, cfg, settings.goal)
         ctx = RunContext.create(seed=settings.seed, device=settings.device)
-        unlearner = monitor.attach(method_cls(cfg))
+        unlearner = method_cls(cfg)
         t0 = time.perf_counter()
         rec: dict[str, Any] = {"number": trial.number, "params": params}
         try:
-            outcome = unlearner.run(model, data, ctx, goal=settings.goal)
-        except optuna.TrialPruned:
+            outcome = unlearner.run(model, data, ctx, goal=settings.goal, observers=[monitor])
+        except TrialStopped as exc:
             rec.update(state=monitor.stopped or "pruned", wall_s=time.perf_counter() - t0, violation=monitor.last,
                        pruned_at=monitor.step)
             trial.set_constraint("criteria_violation", monitor.last if monitor.last is not None else DIVERGED)
             _finish(rec)
-            raise
+            raise optuna.TrialPruned(str(exc)) from exc  # the run's Stop, as Optuna's pruned trial
         except DivergenceError as exc:
             rec.update(state="diverged", wall_s=time.perf_counter() - t0, violation=DIVERGED, reason=str(exc))
             trial.set_constraint("criteria_violation", DIVERGED)

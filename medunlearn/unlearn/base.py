@@ -1,4 +1,4 @@
-"""The unlearner protocol and the loop pieces every method shares.
+"""The unlearner protocol and the helpers every method shares (config overrides, goal check, release).
 
 Add a method in three places: `unlearn/<name>.py` (a subclass registered with `@METHODS.register`),
 one import in `unlearn/__init__.py`, and `configs/unlearn/<name>.yaml`. Contract tests pick it up.
@@ -9,6 +9,7 @@ import abc
 import copy
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -18,6 +19,14 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError, DataError, DivergenceError
 from medunlearn.registry import Registry, did_you_mean
 from medunlearn.runtime import RunContext
+from medunlearn.unlearn.controller import (  # noqa: F401  (check_finite_loss: re-exported for one release)
+    ExtraChecks,
+    Observer,
+    check_finite_loss,
+    run_controlled,
+)
+from medunlearn.unlearn.cost import counting
+from medunlearn.unlearn.types import Outcome
 
 METHODS: Registry[type[Unlearner]] = Registry("unlearning method")
 GOALS = ("suppression", "equivalence")
@@ -54,10 +63,9 @@ class Unlearner(abc.ABC):
             cfg = apply_overrides(cfg, overrides)
         self.config = cfg
 
-    def run(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression"):
-        from medunlearn.unlearn.controller import run_controlled
-        from medunlearn.unlearn.cost import counting
-
+    def run(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression",
+            observers: Sequence[Observer] = ()) -> Outcome:
+        """Plan and run under the controller; `observers` hook into the run (controller.Observer)."""
         check_goal(goal)
         if len(data.train_forget) == 0:
             raise DataError("Expected at least one forget image, but got an empty forget set.")
@@ -66,8 +74,10 @@ class Unlearner(abc.ABC):
         ctx.seed_everything()
         with counting(phase="setup") as counter:  # image passes per phase: acceptance["cost"] (unlearn/cost.py)
             plan = self.plan(new, original, data, ctx, goal)
-            outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name, counter=counter,
-                                     extra_checks=self.extra_checks)
+            if self.extra_checks is not None:
+                observers = (*observers, ExtraChecks(self.extra_checks))
+            outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name, observers,
+                                     counter=counter)
             outcome.model = release(outcome.model)
             check_finite_model(outcome.model)
             with counter.phase("checks"):
@@ -143,13 +153,6 @@ def coerce(raw: Any, default: Any, key: str) -> Any:
     return raw
 
 
-def check_finite_loss(loss: torch.Tensor, method: str, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise DivergenceError(
-            f"{method} diverged: non-finite loss at step {step}; lower the learning rate. No checkpoint was written."
-        )
-
-
 def check_finite_model(model: nn.Module) -> None:
     for name, t in model.state_dict().items():
         if t.is_floating_point() and not torch.isfinite(t).all():
@@ -177,15 +180,3 @@ def freeze_batchnorm(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
             m.eval()
-
-
-def n_steps(n_items: int, batch_size: int, epochs: float) -> int:
-    """Number of optimiser steps for `epochs` (fractional allowed) passes over `n_items`."""
-    per_epoch = max(1, math.ceil(n_items / batch_size))
-    return max(1, int(round(per_epoch * epochs)))
-
-
-def cycle(loader):
-    """Yield batches forever, re-iterating the loader (re-shuffled each pass)."""
-    while True:
-        yield from loader

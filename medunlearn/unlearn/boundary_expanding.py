@@ -14,10 +14,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from medunlearn.errors import ConfigError
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, cycle, freeze_batchnorm, n_steps
-from medunlearn.unlearn.controller import ControlConfig, Plan
-from medunlearn.unlearn.loops import gradient_update
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm
 from medunlearn.unlearn.space import Choice, Float
+from medunlearn.unlearn.streams import cycle, gradient_update, n_steps
+from medunlearn.unlearn.types import ControlConfig, Plan
 
 
 @dataclasses.dataclass

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
-from medunlearn.unlearn.controller import ControlConfig, Plan
 from medunlearn.unlearn.psg import PSGConfig, psg_plan
 from medunlearn.unlearn.space import Choice, Float
+from medunlearn.unlearn.types import ControlConfig, Plan
 
 
 @dataclasses.dataclass

@@ -13,9 +13,9 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
-from medunlearn.unlearn.controller import ControlConfig, Plan
-from medunlearn.unlearn.loops import retain_finetune_plan, train_only
 from medunlearn.unlearn.space import Choice, Float, Int
+from medunlearn.unlearn.streams import retain_finetune_plan, train_only
+from medunlearn.unlearn.types import ControlConfig, Plan
 
 
 @dataclass

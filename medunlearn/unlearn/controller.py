@@ -23,6 +23,9 @@ A method supplies a `Plan` (its update step and step budget); the controller own
   trace    one row per check (step, phase, measurements, decision) for the run folder and the report.
   vacuous  equivalence criteria that the original model already meets cannot show forgetting: the run is marked
            not met (acceptance["vacuous"]), whatever it does.
+The run is a `Controller`; `Observer`s hook into it (replace the plan, watch each step and stop the run, add
+checks, see each check) instead of patching it: tune's trial monitor, merge_repair's per-policy checks,
+`forget --audit`'s membership audit.
 """
 from __future__ import annotations
 
@@ -30,20 +33,19 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from medunlearn.data.imageset import SplitData
-from medunlearn.errors import ConfigError
+from medunlearn.errors import DivergenceError
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.cost import ImageCounter
+from medunlearn.unlearn.cost import ImageCounter, counting
 from medunlearn.unlearn.criteria import (
     TOLERANCE,
     Criteria,
-    CriteriaConfig,
     evaluate_checks,
     forget_shortfall,
     resolve_criteria,
@@ -52,65 +54,9 @@ from medunlearn.unlearn.criteria import (
 )
 from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.repair import Repairer
+from medunlearn.unlearn.types import ControlConfig, Outcome, Plan, validate_control
 
-
-@dataclasses.dataclass
-class ControlConfig(CriteriaConfig):
-    """Controller fields shared by every method's Config."""
-
-    check_every: int = 0  # check every this many steps; 0 = auto (every step, thinned to keep checks < 1/3)
-    max_eval: int = 512  # rows per fixed probe (val_forget, val_retain; train_forget: see membership_rows)
-    # equivalence: rows of each membership probe (train_forget members, held-out forget rows). 512 cannot resolve a
-    # model's train/held-out gap: on Fashion-MNIST random 10 % the original's accuracy-gap CI was [-0.0, 6.9] (covers
-    # 0: vacuous); with 2048 it is [1.6, 6.8] (fails) while the retrain's [-2.9, 2.3] passes
-    # (docs/results/fm-random-equivalence.md)
-    membership_rows: int = 2048
-    patience: int = 3  # checks to go on after the first met state (see polish) or while overshooting
-    # False: stop `patience` checks after the first state that meets every criterion (stop when done, issue 31);
-    # True: go on while the best state improves (`patience` checks after the last improvement, the earlier rule)
-    polish: bool = False
-    repair: bool = True  # run retain repair when val_retain falls below its guard
-    repair_steps: int = 20  # most repair steps per guard breach
-    repair_lr: float = 1e-4  # Adam learning rate of the repair steps (gradient norm clipped at 5)
-    repair_batch_size: int = 64
-    # repair also distils train_forget rows toward the model as it entered repair (KL, this weight), so restoring
-    # retain does not undo the forgetting already done; 0 = retain-only repair (docs/results/repair-hold.md)
-    repair_hold: float = 0.0
-    backtracks: int = 4  # overshoot: return to the last good state and scale the lr, at most this many times
-    backtrack_factor: float = 0.5  # lr multiplier per backtrack
-
-
-@dataclasses.dataclass
-class Plan:
-    """What a method hands the controller. `update(t)` performs optimiser step t (1-based), returns its loss."""
-
-    update: Callable[[int], float]
-    budget: int
-    warmup: int = 0  # no state before this step may be accepted (EU-k's fresh blocks start at chance)
-    rows_per_step: int = 0  # forward-equivalent rows one step processes (auto check interval); 0 = unknown
-    finalize: Callable[[nn.Module], nn.Module] | None = None  # applied to the returned state (e.g. prune a head)
-    params: list[nn.Parameter] | None = None  # what retain repair may update (the method's subset); None = all
-    optimizer: torch.optim.Optimizer | None = None  # the method's optimiser: lets the controller backtrack
-
-
-@dataclasses.dataclass
-class Outcome:
-    model: nn.Module
-    acceptance: dict[str, Any]
-    trace: list[dict[str, Any]]
-
-
-def validate_control(cfg: ControlConfig) -> None:
-    if cfg.check_every < 0 or cfg.max_eval < 8 or cfg.membership_rows < 8 or cfg.patience < 0 or cfg.repair_steps < 0:
-        raise ConfigError(f"Expected check_every >= 0, max_eval >= 8, membership_rows >= 8, patience >= 0, "
-                          f"repair_steps >= 0, but got {cfg.check_every}, {cfg.max_eval}, {cfg.membership_rows}, "
-                          f"{cfg.patience}, {cfg.repair_steps}.")
-    if cfg.backtracks < 0 or not 0 < cfg.backtrack_factor < 1:
-        raise ConfigError(f"Expected backtracks >= 0 and backtrack_factor in (0, 1), but got {cfg.backtracks}, "
-                          f"{cfg.backtrack_factor}.")
-    if not cfg.repair_lr > 0 or cfg.repair_batch_size < 1 or not 0 <= cfg.repair_hold <= 100:
-        raise ConfigError(f"Expected repair_lr > 0, repair_batch_size >= 1 and 0 <= repair_hold <= 100, but got "
-                          f"{cfg.repair_lr}, {cfg.repair_batch_size}, {cfg.repair_hold}.")
+# ControlConfig, Plan, Outcome and validate_control live in unlearn/types.py; imported from here too for one release
 
 
 def removed_classes(data: SplitData) -> list[int]:
@@ -169,6 +115,13 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def check_finite_loss(loss: torch.Tensor, method: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise DivergenceError(
+            f"{method} diverged: non-finite loss at step {step}; lower the learning rate. No checkpoint was written."
+        )
+
+
 def probe_resolution(probes: Probes, model: nn.Module, criteria: Criteria) -> dict[str, Any]:
     """How finely the held-out forget probe resolves criterion (a) on the returned state: its bootstrap interval,
     and a note when that interval is wider than the band (a handful of rows, e.g. 4 outliers in a small
@@ -190,58 +143,136 @@ def is_vacuous(goal: str, original_meets: bool) -> bool:
     return goal == "equivalence" and original_meets
 
 
-def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str,
-                   cfg: ControlConfig, plan: Plan, name: str,
-                   extra_checks: Callable[[nn.Module], list[dict[str, Any]]] | None = None,
-                   counter: ImageCounter | None = None) -> Outcome:
-    """Drive `plan` on `model` (a private copy of `original`) under the goal's acceptance criteria.
-
-    `extra_checks(model)` adds checks every checked state must also pass (merge_repair: each policy's own
-    criteria, so a state that meets the union's pooled criteria but not one policy's is not accepted).
-    `counter`: where the image passes are counted (a caller's, e.g. Unlearner.run's; else the run's own), its
-    record in acceptance["cost"]."""
-    from medunlearn.unlearn.base import check_finite_loss
-    from medunlearn.unlearn.cost import counting
-
-    with counting(counter) as counter:
-        return _run(model, original, data, ctx, goal, cfg, plan, name, extra_checks, counter, check_finite_loss)
+class Stop(Exception):
+    """Raised by an observer's `on_step` to end the run at once; it propagates to the run's caller (no outcome)."""
 
 
-def _run(model, original, data, ctx, goal, cfg, plan, name, extra_checks, counter, check_finite_loss) -> Outcome:
+class Observer(Protocol):
+    """A hook into a controlled run (tune's trial monitor, a merge's per-policy checks, `forget --audit`).
 
-    validate_control(cfg)
-    probes = Probes(data, cfg, goal, ctx.seed, ctx.device)
-    removed = removed_classes(data)
-    with counter.phase("checks"):
-        criteria = run_criteria(cfg, goal, data, probes, original, removed)
-    guard = criteria.retain_guard() - TOLERANCE  # the same test as criterion (c)'s check
-    min_conf = None if criteria.min_retain_confidence is None else criteria.min_retain_confidence - TOLERANCE
+    Subclass it and override what you need: every hook's default does nothing."""
 
-    def retain_low(m: dict[str, float]) -> bool:  # below (c)'s guard or (d)'s confidence floor
-        return m["retain_acc"] < guard or (min_conf is not None and m["retain_conf"] < min_conf)
-    every = check_interval(cfg, plan, probes.rows())
-    repairer = Repairer(model, original, data, cfg, ctx, removed, plan.params) \
-        if cfg.repair and len(data.train_retain) else None
-    trace: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    closest: dict[str, Any] = {}
-    timing = {"steps_s": 0.0, "checks_s": 0.0, "repair_s": 0.0}
-    state = {"since_best": 0, "since_first": 0, "first_met": None, "overshoot": 0, "reason": "", "repair_steps": 0,
-             "backtracks": 0}
-    anchor: dict[str, Any] = {}  # last checked state neither past the band nor below the guard (backtrack target)
+    def on_plan(self, plan: Plan, run: Controller) -> Plan:
+        """Once, before the first step (its image passes count as setup); returns the plan to run."""
+        return plan
 
-    def check(step: int, phase: str, retain: dict[str, float] | None = None) -> dict[str, Any]:
-        with counter.phase("checks"):
-            return _check_state(step, phase, retain)
+    def on_step(self, step: int, loss: float) -> None:
+        """After every method step (its image passes count as the method's); raise Stop to end the run."""
 
-    def _check_state(step: int, phase: str, retain: dict[str, float] | None) -> dict[str, Any]:
+    def extra_checks(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Checks every checked state must also pass, besides the goal's criteria."""
+        return []
+
+    def on_check(self, step: int, phase: str, row: dict[str, Any], met: bool) -> None:
+        """After every check, with its trace row (step, phase, measurements, met, violation, decision)."""
+
+
+class ExtraChecks(Observer):
+    """An observer that only adds checks: `checks(model)` (e.g. `forget --audit`'s membership audit)."""
+
+    def __init__(self, checks: Callable[[nn.Module], list[dict[str, Any]]]) -> None:
+        self.checks = checks
+
+    def extra_checks(self, model: nn.Module) -> list[dict[str, Any]]:
+        return self.checks(model)
+
+
+@dataclasses.dataclass
+class Kept:
+    """A checked state kept as the best, the closest or the backtrack anchor (`opt`: the optimiser's state)."""
+
+    step: int
+    phase: str
+    m: dict[str, float]
+    checks: list[dict[str, Any]]
+    state: dict[str, torch.Tensor]
+    violation: float = 0.0
+    opt: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class CheckResult:
+    m: dict[str, float]
+    met: bool
+    eligible: bool
+    row: dict[str, Any]
+    overshoot: bool
+
+
+@dataclasses.dataclass
+class Timing:
+    steps_s: float = 0.0
+    checks_s: float = 0.0
+    repair_s: float = 0.0
+
+
+@dataclasses.dataclass
+class Counters:
+    since_best: int = 0  # checks since the best state last improved
+    since_first: int = 0  # checks since the first state that met every criterion
+    first_met: int | None = None  # that state's step
+    overshoot: int = 0  # consecutive checks past the band
+    repair_steps: int = 0
+    backtracks: int = 0
+
+
+class Controller:
+    """Drive `plan` on `model` (a private copy of `original`) under the goal's acceptance criteria (module doc).
+
+    `observers` hook into the run (Observer). `counter`: where the image passes are counted (the caller's, e.g.
+    Unlearner.run's, else the run's own: `counting` must be open around `run`), its record in acceptance["cost"]."""
+
+    def __init__(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str,
+                 cfg: ControlConfig, plan: Plan, name: str, observers: Sequence[Observer] = (),
+                 counter: ImageCounter | None = None) -> None:
+        self.model, self.original, self.data, self.ctx, self.goal = model, original, data, ctx, goal
+        self.cfg, self.name, self.observers = cfg, name, list(observers)
+        self.counter = counter or ImageCounter()
+        with self.counter.phase("setup"):
+            for o in self.observers:
+                plan = o.on_plan(plan, self)
+        self.plan = plan
+        validate_control(cfg)
+        self.probes = Probes(data, cfg, goal, ctx.seed, ctx.device)
+        self.removed = removed_classes(data)
+        with self.counter.phase("checks"):
+            self.criteria = run_criteria(cfg, goal, data, self.probes, original, self.removed)
+        self.guard = self.criteria.retain_guard() - TOLERANCE  # the same test as criterion (c)'s check
+        conf = self.criteria.min_retain_confidence
+        self.min_conf = None if conf is None else conf - TOLERANCE
+        self.every = check_interval(cfg, plan, self.probes.rows())
+        self.repairer = Repairer(model, original, data, cfg, ctx, self.removed, plan.params) \
+            if cfg.repair and len(data.train_retain) else None
+        self.trace: list[dict[str, Any]] = []
+        self.best: Kept | None = None  # the best checked state that meets every criterion
+        self.closest: Kept | None = None  # while none does: the closest one
+        self.anchor: Kept | None = None  # last checked state neither past the band nor below the guard
+        self.timing = Timing()
+        self.counters = Counters()
+        self.reason = ""
+        self.base_lrs = [g["lr"] for g in plan.optimizer.param_groups] if plan.optimizer is not None else []
+
+    def retain_low(self, m: dict[str, float]) -> bool:
+        """Below (c)'s guard or (d)'s confidence floor."""
+        return m["retain_acc"] < self.guard or (self.min_conf is not None and m["retain_conf"] < self.min_conf)
+
+    def check(self, step: int, phase: str, retain: dict[str, float] | None = None) -> CheckResult:
+        """Measure the state, keep it as best / closest / anchor when it is one, append its trace row."""
+        with self.counter.phase("checks"):
+            c = self._check_state(step, phase, retain)
+        for o in self.observers:
+            o.on_check(step, phase, c.row, c.met)
+        return c
+
+    def _check_state(self, step: int, phase: str, retain: dict[str, float] | None) -> CheckResult:
         t0 = time.perf_counter()
-        m = probes.measure(model, criteria, retain)
-        checks = evaluate_checks(criteria, m) + (extra_checks(model) if extra_checks is not None else [])
+        model, criteria = self.model, self.criteria
+        m = self.probes.measure(model, criteria, retain)
+        checks = evaluate_checks(criteria, m) + [c for o in self.observers for c in o.extra_checks(model)]
         met = all(c["passed"] for c in checks)
         row = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
                "violation": round(violation(checks), 4), "decision": ""}
-        eligible = step >= plan.warmup
+        eligible = step >= self.plan.warmup
         shortfall = forget_shortfall(criteria, m)
         snap: dict[str, torch.Tensor] = {}  # one copy of the state per check, shared by best/closest/anchor
 
@@ -250,127 +281,162 @@ def _run(model, original, data, ctx, goal, cfg, plan, name, extra_checks, counte
                 snap.update(_snapshot(model))
             return snap
 
+        best, closest = self.best, self.closest
         if not eligible:
             row["decision"] = "warm-up (not eligible)"
-        elif met and (not best or m["retain_acc"] > best["m"]["retain_acc"] + 1e-9):
-            best.update(step=step, phase=phase, m=m, checks=checks, state=taken())
-            state["since_best"] = 0
+        elif met and (best is None or m["retain_acc"] > best.m["retain_acc"] + 1e-9):
+            self.best = Kept(step, phase, m, checks, taken())
+            self.counters.since_best = 0
             row["decision"] = "new best (criteria met)"
-        elif not best and (not closest or closer(checks, row["violation"], closest)):
-            closest.update(step=step, phase=phase, m=m, checks=checks, violation=row["violation"], state=taken())
+        elif best is None and (closest is None or closer(checks, row["violation"], {
+                "checks": closest.checks, "violation": closest.violation})):
+            self.closest = Kept(step, phase, m, checks, taken(), violation=row["violation"])
             row["decision"] = "closest so far"
-        if plan.optimizer is not None and shortfall >= 0 and not retain_low(m):
-            anchor.update(step=step, state=taken(), opt=copy.deepcopy(plan.optimizer.state_dict()))
-        timing["checks_s"] += time.perf_counter() - t0
-        trace.append(row)
-        return {"m": m, "met": met, "eligible": eligible, "row": row, "overshoot": shortfall < 0}
+        if self.plan.optimizer is not None and shortfall >= 0 and not self.retain_low(m):
+            self.anchor = Kept(step, phase, m, checks, taken(), opt=copy.deepcopy(self.plan.optimizer.state_dict()))
+        self.timing.checks_s += time.perf_counter() - t0
+        self.trace.append(row)
+        return CheckResult(m, met, eligible, row, shortfall < 0)
 
-    def repair(step: int) -> None:
-        # Between repair steps only the retain probe is read (the loop's exit test); the full check, which may
-        # keep the state as best or closest, runs once: when retain is restored or the repair budget is spent.
+    def repair(self, step: int) -> None:
+        """Retain repair until the retain probe is back above its guard or `repair_steps` are spent.
+
+        Between repair steps only the retain probe is read (the loop's exit test); the full check, which may
+        keep the state as best or closest, runs once: when retain is restored or the repair budget is spent."""
+        repairer, probes, counter = self.repairer, self.probes, self.counter
         repairer.begin()
-        for i in range(cfg.repair_steps):
+        for i in range(self.cfg.repair_steps):
             t0 = time.perf_counter()
             with counter.phase("repair"):
-                check_finite_loss(torch.tensor(repairer.step()), f"{name} (retain repair)", step)
-            state["repair_steps"] += 1
-            timing["repair_s"] += time.perf_counter() - t0
+                check_finite_loss(torch.tensor(repairer.step()), f"{self.name} (retain repair)", step)
+            self.counters.repair_steps += 1
+            self.timing.repair_s += time.perf_counter() - t0
             t0 = time.perf_counter()
             with counter.phase("checks"):  # its accuracy, or None while below the guard (or (d)'s floor)
-                restored = probes.retain_at_least(model, guard, min_conf)
-            timing["checks_s"] += time.perf_counter() - t0
-            if restored is not None or i == cfg.repair_steps - 1:
-                c = check(step, "repair", probes.last_retain if restored is not None else None)
-                _note(c["row"], f"retain {'still below guard' if retain_low(c['m']) else 'restored'} "
-                                f"after {i + 1} repair steps")
+                restored = probes.retain_at_least(self.model, self.guard, self.min_conf)
+            self.timing.checks_s += time.perf_counter() - t0
+            if restored is not None or i == self.cfg.repair_steps - 1:
+                c = self.check(step, "repair", probes.last_retain if restored is not None else None)
+                _note(c.row, f"retain {'still below guard' if self.retain_low(c.m) else 'restored'} "
+                             f"after {i + 1} repair steps")
                 break
 
-    def backtrack(row: dict[str, Any]) -> None:
-        model.load_state_dict(anchor["state"])
-        plan.optimizer.load_state_dict(anchor["opt"])  # restores the lr too: scale after loading
-        state["backtracks"] += 1
-        scale = cfg.backtrack_factor ** state["backtracks"]
-        for group, base_lr in zip(plan.optimizer.param_groups, base_lrs):
+    def backtrack(self, row: dict[str, Any]) -> None:
+        """Back to the anchor (model and optimiser) with the learning rate scaled by backtrack_factor^n."""
+        anchor, opt = self.anchor, self.plan.optimizer
+        self.model.load_state_dict(anchor.state)
+        opt.load_state_dict(anchor.opt)  # restores the lr too: scale after loading
+        self.counters.backtracks += 1
+        scale = self.cfg.backtrack_factor ** self.counters.backtracks
+        for group, base_lr in zip(opt.param_groups, self.base_lrs):
             group["lr"] = base_lr * scale
-        _note(row, f"overshoot: back to step {anchor['step']}, lr x{scale:g}")
+        _note(row, f"overshoot: back to step {anchor.step}, lr x{scale:g}")
 
-    base_lrs = [g["lr"] for g in plan.optimizer.param_groups] if plan.optimizer is not None else []
-    vacuous = is_vacuous(goal, check(0, "original")["met"])
-    step = 0
-    with ctx.progress(name, plan.budget) as advance:
-        for step in range(1, plan.budget + 1):
-            t0 = time.perf_counter()
-            with counter.phase("method"):
-                check_finite_loss(torch.tensor(plan.update(step)), name, step)
-            timing["steps_s"] += time.perf_counter() - t0
-            advance(1)
-            if step % every and step != plan.budget:
-                continue
-            c = check(step, "method")
-            if not c["eligible"]:
-                continue
-            if best:
-                if state["first_met"] is None:
-                    state["first_met"] = best["step"]
-                else:
-                    state["since_first"] += 1
-                state["since_best"] += 0 if c["row"]["decision"].startswith("new best") else 1
-                if not cfg.polish and state["since_first"] >= cfg.patience:
-                    state["reason"] = (f"criteria met (first at step {state['first_met']}); stopped {cfg.patience} "
-                                       "checks later (patience; polish=true goes on while the best improves)")
+    def stop_reason(self, c: CheckResult) -> str:
+        """Why the run stops after this eligible method check ("" = go on); backtracks and repairs as it goes."""
+        cfg, n = self.cfg, self.counters
+        if self.best is not None:
+            if n.first_met is None:
+                n.first_met = self.best.step
+            else:
+                n.since_first += 1
+            n.since_best += 0 if c.row["decision"].startswith("new best") else 1
+            if not cfg.polish and n.since_first >= cfg.patience:
+                return (f"criteria met (first at step {n.first_met}); stopped {cfg.patience} "
+                        "checks later (patience; polish=true goes on while the best improves)")
+            if cfg.polish and n.since_best > cfg.patience:
+                return f"criteria met; no better state in {cfg.patience} further checks"
+        if c.overshoot and self.anchor is not None and n.backtracks < cfg.backtracks:
+            self.backtrack(c.row)
+            return ""
+        n.overshoot = n.overshoot + 1 if c.overshoot else 0
+        if c.overshoot and n.overshoot > cfg.patience:
+            return f"forgetting overshot its band for {cfg.patience + 1} checks; rolled back"
+        if self.repairer is not None and self.retain_low(c.m):
+            _note(c.row, "retain below guard: repair")
+            self.repair(c.row["step"])
+        return ""
+
+    def run(self) -> Outcome:
+        """The step loop: method steps, a check every `every` steps (and at the budget), until a stop rule."""
+        plan, counter = self.plan, self.counter
+        vacuous = is_vacuous(self.goal, self.check(0, "original").met)
+        step = 0
+        with self.ctx.progress(self.name, plan.budget) as advance:
+            for step in range(1, plan.budget + 1):
+                t0 = time.perf_counter()
+                with counter.phase("method"):
+                    loss = plan.update(step)
+                    check_finite_loss(torch.tensor(loss), self.name, step)
+                    for o in self.observers:
+                        o.on_step(step, float(loss))
+                self.timing.steps_s += time.perf_counter() - t0
+                advance(1)
+                if step % self.every and step != plan.budget:
+                    continue
+                c = self.check(step, "method")
+                if not c.eligible:
+                    continue
+                self.reason = self.stop_reason(c)
+                if self.reason:
                     break
-                if cfg.polish and state["since_best"] > cfg.patience:
-                    state["reason"] = f"criteria met; no better state in {cfg.patience} further checks"
-                    break
-            overshoot = c["overshoot"]
-            if overshoot and anchor and state["backtracks"] < cfg.backtracks:
-                backtrack(c["row"])
-                continue
-            state["overshoot"] = state["overshoot"] + 1 if overshoot else 0
-            if overshoot and state["overshoot"] > cfg.patience:
-                state["reason"] = f"forgetting overshot its band for {cfg.patience + 1} checks; rolled back"
-                break
-            if repairer is not None and retain_low(c["m"]):
-                _note(c["row"], "retain below guard: repair")
-                repair(step)
-        else:
-            state["reason"] = "step budget reached"
-    chosen = best or closest
-    if chosen:
-        model.load_state_dict(chosen["state"])
-    if plan.finalize is not None:
-        with counter.phase("certificate"):
-            model = plan.finalize(model)
-    met = bool(best) and not vacuous
-    if vacuous:
-        state["reason"] += ("; the original model already meets the equivalence criteria (its forget rows and the "
-                            "held-out rows of their domain look alike), so they cannot show forgetting here: use "
-                            "goal suppression, or judge against a retrained reference")
-    elif met and not state["reason"].startswith("criteria met"):
-        state["reason"] += "; returned the best state that met the criteria"
-    elif not met:
-        state["reason"] += "; no checked state met every criterion: returned the closest"
-    with counter.phase("checks"):
-        chosen_m = chosen["m"] if chosen else probes.measure(model, criteria)
-        final = chosen["checks"] if chosen else evaluate_checks(criteria, chosen_m)
-        resolution = probe_resolution(probes, model, criteria) if goal == "suppression" else {}
-    total = sum(timing.values()) or 1.0
-    acceptance = {
-        "met": met, "goal": goal, "judged_on": "validation",
-        "probes": {"forget": f"{probes.forget_source} ({len(probes.forget)} rows)",
-                   "retain": f"{probes.retain_source} ({len(probes.retain)} rows)"},
-        "criteria": criteria.to_dict(), "checks": final,
-        "state": "best (criteria met)" if met else (
-            "best checked state (criteria vacuous: not met)" if vacuous and best else "closest (criteria not met)"),
-        "step": chosen.get("step", step) if chosen else step, "chosen_phase": chosen.get("phase") if chosen else None,
-        "steps_run": step, "budget": plan.budget, "check_every": every, "repair_steps": state["repair_steps"],
-        "backtracks": state["backtracks"], "vacuous": vacuous,
-        "check_time_fraction": round(timing["checks_s"] / total, 4), "reason": state["reason"].lstrip("; "),
-        "trace_file": "trace.csv", "first_met_step": state["first_met"], "polish": bool(cfg.polish),
-        "selectivity": selectivity(criteria, chosen_m), "cost": counter.record(), **resolution,
-    }
-    ctx.log.setdefault(name, {}).update({"steps": step, "budget": plan.budget, "timing_s": timing})
-    return Outcome(model=model, acceptance=acceptance, trace=trace)
+            else:
+                self.reason = "step budget reached"
+        return self.result(step, vacuous)
+
+    def result(self, step: int, vacuous: bool) -> Outcome:
+        """Restore the chosen state, finalize it, and build the verdict."""
+        best, plan, probes, criteria, counter = self.best, self.plan, self.probes, self.criteria, self.counter
+        chosen = best or self.closest
+        model = self.model
+        if chosen is not None:
+            model.load_state_dict(chosen.state)
+        if plan.finalize is not None:
+            with counter.phase("certificate"):
+                model = plan.finalize(model)
+        met = best is not None and not vacuous
+        reason = self.reason
+        if vacuous:
+            reason += ("; the original model already meets the equivalence criteria (its forget rows and the "
+                       "held-out rows of their domain look alike), so they cannot show forgetting here: use "
+                       "goal suppression, or judge against a retrained reference")
+        elif met and not reason.startswith("criteria met"):
+            reason += "; returned the best state that met the criteria"
+        elif not met:
+            reason += "; no checked state met every criterion: returned the closest"
+        with counter.phase("checks"):
+            chosen_m = chosen.m if chosen is not None else probes.measure(model, criteria)
+            final = chosen.checks if chosen is not None else evaluate_checks(criteria, chosen_m)
+            resolution = probe_resolution(probes, model, criteria) if self.goal == "suppression" else {}
+        timing = dataclasses.asdict(self.timing)
+        total = sum(timing.values()) or 1.0
+        n = self.counters
+        acceptance = {
+            "met": met, "goal": self.goal, "judged_on": "validation",
+            "probes": {"forget": f"{probes.forget_source} ({len(probes.forget)} rows)",
+                       "retain": f"{probes.retain_source} ({len(probes.retain)} rows)"},
+            "criteria": criteria.to_dict(), "checks": final,
+            "state": "best (criteria met)" if met else (
+                "best checked state (criteria vacuous: not met)" if vacuous and best is not None
+                else "closest (criteria not met)"),
+            "step": chosen.step if chosen is not None else step,
+            "chosen_phase": chosen.phase if chosen is not None else None,
+            "steps_run": step, "budget": plan.budget, "check_every": self.every, "repair_steps": n.repair_steps,
+            "backtracks": n.backtracks, "vacuous": vacuous,
+            "check_time_fraction": round(timing["checks_s"] / total, 4), "reason": reason.lstrip("; "),
+            "trace_file": "trace.csv", "first_met_step": n.first_met, "polish": bool(self.cfg.polish),
+            "selectivity": selectivity(criteria, chosen_m), "cost": counter.record(), **resolution,
+        }
+        self.ctx.log.setdefault(self.name, {}).update({"steps": step, "budget": plan.budget, "timing_s": timing})
+        return Outcome(model=model, acceptance=acceptance, trace=self.trace)
+
+
+def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str,
+                   cfg: ControlConfig, plan: Plan, name: str, observers: Sequence[Observer] = (),
+                   counter: ImageCounter | None = None) -> Outcome:
+    """Controller(...).run() with image counting open (`counter`: the caller's, else the run's own)."""
+    with counting(counter) as counter:
+        return Controller(model, original, data, ctx, goal, cfg, plan, name, observers, counter).run()
 
 
 def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cfg: ControlConfig | None = None,

@@ -37,8 +37,8 @@ from torch import nn
 from medunlearn.errors import ConfigError
 from medunlearn.models.zoo import Classifier, parameter_subset
 from medunlearn.registry import did_you_mean
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, check_finite_outputs, cycle, n_steps, release
-from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, check_finite_outputs, release
+from medunlearn.unlearn.cost import ImageCounter, counting
 from medunlearn.unlearn.famr_certificate import certificate
 from medunlearn.unlearn.famr_math import (
     conjugate_gradient,
@@ -53,6 +53,8 @@ from medunlearn.unlearn.famr_math import (
 from medunlearn.unlearn.prefix import encode_split, frozen_prefix_length, split_model
 from medunlearn.unlearn.probes import subsample
 from medunlearn.unlearn.space import Choice, Float
+from medunlearn.unlearn.streams import cycle, n_steps
+from medunlearn.unlearn.types import ControlConfig, Plan
 
 LOSSES = ("ce_uniform", "kl_p_u")
 SUPPORTS = ("all", "remaining")
@@ -105,22 +107,20 @@ class FAMR(Unlearner):
                     # controller knob: hold the forgetting through retain repair (docs/results/repair-hold.md)
                     "repair_hold": Choice(0.0, 1.0)}  # what `medunlearn tune` varies
 
-    def run(self, model: nn.Module, data, ctx, goal: str = "suppression"):
+    def run(self, model: nn.Module, data, ctx, goal: str = "suppression", observers=()):
         """With a trained subset that leaves leading blocks frozen (params "head" / "last-N", BN frozen), the run
         works on cached outputs of those blocks (prefix.py): the same model, fewer forward passes."""
         cfg = self.config
         if not cfg.cache_prefix or cfg.params == "all" or not isinstance(model, Classifier):
-            return super().run(model, data, ctx, goal)
+            return super().run(model, data, ctx, goal, observers)
         full = copy.deepcopy(model).to(ctx.device).eval()  # the caller's model is never touched
         cut = frozen_prefix_length(full, {n for n, _ in parameter_subset(full, cfg.params)})
         if cut == 0:
-            return super().run(model, data, ctx, goal)
-        from medunlearn.unlearn.cost import ImageCounter, counting
-
+            return super().run(model, data, ctx, goal, observers)
         prefix, suffix = split_model(full, cut)
         with counting(phase="setup") as extra:  # the one pass through the frozen blocks counts as the run's
             encoded = encode_split(prefix, data, ctx.device)
-        outcome = super().run(suffix, encoded, ctx, goal)
+        outcome = super().run(suffix, encoded, ctx, goal, observers)
         suffix.load_state_dict(outcome.model.state_dict())  # suffix shares its modules with `full`
         ctx.log.setdefault(self.name, {})["prefix_cached_blocks"] = cut
         outcome.model = release(full)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from medunlearn.data.imageset import ImageSet
 from medunlearn.unlearn.famr_math import _chunks, forget_objective, kl_u_p
 from medunlearn.unlearn.probes import subsample
 
@@ -72,8 +73,6 @@ def certificate(model: nn.Module, names: list[str], theta0: dict, data, loss: st
 def _val_rows(data, rows: int, seed: int):
     """At most `rows` validation rows, stratified by part (val_retain, val_forget) in proportion to their sizes;
     only the drawn rows are read (a prefix-cached run encodes nothing else)."""
-    from medunlearn.data.imageset import ImageSet
-
     n_r, n_f = len(data.val_retain), len(data.val_forget)
     take_r = n_r if n_r + n_f <= rows else round(rows * n_r / (n_r + n_f))
     take_f = n_f if n_r + n_f <= rows else rows - take_r

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medunlearn.unlearn.base import METHODS, cycle
+from medunlearn.unlearn.base import METHODS
 from medunlearn.unlearn.famr import FAMR, FAMRConfig
 from medunlearn.unlearn.space import Float
+from medunlearn.unlearn.streams import cycle
 
 
 @dataclasses.dataclass

@@ -26,11 +26,11 @@ from torch.nn import functional as F
 
 from medunlearn.errors import ConfigError
 from medunlearn.unlearn.base import METHODS
-from medunlearn.unlearn.controller import Plan
 from medunlearn.unlearn.famr_math import forget_gradient, support_mask
 from medunlearn.unlearn.famr_retain import FAMRRetain, FAMRRetainConfig
 from medunlearn.unlearn.probes import subsample
 from medunlearn.unlearn.space import Choice, Float
+from medunlearn.unlearn.types import Plan
 
 SALIENCY = ("contrast", "forget")
 

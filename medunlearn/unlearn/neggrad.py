@@ -14,10 +14,10 @@ from torch import nn
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
-from medunlearn.unlearn.controller import ControlConfig, Plan
-from medunlearn.unlearn.loops import gradient_update, paired_batches, sgd, train_only
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm
 from medunlearn.unlearn.space import Choice, Float
+from medunlearn.unlearn.streams import gradient_update, n_steps, paired_batches, sgd, train_only
+from medunlearn.unlearn.types import ControlConfig, Plan
 
 
 def neggrad_loss(retain_ce: torch.Tensor, forget_ce: torch.Tensor, alpha: float, clip: float) -> torch.Tensor:

@@ -2,17 +2,14 @@
 pure helpers they use: eval-mode logits, accuracy, fixed subsamples, a rank AUC."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from medunlearn.data.imageset import ImageSet, SplitData
+from medunlearn.evaluate.functional import true_label_probability
 from medunlearn.unlearn.criteria import Criteria, bootstrap_mean, bootstrap_membership, confidence_stats
-
-if TYPE_CHECKING:
-    from medunlearn.unlearn.controller import ControlConfig
+from medunlearn.unlearn.types import ControlConfig
 
 
 # ---------------------------------------------------------------- pure functions
@@ -58,8 +55,6 @@ def accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def expected_accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean softmax probability of the true label, in percent: the accuracy of the model's own predictive
     distribution (100/K for any label-blind output, whatever the class mix)."""
-    from medunlearn.evaluate.functional import true_label_probability
-
     if len(labels) == 0:
         return 0.0
     return 100.0 * true_label_probability(logits.float().softmax(1), labels)

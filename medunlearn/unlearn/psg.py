@@ -39,11 +39,11 @@ from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, cycle, freeze_batchnorm, n_steps
-from medunlearn.unlearn.controller import ControlConfig, Plan
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm
 from medunlearn.unlearn.inner import NOISE_SCALES, NOISES, psg_perturb, relabel
-from medunlearn.unlearn.loops import gradient_update
 from medunlearn.unlearn.space import Choice, Float
+from medunlearn.unlearn.streams import cycle, gradient_update, n_steps
+from medunlearn.unlearn.types import ControlConfig, Plan
 
 
 @dataclasses.dataclass

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 from medunlearn.unlearn.base import METHODS, Unlearner
-from medunlearn.unlearn.controller import Plan
 from medunlearn.unlearn.psg import PSG, PSGConfig, psg_plan
+from medunlearn.unlearn.types import Plan
 
 
 @dataclasses.dataclass

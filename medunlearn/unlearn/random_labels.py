@@ -11,10 +11,10 @@ from torch import nn
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm, n_steps
-from medunlearn.unlearn.controller import ControlConfig, Plan
-from medunlearn.unlearn.loops import gradient_update, random_label_loss, sgd, train_only
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm
 from medunlearn.unlearn.space import Choice, Float
+from medunlearn.unlearn.streams import gradient_update, n_steps, random_label_loss, sgd, train_only
+from medunlearn.unlearn.types import ControlConfig, Plan
 
 
 @dataclass

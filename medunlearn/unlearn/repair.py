@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -10,9 +9,8 @@ from torch.nn import functional as F
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
-
-if TYPE_CHECKING:
-    from medunlearn.unlearn.controller import ControlConfig
+from medunlearn.unlearn.streams import batches
+from medunlearn.unlearn.types import ControlConfig
 
 
 class Repairer:
@@ -27,8 +25,6 @@ class Repairer:
 
     def __init__(self, model: nn.Module, original: nn.Module, data: SplitData, cfg: ControlConfig,
                  ctx: RunContext, removed: list[int], params: list[nn.Parameter] | None = None) -> None:
-        from medunlearn.unlearn.loops import batches  # loops imports this module's Plan
-
         self.model, self.k, self.cfg, self.removed = model, data.num_classes, cfg, removed
         self.teacher = copy.deepcopy(original).to(ctx.device).eval()
         for p in self.teacher.parameters():

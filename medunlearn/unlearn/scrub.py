@@ -17,10 +17,10 @@ from torch import nn
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, n_steps
-from medunlearn.unlearn.controller import ControlConfig, Plan
-from medunlearn.unlearn.loops import batches, gradient_update, kl_teacher_student, sgd, train_only
+from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.space import Float, Int
+from medunlearn.unlearn.streams import batches, gradient_update, kl_teacher_student, n_steps, sgd, train_only
+from medunlearn.unlearn.types import ControlConfig, Plan
 
 
 def scrub_schedule(rounds: int, msteps: int, forget_steps: int, retain_steps: int) -> list[bool]:

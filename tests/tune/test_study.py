@@ -6,7 +6,7 @@ import pytest
 
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
-from medunlearn.tune.monitor import StudyClock, TrialMonitor
+from medunlearn.tune.monitor import StudyClock, TrialMonitor, TrialStopped
 from medunlearn.tune.study import TuneSettings, objective_parts, run_study
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.base import apply_overrides
@@ -93,20 +93,19 @@ class FakeTrial:
 def test_monitor_reports_violation_on_a_shared_grid_and_prunes(trained_tiny, prune_at) -> None:
     import time
 
-    import optuna
-
     model, split = trained_tiny
     cfg = apply_overrides(PSG.Config(), FAST)
     trial = FakeTrial(prune_at)
     clock = StudyClock(deadline=time.monotonic() + 300, every=2)
-    unlearner = TrialMonitor(trial, clock, cfg, "suppression").attach(PSG(cfg))
+    monitor = TrialMonitor(trial, clock, cfg, "suppression")
     if prune_at is None:
-        out = unlearner.run(model, tripwired(split), RunContext(seed=0))
+        out = PSG(cfg).run(model, tripwired(split), RunContext(seed=0), observers=[monitor])
         assert out.acceptance["steps_run"] >= 2
         assert [s for _, s in trial.reports] == list(range(1, out.acceptance["steps_run"] // 2 + 1))
     else:
-        with pytest.raises(optuna.TrialPruned, match="pruned at step 4"):
-            unlearner.run(model, tripwired(split), RunContext(seed=0))
+        with pytest.raises(TrialStopped, match="pruned at step 4"):
+            PSG(cfg).run(model, tripwired(split), RunContext(seed=0), observers=[monitor])
+        assert monitor.stopped == "pruned" and monitor.step == 4
         assert [s for _, s in trial.reports] == [1, 2]
     assert all(v >= 0 for v, _ in trial.reports)
 

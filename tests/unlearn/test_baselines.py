@@ -1,4 +1,4 @@
-"""Behaviour of the baseline unlearners and their shared loop pieces (unlearn/loops.py)."""
+"""Behaviour of the baseline unlearners and their shared loop pieces (unlearn/streams.py)."""
 from __future__ import annotations
 
 import pytest
@@ -10,10 +10,10 @@ from medunlearn.models.zoo import parameter_subset
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.l1_sparse import l1_norm, l1_weight
-from medunlearn.unlearn.loops import kl_teacher_student, random_wrong_labels
 from medunlearn.unlearn.neggrad import neggrad_loss
 from medunlearn.unlearn.salun import forget_gradients, saliency_mask
 from medunlearn.unlearn.scrub import scrub_schedule
+from medunlearn.unlearn.streams import kl_teacher_student, random_wrong_labels
 from tests.unlearn.conftest import run_plan
 
 MINE = ["cf_k", "eu_k", "finetune", "l1_sparse", "neggrad", "random_labels", "salun", "scrub"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pandas as pd
@@ -16,15 +17,17 @@ from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.controller import (
     CHECK_SHARE,
     ControlConfig,
+    Observer,
     Plan,
+    Stop,
     assess,
     check_interval,
     removed_classes,
     run_controlled,
 )
-from medunlearn.unlearn.loops import gradient_update, sgd
 from medunlearn.unlearn.probes import Probes, auc_higher, predict_logits
 from medunlearn.unlearn.repair import Repairer
+from medunlearn.unlearn.streams import gradient_update, sgd
 
 K = 3
 
@@ -420,3 +423,50 @@ def test_repair_hold_keeps_the_forget_rows_where_repair_found_them(trained_tiny)
     with pytest.raises(ConfigError, match="repair_hold"):
         run_controlled(copy.deepcopy(model), model, split, RunContext(seed=0), "suppression",
                        ControlConfig(repair_hold=-1.0), Plan(lambda t: 0.0, 1), "bad")
+
+
+class Recorder(Observer):
+    """Cuts the plan to `budget` steps, fails every check after `fail_from`, stops at `stop_at`; records the hooks."""
+
+    def __init__(self, budget: int, fail_from: int = 99, stop_at: int = 99) -> None:
+        self.budget, self.fail_from, self.stop_at = budget, fail_from, stop_at
+        self.steps: list[int] = []
+        self.rows: list[tuple[int, str, bool]] = []
+        self.run = None
+
+    def on_plan(self, plan, run):
+        self.run = run
+        return dataclasses.replace(plan, budget=self.budget)
+
+    def on_step(self, step, loss):
+        self.steps.append(step)
+        if step >= self.stop_at:
+            raise Stop(f"stopped at step {step}")
+
+    def extra_checks(self, model):
+        failing = int(round(float(model.s.detach()))) >= self.fail_from
+        return [{"name": "observer", "label": "observer check", "value": float(not failing), "op": ">=",
+                 "threshold": 1.0, "passed": not failing}]
+
+    def on_check(self, step, phase, row, met):
+        self.rows.append((step, phase, met))
+
+
+def test_observers_replace_the_plan_add_checks_see_every_check_and_stop_the_run():
+    fa = [1.0, 0.8, 0.6, 0.35, 0.35, 0.35, 0.35]
+    conf = [0.95, 0.8, 0.5, 0.4, 0.4, 0.4, 0.4]
+    cfg = ControlConfig(check_every=1, repair=False, patience=5)
+    model = Scripted(fa, conf, [0.0] * len(fa))
+    rec = Recorder(budget=5, fail_from=4)
+    out = run_controlled(model, copy.deepcopy(model), coded_split(), RunContext(seed=0), "suppression", cfg,
+                         _scripted_plan(model, 6), "observed", observers=[rec])
+    acc = out.acceptance
+    assert rec.run is not None and rec.run.plan.budget == 5 and acc["budget"] == 5 and rec.steps == [1, 2, 3, 4, 5]
+    assert rec.rows == [(r["step"], r["phase"], r["met"]) for r in out.trace]  # one call per trace row
+    assert [m for _, _, m in rec.rows] == [False, False, False, True, False, False]  # its check fails from step 4
+    assert acc["met"] and acc["step"] == 3 and "observer" in [c["name"] for c in acc["checks"]]
+    stopper = Recorder(budget=6, stop_at=2)
+    with pytest.raises(Stop, match="stopped at step 2"):
+        run_controlled(model, copy.deepcopy(model), coded_split(), RunContext(seed=0), "suppression", cfg,
+                       _scripted_plan(model, 6), "observed", observers=[stopper])
+    assert stopper.steps == [1, 2]

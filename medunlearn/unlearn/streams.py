@@ -1,4 +1,4 @@
-"""Loop pieces the baseline unlearners share: batch streams, label noise, parameter subsets, the update step.
+"""Pieces the baseline unlearners share: batch streams, step counts, label noise, parameter subsets, the update step.
 
 A method builds a `loss(t)` closure and turns it into a controller update with `gradient_update`, which
 back-propagates, applies an optional gradient hook (SalUn's mask) and steps the optimiser. When to check,
@@ -6,6 +6,7 @@ repair, roll back and stop is the controller's business (`unlearn/controller.py`
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -15,11 +16,22 @@ from torch import nn
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.models.zoo import parameter_subset
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.base import cycle, n_steps
-from medunlearn.unlearn.controller import Plan
+from medunlearn.unlearn.types import Plan
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, C, H, W), labels (B,)
 LossFn = Callable[[int], torch.Tensor]  # loss(t) for step t = 1..budget
+
+
+def n_steps(n_items: int, batch_size: int, epochs: float) -> int:
+    """Number of optimiser steps for `epochs` (fractional allowed) passes over `n_items`."""
+    per_epoch = max(1, math.ceil(n_items / batch_size))
+    return max(1, int(round(per_epoch * epochs)))
+
+
+def cycle(loader):
+    """Yield batches forever, re-iterating the loader (re-shuffled each pass)."""
+    while True:
+        yield from loader
 
 
 def batches(images: ImageSet, batch_size: int, seed: int, device: torch.device) -> Iterator[Batch]:
