@@ -17,10 +17,10 @@ import torch
 import yaml
 
 from medunlearn.errors import ConfigError
+from medunlearn.evaluate.functional import accuracy, expected_accuracy, predict
 from medunlearn.models.zoo import Classifier
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import GOALS, METHODS
-from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct, predict_logits
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "unlearn"
 TINY = {"batch_size": 16}
@@ -58,11 +58,11 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _acc(model: torch.nn.Module, images) -> float:
-    return accuracy_pct(predict_logits(model, images.images, 3, torch.device("cpu")), images.labels)
+    return accuracy(predict(model, images.images, num_classes=3), images.labels)
 
 
 def _expected(model: torch.nn.Module, images) -> float:  # criterion (a)'s measure on a domain
-    return expected_accuracy_pct(predict_logits(model, images.images, 3, torch.device("cpu")), images.labels)
+    return expected_accuracy(predict(model, images.images, num_classes=3), images.labels)
 
 
 @pytest.mark.parametrize("goal", GOALS)
