@@ -132,20 +132,20 @@ def decode_once(df, class_names, image_size):
 def test_scores(model, datas, union) -> dict:
     """TEST-row scores: each policy's test_forget in its criterion-(a) measure, and top-1 on the test_retain rows
     no policy forgets."""
+    from medunlearn.evaluate.functional import accuracy, expected_accuracy, predict
     from medunlearn.unlearn.controller import removed_classes
-    from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct, predict_logits
 
     k = union.num_classes
 
     def logits(s):
-        return predict_logits(model.eval(), s.images, k, torch.device("cpu"))
+        return predict(model.eval(), s.images, device="cpu", num_classes=k)
 
     def forget(d):
-        measure = accuracy_pct if removed_classes(d) else expected_accuracy_pct
+        measure = accuracy if removed_classes(d) else expected_accuracy
         return measure(logits(d.test_forget), d.test_forget.labels)
 
     return {"forget": {p: forget(d) for p, d in datas.items()},
-            "retain": accuracy_pct(logits(union.test_retain), union.test_retain.labels)}
+            "retain": accuracy(logits(union.test_retain), union.test_retain.labels)}
 
 
 def one_seed(seed: int, args, datas, union) -> dict:

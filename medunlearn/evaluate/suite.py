@@ -58,27 +58,6 @@ ROUTING_MARGIN = 10.0  # points above chance: test_retain_routed's threshold (th
 MIA_MAX_PER_SIDE = 2000
 
 
-@torch.no_grad()
-def predict(model: nn.Module, imageset: ImageSet, batch_size: int = 256,
-            device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits (N, K) float32 on CPU, in eval mode without grad; the model's train/eval mode is restored.
-
-    device: where to run; default = the device of the model's parameters.
-    """
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    try:
-        chunks = [model(imageset.images[i:i + batch_size].to(device)).float().cpu()
-                  for i in range(0, len(imageset), batch_size)]
-        if not chunks:  # an empty set: a zero-batch forward still tells us K
-            chunks = [model(imageset.images[:0].to(device)).float().cpu()]
-    finally:
-        model.train(was_training)
-    return torch.cat(chunks)
-
-
 def param_distance(a: nn.Module, b: nn.Module) -> float | None:
     """‖θ_a − θ_b‖₂ over learned float weights (BN running stats excluded); None if architectures differ."""
     from medunlearn.models.checkpoint import state_distance  # lazy: keeps evaluate importable on its own
@@ -95,7 +74,7 @@ def _outputs(model: nn.Module, data: SplitData, device: torch.device | None, bat
     out: dict[str, Any] = {}
     for name in SPLITS:
         s: ImageSet = getattr(data, name)
-        logits = predict(model, s, batch_size, device) if len(s) else torch.zeros(0, k)
+        logits = fn.predict(model, s.images, batch_size, device) if len(s) else torch.zeros(0, k)
         out[name] = (logits, s.labels.long().cpu())
     for name, parts in (("train", ("train_retain", "train_forget")), ("test", ("test_retain", "test_forget"))):
         out[name] = (torch.cat([out[p][0] for p in parts]), torch.cat([out[p][1] for p in parts]))

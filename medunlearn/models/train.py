@@ -18,6 +18,7 @@ from torch import nn
 
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError, DataError, DivergenceError
+from medunlearn.evaluate.functional import model_accuracy
 from medunlearn.models.zoo import Classifier, create_model, default_model
 from medunlearn.provenance import code_version
 from medunlearn.registry import did_you_mean
@@ -76,21 +77,6 @@ def _amp_settings(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.d
 def _on_device(s: ImageSet, device: torch.device) -> ImageSet:
     # Small medical cohorts fit in GPU memory: one copy up front removes per-step host->device transfers.
     return s if device.type == "cpu" else ImageSet(s.images.to(device), s.labels.to(device), s.meta)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, s: ImageSet, device: torch.device, batch_size: int = 256,
-             amp_dtype: torch.dtype | None = None) -> float:
-    """Top-1 accuracy in percent (0-100) of `model` on `s`; nan for an empty set. Model left in eval mode."""
-    if len(s) == 0:
-        return float("nan")
-    model.eval()
-    correct = 0
-    for batch in s.loader(batch_size):
-        x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            correct += int((model(x).argmax(1) == y).sum())
-    return 100.0 * correct / len(s)
 
 
 def _wrap_ddp(model: nn.Module, ctx: RunContext) -> nn.Module:
@@ -191,7 +177,8 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
                     t0, wait_s, step_s = time.perf_counter(), wait_s + (t1 - t0), step_s + (time.perf_counter() - t1)
                 loss_sum, correct, seen = _all_sum([loss_sum, float(correct), float(seen)], ctx)
                 with counter.phase("validation"):
-                    val_acc = accuracy(model, val_set, device, cfg.eval_batch_size, amp_dtype if use_amp else None)
+                    val_acc = model_accuracy(model, val_set.images, val_set.labels, cfg.eval_batch_size, device,
+                                             amp_dtype if use_amp else None)
                 history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
                                 "val_acc": val_acc, "data_wait_s": wait_s, "step_s": step_s,
                                 "lr_end": float(sched.get_last_lr()[0])})

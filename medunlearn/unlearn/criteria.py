@@ -36,6 +36,7 @@ Every number is a percentage (the AUC too, 50 = indistinguishable). Test rows ar
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -149,14 +150,17 @@ def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_rem
 
 
 TOLERANCE = 1e-9  # every check's slack for float rounding (points)
+NO_ROWS_VIOLATION = 100.0  # a check on an empty probe misses by the most a percentage can
 
 
 def _check(name: str, label: str, value: float, op: str, threshold: Any,
            interval: tuple[float, float] | None = None) -> dict[str, Any]:
     """One check record. op: "within" (threshold [lo, hi]), "<=", ">=", or "ci_covers" (the bootstrap
-    `interval` of `value` must contain the threshold)."""
+    `interval` of `value` must contain the threshold). A NaN value (an empty probe) fails, with reason "no rows"."""
     eps = TOLERANCE
-    if op == "within":
+    if math.isnan(value):
+        passed = False
+    elif op == "within":
         passed = threshold[0] - eps <= value <= threshold[1] + eps
     elif op == "ci_covers":
         passed = interval[0] - eps <= threshold <= interval[1] + eps
@@ -169,6 +173,8 @@ def _check(name: str, label: str, value: float, op: str, threshold: Any,
            "unit": "%", "passed": bool(passed)}
     if interval is not None:
         rec["interval"] = [round(float(interval[0]), 3), round(float(interval[1]), 3)]
+    if math.isnan(value):
+        rec["reason"] = f"no rows: the probe behind {name} is empty, so it cannot pass"
     return rec
 
 
@@ -202,9 +208,9 @@ def evaluate_checks(criteria: Criteria, m: dict[str, float]) -> list[dict[str, A
 
 def confidence_stats(probs: torch.Tensor, routing_threshold: float | None) -> dict[str, float]:
     """Criterion (d)'s figures from softmax rows (N, K): mean max-softmax and the share of rows whose max-softmax
-    is under `routing_threshold` (percent; rows a deployment routes to a human). Empty rows give 0."""
+    is under `routing_threshold` (percent; rows a deployment routes to a human). No rows give NaN."""
     if len(probs) == 0:
-        return {"retain_conf": 0.0, "retain_routed": 0.0}
+        return {"retain_conf": float("nan"), "retain_routed": float("nan")}
     top = 100.0 * probs.double().amax(1)
     routed = float((top < routing_threshold).double().mean() * 100) if routing_threshold is not None else 0.0
     return {"retain_conf": float(top.mean()), "retain_routed": routed}
@@ -219,13 +225,16 @@ RETAIN_CHECKS = ("retain_accuracy", "retain_confidence")
 
 
 def violation(checks: list[dict[str, Any]]) -> float:
-    """Total distance (points) by which the failed checks miss their thresholds; 0 when every check passes."""
+    """Total distance (points) by which the failed checks miss their thresholds; 0 when every check passes. A check
+    with no rows counts NO_ROWS_VIOLATION."""
     total = 0.0
     for c in checks:
         if c["passed"]:
             continue
         v, t = c["value"], c["threshold"]
-        if c["op"] == "within":
+        if math.isnan(v):
+            total += NO_ROWS_VIOLATION
+        elif c["op"] == "within":
             total += max(t[0] - v, v - t[1])
         elif c["op"] == "ci_covers":
             total += max(c["interval"][0] - t, t - c["interval"][1])

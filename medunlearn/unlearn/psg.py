@@ -26,10 +26,7 @@ its target is a class across the nearest boundary, so it is confidently wrong ra
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -37,6 +34,7 @@ from torch.nn import functional as F
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError
+from medunlearn.models.modes import evaluating, frozen_teacher
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm
@@ -91,26 +89,7 @@ def validate(cfg: PSGConfig) -> None:
                           f"{cfg.inner_steps}, {cfg.batch_size}, {cfg.top_k}.")
 
 
-def frozen_teacher(original: nn.Module, device: torch.device) -> nn.Module:
-    teacher = copy.deepcopy(original).to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
-
-
 INNER_AT = ("current", "original")
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Run `model` in eval mode (BatchNorm running statistics, no dropout), then restore every module's mode."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, f in flags:
-            m.train(f)
 
 
 def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, cfg: PSGConfig,

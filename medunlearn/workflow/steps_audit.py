@@ -268,7 +268,7 @@ def audit_checks(audit_dir: str | Path, base, data, ctx: RunContext, alpha: floa
 def checks_from_cache(cache, base, data, ctx: RunContext, alpha: float):
     """audit_checks on a loaded ScoreCache (benchmarks build one in memory)."""
     from medunlearn.audit.lira import logit_confidence
-    from medunlearn.unlearn.probes import predict_logits
+    from medunlearn.evaluate.functional import predict
 
     forget, cal, f_rows, c_rows = _rows(cache, data)
     blocks = len(list(base.features.children())) if hasattr(base, "features") else None
@@ -276,8 +276,9 @@ def checks_from_cache(cache, base, data, ctx: RunContext, alpha: float):
     def check(model) -> list[dict[str, Any]]:
         if blocks is not None and len(list(model.features.children())) != blocks:
             return []
-        # predict_logits restores every module's train/eval flag (BatchNorm frozen by a method stays frozen)
-        phi = lambda s: logit_confidence(predict_logits(model, s.images, data.num_classes, ctx.device), s.labels)
+        # predict restores every module's train/eval flag (BatchNorm frozen by a method stays frozen)
+        phi = lambda s: logit_confidence(predict(model, s.images, device=ctx.device, num_classes=data.num_classes),
+                                         s.labels)
         return in_loop_checks(cache, f_rows, c_rows, {"forget": phi(forget), "calibration": phi(cal)}, alpha)
 
     return check

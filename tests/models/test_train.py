@@ -8,8 +8,9 @@ import torch
 
 from medunlearn.data.imageset import ImageSet
 from medunlearn.errors import ConfigError, DataError, DivergenceError
+from medunlearn.evaluate.functional import model_accuracy
 from medunlearn.models.checkpoint import load_checkpoint, save_checkpoint, state_distance
-from medunlearn.models.train import TrainConfig, accuracy, make_meta, train_model
+from medunlearn.models.train import TrainConfig, make_meta, train_model
 from medunlearn.runtime import RunContext
 
 FAST = dict(model="allcnn", model_kwargs={"width": 8}, epochs=3, batch_size=32)
@@ -18,7 +19,7 @@ FAST = dict(model="allcnn", model_kwargs={"width": 8}, epochs=3, batch_size=32)
 def test_reaches_high_val_accuracy(tiny_split) -> None:
     model, info = train_model(tiny_split, TrainConfig(**FAST), RunContext(seed=0))
     assert info["best_val_acc"] > 80.0
-    assert accuracy(model, tiny_split.val, torch.device("cpu")) == pytest.approx(info["best_val_acc"])
+    assert model_accuracy(model, tiny_split.val.images, tiny_split.val.labels) == pytest.approx(info["best_val_acc"])
     assert len(info["history"]) == 3 and info["n_train"] == len(tiny_split.train)
     assert info["history"][-1]["loss"] < info["history"][0]["loss"]
     assert info["best_epoch"] == max(range(1, 4), key=lambda e: (info["history"][e - 1]["val_acc"], e))
