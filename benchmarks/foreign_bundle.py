@@ -65,7 +65,7 @@ def make_datalist(archive: str | Path, seed: int = 0, exclude_device: str | None
     groups = {"training": patients[:n_train], "validation": patients[n_train:n_train + n_val],
               "test": patients[n_train + n_val:]}
     out: dict[str, Any] = {"name": "synthetic classification", "labels": {str(i): n for i, n in enumerate(names)},
-                           "split": "by patient, seed %d" % seed}
+                           "split": f"by patient, seed {seed}"}
     for key, group in groups.items():
         out[key] = [e for p in group for e in by_patient[p]]
     return out

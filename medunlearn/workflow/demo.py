@@ -28,7 +28,8 @@ def run_demo(out: str | Path, patients: int = 120, seed: int = 0, epochs: int = 
     if overwrite and out.exists():
         _clear_demo_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    echo(f"[bold]medunlearn demo[/] — every image below is SYNTHETIC (built-in cohort, not patient data). Output: {out}")
+    echo(f"[bold]medunlearn demo[/] — every image below is SYNTHETIC (built-in cohort, not patient data). "
+         f"Output: {out}")
 
     summary = synthesize_cohort(out / "archive", n_patients=patients, seed=seed, image_size=64)
     echo(f"1. Synthesised {summary.get('n_images')} DICOM images of {summary.get('n_patients')} synthetic patients "
