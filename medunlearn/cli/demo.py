@@ -23,6 +23,7 @@ def demo(
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Start from this deployed MONAI bundle (with its datalist.json) instead of training a base; needs --archive.")] = None,
     archive: Annotated[Path | None, typer.Option("--archive", help="The DICOM archive (with labels.csv) the --bundle was trained on.")] = None,
     monai: Annotated[bool, typer.Option("--monai/--no-monai", help="With --bundle: run the exported bundle under MONAI and compare its predictions.")] = True,
+    compare: Annotated[bool, typer.Option("--compare", help="With --bundle: also run PSG on the device policy (slow on a DenseNet; shows criterion (b) rejecting confident wrong answers).")] = False,
 ) -> None:
     """Forget device ScannerX with PSG and FAMR, add a site policy, merge, and report, on SYNTHETIC data.
 
@@ -39,7 +40,7 @@ def demo(
         from medunlearn.workflow.demo_bundle import run_bundle_demo
 
         result = run_bundle_demo(bundle, archive, out, seed=seed, overwrite=overwrite, echo=console.print,
-                                 progress=True, run_monai=monai)
+                                 progress=True, run_monai=monai, compare=compare)
     else:
         from medunlearn.workflow.demo import run_demo
 

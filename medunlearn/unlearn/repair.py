@@ -1,7 +1,6 @@
 """Retain repair, the controller's response when val_retain falls below its guard (unlearn/controller.py)."""
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torch.nn import functional as F
