@@ -71,9 +71,9 @@ def check_config_bounds(cfg: Any, what: str, caps: bool = True) -> None:
             continue
         meta = declared_range(type(cfg), field.name)
         if meta is not None:
-            declared, (open_lo, open_hi) = meta["range"], meta.get("open", (False, False))
-            if out_of_range(value, *declared, open_lo, open_hi):
-                raise ConfigError(f"Expected {what} option {field.name} {describe_range(*declared, open_lo, open_hi)}, "
+            (lo, hi), (open_lo, open_hi) = meta["range"], meta.get("open", (False, False))
+            if out_of_range(value, lo, hi, open_lo, open_hi):
+                raise ConfigError(f"Expected {what} option {field.name} {describe_range(lo, hi, open_lo, open_hi)}, "
                                   f"but got {value!r}.")
         if not caps:
             continue
