@@ -27,7 +27,7 @@ from medunlearn.merge.base import (
     head_keys,
     is_bn_stat,
 )
-from medunlearn.unlearn.base import check_finite_loss
+from medunlearn.models.finite import check_finite_loss
 
 
 @dataclasses.dataclass
