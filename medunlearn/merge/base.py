@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from medunlearn.bounds import check_config_bounds
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.registry import Registry, did_you_mean
@@ -95,10 +96,11 @@ class MergeMethod(abc.ABC):
             cfg = apply_overrides(cfg, overrides)
         self.config = cfg
         check_choice("bn_stats", cfg.bn_stats, BN_STATS)
+        check_config_bounds(cfg, self.name or type(self).__name__, caps=False)  # declared ranges (bounds.bounded)
         self.validate()
 
-    def validate(self) -> None:  # noqa: B027 - an optional hook: a method without ranges keeps it
-        """Check config values (ranges); raise ConfigError. Subclasses extend."""
+    def validate(self) -> None:  # noqa: B027 - an optional hook: a method without cross-field rules keeps it
+        """Check what field ranges cannot say (choices, one field against another); raise ConfigError."""
 
     def merge(self, base_sd: Mapping[str, torch.Tensor], run_sds: Sequence[Mapping[str, torch.Tensor]],
               weights: Sequence[float] | None = None, ctx: RunContext | None = None, data: SplitData | None = None,

@@ -13,16 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medunlearn.bounds import bounded
 from medunlearn.data.imageset import ImageSet
-from medunlearn.errors import ConfigError, DataError
-from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_choice, check_range
+from medunlearn.errors import DataError
+from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_choice
 
 
 @dataclasses.dataclass
 class FisherConfig(MergeConfig):
-    fisher_samples: int = 64  # retain-train images used per run (the first n, in a seeded order)
+    fisher_samples: int = bounded(64, 1)  # retain-train images used per run (the first n, in a seeded order)
     fisher_labels: str = "expected"  # "expected" (sum over classes weighted by p) or "empirical" (true label)
-    eps: float = 1e-8  # added to every Fisher entry
+    eps: float = bounded(1e-8, 0, 1, open_lo=True)  # added to every Fisher entry
 
 
 def diagonal_fisher(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -71,9 +72,6 @@ class Fisher(MergeMethod):
 
     def validate(self) -> None:
         check_choice("fisher_labels", self.config.fisher_labels, ("expected", "empirical"))
-        check_range("eps", float(self.config.eps), 0.0, 1.0, lo_open=True)
-        if int(self.config.fisher_samples) < 1:
-            raise ConfigError(f"Expected fisher_samples >= 1, but got {self.config.fisher_samples!r}.")
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
         data, build = env.need_data(self.name), env.need_builder(self.name)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from medunlearn.bounds import bounded
 from medunlearn.errors import ConfigError
 from medunlearn.merge.base import (
     MERGES,
@@ -23,21 +24,20 @@ from medunlearn.merge.base import (
     MergeMethod,
     StateDict,
     check_choice,
-    check_range,
     head_keys,
     is_bn_stat,
 )
-from medunlearn.unlearn.base import check_finite_loss
+from medunlearn.models.finite import check_finite_loss
 
 
 @dataclasses.dataclass
 class SpliceConfig(MergeConfig):
     backbone: int = 0  # index (in the models list) of the run giving the feature extractor
     head: int = 1  # index of the run giving the classifier head
-    repair_epochs: int = 0  # retain-set fine-tuning epochs after splicing (0 = none)
+    repair_epochs: int = bounded(0, 0)  # retain-set fine-tuning epochs after splicing (0 = none)
     repair: str = "head"  # "head" (head only, backbone frozen) or "all"
-    lr: float = 1e-4  # Adam learning rate of the repair
-    batch_size: int = 64  # repair batch size
+    lr: float = bounded(1e-4, 0, 1, open_lo=True)  # Adam learning rate of the repair
+    batch_size: int = bounded(64, 1)  # repair batch size
 
 
 def splice_states(backbone: Mapping[str, torch.Tensor], head: Mapping[str, torch.Tensor]) -> StateDict:
@@ -56,10 +56,6 @@ class Splice(MergeMethod):
 
     def validate(self) -> None:
         check_choice("repair", self.config.repair, ("head", "all"))
-        check_range("lr", float(self.config.lr), 0.0, 1.0, lo_open=True)
-        if int(self.config.repair_epochs) < 0 or int(self.config.batch_size) < 1:
-            raise ConfigError(f"Expected repair_epochs >= 0 and batch_size >= 1, but got "
-                              f"{self.config.repair_epochs} and {self.config.batch_size}.")
 
     def _indices(self, n: int) -> tuple[int, int]:
         b, h = int(self.config.backbone), int(self.config.head)

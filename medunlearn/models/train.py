@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medunlearn.bounds import bounded, check_config_bounds
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError, DataError, DivergenceError
 from medunlearn.evaluate.functional import model_accuracy
@@ -31,28 +32,27 @@ class TrainConfig:
 
     model: str = ""  # zoo registry name; "" = the default for the data's dimensionality (zoo.DEFAULT_MODELS)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model options (e.g. width)
-    epochs: int = 8  # full passes over the training set
-    batch_size: int = 64
-    lr: float = 0.05  # one-cycle peak learning rate
-    momentum: float = 0.9  # SGD Nesterov momentum
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
+    epochs: int = bounded(8, 1)  # full passes over the training set
+    batch_size: int = bounded(64, 1)
+    lr: float = bounded(0.05, 0, open_lo=True)  # one-cycle peak learning rate
+    momentum: float = bounded(0.9, 0, 1, open_hi=True)  # SGD Nesterov momentum
+    weight_decay: float = bounded(5e-4, 0)
+    label_smoothing: float = bounded(0.0, 0, 1, open_hi=True)
     amp: bool = True  # mixed precision; only used on CUDA (bf16 when supported, else fp16 + grad scaling)
-    image_size: int = 64  # size the data pipeline resizes to; the model records the data's actual size
-    eval_batch_size: int = 256
+    image_size: int = bounded(64, 1)  # size the data pipeline resizes to; the model records the data's actual size
+    eval_batch_size: int = bounded(256, 1)
 
     def validate(self) -> TrainConfig:
+        """Types here; the ranges are field metadata (bounds.bounded)."""
         for name in ("epochs", "batch_size", "image_size", "eval_batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"Expected train option {name} to be a positive integer, but got {value!r}.")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"Expected train option {name} to be an integer, but got {value!r}.")
         for name in ("lr", "momentum", "weight_decay", "label_smoothing"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"Expected train option {name} to be a finite number >= 0, but got {value!r}.")
-        if self.lr == 0 or self.label_smoothing >= 1 or self.momentum >= 1:
-            raise ConfigError(f"Expected lr > 0, momentum < 1 and label_smoothing < 1, but got lr={self.lr}, "
-                              f"momentum={self.momentum}, label_smoothing={self.label_smoothing}.")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"Expected train option {name} to be a number, but got {value!r}.")
+        check_config_bounds(self, "train", caps=False)
         return self
 
     @classmethod

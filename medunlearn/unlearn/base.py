@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from medunlearn.bounds import check_config_bounds
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError, DataError
 from medunlearn.models import finite
@@ -60,6 +61,7 @@ class Unlearner(abc.ABC):
         cfg = config if config is not None else self.Config()
         if overrides:
             cfg = apply_overrides(cfg, overrides)
+        check_config_bounds(cfg, self.name or type(self).__name__, caps=False)  # declared ranges (bounds.bounded)
         self.config = cfg
 
     def run(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression",

@@ -67,8 +67,12 @@ def test_empty_retain_set(tiny_split) -> None:
 def test_config_validation() -> None:
     with pytest.raises(ConfigError, match='Did you mean "epochs"'):
         TrainConfig.from_dict({"epoch": 3})
-    with pytest.raises(ConfigError, match="positive integer"):
+    with pytest.raises(ConfigError, match="epochs >= 1"):
         TrainConfig(epochs=0).validate()
+    with pytest.raises(ConfigError, match="an integer"):
+        TrainConfig(epochs=2.5).validate()
+    with pytest.raises(ConfigError, match=r"momentum in \[0, 1\)"):
+        TrainConfig(momentum=1.0).validate()
     with pytest.raises(ConfigError, match="lr > 0"):
         TrainConfig(lr=0.0).validate()
     assert TrainConfig.from_dict({"epochs": 2}).epochs == 2
