@@ -190,7 +190,7 @@ def one_seed(seed: int, args, datas, union) -> dict:
 
     record("union run", union_model, t_union, t_union)
     seq, t_seq = base, 0.0
-    for p, d in datas.items():  # each later run's retain set excludes every policy's rows (they are withdrawn)
+    for d in datas.values():  # each later run's retain set excludes every policy's rows (they are withdrawn)
         seq, _, t = unlearn(seq, shared_retain(d, union))
         t_seq += t
     record("sequential", seq, t_seq, t_seq)

@@ -41,9 +41,11 @@ def file_mode() -> int:
     try:
         mode = int(raw, 8)
     except ValueError:
-        raise ConfigError(f"Expected ${MODE_ENV} to be an octal file mode such as 600 or 640, but got {raw!r}.") from None
+        raise ConfigError(f"Expected ${MODE_ENV} to be an octal file mode such as 600 or 640, "
+                          f"but got {raw!r}.") from None
     if not 0 <= mode <= 0o777 or not mode & 0o600 == 0o600:
-        raise ConfigError(f"Expected ${MODE_ENV} to keep the owner's read and write bits (e.g. 600, 640), but got {raw!r}.")
+        raise ConfigError(f"Expected ${MODE_ENV} to keep the owner's read and write bits (e.g. 600, 640), "
+                          f"but got {raw!r}.")
     return mode
 
 
@@ -519,10 +521,10 @@ def _roll_forward(entries: list[tuple[Path, Path | None, Path]]) -> None:
     for final, new, aside in entries:
         if final.exists() and not aside.exists() and (new is None or new.exists()):
             os.replace(final, aside)
-    for final, new, aside in reversed(entries):
+    for final, new, _aside in reversed(entries):
         if new is not None and new.exists():
             os.replace(new, final)
-    for final, _new, aside in entries:
+    for _final, _new, aside in entries:
         aside.unlink(missing_ok=True)
     for d in {f.parent for f, _n, _a in entries}:
         fsync_path(d)

@@ -26,7 +26,8 @@ from medunlearn.audit.verdict import (
     verdict_word,
 )
 
-DEFAULT_FPR = 0.01  # the stated false-positive rate, per patient and for the forget set (the field's 1 % operating point)
+# the stated false-positive rate, per patient and for the forget set (the field's 1 % operating point)
+DEFAULT_FPR = 0.01
 DEFAULT_POWER = 0.8  # power at which the smallest detectable effect is stated
 
 

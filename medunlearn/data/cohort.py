@@ -130,8 +130,8 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
     Report keys: indexed, skipped, skipped_files [{file_id, reason}], ignored, by_vendor, by_device,
     by_site, labelled, unlabelled, labels_unmatched, workers, pool, seconds, salt_source, salt_fingerprint,
     date_precision, warnings. Extra numeric labels.csv columns must be measurements (measurement_*) or named in
-    `keep_columns` (each kept one is warned about): anything else is refused. The report holds no paths: a skipped file is named by a pseudonymous id that
-    the locator resolves.
+    `keep_columns` (each kept one is warned about): anything else is refused. The report holds no paths: a skipped
+    file is named by a pseudonymous id that the locator resolves.
     """
     start = time.perf_counter()
     root = Path(data_dir)
@@ -145,7 +145,8 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
         raise DataError(f"Expected a date precision in {list(DATE_PRECISIONS)}, but got {date_precision!r}."
                         f"{did_you_mean(date_precision, list(DATE_PRECISIONS))}")
     if unit not in ("image", "series"):
-        raise DataError(f"Expected unit 'image' or 'series', but got {unit!r}.{did_you_mean(unit, ['image', 'series'])}")
+        raise DataError(f"Expected unit 'image' or 'series', but got {unit!r}."
+                        f"{did_you_mean(unit, ['image', 'series'])}")
     root = root.resolve()
     labels = read_labels(labels_csv) if labels_csv is not None else None
     if labels is not None:  # refuse an identifying column before reading a single header

@@ -101,7 +101,8 @@ class LoadMiddleSliced(MapTransform):
         d = dict(data)
         fmt = str(d.get(self.format_key) or "dicom")
         if fmt not in self.loaders:
-            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}.{did_you_mean(fmt, list(self.loaders))}")
+            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}."
+                            f"{did_you_mean(fmt, list(self.loaders))}")
         try:
             d = self.loaders[fmt](d)
         except Exception as exc:  # undecodable pixels (missing codec, truncated file, ...)
@@ -126,7 +127,8 @@ class LoadVolumed(MapTransform):
         d = dict(data)
         fmt = str(d.get(self.format_key) or "dicom")
         if fmt not in ("dicom", "nifti"):
-            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}.{did_you_mean(fmt, ['dicom', 'nifti'])}")
+            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}."
+                            f"{did_you_mean(fmt, ['dicom', 'nifti'])}")
         try:
             if fmt == "nifti":
                 d = self.nifti(d)
@@ -200,7 +202,8 @@ def make_transforms(image_size: int, in_channels: int = 1, spatial_dims: int = 2
     3D: load volume + affine → RAS orientation → (spacing_mm: isotropic resampling) → [0, 1] → resize.
     """
     if spatial_dims == 3:
-        steps = [LoadVolumed("image"), Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
+        steps = [LoadVolumed("image"),
+                 Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
         if spacing_mm:
             steps.append(Spacingd("image", pixdim=(spacing_mm,) * 3, mode="bilinear"))
         steps += [ScaleIntensityd("image", minv=0.0, maxv=1.0),
@@ -290,7 +293,8 @@ def load_images(df: pd.DataFrame, class_names: list[str], image_size: int, progr
             if preprocessing is not None and isinstance(exc, RuntimeError):
                 raise DataError("Expected every image to come out of the adopted pipeline at one size, but sizes "
                                 "differ (the bundle has no Resized step).") from exc
-            raise DataError(f"Expected every cohort image to load, but decoding failed ({type(exc).__name__}).") from exc
+            raise DataError(f"Expected every cohort image to load, but decoding failed "
+                            f"({type(exc).__name__}).") from exc
     if preprocessing is not None:
         return torch.cat(images), torch.cat(labels)
     return torch.cat(images).clamp_(0.0, 1.0), torch.cat(labels)

@@ -125,7 +125,8 @@ def _per_group(out: dict[str, Any], data: SplitData, column: str) -> dict[str, d
 
 
 def _mia(out: dict[str, Any], seed: int) -> dict[str, Any]:
-    inp = {name: AttackInputs.from_logits(*out[name]) for name in ("train_retain", "train_forget", "test_forget", "test")}
+    splits = ("train_retain", "train_forget", "test_forget", "test")
+    inp = {name: AttackInputs.from_logits(*out[name]) for name in splits}
     held_out = inp["test_forget"] if len(inp["test_forget"]) else inp["test"]
     loss_lr = LossLRAttack(max_per_side=MIA_MAX_PER_SIDE, seed=seed).run(inp["train_forget"], held_out)
     by_feature = {}

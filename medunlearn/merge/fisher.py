@@ -76,15 +76,15 @@ class Fisher(MergeMethod):
             raise ConfigError(f"Expected fisher_samples >= 1, but got {self.config.fisher_samples!r}.")
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
-        env.require("data", self.name)
-        env.require("build_model", self.name)
-        if len(env.data.train_retain) == 0:
+        data, build = env.need_data(self.name), env.need_builder(self.name)
+        if len(data.train_retain) == 0:
             raise DataError("Expected retain-train images to estimate the Fisher, but the retain set is empty.")
-        x, y = _sample(env.data.train_retain, int(self.config.fisher_samples), int(env.ctx.seed))
+        x, y = _sample(data.train_retain, int(self.config.fisher_samples), int(env.ctx.seed))
+        x, y = x.to(env.ctx.device), y.to(env.ctx.device)
         fishers = []
         for sd in env.run_sds:  # whole state dicts: the model needs its BatchNorm buffers
-            model = env.build_model(sd).to(env.ctx.device)
-            fishers.append({k: v.cpu() for k, v in diagonal_fisher(model, x.to(env.ctx.device),
-                                                                  y.to(env.ctx.device), self.config.fisher_labels).items()})
+            model = build(sd).to(env.ctx.device)
+            fisher = diagonal_fisher(model, x, y, self.config.fisher_labels)
+            fishers.append({k: v.cpu() for k, v in fisher.items()})
         return fisher_average(runs, fishers, weights, float(self.config.eps))
 

@@ -81,16 +81,17 @@ class GreedySoup(MergeMethod):
     uses_weights = False
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
-        env.require("build_model", self.name)
+        build = env.need_builder(self.name)
         score = env.score_fn
         if score is None:
             if env.data is None:
-                raise ConfigError("Expected score_fn or data (with validation splits) for greedy_soup, but got neither.")
+                raise ConfigError("Expected score_fn or data (with validation splits) for greedy_soup, "
+                                  "but got neither.")
             score = held_out_score(env.data, env.ctx, int(self.config.batch_size))
         full = list(env.run_sds)
         bn = "average" if self.config.bn_stats == "recompute" else self.config.bn_stats
-        scores = [float(score(env.build_model(sd))) for sd in full]
-        kept, best = greedy_select(scores, lambda idx: float(score(env.build_model(
+        scores = [float(score(build(sd))) for sd in full]
+        kept, best = greedy_select(scores, lambda idx: float(score(build(
             soup(env.base_sd, [full[i] for i in idx], bn)))))
         env.ctx.log["greedy_soup"] = {"scores": scores, "order": sorted(range(len(scores)), key=lambda i: -scores[i]),
                                       "kept": kept, "soup_score": best}

@@ -86,20 +86,19 @@ class Splice(MergeMethod):
         env.ctx.log["splice"] = record
         if int(self.config.repair_epochs) == 0:
             return state
-        env.require("data", self.name)
-        env.require("build_model", self.name)
-        model = env.build_model(state).to(env.ctx.device)
+        data, build = env.need_data(self.name), env.need_builder(self.name)
+        model = build(state).to(env.ctx.device)
         for p in model.parameters():
             p.requires_grad_(self.config.repair == "all")
-        for p in model.head.parameters():
+        for p in model.get_submodule("head").parameters():
             p.requires_grad_(True)
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=float(self.config.lr))
         step = 0
         for epoch in range(int(self.config.repair_epochs)):
             model.train() if self.config.repair == "all" else model.eval()  # head-only: frozen BN stats
             total, n = 0.0, 0
-            for batch in env.data.train_retain.loader(int(self.config.batch_size), shuffle=True,
-                                                       seed=env.ctx.rank_seed + epoch):
+            for batch in data.train_retain.loader(int(self.config.batch_size), shuffle=True,
+                                                  seed=env.ctx.rank_seed + epoch):
                 x, y = batch["image"].to(env.ctx.device), batch["label"].to(env.ctx.device)
                 loss = F.cross_entropy(model(x), y)
                 check_finite_loss(loss, "splice repair", step)

@@ -37,7 +37,7 @@ def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
 
 def elect_sign(taus: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
     """Per-entry sign (−1, 0, +1) of the total weighted mass Σ w_i τ_i."""
-    return torch.sign(sum(float(w) * t for t, w in zip(taus, weights)))
+    return torch.sign(sum((float(w) * t for t, w in zip(taus, weights)), torch.zeros_like(taus[0])))
 
 
 def disjoint_mean(taus: list[torch.Tensor], weights: list[float], sign: torch.Tensor) -> torch.Tensor:

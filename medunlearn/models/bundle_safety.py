@@ -29,7 +29,7 @@ def _argument_vocabulary() -> dict[str, set[str]]:
     """target -> the argument names medunlearn's exporter writes for it (1 and 3 channels, 2D and 3D)."""
     out: dict[str, set[str]] = {}
     for chans, dims in ((1, 2), (3, 2), (1, 3)):
-        for _, key, value in _walk(inference_config({"name": "allcnn", "kwargs": {}}, 64, chans, dims), ""):
+        for _, _key, value in _walk(inference_config({"name": "allcnn", "kwargs": {}}, 64, chans, dims), ""):
             if isinstance(value, dict) and isinstance(value.get("_target_"), str):
                 out.setdefault(value["_target_"], set()).update(k for k in value if k not in _ITEM_KEYS)
     return out

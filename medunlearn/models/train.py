@@ -138,7 +138,8 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     if len(train_set) == 0:
         raise DataError(f"Expected training images, but the {'retain' if exclude_forget else 'train'} set is empty.")
     if cfg.batch_size < ctx.world_size:
-        raise ConfigError(f"Expected batch_size >= the number of processes ({ctx.world_size}), but got {cfg.batch_size}.")
+        raise ConfigError(f"Expected batch_size >= the number of processes ({ctx.world_size}), "
+                          f"but got {cfg.batch_size}.")
     device = ctx.device
     use_amp, amp_dtype = _amp_settings(cfg, device)
     train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
@@ -192,7 +193,8 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
                 loss_sum, correct, seen = _all_sum([loss_sum, float(correct), float(seen)], ctx)
                 with counter.phase("validation"):
                     val_acc = accuracy(model, val_set, device, cfg.eval_batch_size, amp_dtype if use_amp else None)
-                history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
+                history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1),
+                                "train_acc": 100.0 * correct / max(seen, 1),
                                 "val_acc": val_acc, "data_wait_s": wait_s, "step_s": step_s,
                                 "lr_end": float(sched.get_last_lr()[0])})
                 score = val_acc if math.isfinite(val_acc) else float(epoch)  # no val set: keep the last epoch

@@ -246,8 +246,9 @@ def _monai_resnet(depth: int, num_classes: int, in_channels: int, spatial_dims: 
     from monai.networks.nets import resnet10, resnet18
 
     make = {10: resnet10, 18: resnet18}[depth]
-    net = make(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes, conv1_t_stride=conv1_t_stride,
-               conv1_t_size=conv1_t_size, no_max_pool=no_max_pool, widen_factor=widen_factor)
+    net = make(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes,
+               conv1_t_stride=conv1_t_stride, conv1_t_size=conv1_t_size, no_max_pool=no_max_pool,
+               widen_factor=widen_factor)
     names = ["conv1", "bn1", "act"] + ([] if no_max_pool else ["maxpool"])
     names += ["layer1", "layer2", "layer3", "layer4", "avgpool"]
     mods = [(n, getattr(net, n)) for n in names] + [("flatten", nn.Flatten(1))]

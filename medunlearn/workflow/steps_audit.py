@@ -44,11 +44,13 @@ def recipe_from_meta(meta: dict[str, Any], dims: int, image_size: int):
     from medunlearn.workflow.steps_train import training_config
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict):
+        cfg = {}
     adopted = bool(meta.get("adopted") or meta.get("kind") == "adopted")
     if "epochs" in cfg and "lr" in cfg:
         given = {k: v for k, v in cfg.items() if k in fields}
-        source = "the adopted bundle's recorded recipe (meta.config)" if adopted else "the base's recorded recipe (meta.config)"
+        source = f"the {'adopted bundle' if adopted else 'base'}'s recorded recipe (meta.config)"
         return TrainConfig.from_dict({**given, "image_size": image_size}), source
     arch = (meta.get("architecture") or {}).get("name", "")
     log.warning("The base checkpoint records no training recipe (meta.config); the reference models use the default "
@@ -188,8 +190,11 @@ def audit_split(cache, data, model, device: torch.device, retrain=None, alpha: f
     from medunlearn.audit.references import phi_scores
 
     forget, cal, f_rows, c_rows = _rows(cache, data)
-    phi = lambda m: {"forget": phi_scores(m.to(device), forget, device),
-                     "calibration": phi_scores(m.to(device), cal, device)}
+
+    def phi(m):
+        m = m.to(device)
+        return {"forget": phi_scores(m, forget, device), "calibration": phi_scores(m, cal, device)}
+
     return audit(cache, f_rows, c_rows, phi(model), phi(retrain) if retrain is not None else None,
                  alpha=DEFAULT_FPR if alpha is None else alpha)
 
@@ -281,7 +286,10 @@ def checks_from_cache(cache, base, data, ctx: RunContext, alpha: float):
         if blocks is not None and len(list(model.features.children())) != blocks:
             return []
         # predict_logits restores every module's train/eval flag (BatchNorm frozen by a method stays frozen)
-        phi = lambda s: logit_confidence(predict_logits(model, s.images, data.num_classes, ctx.device), s.labels)
+
+        def phi(s):
+            return logit_confidence(predict_logits(model, s.images, data.num_classes, ctx.device), s.labels)
+
         return in_loop_checks(cache, f_rows, c_rows, {"forget": phi(forget), "calibration": phi(cal)}, alpha)
 
     return check
@@ -301,9 +309,10 @@ def in_loop_checks(cache, f_rows, c_rows, target, alpha: float) -> list[dict[str
             "unit": "%", "passed": not (s["detected"] or s["below"])}]
     m = max(len(res["patients"]), 1)
     for p, e in res["patients"].items():
-        out.append({"name": "membership_audit_patient", "label": f"LiRA: patient {p} p-value vs held-out (Holm over {m})",
-                    "value": round(100 * min(e["p"], e["p_low"]), 3), "op": ">=", "threshold": round(100 * alpha / m, 3),
-                    "unit": "%", "passed": not e["still_detected"]})
+        out.append({"name": "membership_audit_patient",
+                    "label": f"LiRA: patient {p} p-value vs held-out (Holm over {m})",
+                    "value": round(100 * min(e["p"], e["p_low"]), 3), "op": ">=",
+                    "threshold": round(100 * alpha / m, 3), "unit": "%", "passed": not e["still_detected"]})
     return out
 
 

@@ -59,7 +59,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     from medunlearn.workflow.diagnose import reference_hint
 
     if rule is None:
-        raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), but got none.")
+        raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), "
+                          "but got none.")
     check_goal(goal)
     chains = chain_configs(config_path, overrides) if method == AUTO else None
     if chains is None:
@@ -101,7 +102,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     ref_wall = ref_meta.get("wall_time_s") if ref_meta else None
     metrics = evaluate_model(model, data, original=base, reference=ref_model, wall_time_s=wall,
                              reference_wall_time_s=ref_wall, goal=goal, seed=seed,  # cost: every candidate's
-                             cost=acceptance.get("cost_chain"), reference_cost=((ref_meta or {}).get("training") or {}).get("cost"))
+                             cost=acceptance.get("cost_chain"),
+                             reference_cost=((ref_meta or {}).get("training") or {}).get("cost"))
     metrics["warnings"] = warnings
     if membership_unknown(base_meta):
         metrics["membership"] = dict(UNKNOWN_MEMBERSHIP)

@@ -63,7 +63,8 @@ def tune(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str 
     from medunlearn.workflow.steps_forget import load_model_dir
 
     if rule is None:
-        raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), but got none.")
+        raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), "
+                          "but got none.")
     check_goal(goal)
     settings = TuneSettings(n_trials=trials, timeout_s=parse_duration(time_budget), seed=seed, goal=goal,
                             retain_weight=retain_weight, device=device)
@@ -147,16 +148,19 @@ def _summary(method: str, goal: str, rule, result, space, base_cfg, data, base_m
 def _header(summary: dict, method: str, config_rows: int) -> list[str]:
     best, study = summary["best"], summary["study"]
     checks = "; ".join(f"{c['name']} {c['value']}" for c in best["acceptance"]["checks"])
+    states = ", ".join(f"{n} {s}" for s, n in study["states"].items())
+    speedup = summary["speedup_vs_reference"]
     lines = [
         f"{method}: tuned by `medunlearn tune` on VALIDATION rows only (test rows sealed; none was read).",
         f"Command: {summary['command'] or '(Python API)'}",
-        f"Date: {summary['date']}   Study seed: {study['seed']}   Sampler: {study['sampler']}, pruner: {study['pruner']}",
+        f"Date: {summary['date']}   Study seed: {study['seed']}   "
+        f"Sampler: {study['sampler']}, pruner: {study['pruner']}",
         f"Policy: {summary['rule']}   Goal: {summary['goal']}   Cohort: {summary['data']['cohort_hash'][:16] or 'n/a'}"
         f"{' (SYNTHETIC)' if summary['synthetic'] else ''}",
-        f"Trials: {study['trials_run']} of {study['trials_requested']} ({', '.join(f'{n} {s}' for s, n in study['states'].items())}); "
+        f"Trials: {study['trials_run']} of {study['trials_requested']} ({states}); "
         f"{study['feasible']} met the criteria; best = trial {best['number']}.",
         f"Best on validation: criteria met; {checks}; {best['wall_s']:.1f} s"
-        + (f" ({summary['speedup_vs_reference']}x the starting config's speed)" if summary["speedup_vs_reference"] else ""),
+        + (f" ({speedup}x the starting config's speed)" if speedup else ""),
         f"Searched: {', '.join(f'{k} {v}' for k, v in summary['search_space'].items())}",
         "Use: medunlearn forget ... --method " + method + " --config <this file>",
         "",

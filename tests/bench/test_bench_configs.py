@@ -23,7 +23,7 @@ def _layers(cfg: dict):
 def test_overrides_apply(suite):
     assert SUITES, "no bench configs found"
     cfg = load_bench_config(suite)
-    for where, layer in _layers(cfg):
+    for _where, layer in _layers(cfg):
         for method, overrides in layer.items():
             cls = METHODS.get(method)  # an unknown method raises
             apply_overrides(cls.Config(), overrides or {})  # a stale or unknown field raises ConfigError

@@ -94,6 +94,6 @@ def test_the_sweep_covers_every_rename(world, tmp_path) -> None:
     for command in COMMANDS:
         out = tmp_path / command
         assert invoke(*_args(world, command, out, 0)).exit_code in (0, 3)
-        _, calls = killed_at(0, lambda: invoke(*_args(world, command, out, 1), "--overwrite"))
+        _, calls = killed_at(0, lambda command=command, out=out: invoke(*_args(world, command, out, 1), "--overwrite"))
         assert 0 < calls < MAX_K, (command, calls)
         shutil.rmtree(out) if out.is_dir() else out.unlink()
