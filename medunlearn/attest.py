@@ -127,6 +127,7 @@ def verify_run(run_dir: str | Path) -> dict[str, Any]:
             raise DataError(f"Expected the accepted verdict of {run_dir.name} to be signed (metrics.json "
                             "'attestation'), but it is not; re-run forget/merge with this medunlearn version.")
         return {"state": "unsigned", "key": None, "key_id": None, "model_sha256": sha}
+    assert metrics is not None  # the attestation was read from it
     secret, kind = site_secret()
     if att.get("key") == PUBLIC:
         from medunlearn.data.deid import DEFAULT_SALT

@@ -18,8 +18,9 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -270,9 +271,7 @@ def output_lock(final: str | Path) -> Iterator[Path]:
 
 
 def _try_lock(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows: msvcrt locks a byte range of the file
+    if sys.platform == "win32":  # msvcrt locks a byte range of the file
         import msvcrt
 
         try:
@@ -280,6 +279,8 @@ def _try_lock(fd: int) -> bool:
             return True
         except OSError:
             return False
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -531,7 +532,7 @@ def _roll_forward(entries: list[tuple[Path, Path | None, Path]]) -> None:
 
 
 @contextmanager
-def file_set(finals: list[str | Path]) -> Iterator[dict[Path, Path]]:
+def file_set(finals: Sequence[str | Path]) -> Iterator[dict[Path, Path]]:
     """Write several files as one unit: yields {final: temp path}; the caller writes each temp (deleting a temp
     means "this file is no longer part of the unit": its previous copy is removed). On success the unit is
     committed through a journal beside the first file, the gate (the file readers look at first, e.g.
@@ -541,10 +542,10 @@ def file_set(finals: list[str | Path]) -> Iterator[dict[Path, Path]]:
     try:
         for f in paths:
             _mkdir(f.parent)
-            fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=f".tmp{f.suffix}", dir=f.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{f.name}.", suffix=f".tmp{f.suffix}", dir=f.parent)
             os.close(fd)
-            make_private(tmp)
-            tmps[f] = Path(tmp)
+            make_private(tmp_name)
+            tmps[f] = Path(tmp_name)
         yield tmps
         for tmp in tmps.values():
             if tmp.exists():

@@ -54,7 +54,7 @@ def to_normal(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(s), np.nan, out)
 
 
-def null_model(scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+def null_model(scores: np.ndarray, groups: Sequence[str] | np.ndarray) -> dict[str, float]:
     """{mu, sigma_w, sigma_b, patients, images} of calibration `scores` (N,) grouped by patient `groups` (N,)."""
     s = np.asarray(scores, dtype=float)
     g = np.asarray(list(groups))
@@ -156,7 +156,8 @@ def verdict_word(original_detected: bool, audited_detected: bool, audited_below:
     return OVER if audited_below else FORGOTTEN
 
 
-def calibration_fpr(scores: np.ndarray, groups: Sequence[str], alpha: float, level: float = 0.95) -> dict[str, Any]:
+def calibration_fpr(scores: np.ndarray, groups: Sequence[str] | np.ndarray, alpha: float,
+                    level: float = 0.95) -> dict[str, Any]:
     """Leave-one-patient-out on the calibration patients (raw scores): each is tested against the null of the
     others (the normal-quantile map and the null both fitted without it).
 

@@ -38,7 +38,7 @@ def rule_from_options(device=None, site=None, manufacturer=None, patient=None, s
         parts.append(load_rule_file(rules))
     if not parts:
         return None
-    return parts[0] if len(parts) == 1 else AllOf(parts)
+    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
 
 
 def checked_torch_device(value: str | None) -> str | None:

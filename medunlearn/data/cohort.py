@@ -159,11 +159,15 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
     if not files:
         raise DataError(f"Expected image files in {root}, but the folder has none ({ignored} companion files ignored).")
     workers = max(1, int(workers if workers is not None else min(os.cpu_count() or 1, 8)))
-    rows, skipped, seen, skipped_paths = [], [], {}, {}
+    rows: list[dict] = []
+    skipped: list[dict[str, str]] = []
+    seen: dict[str, str] = {}  # image ids already indexed
+    skipped_paths: dict[str, str] = {}  # file_id -> path relative to the root
     for path, row, reason in sorted(read_headers(files, salt, root, workers, pool, progress), key=lambda r: r[0]):
         rel = Path(path).relative_to(root).as_posix()
         if row is not None and row["image_id"] in seen:
-            row, reason = None, f"duplicate image (same SOPInstanceUID as image {seen[row['image_id']]})"
+            reason = f"duplicate image (same SOPInstanceUID as image {seen[row['image_id']]})"
+            row = None
         if row is None:
             file_id = pseudonym("F", rel, salt)
             skipped_paths[file_id] = rel
@@ -317,11 +321,14 @@ def read_cohort(path: str | Path) -> pd.DataFrame:
 
 
 def _canon(value: object) -> str:
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        if value != value:  # NaN
-            return ""
-        return str(int(value)) if float(value).is_integer() else f"{float(value):.9g}"
-    return "" if value is pd.NA else str(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return "" if value is pd.NA else str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    f = float(value)
+    if f != f:  # NaN
+        return ""
+    return str(int(f)) if f.is_integer() else f"{f:.9g}"
 
 
 def cohort_hash(df: pd.DataFrame) -> str:

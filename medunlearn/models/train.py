@@ -96,8 +96,10 @@ def _batches(s: ImageSet, cfg: TrainConfig, ctx: RunContext, epoch: int, drop_la
         yield from s.loader(cfg.batch_size, shuffle=True, seed=seed, drop_last=drop_last)
         return
     gen = torch.Generator().manual_seed((ctx.rank_seed - ctx.rank) * 10_007 + epoch)
-    order = torch.utils.data.DataLoader(range(len(s)), batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                                        drop_last=drop_last)
+    # torch takes any sized, indexable sequence as a map-style dataset; its stubs want a Dataset
+    order: torch.utils.data.DataLoader[int] = torch.utils.data.DataLoader(
+        range(len(s)), batch_size=cfg.batch_size, shuffle=True, generator=gen,  # type: ignore[arg-type]
+        drop_last=drop_last)
     for idx in order:
         local = idx[ctx.rank::ctx.world_size].to(s.labels.device)
         yield {"image": s.images[local], "label": s.labels[local]}
@@ -145,7 +147,8 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     history: list[dict[str, float]] = []
-    best_acc, best_epoch, best_state = -1.0, 0, None
+    best_acc, best_epoch = -1.0, 0
+    best_state: dict[str, torch.Tensor] | None = None
     start = time.perf_counter()
     from medunlearn.unlearn.cost import counting  # images with a gradient / forward only (rte_compute)
 
@@ -176,12 +179,12 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
                     seen += len(y)
                     advance(1)
                     t0, wait_s, step_s = time.perf_counter(), wait_s + (t1 - t0), step_s + (time.perf_counter() - t1)
-                loss_sum, correct, seen = _all_sum([loss_sum, float(correct), float(seen)], ctx)
+                loss_total, n_correct, n_seen = _all_sum([loss_sum, float(correct), float(seen)], ctx)
                 with counter.phase("validation"):
                     val_acc = model_accuracy(model, val_set.images, val_set.labels, cfg.eval_batch_size, device,
                                              amp_dtype if use_amp else None)
-                history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1),
-                                "train_acc": 100.0 * correct / max(seen, 1),
+                history.append({"epoch": epoch, "loss": loss_total / max(n_seen, 1),
+                                "train_acc": 100.0 * n_correct / max(n_seen, 1),
                                 "val_acc": val_acc, "data_wait_s": wait_s, "step_s": step_s,
                                 "lr_end": float(sched.get_last_lr()[0])})
                 score = val_acc if math.isfinite(val_acc) else float(epoch)  # no val set: keep the last epoch
@@ -189,6 +192,7 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
                     best_acc, best_epoch = score, epoch
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     wall = time.perf_counter() - start
+    assert best_state is not None  # every epoch scores >= 0 > the initial best, and epochs >= 1
     model.load_state_dict(best_state)
     model.eval()
     info = {

@@ -29,8 +29,9 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     model, meta = load_model_dir(model_dir, "a checkpoint")
     orig = load_model_dir(original, "an original checkpoint") if original else (None, None)
     ref = load_model_dir(reference, "a retrain reference checkpoint") if reference else (None, None)
+    # finite weights can still overflow to NaN logits: refuse at load, not mid-metric
     for net, name in ((model, model_dir), (orig[0], original), (ref[0], reference)):
-        if net is not None:  # finite weights can still overflow to NaN logits: refuse at load, not mid-metric
+        if net is not None and name is not None:
             check_finite_outputs(net, f"checkpoint {Path(name).name!r}")
     split_seed, fractions, image_size = split_settings(meta, seed)
     df = load_cohort(cohort)
@@ -41,7 +42,7 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     warnings = check_same_cohort(meta, data, force, "the checkpoint")
     if ref[1] is not None:
         check_reference(meta, ref[1], rule, data)
-    if orig[1] is not None:
+    if orig[1] is not None and original is not None:
         check_original(meta, orig[1], model_sha256(original), data)
     wall = meta.get("wall_time_s") if meta.get("kind") in ("unlearned", "merged") else None
     ref_wall = ref[1].get("wall_time_s") if ref[1] else None

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from medunlearn.data.imageset import SplitData
     from medunlearn.merge.policies import Policy
 
+if TYPE_CHECKING:
+    from medunlearn.data.imageset import SplitData
+    from medunlearn.merge.policies import Policy
+
 log = logging.getLogger("medunlearn")
 
 NEEDS_POLICIES = ("learned_coefficients", "merge_repair")  # methods that fit or repair on the policies

@@ -11,11 +11,14 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medunlearn.errors import ConfigError, OutputExistsError
 from medunlearn.fileio import staging_dir, write_json, write_text
 from medunlearn.workflow.steps_adopt import accepts_source
+
+if TYPE_CHECKING:
+    from medunlearn.unlearn.base import Unlearner
 
 
 @dataclasses.dataclass
@@ -26,7 +29,7 @@ class TuneOutcome:
     summary: dict[str, Any]
 
 
-def resolve_space(method_cls: type, pinned: dict[str, Any]) -> dict[str, Any]:
+def resolve_space(method_cls: type[Unlearner], pinned: dict[str, Any]) -> dict[str, Any]:
     """The method's declared space minus the fields the user pinned with --set."""
     from medunlearn.unlearn.space import check_space
 
