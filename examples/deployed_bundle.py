@@ -1,8 +1,11 @@
 """A deployed model that medunlearn did not train: plain MONAI + torch code, in the MONAI model zoo's layouts.
 
-This module stands in for a hospital team's own training code, so it deliberately imports nothing from
-medunlearn (tests/workflow/test_foreign_bundle.py runs it with medunlearn blocked). It reads DICOM headers with
-pydicom and pixels with MONAI's own LoadImaged, never with medunlearn's loaders.
+This script stands in for a hospital team's own training code, so it deliberately imports nothing from
+medunlearn (tests/examples/test_deployed_bundle.py runs it with medunlearn blocked). It reads DICOM headers with
+pydicom and pixels with MONAI's own LoadImaged, never with medunlearn's loaders. `make demo` starts here:
+
+    medunlearn cohort synth demo_site/archive --patients 120      # a SYNTHETIC archive with a labels.csv
+    python examples/deployed_bundle.py demo_site/archive demo_site/bundle
 
 - `train_densenet_bundle(archive, out)`: a DenseNet121 (2D, 1 channel, no Resize) trained on a DICOM archive
   with a labels.csv (`path,label` columns, paths relative to the archive, e.g. `medunlearn cohort synth`),
@@ -65,7 +68,7 @@ def make_datalist(archive: str | Path, seed: int = 0, exclude_device: str | None
     groups = {"training": patients[:n_train], "validation": patients[n_train:n_train + n_val],
               "test": patients[n_train + n_val:]}
     out: dict[str, Any] = {"name": "synthetic classification", "labels": {str(i): n for i, n in enumerate(names)},
-                           "split": "by patient, seed %d" % seed}
+                           "split": f"by patient, seed {seed}"}
     for key, group in groups.items():
         out[key] = [e for p in group for e in by_patient[p]]
     return out
@@ -383,3 +386,24 @@ def write_seresnet_bundle(out: str | Path, image_size: int = 64, seed: int = 0,
     (out / "models").mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), out / "models" / "model.pt")
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Train a DenseNet121 classification bundle with plain MONAI code.")
+    ap.add_argument("archive", type=Path, help="DICOM archive with a labels.csv (path,label)")
+    ap.add_argument("out", type=Path, help="bundle folder to write (files of the same name are overwritten)")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    if not (a.archive / "labels.csv").is_file():
+        raise SystemExit(f"error: expected {a.archive}/labels.csv (path,label), but it is missing")
+    done = train_densenet_bundle(a.archive, a.out, epochs=a.epochs, seed=a.seed)
+    info = done["train"]
+    print(f"Trained DenseNet121 with plain MONAI code in {info['wall_time_s']:.1f} s (best validation accuracy "
+          f"{info['best_val_accuracy']:.1f} %); wrote the bundle {done['bundle']} (SYNTHETIC data)")
+
+
+if __name__ == "__main__":
+    main()
