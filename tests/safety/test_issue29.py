@@ -124,14 +124,22 @@ def _report_state(out: Path) -> str | None:
     return name
 
 
-@pytest.mark.parametrize("k", range(1, 9))
+REPORT_RENAMES = 7  # os.replace / os.rename calls of `report --overwrite` (checked below); the sweep kills at each
+
+
+def test_p2_the_report_sweep_covers_every_rename(world, tmp_path) -> None:
+    out = tmp_path / "rep"
+    assert invoke("report", world["run_a"], "--out", out, "--no-pdf").exit_code in (0, 3)
+    code, calls = killed_at(0, lambda: invoke("report", world["run_b"], "--out", out, "--no-pdf", "--overwrite"))
+    assert code == 0 and calls == REPORT_RENAMES
+
+
+@pytest.mark.parametrize("k", range(1, REPORT_RENAMES + 1))
 def test_p2_a_kill_during_report_overwrite_never_mixes_versions(world, tmp_path, k) -> None:
     out = tmp_path / "rep"
     assert invoke("report", world["run_a"], "--out", out, "--no-pdf").exit_code in (0, 3)
-    code, calls = killed_at(k, lambda: invoke("report", world["run_b"], "--out", out, "--no-pdf", "--overwrite"))
-    if code == 0:
-        assert calls < k
-        pytest.skip(f"report makes {calls} renames")
+    code, _ = killed_at(k, lambda: invoke("report", world["run_b"], "--out", out, "--no-pdf", "--overwrite"))
+    assert code != 0, f"report finished before rename {k}: its count changed (REPORT_RENAMES)"
     assert _report_state(out) in (None, "run_a", "run_b")
     res = invoke("report", world["run_b"], "--out", out, "--no-pdf", "--overwrite")
     assert res.exit_code in (0, 3), res.output
@@ -252,16 +260,29 @@ def _cohort_state(table: Path) -> str | None:
     return json.loads(table.with_name("ingest.json").read_text())["salt_fingerprint"]
 
 
-@pytest.mark.parametrize("k", range(1, 13))
+INDEX_RENAMES = 9  # os.replace / os.rename calls of `cohort index --overwrite` (checked below)
+
+
+def _index_args(world, tmp_path: Path) -> list:
+    return ["cohort", "index", world["root"] / "archive", "--labels", world["root"] / "archive" / "labels.csv",
+            "--out", tmp_path / "cohort.csv", "--report", tmp_path / "ingest.json", "--workers", "1"]
+
+
+def test_p7_the_cohort_index_sweep_covers_every_rename(world, tmp_path) -> None:
+    args = _index_args(world, tmp_path)
+    assert invoke(*args, "--salt", "first-salt-1").exit_code == 0
+    code, calls = killed_at(0, lambda: invoke(*args, "--salt", "second-salt-2", "--overwrite"))
+    assert code == 0 and calls == INDEX_RENAMES
+
+
+@pytest.mark.parametrize("k", range(1, INDEX_RENAMES + 1))
 def test_p7_a_kill_during_cohort_index_never_pairs_a_new_locator_with_an_old_table(world, tmp_path, k) -> None:
     table = tmp_path / "cohort.csv"
-    args = ["cohort", "index", world["root"] / "archive", "--labels", world["root"] / "archive" / "labels.csv",
-            "--out", table, "--report", tmp_path / "ingest.json", "--workers", "1"]
+    args = _index_args(world, tmp_path)
     assert invoke(*args, "--salt", "first-salt-1").exit_code == 0
     first = _cohort_state(table)
-    code, calls = killed_at(k, lambda: invoke(*args, "--salt", "second-salt-2", "--overwrite"))
-    if code == 0:
-        pytest.skip(f"cohort index makes {calls} renames")
+    code, _ = killed_at(k, lambda: invoke(*args, "--salt", "second-salt-2", "--overwrite"))
+    assert code != 0, f"cohort index finished before rename {k}: its count changed (INDEX_RENAMES)"
     _cohort_state(table)  # none, the first or the second cohort, never a mix
     res = invoke(*args, "--salt", "second-salt-2", "--overwrite")
     assert res.exit_code == 0, res.output
