@@ -60,7 +60,8 @@ class BoundaryExpanding(Unlearner):
     name = "boundary_expanding"
     summary = "Boundary Expanding: push forget rows into an added shadow class, then prune it"
     Config = BoundaryExpandingConfig
-    search_space = {"lr": Float(3e-5, 3e-3, log=True), "batch_size": Choice(16, 32, 64)}  # what `medunlearn tune` varies
+    search_space = {"lr": Float(3e-5, 3e-3, log=True),
+                    "batch_size": Choice(16, 32, 64)}  # what `medunlearn tune` varies
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         cfg, k, dev = self.config, data.num_classes, ctx.device

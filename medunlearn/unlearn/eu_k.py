@@ -43,7 +43,8 @@ class EUk(Unlearner):
     name = "eu_k"
     summary = "EU-k: re-initialise the last k blocks and retrain them on the retain set, others frozen."
     Config = EUkConfig
-    search_space = {"lr": Float(5e-3, 0.2, log=True), "k": Int(1, 2), "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
+    search_space = {"lr": Float(5e-3, 0.2, log=True), "k": Int(1, 2),
+                    "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

@@ -77,7 +77,8 @@ class FAMRSalient(FAMRRetain):
                "not the paper's method)")
     Config = FAMRSalientConfig
     search_space = {**{k: v for k, v in FAMRRetain.search_space.items() if k != "solver"},  # iterative only
-                    "density": Float(0.01, 0.5, log=True), "saliency": Choice(*SALIENCY)}  # what `medunlearn tune` varies
+                    "density": Float(0.01, 0.5, log=True),
+                    "saliency": Choice(*SALIENCY)}  # what `medunlearn tune` varies
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         cfg = self.config
