@@ -181,7 +181,8 @@ def _score(model, data: SplitData, wall: float | None, ref: dict, goal: str | No
     gaps = {g: abs(m[k] - ref[k]) if m.get(k) is not None and ref.get(k) is not None else None
             for g, k in GAP_PAIRS.items()}
     m["gap"] = gaps
-    m["avg_gap"] = sum(gaps.values()) / 4 if all(v is not None for v in gaps.values()) else None
+    known = [v for v in gaps.values() if v is not None]
+    m["avg_gap"] = sum(known) / 4 if len(known) == len(gaps) else None
     return m
 
 

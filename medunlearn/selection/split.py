@@ -31,7 +31,7 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0:
         raise ConfigError(f"Expected three train/val/test fractions >= 0 summing to 1 with train > 0, "
                           f"but got {tuple(fractions)}.")
-    return fr  # type: ignore[return-value]
+    return fr
 
 
 def majority(keys: pd.Series, values: pd.Series) -> pd.Series:

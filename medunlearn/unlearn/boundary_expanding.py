@@ -81,7 +81,9 @@ class BoundaryExpanding(Unlearner):
             return F.cross_entropy(model(x), torch.full((len(x),), k, dtype=torch.long, device=dev))
 
         def finalize(m: nn.Module) -> nn.Module:
-            m.head = prune_head(m.head)
+            shadowed = m.head
+            assert isinstance(shadowed, nn.Linear)  # plan() put the expanded nn.Linear(F, K + 1) there
+            m.head = prune_head(shadowed)
             return m
 
         total = n_steps(len(data.train_forget), cfg.batch_size, cfg.epochs)
