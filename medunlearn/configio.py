@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from medunlearn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from medunlearn.unlearn.base import Unlearner
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 UNLEARN_CONFIGS = REPO_CONFIGS / "unlearn"
@@ -79,7 +82,8 @@ def shipped_method_yamls(method_cls: type) -> list[Path]:
     return [p for p in (UNLEARN_CONFIGS / CONTROLLER_YAML, UNLEARN_CONFIGS / f"{name}.yaml") if p.is_file()]
 
 
-def method_config(method_cls: type, config_path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+def method_config(method_cls: type[Unlearner], config_path: str | Path | None = None,
+                  overrides: dict[str, Any] | None = None):
     """Resolve a method's hyperparameters: dataclass defaults <- configs/unlearn/controller.yaml <-
     configs/unlearn/<method>.yaml <- the YAML file `config_path` (--config) <- --set `overrides`."""
     from medunlearn.unlearn.base import apply_overrides

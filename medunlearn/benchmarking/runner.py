@@ -295,7 +295,7 @@ def _run_cell(method: str, cfg: Any, original, data: SplitData, seed: int, goal:
 
 def _acceptance_summary(acceptance: dict) -> dict:
     """What a bench cell keeps of a run's acceptance record: the verdict, its checks, where and why it stopped."""
-    keep = ("met", "state", "step", "steps_run", "budget", "repair_steps", "check_every", "check_time_fraction", "reason",
-            "first_met_step", "selectivity", "cost")
+    keep = ("met", "state", "step", "steps_run", "budget", "repair_steps", "check_every", "check_time_fraction",
+            "reason", "first_met_step", "selectivity", "cost")
     return {**{k: acceptance.get(k) for k in keep},
             "checks": {c["name"]: {"value": c["value"], "passed": c["passed"]} for c in acceptance.get("checks", [])}}

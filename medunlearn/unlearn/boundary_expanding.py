@@ -60,7 +60,8 @@ class BoundaryExpanding(Unlearner):
     name = "boundary_expanding"
     summary = "Boundary Expanding: push forget rows into an added shadow class, then prune it"
     Config = BoundaryExpandingConfig
-    search_space = {"lr": Float(3e-5, 3e-3, log=True), "batch_size": Choice(16, 32, 64)}  # what `medunlearn tune` varies
+    search_space = {"lr": Float(3e-5, 3e-3, log=True),
+                    "batch_size": Choice(16, 32, 64)}  # what `medunlearn tune` varies
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         cfg, k, dev = self.config, data.num_classes, ctx.device
@@ -80,7 +81,9 @@ class BoundaryExpanding(Unlearner):
             return F.cross_entropy(model(x), torch.full((len(x),), k, dtype=torch.long, device=dev))
 
         def finalize(m: nn.Module) -> nn.Module:
-            m.head = prune_head(m.head)
+            shadowed = m.head
+            assert isinstance(shadowed, nn.Linear)  # plan() put the expanded nn.Linear(F, K + 1) there
+            m.head = prune_head(shadowed)
             return m
 
         total = n_steps(len(data.train_forget), cfg.batch_size, cfg.epochs)

@@ -33,7 +33,8 @@ class CFk(Unlearner):
     name = "cf_k"
     summary = "CF-k: fine-tune only the last k blocks on the retain set, earlier blocks frozen."
     Config = CFkConfig
-    search_space = {"lr": Float(2e-3, 0.1, log=True), "k": Int(1, 2), "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
+    search_space = {"lr": Float(2e-3, 0.1, log=True), "k": Int(1, 2),
+                    "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

@@ -2,9 +2,10 @@
 
 `counting()` installs one pair of global module hooks for as long as a counter is open and counts the batch size
 of every TOP-LEVEL call of a module with parameters (a call made while no other module's forward is running: a
-model's own sub-modules are not counted again; a loss module has no parameters and is not a model pass). A call made with autograd on counts as a gradient pass (every such call in
-this package is followed by a backward), one under `torch.no_grad()` / eval probes as forward only. Every open
-counter counts each call under its own current phase, so a run's counter and an enclosing benchmark's both see it.
+model's own sub-modules are not counted again; a loss module has no parameters and is not a model pass). A call
+made with autograd on counts as a gradient pass (every such call in this package is followed by a backward), one
+under `torch.no_grad()` / eval probes as forward only. Every open counter counts each call under its own current
+phase, so a run's counter and an enclosing benchmark's both see it.
 
 Units: `forward_equivalents` = forward + 3 × gradient images (a backward costs about two forwards, the usual
 estimate for convolutional nets); `rte_compute` = the retrain's forward-equivalents / the method's. Both are

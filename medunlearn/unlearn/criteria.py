@@ -123,9 +123,9 @@ def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_rem
     drop = max(cfg.retain_drop, 100.0 / retain_rows) if retain_rows else cfg.retain_drop
     stats = retain_original_stats or {}
     route = None if margin is None else min(100.0, chance + margin)
-    selective = (goal == "suppression" and not class_removal and cfg.selectivity_margin is not None
-                 and "retain_conf" in stats)
-    min_conf = max(0.0, stats["retain_conf"] - float(cfg.selectivity_margin)) if selective else None
+    sel_margin = cfg.selectivity_margin
+    selective = goal == "suppression" and not class_removal and "retain_conf" in stats
+    min_conf = max(0.0, stats["retain_conf"] - float(sel_margin)) if selective and sel_margin is not None else None
     return Criteria(min_retain_confidence=min_conf, retain_confidence_original=stats.get("retain_conf"),
                     routing_threshold=route,
                     retain_routed_original=stats.get("retain_routed") if route is not None else None,
@@ -149,6 +149,7 @@ def _check(name: str, label: str, value: float, op: str, threshold: Any,
     elif op == "within":
         passed = threshold[0] - eps <= value <= threshold[1] + eps
     elif op == "ci_covers":
+        assert interval is not None, f"the ci_covers check {name!r} needs its bootstrap interval"
         passed = interval[0] - eps <= threshold <= interval[1] + eps
     elif op == "<=":
         passed = value <= threshold + eps

@@ -82,7 +82,7 @@ def hvp_fn(model: nn.Module, params: list[nn.Parameter], images: torch.Tensor, l
         for x in _chunks(images, bs):
             part = uniform_loss(model(x.to(dev)), loss, mask).sum() / len(images)
             g = torch.autograd.grad(part, params, create_graph=True)
-            dot = sum((gi * vi).sum() for gi, vi in zip(g, v))
+            dot = sum(((gi * vi).sum() for gi, vi in zip(g, v)), part.new_zeros(()))
             for o, h in zip(out, torch.autograd.grad(dot, params)):
                 o += h
         return out
@@ -97,7 +97,8 @@ def conjugate_gradient(hvp, b: list[torch.Tensor], lam: float, iters: int, rtol:
     r = [t.clone() for t in b]
     p = [t.clone() for t in b]
     rr, b_norm, done = dot(r, r), math.sqrt(dot(b, b)), 0
-    for done in range(1, max(1, iters) + 1):
+    for it in range(1, max(1, iters) + 1):
+        done = it
         ap = [h + lam * pi for h, pi in zip(hvp(p), p)]
         pap = dot(p, ap)
         if pap <= 0:  # negative curvature: keep the iterate so far (truncated Newton)

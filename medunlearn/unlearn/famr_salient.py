@@ -77,7 +77,8 @@ class FAMRSalient(FAMRRetain):
                "not the paper's method)")
     Config = FAMRSalientConfig
     search_space = {**{k: v for k, v in FAMRRetain.search_space.items() if k != "solver"},  # iterative only
-                    "density": Float(0.01, 0.5, log=True), "saliency": Choice(*SALIENCY)}  # what `medunlearn tune` varies
+                    "density": Float(0.01, 0.5, log=True),
+                    "saliency": Choice(*SALIENCY)}  # what `medunlearn tune` varies
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         cfg = self.config
@@ -88,6 +89,7 @@ class FAMRSalient(FAMRRetain):
                               f"but got {cfg.solver!r}.")
         plan = super().plan(model, original, data, ctx, goal)  # model: eval mode, requires_grad = the subset S
         params = plan.params
+        assert params is not None  # FAMR's iterative plan always names its trained subset S
         k_mask = support_mask(cfg.support, data.train_forget.labels, data.num_classes).to(ctx.device)
         g_f = forget_gradient(model, params, data.train_forget.images, cfg.loss, k_mask, ctx.device)
         g_r = retain_gradient(model, params, data, cfg.saliency_rows, ctx.seed, ctx.device) \

@@ -47,7 +47,8 @@ class NegGrad(Unlearner):
     summary = "NegGrad+: descend on retain, clipped gradient ascent on forget, paired batches."
     Config = NegGradConfig
     search_space = {"lr": Float(2e-3, 0.1, log=True), "alpha": Float(0.5, 0.99),
-                    "forget_loss_clip": Float(1.0, 10.0), "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
+                    "forget_loss_clip": Float(1.0, 10.0),
+                    "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,6 +66,10 @@ class EncodedRows(ImageSet):
     def images(self) -> torch.Tensor:
         return self.rows(torch.arange(len(self)))
 
+    @images.setter
+    def images(self, value: torch.Tensor) -> None:  # ImageSet's field is writeable; these rows are read-only
+        raise AttributeError("EncodedRows.images is read-only (computed from the source rows)")
+
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(index, dtype=torch.long)
         todo = idx[~self._done[idx]].unique()
@@ -85,7 +90,7 @@ class EncodedRows(ImageSet):
                           drop_last=drop_last, collate_fn=_as_is)
 
 
-def _as_is(batch: dict) -> dict:  # __getitems__ returns a whole batch
+def _as_is(batch: Any) -> Any:  # __getitems__ returns a whole batch (a dict, not the list DataLoader expects)
     return batch
 
 
@@ -107,8 +112,11 @@ def _empty_like(s: ImageSet, template: torch.Tensor) -> ImageSet:
 
 def encode_split(prefix: nn.Module, data: SplitData, device: torch.device) -> SplitData:
     """`data` with its train and val parts seen through the prefix (EncodedRows) and its test parts emptied."""
-    parts = {k: EncodedRows(getattr(data, k), prefix, device)
-             for k in ("train_forget", "train_retain", "val_forget", "val_retain")}
-    template = parts["train_forget"].subset([0]).images if len(data.train_forget) else data.train_forget.images
-    tests = {k: _empty_like(getattr(data, k), template) for k in ("test_forget", "test_retain")}
-    return dataclasses.replace(data, **parts, **tests, info={**data.info, "prefix_cached": True})
+    train_forget, train_retain, val_forget, val_retain = (
+        EncodedRows(s, prefix, device)
+        for s in (data.train_forget, data.train_retain, data.val_forget, data.val_retain))
+    template = train_forget.subset([0]).images if len(data.train_forget) else data.train_forget.images
+    return dataclasses.replace(data, train_forget=train_forget, train_retain=train_retain, val_forget=val_forget,
+                               val_retain=val_retain, test_forget=_empty_like(data.test_forget, template),
+                               test_retain=_empty_like(data.test_retain, template),
+                               info={**data.info, "prefix_cached": True})

@@ -59,6 +59,7 @@ class Repairer:
                 loss = F.cross_entropy(out, y) + F.kl_div(F.log_softmax(out.float(), 1), F.softmax(t, 1),
                                                           reduction="batchmean")
                 if self.entry is not None:
+                    assert self.forget_stream is not None  # both are set iff repair_hold > 0
                     xf, _ = next(self.forget_stream)
                     with torch.no_grad():
                         held = F.softmax(self.entry(xf)[:, :self.k].float(), 1)

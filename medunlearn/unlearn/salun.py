@@ -61,7 +61,8 @@ class SalUn(Unlearner):
     summary = "SalUn: gradient-saliency weight mask, then random-label forgetting with a retain term."
     Config = SalUnConfig
     search_space = {"lr": Float(5e-4, 0.01, log=True), "sparsity": Float(0.1, 0.9),
-                    "retain_weight": Float(0.5, 8.0, log=True), "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
+                    "retain_weight": Float(0.5, 8.0, log=True),
+                    "batch_size": Choice(32, 64, 128)}  # what `medunlearn tune` varies
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
@@ -81,5 +82,5 @@ class SalUn(Unlearner):
 
         loss_fn = random_label_loss(model, data, ctx, c.batch_size, c.retain_weight)
         steps = n_steps(len(data.train_forget), c.batch_size, c.epochs)
-        return Plan(gradient_update(opt, loss_fn, grad_hook=mask_grads), steps, rows_per_step=6 * c.batch_size, params=params,
-                    optimizer=opt)
+        return Plan(gradient_update(opt, loss_fn, grad_hook=mask_grads), steps, rows_per_step=6 * c.batch_size,
+                    params=params, optimizer=opt)

@@ -62,8 +62,9 @@ class Scrub(Unlearner):
         # without which KL(teacher‖student) and its gradient start at exactly 0 and the max-steps do nothing.
         forget = batches(data.train_forget, c.batch_size, ctx.rank_seed, ctx.device)
         retain = batches(data.train_retain, c.batch_size, ctx.rank_seed + 1, ctx.device)
-        schedule = scrub_schedule(max(1, math.ceil(c.epochs)), c.msteps, n_steps(len(data.train_forget), c.batch_size, 1),
-                              n_steps(len(data.train_retain), c.batch_size, 1))
+        schedule = scrub_schedule(max(1, math.ceil(c.epochs)), c.msteps,
+                                  n_steps(len(data.train_forget), c.batch_size, 1),
+                                  n_steps(len(data.train_retain), c.batch_size, 1))
 
         def loss_fn(t: int) -> torch.Tensor:
             x, y = next(forget if schedule[t - 1] else retain)

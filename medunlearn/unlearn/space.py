@@ -7,7 +7,7 @@ may vary and over what range. Plain data (no optuna import), so declaring a spac
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Union
+from typing import Any
 
 from medunlearn.errors import ConfigError
 
@@ -52,7 +52,7 @@ class Choice:
         return f"Choice{self.options!r}"
 
 
-Param = Union[Float, Int, Choice]
+Param = Float | Int | Choice
 
 
 def check_space(config_cls: type, space: dict[str, Param]) -> None:
