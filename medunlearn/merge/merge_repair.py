@@ -126,5 +126,5 @@ class MergeRepair(MergeMethod):
         repaired = release(outcome.model)
         check_finite_model(repaired)
         env.ctx.log[self.name] = {"merge": self.config.merge, "unlearner": self.config.unlearner,
-                                  "union_acceptance": outcome.acceptance, "trace": outcome.trace}
+                                  "union_acceptance": outcome.acceptance.to_json(), "trace": outcome.trace}
         return {k: v.detach().cpu().clone() for k, v in repaired.state_dict().items()}

@@ -82,7 +82,7 @@ class Unlearner(abc.ABC):
             check_finite_model(outcome.model)
             with counter.phase("checks"):
                 check_finite_outputs(outcome.model, data, ctx)
-        outcome.acceptance["cost"] = counter.record()
+        outcome.acceptance = dataclasses.replace(outcome.acceptance, cost=counter.record())
         return outcome
 
     def unlearn(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression") -> nn.Module:

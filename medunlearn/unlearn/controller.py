@@ -54,7 +54,7 @@ from medunlearn.unlearn.criteria import (
 )
 from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.repair import Repairer
-from medunlearn.unlearn.types import ControlConfig, Outcome, Plan, validate_control
+from medunlearn.unlearn.types import Acceptance, ControlConfig, Outcome, Plan, ProbeSources, validate_control
 
 # ControlConfig, Plan, Outcome and validate_control live in unlearn/types.py; imported from here too for one release
 
@@ -411,22 +411,21 @@ class Controller:
         timing = dataclasses.asdict(self.timing)
         total = sum(timing.values()) or 1.0
         n = self.counters
-        acceptance = {
-            "met": met, "goal": self.goal, "judged_on": "validation",
-            "probes": {"forget": f"{probes.forget_source} ({len(probes.forget)} rows)",
-                       "retain": f"{probes.retain_source} ({len(probes.retain)} rows)"},
-            "criteria": criteria.to_dict(), "checks": final,
-            "state": "best (criteria met)" if met else (
+        acceptance = Acceptance(
+            met=met, goal=self.goal, judged_on="validation",
+            probes=ProbeSources(f"{probes.forget_source} ({len(probes.forget)} rows)",
+                                f"{probes.retain_source} ({len(probes.retain)} rows)"),
+            criteria=criteria.to_dict(), checks=final,
+            state="best (criteria met)" if met else (
                 "best checked state (criteria vacuous: not met)" if vacuous and best is not None
                 else "closest (criteria not met)"),
-            "step": chosen.step if chosen is not None else step,
-            "chosen_phase": chosen.phase if chosen is not None else None,
-            "steps_run": step, "budget": plan.budget, "check_every": self.every, "repair_steps": n.repair_steps,
-            "backtracks": n.backtracks, "vacuous": vacuous,
-            "check_time_fraction": round(timing["checks_s"] / total, 4), "reason": reason.lstrip("; "),
-            "trace_file": "trace.csv", "first_met_step": n.first_met, "polish": bool(self.cfg.polish),
-            "selectivity": selectivity(criteria, chosen_m), "cost": counter.record(), **resolution,
-        }
+            step=chosen.step if chosen is not None else step,
+            chosen_phase=chosen.phase if chosen is not None else None,
+            steps_run=step, budget=plan.budget, check_every=self.every, repair_steps=n.repair_steps,
+            backtracks=n.backtracks, vacuous=vacuous, check_time_fraction=round(timing["checks_s"] / total, 4),
+            reason=reason.lstrip("; "), trace_file="trace.csv", first_met_step=n.first_met,
+            polish=bool(self.cfg.polish), selectivity=selectivity(criteria, chosen_m), cost=counter.record(),
+            **resolution)
         self.ctx.log.setdefault(self.name, {}).update({"steps": step, "budget": plan.budget, "timing_s": timing})
         return Outcome(model=model, acceptance=acceptance, trace=self.trace)
 
