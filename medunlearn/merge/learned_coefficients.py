@@ -31,6 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 from medunlearn.errors import ConfigError
+from medunlearn.merge import policies
 from medunlearn.merge.base import (
     MERGES,
     MergeConfig,
@@ -42,6 +43,7 @@ from medunlearn.merge.base import (
     deltas,
     merge_buffers,
 )
+from medunlearn.unlearn.controller import removed_classes
 from medunlearn.unlearn.probes import subsample
 
 GRANULARITIES = ("layer", "tensor", "run")
@@ -114,8 +116,6 @@ class LearnedCoefficients(MergeMethod):
                               f"{c.steps}, {c.max_rows}, {c.check_every} and {c.patience}.")
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
-        from medunlearn.merge.policies import assess_policies, violation_total
-
         cfg, dev = self.config, env.ctx.device
         if not env.policies or len(env.policies) != len(runs) or env.data is None:
             raise ConfigError("Expected one policy per run with validation data for learned_coefficients "
@@ -163,8 +163,8 @@ class LearnedCoefficients(MergeMethod):
                 lam = coefficients(z, cfg.c_max)
                 state = {k: v.detach().cpu().double() for k, v in params(lam).items()}
             merged = env.build_model({**state, **buffers}).to(dev)
-            acc = assess_policies(merged, base_model, env.policies, env.data, dev)
-            key = (violation_total(acc), -acc["retain"]["value"])
+            acc = policies.assess_policies(merged, base_model, env.policies, env.data, dev)
+            key = (policies.violation_total(acc), -acc["retain"]["value"])
             record["checks"].append({"step": step, "met": acc["met"], "violation": round(key[0], 3),
                                      "retain_acc": acc["retain"]["value"]})
             if not best or key < best["key"]:
@@ -190,8 +190,6 @@ class LearnedCoefficients(MergeMethod):
 
     def _terms(self, env: MergeEnv, base_model: nn.Module) -> list[tuple[float, Any]]:
         """(weight, loss(forward)) per policy and the retain distillation; targets computed once."""
-        from medunlearn.unlearn.controller import removed_classes
-
         cfg, dev, seed = self.config, env.ctx.device, int(env.ctx.seed)
         n = int(cfg.max_rows)
         terms: list[tuple[float, Any]] = []

@@ -29,6 +29,10 @@ import torch
 
 from medunlearn.errors import ConfigError
 from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_range, is_bn_stat
+from medunlearn.merge.policies import policy_checks
+from medunlearn.unlearn import METHODS
+from medunlearn.unlearn.base import check_finite_model, release
+from medunlearn.unlearn.controller import ExtraChecks, is_class_removal, run_controlled
 
 
 @dataclasses.dataclass
@@ -46,8 +50,6 @@ class MergeRepairConfig(MergeConfig):
 
 def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> object:
     """The unlearner's default Config with the strictest criteria of the policies (and `lr` when > 0)."""
-    from medunlearn.unlearn.controller import is_class_removal
-
     cfg = cls_config()
     strict = {"forget_tol": min(p.control.forget_tol for p in policies),
               "confidence_margin": _strictest_margin([p.control.confidence_margin for p in policies]),
@@ -75,8 +77,6 @@ class MergeRepair(MergeMethod):
     Config = MergeRepairConfig
 
     def validate(self) -> None:
-        from medunlearn.unlearn import METHODS
-
         if self.config.merge == self.name:
             raise ConfigError("Expected merge_repair's first merge to be another method, but got merge_repair.")
         self._inner = MERGES.get(self.config.merge)(bn_stats=self.config.bn_stats)
@@ -98,11 +98,6 @@ class MergeRepair(MergeMethod):
         return {k: self._state[k].clone() for k, t in base.items() if is_bn_stat(k) or not t.is_floating_point()}
 
     def _finish(self, state: StateDict, env: MergeEnv) -> StateDict:
-        from medunlearn.merge.policies import policy_checks
-        from medunlearn.unlearn import METHODS
-        from medunlearn.unlearn.base import check_finite_model, release
-        from medunlearn.unlearn.controller import ExtraChecks, run_controlled
-
         if int(self.config.steps) == 0:
             return state
         if not env.policies or env.data is None:

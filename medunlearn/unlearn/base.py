@@ -108,7 +108,7 @@ def check_goal(goal: str) -> None:
 def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     """Return a copy of dataclass `cfg` with `overrides`, coercing strings to each field's type."""
     fields = {f.name: f for f in dataclasses.fields(cfg)}
-    values = {}
+    values: dict[str, Any] = {}
     for key, raw in overrides.items():
         if key not in fields:
             raise ConfigError(

@@ -4,8 +4,9 @@ A method supplies a `Plan` (its update step and step budget); the controller own
   checks   after every `check_every` steps, on fixed seeded probes of VALIDATION rows (val_forget, val_retain;
            equivalence also train_forget) — test rows are never read; `check_every=0` (auto) checks every
            step unless the probes' forward passes would exceed a third of the run (estimated from row counts);
-  repair   when val_retain falls below its guard (accuracy (c), or mean confidence (d) where it applies), up to `repair_steps` steps of retain CE + distillation from
-           the original (a removed class's logit masked out of the teacher), then the method goes on;
+  repair   when val_retain falls below its guard (accuracy (c), or mean confidence (d) where it applies), up to
+           `repair_steps` steps of retain CE + distillation from the original (a removed class's logit masked out of
+           the teacher), then the method goes on;
            `repair_hold` > 0 adds distillation of train_forget rows toward the state that entered repair;
   rollback the best checked state that meets every criterion (highest val_retain accuracy) is returned; when
            none does, the closest one is returned (a state within the retain guard first, then the smallest total
@@ -158,6 +159,7 @@ class Observer(Protocol):
 
     def on_step(self, step: int, loss: float) -> None:
         """After every method step (its image passes count as the method's); raise Stop to end the run."""
+        return None
 
     def extra_checks(self, model: nn.Module) -> list[dict[str, Any]]:
         """Checks every checked state must also pass, besides the goal's criteria."""
@@ -165,6 +167,7 @@ class Observer(Protocol):
 
     def on_check(self, step: int, phase: str, row: dict[str, Any], met: bool) -> None:
         """After every check, with its trace row (step, phase, measurements, met, violation, decision)."""
+        return None
 
 
 class ExtraChecks(Observer):
@@ -270,7 +273,7 @@ class Controller:
         m = self.probes.measure(model, criteria, retain)
         checks = evaluate_checks(criteria, m) + [c for o in self.observers for c in o.extra_checks(model)]
         met = all(c["passed"] for c in checks)
-        row = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
+        row: dict[str, Any] = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
                "violation": round(violation(checks), 4), "decision": ""}
         eligible = step >= self.plan.warmup
         shortfall = forget_shortfall(criteria, m)
@@ -304,6 +307,7 @@ class Controller:
         Between repair steps only the retain probe is read (the loop's exit test); the full check, which may
         keep the state as best or closest, runs once: when retain is restored or the repair budget is spent."""
         repairer, probes, counter = self.repairer, self.probes, self.counter
+        assert repairer is not None  # stop_reason repairs only with a repairer
         repairer.begin()
         for i in range(self.cfg.repair_steps):
             t0 = time.perf_counter()
@@ -324,6 +328,7 @@ class Controller:
     def backtrack(self, row: dict[str, Any]) -> None:
         """Back to the anchor (model and optimiser) with the learning rate scaled by backtrack_factor^n."""
         anchor, opt = self.anchor, self.plan.optimizer
+        assert anchor is not None and anchor.opt is not None and opt is not None  # anchors need an optimiser
         self.model.load_state_dict(anchor.state)
         opt.load_state_dict(anchor.opt)  # restores the lr too: scale after loading
         self.counters.backtracks += 1
