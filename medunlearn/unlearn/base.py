@@ -43,7 +43,7 @@ class BaseConfig:
 
 class Unlearner(abc.ABC):
     """Base class. A method supplies `plan(...)` (its update step and budget); the controller
-    (`unlearn.controller.run_controlled`) owns checks, retain repair, rollback, the trace and the verdict.
+    (`unlearn.controller.Controller`) owns checks, retain repair, rollback, the trace and the verdict.
 
     `run(model, data, ctx, goal)` returns an Outcome (new model + acceptance + trace); `unlearn(...)` returns
     just the model. The input model is never modified.
@@ -90,7 +90,7 @@ class Unlearner(abc.ABC):
 
     @abc.abstractmethod
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str):
-        """Prepare `model` (a private copy of `original`) and return a controller.Plan that updates it in place."""
+        """Prepare `model` (a private copy of `original`) and return a types.Plan that updates it in place."""
 
 
 def release(model: nn.Module) -> nn.Module:

@@ -256,7 +256,7 @@ def check_forget_audit(audit_dir: str | Path, model_dir: str | Path, goal: str) 
 
 
 def audit_checks(audit_dir: str | Path, base, data, ctx: RunContext, alpha: float | None = None):
-    """The controller's extra check (`run_controlled(extra_checks=...)`) for `forget --audit`: every checked state
+    """The controller's extra check (an `ExtraChecks` observer) for `forget --audit`: every checked state
     must show no membership of the forget set or of any patient, on either tail, at the stated FPR.
 
     Rows, reference statistics and the calibration are fixed up front; a check runs the model on the forget and
