@@ -17,12 +17,16 @@ Every ``check_every`` steps the policies' acceptance (controller.assess) is meas
 those of the checked state that meets the most (smallest total violation, then highest retain accuracy). Once a
 checked state meets every criterion, the fit stops after ``patience`` further checks that find none better.
 The record {coefficients, groups, checks, steps_run, chosen_step} goes to ctx.log["learned_coefficients"].
+The fit (`Fit`: a `Plan` of Adam steps) keeps its own check, keep-best and patience instead of running under the
+unlearning controller: it judges every policy on its own probes and ranks met and unmet states on one scale,
+where the controller judges one split's criteria, keeps a met state by retain and an unmet one retain guard first.
 BatchNorm running stats: the shared buffer rules (``bn_stats``), fixed while fitting.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -45,6 +49,7 @@ from medunlearn.merge.base import (
 )
 from medunlearn.unlearn.controller import removed_classes
 from medunlearn.unlearn.probes import subsample
+from medunlearn.unlearn.types import Plan
 
 GRANULARITIES = ("layer", "tensor", "run")
 OBJECTIVES = ("criteria", "run")
@@ -93,6 +98,56 @@ def _policy_loss(logits: torch.Tensor, kind: str, labels: torch.Tensor, target: 
         p_y = logp.gather(1, labels[:, None]).exp().squeeze(1)
         return -torch.log1p(-p_y.clamp(max=1 - 1e-6)).mean()
     return -logp.mean(1).mean()  # CE to uniform
+
+
+@dataclasses.dataclass
+class Checked:
+    """One checked state of the fit: its rank key (total violation, then −retain: smaller is better)."""
+
+    step: int
+    key: tuple[float, float]
+    met: bool
+    retain_acc: float
+    lam: torch.Tensor
+    state: StateDict
+
+
+@dataclasses.dataclass
+class Fit:
+    """The fit's own check / keep-best / patience (not the unlearning controller's: module doc).
+
+    `plan.update(t)` runs step t; `judge(step)` checks the state at 0, every `every` steps and at the budget.
+    The best is the checked state with the smallest key, met or not; once it meets every criterion, the fit
+    stops after `patience` further checks that kept none better (0: run every step)."""
+
+    plan: Plan
+    every: int
+    patience: int
+    checks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    steps_run: int = 0
+    best: Checked | None = None
+    since: int = 0  # checks since the best last changed
+
+    def keep(self, c: Checked) -> bool:
+        """Record and rank one checked state; True when the fit should stop."""
+        self.checks.append({"step": c.step, "met": c.met, "violation": round(c.key[0], 3), "retain_acc": c.retain_acc})
+        if self.best is None or c.key < self.best.key:
+            self.best, self.since = c, 0
+        else:
+            self.since += 1
+        # "met", not violation 0: a vacuous equivalence policy has no failed check and is still not met
+        return self.patience > 0 and self.best.met and self.since >= self.patience
+
+    def run(self, judge: Callable[[int], Checked]) -> Checked:
+        self.keep(judge(0))
+        budget = self.plan.budget
+        for step in range(1, budget + 1):
+            self.steps_run = step
+            self.plan.update(step)
+            if (step % self.every == 0 or step == budget) and self.keep(judge(step)):
+                break
+        assert self.best is not None
+        return self.best
 
 
 @MERGES.register("learned_coefficients")
@@ -154,39 +209,30 @@ class LearnedCoefficients(MergeMethod):
         base_model = env.build_model(env.base_sd).to(dev).eval()
         terms = self._terms(env, base_model)
         opt = torch.optim.Adam([z], lr=float(cfg.lr))
-        record: dict[str, Any] = {"groups": groups, "parts": ["agree", "conflict"][:parts], "checks": []}
-        best: dict[str, Any] = {}
 
-        def check(step: int) -> bool:
-            """Measure the state; True when the best meets every criterion and has not changed for `patience`."""
-            with torch.no_grad():
-                lam = coefficients(z, cfg.c_max)
-                state = {k: v.detach().cpu().double() for k, v in params(lam).items()}
-            merged = env.build_model({**state, **buffers}).to(dev)
-            acc = policies.assess_policies(merged, base_model, env.policies, env.data, dev)
-            key = (policies.violation_total(acc), -acc["retain"]["value"])
-            record["checks"].append({"step": step, "met": acc["met"], "violation": round(key[0], 3),
-                                     "retain_acc": acc["retain"]["value"]})
-            if not best or key < best["key"]:
-                best.update(key=key, step=step, lam=lam.detach().cpu().clone(), state=state, met=acc["met"], since=0)
-            else:
-                best["since"] += 1
-            # "met", not violation 0: a vacuous equivalence policy has no failed check and is still not met
-            return int(cfg.patience) > 0 and best["met"] and best["since"] >= int(cfg.patience)
-
-        check(0)
-        step = 0
-        for step in range(1, int(cfg.steps) + 1):
+        def update(t: int) -> float:  # one Adam step on the coefficients' logits z
             lam = coefficients(z, cfg.c_max)
             loss = sum(w * fn(lambda x: forward(lam, x)) for w, fn in terms)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if (step % int(cfg.check_every) == 0 or step == int(cfg.steps)) and check(step):
-                break
-        record.update({"steps_run": step, "chosen_step": best["step"], "coefficients": best["lam"].tolist(), "c_max": float(cfg.c_max)})
-        env.ctx.log[self.name] = record
-        return best["state"]
+            return float(loss.detach())
+
+        def judge(step: int) -> Checked:
+            with torch.no_grad():
+                lam = coefficients(z, cfg.c_max)
+                state = {k: v.detach().cpu().double() for k, v in params(lam).items()}
+            merged = env.build_model({**state, **buffers}).to(dev)
+            acc = policies.assess_policies(merged, base_model, env.policies, env.data, dev)
+            return Checked(step, (policies.violation_total(acc), -acc["retain"]["value"]), bool(acc["met"]),
+                           acc["retain"]["value"], lam.detach().cpu().clone(), state)
+
+        fit = Fit(Plan(update, int(cfg.steps)), int(cfg.check_every), int(cfg.patience))
+        best = fit.run(judge)
+        env.ctx.log[self.name] = {"groups": groups, "parts": ["agree", "conflict"][:parts], "checks": fit.checks,
+                                  "steps_run": fit.steps_run, "chosen_step": best.step,
+                                  "coefficients": best.lam.tolist(), "c_max": float(cfg.c_max)}
+        return best.state
 
     def _terms(self, env: MergeEnv, base_model: nn.Module) -> list[tuple[float, Any]]:
         """(weight, loss(forward)) per policy and the retain distillation; targets computed once."""
