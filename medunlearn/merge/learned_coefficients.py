@@ -93,6 +93,7 @@ def sign_agreement(taus: list[torch.Tensor]) -> torch.Tensor:
 def _policy_loss(logits: torch.Tensor, kind: str, labels: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     logp = F.log_softmax(logits.float(), 1)
     if kind == "run":
+        assert target is not None  # the run's own log-probabilities
         return F.kl_div(logp, target, reduction="batchmean", log_target=True)
     if kind == "class":  # push the removed class's probability to 0
         p_y = logp.gather(1, labels[:, None]).exp().squeeze(1)
@@ -176,6 +177,8 @@ class LearnedCoefficients(MergeMethod):
             raise ConfigError("Expected one policy per run with validation data for learned_coefficients "
                               f"(pass --cohort), but got {len(env.policies)} policies for {len(runs)} runs.")
         env.require("build_model", self.name)
+        build, data = env.build_model, env.data
+        assert build is not None  # required above
         taus = deltas(base, runs)
         groups = sorted({group_of(k, cfg.granularity) for k in base})
         gidx = {k: groups.index(group_of(k, cfg.granularity)) for k in base}
@@ -186,7 +189,7 @@ class LearnedCoefficients(MergeMethod):
         z0 = math.log(cfg.init / (cfg.c_max - cfg.init))
         z = torch.full((len(runs), len(groups), parts), z0, device=dev, requires_grad=True)
         buffers = merge_buffers(env.base_sd, env.run_sds, weights, cfg.bn_stats)
-        model = env.build_model({**{k: v for k, v in env.base_sd.items()}}).to(dev).eval()
+        model = build({**{k: v for k, v in env.base_sd.items()}}).to(dev).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         bufs = {k: v.to(dev) for k, v in buffers.items()}
@@ -206,7 +209,7 @@ class LearnedCoefficients(MergeMethod):
         def forward(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return functional_call(model, {**params(lam), **bufs}, (x,))
 
-        base_model = env.build_model(env.base_sd).to(dev).eval()
+        base_model = build(env.base_sd).to(dev).eval()
         terms = self._terms(env, base_model)
         opt = torch.optim.Adam([z], lr=float(cfg.lr))
 
@@ -222,8 +225,8 @@ class LearnedCoefficients(MergeMethod):
             with torch.no_grad():
                 lam = coefficients(z, cfg.c_max)
                 state = {k: v.detach().cpu().double() for k, v in params(lam).items()}
-            merged = env.build_model({**state, **buffers}).to(dev)
-            acc = policies.assess_policies(merged, base_model, env.policies, env.data, dev)
+            merged = build({**state, **buffers}).to(dev)
+            acc = policies.assess_policies(merged, base_model, env.policies, data, dev)
             return Checked(step, (policies.violation_total(acc), -acc["retain"]["value"]), bool(acc["met"]),
                            acc["retain"]["value"], lam.detach().cpu().clone(), state)
 
@@ -237,6 +240,8 @@ class LearnedCoefficients(MergeMethod):
     def _terms(self, env: MergeEnv, base_model: nn.Module) -> list[tuple[float, Any]]:
         """(weight, loss(forward)) per policy and the retain distillation; targets computed once."""
         cfg, dev, seed = self.config, env.ctx.device, int(env.ctx.seed)
+        build, data = env.build_model, env.data
+        assert build is not None and data is not None  # _merge_floats checked both
         n = int(cfg.max_rows)
         terms: list[tuple[float, Any]] = []
 
@@ -249,10 +254,10 @@ class LearnedCoefficients(MergeMethod):
             target = None
             if kind == "run":
                 with torch.no_grad():
-                    run = env.build_model(env.run_sds[i]).to(dev).eval()
+                    run = build(env.run_sds[i]).to(dev).eval()
                     target = F.log_softmax(run(x).float(), 1)
             terms.append((1.0, lambda fwd, x=x, y=y, kind=kind, target=target: _policy_loss(fwd(x), kind, y, target)))
-        retain = subsample(env.data.val_retain, n, seed + 1)
+        retain = subsample(data.val_retain, n, seed + 1)
         if float(cfg.retain_weight) > 0 and len(retain):
             xr = retain.images.to(dev)
             with torch.no_grad():

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -48,7 +49,7 @@ class MergeRepairConfig(MergeConfig):
     polish: bool = True
 
 
-def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> object:
+def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> Any:
     """The unlearner's default Config with the strictest criteria of the policies (and `lr` when > 0)."""
     cfg = cls_config()
     strict = {"forget_tol": min(p.control.forget_tol for p in policies),
@@ -104,6 +105,8 @@ class MergeRepair(MergeMethod):
             raise ConfigError("Expected the runs' policies and the union split for merge_repair (pass --cohort), "
                               "but got none.")
         env.require("build_model", self.name)
+        build, data = env.build_model, env.data
+        assert build is not None  # required above
         goals = sorted({p.goal for p in env.policies})
         if len(goals) != 1:
             raise ConfigError(f"Expected policies with one goal for merge_repair, but got {goals}.")
@@ -111,13 +114,13 @@ class MergeRepair(MergeMethod):
         cfg = dataclasses.replace(union_control(env.policies, cls.Config, float(self.config.lr)),
                                   polish=bool(self.config.polish))
         dev = env.ctx.device
-        original = env.build_model(env.base_sd).to(dev).eval()
-        model = env.build_model(state).to(dev)
+        original = build(env.base_sd).to(dev).eval()
+        model = build(state).to(dev)
         env.ctx.seed_everything()
-        plan = cls(cfg).plan(model, copy.deepcopy(original), env.data, env.ctx, goals[0])
+        plan = cls(cfg).plan(model, copy.deepcopy(original), data, env.ctx, goals[0])
         plan = dataclasses.replace(plan, budget=max(1, min(plan.budget, int(self.config.steps))))
         per_policy = [ExtraChecks(policy_checks(env.policies, original, dev))] if self.config.per_policy else []
-        outcome = run_controlled(model, original, env.data, env.ctx, goals[0], cfg, plan, self.name, per_policy)
+        outcome = run_controlled(model, original, data, env.ctx, goals[0], cfg, plan, self.name, per_policy)
         repaired = release(outcome.model)
         check_finite_model(repaired)
         env.ctx.log[self.name] = {"merge": self.config.merge, "unlearner": self.config.unlearner,
