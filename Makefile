@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The hospital's side first, outside medunlearn: a SYNTHETIC archive and a DenseNet121 bundle trained on it by
+# plain MONAI code (examples/deployed_bundle.py). medunlearn then adopts that bundle, unlearns, merges, reports,
+# hands it back in its own form and runs the result under MONAI.
+DEMO_SITE ?= demo_site
 demo: $(STAMP)
-	$(VENV)/bin/medunlearn demo --out demo_out --overwrite
+	$(VENV)/bin/medunlearn cohort synth $(DEMO_SITE)/archive --patients 120 --seed 0 --overwrite
+	$(PY) examples/deployed_bundle.py $(DEMO_SITE)/archive $(DEMO_SITE)/bundle
+	$(VENV)/bin/medunlearn demo --bundle $(DEMO_SITE)/bundle --archive $(DEMO_SITE)/archive --out demo_out --overwrite
 
 test: $(STAMP) $(STATIC_CHECKS)
 	$(PY) -m pytest
@@ -34,4 +40,4 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m ""
 
 clean:
-	rm -rf demo_out bench_out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo_out demo_site bench_out .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Issue 28's target: unlearn a DenseNet121 bundle that medunlearn did not train.
 
 Per seed: a SYNTHETIC cohort (`medunlearn cohort synth`), a DenseNet121 bundle in the classification template's
-layout trained on it by plain MONAI + torch code (benchmarks/foreign_bundle.py, no medunlearn import), then
+layout trained on it by plain MONAI + torch code (examples/deployed_bundle.py, no medunlearn import), then
 `medunlearn adopt` (with the bundle's datalist as membership; fidelity check), `medunlearn forget --device
 ScannerX` (forget's default method), and a retrain with the bundle's own recipe on its datalist without
 ScannerX. Prints one row per seed and the mean ± std.
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import foreign_bundle as foreign  # noqa: E402  (the hospital team's own code, beside this script)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import deployed_bundle as foreign  # noqa: E402  (the hospital team's own code, examples/)
 
 
 def _cli(*args: str) -> tuple[int, float, str]:
@@ -46,6 +46,7 @@ def one_seed(seed: int, patients: int, out: Path, epochs: int) -> dict:
                              "ScannerX", "--out", str(work / "run"), "--seed", str(seed), "--overwrite")
     metrics = json.loads((work / "run" / "metrics.json").read_text()) if (work / "run" / "metrics.json").exists() else {}
     acc = metrics.get("acceptance", {})
+    monai = hand_back(work, cohort, archive) if rc in (0, 3) and metrics else {"error": log.strip().splitlines()[-1][:200]}
     retrain_list = foreign.make_datalist(archive, seed=seed, exclude_device="ScannerX")
     _, info = foreign.train_network(archive, retrain_list, epochs=epochs, seed=seed)
     checks = {c["name"]: c["value"] for c in acc.get("checks", [])}
@@ -53,7 +54,30 @@ def one_seed(seed: int, patients: int, out: Path, epochs: int) -> dict:
             "adopt_s": round(adopt_s, 1), "forget_rc": rc, "met": bool(acc.get("met")), "method": metrics.get("method"),
             "forget_s": round(forget_s, 1), "retrain_s": info["wall_time_s"], "bundle_train_s": trained["train"]["wall_time_s"],
             "checks": checks, "test_retain_confidence": metrics.get("test_retain_confidence"),
-            "test_forget_expected": metrics.get("test_forget_expected_acc", metrics.get("test_forget_acc"))}
+            "test_forget_expected": metrics.get("test_forget_expected_acc", metrics.get("test_forget_acc")),
+            "monai": monai}
+
+
+def hand_back(work: Path, cohort: Path, archive: Path) -> dict:
+    """export-bundle --like the original, then MONAI's own `monai.bundle run` on the result, compared with
+    medunlearn's predictions for the run (on the datalist's test images)."""
+    from medunlearn.data.cohort import read_cohort
+    from medunlearn.models.monai_run import compare_predictions, run_bundle
+
+    rc, export_s, log = _cli("export-bundle", str(work / "run"), str(work / "handback"), "--like", str(work / "bundle"),
+                             "--overwrite")
+    if rc != 0:
+        return {"error": log.strip().splitlines()[-1][:200]}
+    start = time.perf_counter()
+    preds = run_bundle(work / "handback", archive, work / "monai_eval")
+    rec = compare_predictions(work / "run", preds, read_cohort(cohort))
+    return {**rec, "export_s": round(export_s, 1), "monai_run_s": round(time.perf_counter() - start, 1)}
+
+
+def _monai_cell(rec: dict) -> str:
+    if "error" in rec:
+        return f"not run: {rec['error']}"
+    return f"{rec['max_prob_diff']:.1e} on {rec['matched']} images ({'equal' if rec['passed'] else 'DIFFERENT'})"
 
 
 def _ms(values: list[float]) -> str:
@@ -70,14 +94,15 @@ def main() -> None:
     rows = [one_seed(s, a.patients, a.out, a.epochs) for s in a.seeds]
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "adopt_foreign.json").write_text(json.dumps(rows, indent=2))
-    print("| seed | fidelity max Δp | adopt s | method | met | forget s | retrain s (bundle recipe) | checks |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| seed | fidelity max Δp | adopt s | method | met | forget s | retrain s (bundle recipe) | MONAI runs --like: "
+          "max Δp vs medunlearn | checks |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if not r["adopted"]:
             print(f"| {r['seed']} | refused: {r['error']} | | | | | | |")
             continue
         print(f"| {r['seed']} | {r['fidelity_max_prob_diff']:.1e} | {r['adopt_s']} | {r['method']} | "
-              f"{'yes' if r['met'] else 'no'} | {r['forget_s']} | {r['retrain_s']} | "
+              f"{'yes' if r['met'] else 'no'} | {r['forget_s']} | {r['retrain_s']} | {_monai_cell(r['monai'])} | "
               + ", ".join(f"{k} {v:.1f}" for k, v in r["checks"].items() if isinstance(v, (int, float))) + " |")
     ok = [r for r in rows if r["adopted"]]
     if ok:

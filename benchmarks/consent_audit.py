@@ -28,7 +28,7 @@ from medunlearn.audit.judge import ScoreCache
 from medunlearn.audit.lira import tpr_at_fpr
 from medunlearn.audit.references import phi_scores, train_references
 from medunlearn.audit.verdict import clopper_pearson
-from medunlearn.bench.tables import format_stat, mean_std
+from medunlearn.benchmarking.tables import format_stat, markdown_table, mean_std
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.models.train import TrainConfig, train_model
 from medunlearn.runtime import RunContext
@@ -41,7 +41,7 @@ def sealed(data: SplitData) -> SplitData:
 
 
 def fm_split(seed: int, n_train: int, n_val: int, fraction: float = 0.1) -> SplitData:
-    from medunlearn.bench.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+    from medunlearn.benchmarking.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
     train, _test = load_fashion_mnist()  # the test part is never used
     g = torch.Generator().manual_seed(1000 + seed)
@@ -58,9 +58,9 @@ def fm_split(seed: int, n_train: int, n_val: int, fraction: float = 0.1) -> Spli
 def synthetic_split(out: Path, seed: int, patients: int, image_size: int, withdrawn: int = 5) -> SplitData:
     from medunlearn.data.cohort import index_archive
     from medunlearn.data.synthetic import synthesize_cohort
-    from medunlearn.forget.rules import build_rule
-    from medunlearn.forget.split import select
-    from medunlearn.workflow.common import split_data_for
+    from medunlearn.selection.rules import build_rule
+    from medunlearn.selection.split import select
+    from medunlearn.workflow.splits import split_data_for
 
     archive = out / f"synthetic_{patients}"
     if not (archive / "labels.csv").is_file():
@@ -211,9 +211,9 @@ def _num(v: str):
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| workload | K | ref. cost s | original TPR@1%FPR % | flagged (original) | retrain TPR@1%FPR % | "
-             "retrain shows none | calib. FPR (LOPO) % | calib. FPR (halves) % | mean smallest detectable effect |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = markdown_table(["workload", "K", "ref. cost s", "original TPR@1%FPR %", "flagged (original)",
+                            "retrain TPR@1%FPR %", "retrain shows none", "calib. FPR (LOPO) %",
+                            "calib. FPR (halves) %", "mean smallest detectable effect"])
     for w in sorted({r["workload"] for r in results}):
         rs = [r for r in results if r["workload"] == w]
         for k in ("k4", "k8"):
@@ -227,8 +227,8 @@ def table(results: list[dict]) -> str:
                 f"{stat([100 * x['calibration_lopo']['fpr'] for x in a])} | "
                 f"{stat([100 * x['calibration_halves']['fpr'] for x in a])} | "
                 f"{stat([float(np.mean(list(x['min_detectable_effect'].values()))) for x in a])} |")
-    lines += ["", "| workload | method | wall s | RTE | set verdict (seeds) | patients forgotten | patients still "
-                  "detected | audit passes | RTE >= 10x and passes |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", *markdown_table(["workload", "method", "wall s", "RTE", "set verdict (seeds)", "patients forgotten",
+                                   "patients still detected", "audit passes", "RTE >= 10x and passes"])]
     for w in sorted({r["workload"] for r in results}):
         rs = [r for r in results if r["workload"] == w]
         for i, u in enumerate(rs[0]["unlearn"]):

@@ -54,7 +54,7 @@ def train_once(out: Path, cohort: Path, procs: int, threads: int, args, tag: str
 
 
 def main() -> None:
-    from medunlearn.bench.tables import format_stat, mean_std
+    from medunlearn.benchmarking.tables import format_stat, mean_std
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=5000)
@@ -77,7 +77,7 @@ def main() -> None:
             print(f"repeat {r} {name}: {results[name][-1]}", flush=True)
     base = statistics.mean(x["train_s"] for x in results[modes[0][0]])
     print(f"\n{'mode':<20} {'threads/proc':>12} {'train-loop s':>14} {'command s':>14} {'speed-up':>9} {'val acc':>8}")
-    for name, procs, threads in modes:
+    for name, _procs, threads in modes:
         rows = results[name]
         mean = statistics.mean(x["train_s"] for x in rows)
         print(f"{name:<20} {threads:>12} {format_stat(mean_std([x['train_s'] for x in rows])):>14} "

@@ -43,8 +43,8 @@ def prepare_synthetic(args):
     """The SYNTHETIC cohort decoded once; (per-policy splits, union split)."""
     from medunlearn.data.cohort import index_archive
     from medunlearn.data.synthetic import CLASS_NAMES, synthesize_cohort
-    from medunlearn.forget.rules import AnyOf, rule_from_dict
-    from medunlearn.forget.splitdata import build_split_data
+    from medunlearn.selection.rules import AnyOf, rule_from_dict
+    from medunlearn.selection.splitdata import build_split_data
 
     root = args.out / f"synthetic-p{args.patients}"
     if not (root / "labels.csv").is_file():
@@ -61,8 +61,8 @@ def prepare_synthetic(args):
 
 def prepare_fashion(args):
     """Fashion-MNIST with the bench's val carve-out; (one split per withdrawn class, union split)."""
-    from medunlearn.bench.fashion_mnist import CLASS_NAMES
-    from medunlearn.bench.suites import SuiteOptions, fashion_prepare, split_parts
+    from medunlearn.benchmarking.fashion_mnist import CLASS_NAMES
+    from medunlearn.benchmarking.suites import SuiteOptions, fashion_prepare, split_parts
     from medunlearn.data.imageset import SplitData
 
     raw = fashion_prepare(SuiteOptions(data_dir=args.data_dir))
@@ -77,7 +77,7 @@ def prepare_fashion(args):
 
 def base_model(seed: int, args, union):
     """(base model, seconds one training run takes: the retrain stand-in)."""
-    from medunlearn.bench.runner import cached_model, load_bench_config
+    from medunlearn.benchmarking.runner import cached_model, load_bench_config
     from medunlearn.models.train import TrainConfig, train_model
     from medunlearn.runtime import RunContext
 
@@ -96,7 +96,7 @@ def method_settings(args):
     """(data -> the candidates to run, the first candidate's Config: its criteria judge the merge). A named method:
     configs/unlearn defaults <- the bench YAML's overrides for this kind of policy. `auto`: `forget --method auto`'s
     chain for the policy's kind (workflow/auto_method.py)."""
-    from medunlearn.bench.runner import method_overrides, resolve_settings
+    from medunlearn.benchmarking.runner import method_overrides, resolve_settings
     from medunlearn.configio import method_config
     from medunlearn.unlearn import METHODS
     from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind
@@ -132,20 +132,20 @@ def decode_once(df, class_names, image_size):
 def test_scores(model, datas, union) -> dict:
     """TEST-row scores: each policy's test_forget in its criterion-(a) measure, and top-1 on the test_retain rows
     no policy forgets."""
+    from medunlearn.evaluate.functional import accuracy, expected_accuracy, predict
     from medunlearn.unlearn.controller import removed_classes
-    from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct, predict_logits
 
     k = union.num_classes
 
     def logits(s):
-        return predict_logits(model.eval(), s.images, k, torch.device("cpu"))
+        return predict(model.eval(), s.images, device="cpu", num_classes=k)
 
     def forget(d):
-        measure = accuracy_pct if removed_classes(d) else expected_accuracy_pct
+        measure = accuracy if removed_classes(d) else expected_accuracy
         return measure(logits(d.test_forget), d.test_forget.labels)
 
     return {"forget": {p: forget(d) for p, d in datas.items()},
-            "retain": accuracy_pct(logits(union.test_retain), union.test_retain.labels)}
+            "retain": accuracy(logits(union.test_retain), union.test_retain.labels)}
 
 
 def one_seed(seed: int, args, datas, union) -> dict:
@@ -190,7 +190,7 @@ def one_seed(seed: int, args, datas, union) -> dict:
 
     record("union run", union_model, t_union, t_union)
     seq, t_seq = base, 0.0
-    for p, d in datas.items():  # each later run's retain set excludes every policy's rows (they are withdrawn)
+    for d in datas.values():  # each later run's retain set excludes every policy's rows (they are withdrawn)
         seq, _, t = unlearn(seq, shared_retain(d, union))
         t_seq += t
     record("sequential", seq, t_seq, t_seq)
@@ -236,6 +236,8 @@ def ms(values) -> str:
 
 
 def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> str:
+    from medunlearn.benchmarking.tables import markdown_table
+
     pols = list(results[0]["own"])
     names = list(results[0]["rows"])
     by_default = {}
@@ -254,14 +256,14 @@ def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> st
         return all(abs(r["own"][p] + x["d_forget"][p] - targets[p]) <= abs(r["own"][p] - targets[p]) + 2
                    for p in pols)
 
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for name in names:
         rs = [r["rows"][name] for r in results]
-        lines.append("| " + " | ".join(
-            [name, f"{sum(x['met'] for x in rs)}/{n}"] + [ms([x["d_forget"][p] for x in rs]) for p in pols]
-            + [ms([x["d_retain"] for x in rs]), f"{statistics.mean(x['time'] for x in rs):.1f}",
-               f"{statistics.mean(x['total'] for x in rs):.1f}", f"{sum(x['targets'] for x in rs)}/{n}",
-               f"{sum(no_further(r, r['rows'][name]) for r in results)}/{n}"]) + " |")
+        rows.append([name, f"{sum(x['met'] for x in rs)}/{n}"] + [ms([x["d_forget"][p] for x in rs]) for p in pols]
+                    + [ms([x["d_retain"] for x in rs]), f"{statistics.mean(x['time'] for x in rs):.1f}",
+                       f"{statistics.mean(x['total'] for x in rs):.1f}", f"{sum(x['targets'] for x in rs)}/{n}",
+                       f"{sum(no_further(r, r['rows'][name]) for r in results)}/{n}"])
+    lines = markdown_table(head, rows)
     budget = statistics.mean(r["t_union"] + r["t_retrain"] / 10 for r in results)
     runs_met = {p: sum(r["runs_met"][p] for r in results) for p in pols}
     what = (f"the SYNTHETIC cohort ({args.patients} patients, {args.model} {args.image_size} px, {args.epochs} epochs)"

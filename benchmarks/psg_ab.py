@@ -16,13 +16,13 @@ import time
 
 import torch
 
-from medunlearn.bench.tables import format_stat, mean_std
+from medunlearn.benchmarking.tables import format_stat, markdown_table, mean_std
 
 
 def run_cell(df, base, base_meta, rule, method: str, overrides: dict, seed: int) -> dict:
     from medunlearn.runtime import RunContext
     from medunlearn.unlearn import METHODS
-    from medunlearn.workflow.common import split_data_for, split_settings
+    from medunlearn.workflow.splits import split_data_for, split_settings
 
     split_seed, fractions, image_size = split_settings(base_meta, seed)
     data = split_data_for(df, rule, split_seed, image_size, fractions, base_meta.get("class_names"))
@@ -50,8 +50,8 @@ def fmt(xs: list[float]) -> str:
 
 
 def main() -> None:
-    from medunlearn.forget.rules import build_rule
-    from medunlearn.workflow.common import load_cohort
+    from medunlearn.selection.rules import build_rule
+    from medunlearn.workflow.cohort_checks import load_cohort
     from medunlearn.workflow.steps_forget import load_model_dir
 
     ap = argparse.ArgumentParser()
@@ -68,8 +68,8 @@ def main() -> None:
     base, meta = load_model_dir(args.base, "a base checkpoint")
     rule = build_rule(device=[args.device])
     results = []
-    print("| cell | met | val_forget acc % | val_forget conf % | val_retain % (orig) | steps | wall s |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n".join(markdown_table(["cell", "met", "val_forget acc %", "val_forget conf %", "val_retain % (orig)",
+                                     "steps", "wall s"])))
     for cell in args.cell:
         method, ov = parse_cell(cell)
         runs = [run_cell(df, base, meta, rule, method, ov, s) for s in args.seeds]

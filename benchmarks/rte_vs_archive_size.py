@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 from medunlearn.data.cohort import index_archive
-from medunlearn.forget.parse import build_rule
-from medunlearn.workflow.common import DEFAULT_RECIPE
+from medunlearn.selection.parse import build_rule
 from medunlearn.workflow.steps_forget import forget
-from medunlearn.workflow.steps_train import train
+from medunlearn.workflow.steps_train import DEFAULT_RECIPE, train
 
 IMAGES_PER_PATIENT = {2: 4.5, 3: 2.0}  # synthetic defaults: (3, 6) images or (1, 3) volumes per patient
 

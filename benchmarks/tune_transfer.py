@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from medunlearn.configio import REPO_CONFIGS
-from medunlearn.forget.rules import build_rule
+from medunlearn.selection.rules import build_rule
 from medunlearn.workflow.steps_forget import forget
 
 

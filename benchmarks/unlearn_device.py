@@ -3,7 +3,7 @@ against the retrain reference; prints ONE table. A benchmark, not a test.
 
     python benchmarks/unlearn_device.py [--out bench_out/device] [--seeds 1] [--quick] [--methods psg,famr]
 
-Reuses `medunlearn.bench.runner.run_bench` (suite "device"): models are cached and cells resume.
+Reuses `medunlearn.benchmarking.runner.run_bench` (suite "device"): models are cached and cells resume.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from medunlearn.bench.runner import run_bench
-    from medunlearn.bench.tables import format_stat
+    from medunlearn.benchmarking.runner import run_bench
+    from medunlearn.benchmarking.tables import format_stat
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench_out/device")

@@ -3,7 +3,7 @@
 The CLI (`medunlearn ...`) is a thin skin over this Python API; each call does what its command does:
 
     import medunlearn
-    from medunlearn.forget.parse import build_rule
+    from medunlearn.selection.parse import build_rule
 
     rule = build_rule(device="ScannerX")
     medunlearn.train("cohort.csv", "base/")
@@ -13,9 +13,10 @@ The CLI (`medunlearn ...`) is a thin skin over this Python API; each call does w
     medunlearn.report("merged/")
 
 Nothing heavy is imported by `import medunlearn`: each entry point imports its workflow step on first use.
-`medunlearn.forget`, `merge`, `evaluate`, `report` and `adopt` share their names with sub-packages; the name
-is the callable step, and attribute access (`medunlearn.merge.MERGES`, `import medunlearn.merge.policies`)
-still reaches the sub-package (docs/refactor-plan.md, "Names", plans the renames that retire this bridge).
+`train` and `forget` are plain steps (forget rules and splits live in `medunlearn.selection`). `merge`,
+`evaluate`, `report` and `adopt` share their names with sub-packages (`SHARES_A_PACKAGE`); the name is the
+callable step, and attribute access (`medunlearn.merge.MERGES`, `import medunlearn.merge.policies`) still
+reaches the sub-package.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "report": ("medunlearn.workflow.steps_report", "report"),
 }
 __all__ = ["__version__", *ENTRY_POINTS]
+# public names that are also sub-packages: only these forward attribute access to `medunlearn.<name>`
+SHARES_A_PACKAGE = frozenset({"adopt", "merge", "evaluate", "report"})
 
 
 def _step(name: str) -> Callable[..., Any]:
@@ -55,8 +58,8 @@ def _step(name: str) -> Callable[..., Any]:
 
 
 class EntryPoint:
-    """`medunlearn.<name>(...)`: calls its workflow step; other attributes come from the sub-package of the
-    same name, when there is one (so `medunlearn.merge.MERGES` keeps meaning what it did)."""
+    """`medunlearn.<name>(...)`: calls its workflow step; for a name in `SHARES_A_PACKAGE`, other attributes
+    come from the sub-package of the same name (so `medunlearn.merge.MERGES` keeps meaning what it did)."""
 
     def __init__(self, name: str) -> None:
         object.__setattr__(self, "_name", name)
@@ -75,6 +78,8 @@ class EntryPoint:
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__") and attr.endswith("__") and attr != "__path__":
             raise AttributeError(attr)
+        if self._name not in SHARES_A_PACKAGE:
+            raise AttributeError(f"medunlearn.{self._name} is a function and has no attribute {attr!r}")
         package = f"{__name__}.{self._name}"
         try:
             module = importlib.import_module(package)
@@ -84,7 +89,7 @@ class EntryPoint:
             raise AttributeError(f"medunlearn.{self._name} has no attribute {attr!r}") from None
         try:
             return getattr(module, attr)
-        except AttributeError:  # a sub-module not imported yet: `medunlearn.forget.parse`
+        except AttributeError:  # a sub-module not imported yet: `medunlearn.merge.policies`
             return importlib.import_module(f"{package}.{attr}")
 
     def __repr__(self) -> str:

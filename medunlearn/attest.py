@@ -127,6 +127,7 @@ def verify_run(run_dir: str | Path) -> dict[str, Any]:
             raise DataError(f"Expected the accepted verdict of {run_dir.name} to be signed (metrics.json "
                             "'attestation'), but it is not; re-run forget/merge with this medunlearn version.")
         return {"state": "unsigned", "key": None, "key_id": None, "model_sha256": sha}
+    assert metrics is not None  # the attestation was read from it
     secret, kind = site_secret()
     if att.get("key") == PUBLIC:
         from medunlearn.data.deid import DEFAULT_SALT
@@ -152,8 +153,7 @@ def verify_run(run_dir: str | Path) -> dict[str, Any]:
 def check_export(ckpt_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """What `export-bundle` checks before it writes: the bundle folder is apart from the checkpoint (neither
     holds the other), and the checkpoint's verdict verifies against its weights (`verify_run`)."""
-    from medunlearn.fileio import check_apart
-    from medunlearn.workflow.common import require_dir
+    from medunlearn.fileio import check_apart, require_dir
 
     check_apart([out_dir], [ckpt_dir])
     return verify_run(require_dir(ckpt_dir, "a checkpoint"))

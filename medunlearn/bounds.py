@@ -32,11 +32,50 @@ def _cap(name: str) -> tuple[float, str]:
     return MAX_ANY, "any option"
 
 
-def check_config_bounds(cfg: Any, what: str) -> None:
-    """Refuse negative, non-finite or absurdly large numeric fields of dataclass `cfg` (ConfigError)."""
+def bounded(default: Any, lo: float, hi: float = math.inf, *, open_lo: bool = False, open_hi: bool = False) -> Any:
+    """A dataclass field whose value must lie between `lo` and `hi` (an open end excludes it). None always passes
+    (a null switches an option off). Read by check_config_bounds."""
+    return dataclasses.field(default=default, metadata={"range": (lo, hi), "open": (open_lo, open_hi)})
+
+
+def declared_range(cls: type, name: str) -> Any:
+    """The metadata of field `name`'s nearest declaration with a range along `cls`'s MRO: a subclass that only
+    changes a default (`lr: float = 3e-4`) keeps its base's range; None when no class declares one."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and "range" in f.metadata:
+            return f.metadata
+    return None
+
+
+def describe_range(lo: float, hi: float, open_lo: bool = False, open_hi: bool = False) -> str:
+    """"in [0, 100]", "in (0, 1]", "> 0", ">= 1"."""
+    if math.isinf(hi):
+        return f"{'>' if open_lo else '>='} {lo:g}"
+    return f"in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+
+
+def out_of_range(value: float, lo: float, hi: float, open_lo: bool = False, open_hi: bool = False) -> bool:
+    return (not math.isfinite(value) or (value <= lo if open_lo else value < lo)
+            or (value >= hi if open_hi else value > hi))
+
+
+def check_config_bounds(cfg: Any, what: str, caps: bool = True) -> None:
+    """Refuse a numeric field of dataclass `cfg` outside its declared range (`bounded`: field metadata "range") and,
+    with `caps` (the command line: method_config, train), any negative, non-finite or absurdly large numeric field
+    (caps by name, above). A method's or merge's constructor checks the declared ranges only: the Python API may
+    ask for a huge learning rate (divergence tests do). ConfigError names the field."""
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        meta = declared_range(type(cfg), field.name)
+        if meta is not None:
+            (lo, hi), (open_lo, open_hi) = meta["range"], meta.get("open", (False, False))
+            if out_of_range(value, lo, hi, open_lo, open_hi):
+                raise ConfigError(f"Expected {what} option {field.name} {describe_range(lo, hi, open_lo, open_hi)}, "
+                                  f"but got {value!r}.")
+        if not caps:
             continue
         top, kind = _cap(field.name)
         low = 1 if field.name.endswith("batch_size") else 0  # a batch of 0 images divides by zero downstream

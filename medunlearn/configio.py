@@ -1,6 +1,7 @@
 """Reading YAML configs safely (yaml.safe_load only: no tags, no _target_, no code) and --set overrides."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import yaml
 from medunlearn.errors import ConfigError
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+UNLEARN_CONFIGS = REPO_CONFIGS / "unlearn"
+CONTROLLER_YAML = "controller.yaml"  # in UNLEARN_CONFIGS: the fields every method shares
 
 
 def yaml_problem(exc: BaseException) -> str:
@@ -67,11 +70,27 @@ def parse_set_options(items: list[str] | tuple[str, ...] | None) -> dict[str, An
     return out
 
 
+def shipped_method_yamls(method_cls: type) -> list[Path]:
+    """The repository's YAMLs of a method, in the order they apply: configs/unlearn/controller.yaml (the controller
+    and criteria fields every method shares), then configs/unlearn/<name>.yaml (its own fields). Both hold exactly
+    the dataclass defaults (tests/unlearn/test_contract.py); a file that is not there (an installed wheel carries
+    no configs/) is skipped, which gives the same values."""
+    name = getattr(method_cls, "name", None) or method_cls.__name__
+    return [p for p in (UNLEARN_CONFIGS / CONTROLLER_YAML, UNLEARN_CONFIGS / f"{name}.yaml") if p.is_file()]
+
+
 def method_config(method_cls: type, config_path: str | Path | None = None, overrides: dict[str, Any] | None = None):
-    """Resolve a method's hyperparameters: dataclass defaults <- YAML file <- --set overrides."""
+    """Resolve a method's hyperparameters: dataclass defaults <- configs/unlearn/controller.yaml <-
+    configs/unlearn/<method>.yaml <- the YAML file `config_path` (--config) <- --set `overrides`."""
     from medunlearn.unlearn.base import apply_overrides
 
     cfg = method_cls.Config()
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    for path in shipped_method_yamls(method_cls):
+        values = load_yaml_mapping(path)
+        if path.name == CONTROLLER_YAML:  # a Config without the controller's fields takes none of them
+            values = {k: v for k, v in values.items() if k in fields}
+        cfg = apply_overrides(cfg, values)
     if config_path is not None:
         cfg = apply_overrides(cfg, load_yaml_mapping(config_path))
     if overrides:

@@ -18,13 +18,14 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from medunlearn.errors import ConfigError, OutputExistsError, OutputLockedError
+from medunlearn.errors import ConfigError, DataError, OutputExistsError, OutputLockedError
 
 log = logging.getLogger("medunlearn")
 MAX_JSON_BYTES = 256 << 20  # metrics, meta and reports are kilobytes; refuse to parse anything absurd
@@ -41,9 +42,11 @@ def file_mode() -> int:
     try:
         mode = int(raw, 8)
     except ValueError:
-        raise ConfigError(f"Expected ${MODE_ENV} to be an octal file mode such as 600 or 640, but got {raw!r}.") from None
+        raise ConfigError(f"Expected ${MODE_ENV} to be an octal file mode such as 600 or 640, "
+                          f"but got {raw!r}.") from None
     if not 0 <= mode <= 0o777 or not mode & 0o600 == 0o600:
-        raise ConfigError(f"Expected ${MODE_ENV} to keep the owner's read and write bits (e.g. 600, 640), but got {raw!r}.")
+        raise ConfigError(f"Expected ${MODE_ENV} to keep the owner's read and write bits (e.g. 600, 640), "
+                          f"but got {raw!r}.")
     return mode
 
 
@@ -268,9 +271,7 @@ def output_lock(final: str | Path) -> Iterator[Path]:
 
 
 def _try_lock(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows: msvcrt locks a byte range of the file
+    if sys.platform == "win32":  # msvcrt locks a byte range of the file
         import msvcrt
 
         try:
@@ -278,6 +279,8 @@ def _try_lock(fd: int) -> bool:
             return True
         except OSError:
             return False
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -519,17 +522,17 @@ def _roll_forward(entries: list[tuple[Path, Path | None, Path]]) -> None:
     for final, new, aside in entries:
         if final.exists() and not aside.exists() and (new is None or new.exists()):
             os.replace(final, aside)
-    for final, new, aside in reversed(entries):
+    for final, new, _aside in reversed(entries):
         if new is not None and new.exists():
             os.replace(new, final)
-    for final, _new, aside in entries:
+    for _final, _new, aside in entries:
         aside.unlink(missing_ok=True)
     for d in {f.parent for f, _n, _a in entries}:
         fsync_path(d)
 
 
 @contextmanager
-def file_set(finals: list[str | Path]) -> Iterator[dict[Path, Path]]:
+def file_set(finals: Sequence[str | Path]) -> Iterator[dict[Path, Path]]:
     """Write several files as one unit: yields {final: temp path}; the caller writes each temp (deleting a temp
     means "this file is no longer part of the unit": its previous copy is removed). On success the unit is
     committed through a journal beside the first file, the gate (the file readers look at first, e.g.
@@ -539,10 +542,10 @@ def file_set(finals: list[str | Path]) -> Iterator[dict[Path, Path]]:
     try:
         for f in paths:
             _mkdir(f.parent)
-            fd, tmp = tempfile.mkstemp(prefix=f".{f.name}.", suffix=f".tmp{f.suffix}", dir=f.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{f.name}.", suffix=f".tmp{f.suffix}", dir=f.parent)
             os.close(fd)
-            make_private(tmp)
-            tmps[f] = Path(tmp)
+            make_private(tmp_name)
+            tmps[f] = Path(tmp_name)
         yield tmps
         for tmp in tmps.values():
             if tmp.exists():
@@ -586,3 +589,14 @@ def check_apart(outputs: Iterable[str | Path | None], inputs: Iterable[str | Pat
                 continue
             raise ConfigError(f"Expected an output apart from the command's inputs, but {str(o)!r} {how} the input "
                               f"{str(given)!r}; writing it would destroy that input. Choose another output.")
+
+
+def require_dir(path: str | Path, what: str) -> Path:
+    """`path` as a Path when it is a directory; else DataError naming `what` (a checkpoint is a folder)."""
+    path = Path(path)
+    if not path.is_dir():
+        got = "a file" if path.is_file() else "it does not exist"
+        raise DataError(f"Expected {what} directory at {path}, but {got}"
+                        + (" (checkpoints are folders with model.safetensors and meta.json; import a .pt state "
+                           "dict first)." if path.is_file() else "."))
+    return path

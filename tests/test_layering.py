@@ -11,15 +11,15 @@ import medunlearn
 PKG = Path(medunlearn.__file__).parent
 # package -> packages it must never import (directly or lazily)
 FORBIDDEN = {
-    "data": {"forget", "models", "unlearn", "evaluate", "merge", "report", "workflow", "bench", "cli"},
-    "forget": {"models", "unlearn", "evaluate", "merge", "report", "workflow", "bench", "cli"},
-    "report": {"unlearn", "merge", "workflow", "bench", "cli"},
-    "workflow": {"bench", "cli"},
+    "data": {"selection", "models", "unlearn", "evaluate", "merge", "report", "workflow", "benchmarking", "cli"},
+    "selection": {"models", "unlearn", "evaluate", "merge", "report", "workflow", "benchmarking", "cli"},
+    "report": {"unlearn", "merge", "workflow", "benchmarking", "cli"},
+    "workflow": {"benchmarking", "cli"},
 }
 
 
 def imported_packages(path: Path) -> set[str]:
-    """Second-level medunlearn packages a module imports, e.g. {"data", "forget"}."""
+    """Second-level medunlearn packages a module imports, e.g. {"data", "selection"}."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
@@ -49,8 +49,8 @@ def test_no_module_outside_cli_imports_cli():
 
 def test_imported_packages_sees_lazy_imports(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("def f():\n    from medunlearn.cli.cohort import x\n    import medunlearn.forget.rules\n")
-    assert imported_packages(f) == {"cli", "forget"}
+    f.write_text("def f():\n    from medunlearn.cli.cohort import x\n    import medunlearn.selection.rules\n")
+    assert imported_packages(f) == {"cli", "selection"}
 
 
 # ---------------------------------------------------------------- the unlearning core: no cycle, no hidden import

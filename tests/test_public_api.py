@@ -49,8 +49,18 @@ def test_subpackages_of_the_same_name_stay_reachable():
 
     assert medunlearn.merge.MERGES is MERGES
     assert medunlearn.merge.policies is policies
-    assert medunlearn.forget.parse.build_rule(device="ScannerX").describe()
-    assert callable(medunlearn.forget)  # still the step after its sub-package was imported
+    assert callable(medunlearn.merge)  # still the step after its sub-package was imported
+
+
+def test_only_the_names_that_share_a_package_forward_to_one():
+    for name in medunlearn.ENTRY_POINTS:
+        has_package = (ROOT / "medunlearn" / name / "__init__.py").is_file()
+        assert has_package == (name in medunlearn.SHARES_A_PACKAGE), name
+    from medunlearn.selection.parse import build_rule  # forget rules live in `selection`, not under `forget`
+
+    assert build_rule(device="ScannerX").describe()
+    with pytest.raises(AttributeError, match="is a function"):
+        medunlearn.forget.parse  # noqa: B018
 
 
 def test_import_medunlearn_loads_nothing_heavy():

@@ -29,13 +29,14 @@ SPLITS = ("training", "validation", "test")
 def read_datalist(spec: str | Path | dict[str, str]) -> tuple[dict[str, list[str]], Path]:
     """{split: [entry paths]} and the folder entries are relative to."""
     if isinstance(spec, dict):
-        lists, base = {}, None
-        for split, path in spec.items():
+        lists: dict[str, list[str]] = {}
+        base: Path | None = None
+        for split, each in spec.items():
             if split not in SPLITS:
                 raise DataError(f"Expected datalist splits among {list(SPLITS)}, but got {split!r}.")
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(Path(each).read_text(encoding="utf-8"))
             lists[split] = _entries(data, split)
-            base = base or Path(path).parent
+            base = base or Path(each).parent
         return lists, base or Path(".")
     path = Path(spec)
     try:

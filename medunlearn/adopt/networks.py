@@ -93,6 +93,8 @@ def adopt_network(comp: Component, state: Mapping[str, torch.Tensor], head_kind:
     net = build_reference(comp, state)
     mods, dim = _split_monai(comp.name, net)
     final = net.get_submodule(FINAL_LINEAR[family(comp.name)])
+    if not isinstance(final, nn.Linear):
+        raise CheckpointError(f"Expected {comp.name}'s final layer to be Linear, but got {type(final).__name__}.")
     classes = 2 if head_kind == "sigmoid1" else outputs
     head = nn.Linear(dim, classes)
     with torch.no_grad():

@@ -64,7 +64,8 @@ def plan(steps: list[Component]) -> dict[str, Any]:
         raise CheckpointError(f"Expected at most one intensity step, but the bundle has {len(idx)}; refusing.")
     after = steps[idx[0] + 1:] if idx else []
     movable = bool(idx) and all(s.name in CASTS and s.args.get("dtype", "float32") == "float32" for s in after)
-    loader, intensity = [], {"name": "identity"}
+    loader: list[dict[str, Any]] = []
+    intensity: dict[str, Any] = {"name": "identity"}
     for i, s in enumerate(steps):
         if idx and i == idx[0] and movable:
             intensity = {"name": INTENSITY[s.name], **{k: v for k, v in s.args.items()

@@ -110,7 +110,8 @@ def bare_target(target: Any, where: str, table: dict[str, Any]) -> str:
 
 class _Resolver:
     def __init__(self, config: dict[str, Any], source: str) -> None:
-        self.config, self.source, self.stack = config, source, []
+        self.config, self.source = config, source
+        self.stack: list[str] = []  # references being resolved (a cycle is refused)
 
     def lookup(self, ref: str, where: str) -> Any:
         node: Any = self.config

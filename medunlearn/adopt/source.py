@@ -53,8 +53,9 @@ def _torchscript_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         if text:
             try:
                 parsed[name] = json.loads(text)
-            except ValueError:
-                raise CheckpointError(f"Expected the {name} embedded in {path.name} to be JSON, but it is not.")
+            except ValueError as exc:
+                raise CheckpointError(f"Expected the {name} embedded in {path.name} to be JSON, "
+                                      "but it is not.") from exc
     return state, parsed
 
 

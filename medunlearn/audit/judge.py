@@ -26,7 +26,8 @@ from medunlearn.audit.verdict import (
     verdict_word,
 )
 
-DEFAULT_FPR = 0.01  # the stated false-positive rate, per patient and for the forget set (the field's 1 % operating point)
+# the stated false-positive rate, per patient and for the forget set (the field's 1 % operating point)
+DEFAULT_FPR = 0.01
 DEFAULT_POWER = 0.8  # power at which the smallest detectable effect is stated
 
 
@@ -38,7 +39,7 @@ class Rows:
     patients: np.ndarray  # (n,) patient pseudonyms
 
 
-@dataclass
+@dataclass(init=False)
 class ScoreCache:
     image_ids: list[str]
     member: torch.Tensor  # (K, N) bool: model k trained on row n (False for every validation row)
@@ -46,11 +47,12 @@ class ScoreCache:
     base_phi: torch.Tensor  # (N,) float64
     # (K, N) bool: entries left out of a row's OUT set: its members, and for a validation row a balanced
     # pseudo-half of the models, so every row is judged against the same number (K − K//2) of OUT models
-    excluded: torch.Tensor | None = None
+    excluded: torch.Tensor
 
-    def __post_init__(self) -> None:
-        if self.excluded is None:
-            self.excluded = self.member
+    def __init__(self, image_ids: list[str], member: torch.Tensor, ref_phi: torch.Tensor, base_phi: torch.Tensor,
+                 excluded: torch.Tensor | None = None) -> None:
+        self.image_ids, self.member, self.ref_phi, self.base_phi = image_ids, member, ref_phi, base_phi
+        self.excluded = member if excluded is None else excluded  # None: the members only
 
     def positions(self, ids: Sequence[str], what: str) -> np.ndarray:
         from medunlearn.errors import DataError
@@ -131,7 +133,7 @@ def audit(cache: ScoreCache, forget_rows: Rows, cal_rows: Rows, target: dict[str
 
 
 def summary_line(set_verdict: str, patients: dict[str, dict], aud: dict, orig: dict, alpha: float) -> str:
-    counts = {}
+    counts: dict[str, int] = {}
     for e in patients.values():
         counts[e["verdict"]] = counts.get(e["verdict"], 0) + 1
     per = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))

@@ -70,7 +70,7 @@ def offline_lira(target: torch.Tensor, ref_scores: torch.Tensor, member: torch.T
     target (N,): phi of the audited model; member (M, N): entries excluded from OUT (models that saw the row);
     sigma: the global OUT spread (pooled_sigma over OUT entries when None); prior_dof None: fixed variance."""
     mu, n_out = out_moments(ref_scores, member)
-    s = pooled_sigma(ref_scores, ~member) if sigma is None else float(sigma)
+    s: float | torch.Tensor = pooled_sigma(ref_scores, ~member) if sigma is None else float(sigma)
     if prior_dof is not None:
         out = (~member).double()
         ss = (((ref_scores.double() - torch.nan_to_num(mu)) ** 2) * out).sum(0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from medunlearn.audit.lira import logit_confidence
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
+
+if TYPE_CHECKING:
+    from medunlearn.models.zoo import Classifier
 
 MIN_K, MAX_K = 2, 64
 
@@ -33,7 +36,7 @@ def check_k(k: Any) -> int:
 
 
 def patient_ids(s: ImageSet) -> np.ndarray:
-    """Patient pseudonym per row; rows without one are their own patient (as forget.split.patient_keys)."""
+    """Patient pseudonym per row; rows without one are their own patient (as selection.split.patient_keys)."""
     ids = s.meta["image_id"].astype(str).to_numpy()
     if "patient" not in s.meta:
         return np.array([f"image:{i}" for i in ids])
@@ -80,7 +83,7 @@ def phi_scores(model: nn.Module, s: ImageSet, device: torch.device, batch_size: 
 
 @dataclass
 class TrainedReferences:
-    models: list[nn.Module]
+    models: list[Classifier]
     member: np.ndarray  # (K, N_train) bool over data.train's rows
     infos: list[dict[str, Any]]
 
@@ -90,7 +93,8 @@ def train_references(data: SplitData, cfg, ctx: RunContext, k: int, seed: int) -
     from medunlearn.models.train import train_model
 
     member = plan_halves(patient_ids(data.train), check_k(k), seed)
-    models, infos = [], []
+    models: list[Classifier] = []
+    infos: list[dict[str, Any]] = []
     for i in range(k):
         sub = reference_data(data, member[i])
         model, info = train_model(sub, cfg, dataclasses.replace(ctx, seed=reference_seed(seed, i)))

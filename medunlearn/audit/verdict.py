@@ -4,10 +4,10 @@ Per patient (their images' scores are averaged: a patient's few images carry mor
   the null is the held-out (calibration) patients, none of whom any model saw. Every score is first mapped to
   the normal quantile of its rank among the calibration images (`to_normal`: q = Φ⁻¹ of the empirical CDF), so
   the null is standard normal per image whatever the tails of LiRA's statistic (on a Fashion-MNIST pilot, the raw
-  statistic's tails were heavy enough that a normal null flagged 2 % of held-out images at a stated 1 %). Scores of one patient's images
-  are correlated, so the null variance of a patient mean of n images is σ_b² + σ_w²/n, σ_w² the pooled
-  within-patient variance and σ_b² the between-patient variance (one-way random effects, method of moments)
-  of the calibration patients. T = (mean − μ0) / (sqrt(σ_b² + σ_w²/n)·sqrt(1 + 1/P)), the prediction statistic
+  statistic's tails were heavy enough that a normal null flagged 2 % of held-out images at a stated 1 %). Scores of
+  one patient's images are correlated, so the null variance of a patient mean of n images is σ_b² + σ_w²/n, σ_w²
+  the pooled within-patient variance and σ_b² the between-patient variance (one-way random effects, method of
+  moments) of the calibration patients. T = (mean − μ0) / (sqrt(σ_b² + σ_w²/n)·sqrt(1 + 1/P)), the prediction statistic
   of a new patient's mean from P calibration patients, read on Student's t with P − 1 degrees of freedom (the
   null is estimated from P patients: on a 24-patient calibration set the normal reading flagged 2 of 24 held-out
   patients at a stated 1 %); membership is detected when the one-sided p-value < α (the stated false-positive
@@ -54,7 +54,7 @@ def to_normal(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(s), np.nan, out)
 
 
-def null_model(scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+def null_model(scores: np.ndarray, groups: Sequence[str] | np.ndarray) -> dict[str, float]:
     """{mu, sigma_w, sigma_b, patients, images} of calibration `scores` (N,) grouped by patient `groups` (N,)."""
     s = np.asarray(scores, dtype=float)
     g = np.asarray(list(groups))
@@ -74,7 +74,8 @@ def null_model(scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
 
 def null_sd(null: dict[str, float], n: int) -> float:
     """Predictive null standard deviation of a new patient's mean score over n images."""
-    return math.sqrt(null["sigma_b"] ** 2 + null["sigma_w"] ** 2 / max(n, 1)) * math.sqrt(1 + 1 / max(null["patients"], 1))
+    within = null["sigma_b"] ** 2 + null["sigma_w"] ** 2 / max(n, 1)
+    return math.sqrt(within) * math.sqrt(1 + 1 / max(null["patients"], 1))
 
 
 def patient_test(scores: np.ndarray, null: dict[str, float], alpha: float, power: float = 0.8) -> dict[str, Any]:
@@ -155,7 +156,8 @@ def verdict_word(original_detected: bool, audited_detected: bool, audited_below:
     return OVER if audited_below else FORGOTTEN
 
 
-def calibration_fpr(scores: np.ndarray, groups: Sequence[str], alpha: float, level: float = 0.95) -> dict[str, Any]:
+def calibration_fpr(scores: np.ndarray, groups: Sequence[str] | np.ndarray, alpha: float,
+                    level: float = 0.95) -> dict[str, Any]:
     """Leave-one-patient-out on the calibration patients (raw scores): each is tested against the null of the
     others (the normal-quantile map and the null both fitted without it).
 

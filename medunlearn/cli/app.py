@@ -13,7 +13,8 @@ try:  # typer >= 0.20 vendors click; older versions depend on it
     from typer._click.exceptions import ClickException
     from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover
-    from click import ClickException, get_current_context
+    # typer < 0.20; mypy checks against the installed (vendoring) typer, where click may be absent
+    from click import ClickException, get_current_context  # type: ignore[import-not-found, no-redef, unused-ignore]
 from rich.console import Console
 from rich.markup import escape
 

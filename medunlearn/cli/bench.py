@@ -41,7 +41,7 @@ def bench(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from medunlearn.bench.runner import run_bench
+    from medunlearn.benchmarking.runner import run_bench
 
     command = "medunlearn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "medunlearn bench"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

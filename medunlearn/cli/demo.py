@@ -8,6 +8,7 @@ import typer
 
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.cli.options import Overwrite, Seed
+from medunlearn.errors import ConfigError
 
 
 @app.command("demo")
@@ -19,18 +20,32 @@ def demo(
     seed: Seed = 0,
     overwrite: Overwrite = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when a device run misses its acceptance criteria.")] = False,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Start from this deployed MONAI bundle (with its datalist.json) instead of training a base; needs --archive.")] = None,
+    archive: Annotated[Path | None, typer.Option("--archive", help="The DICOM archive (with labels.csv) the --bundle was trained on.")] = None,
+    monai: Annotated[bool, typer.Option("--monai/--no-monai", help="With --bundle: run the exported bundle under MONAI and compare its predictions.")] = True,
+    compare: Annotated[bool, typer.Option("--compare", help="With --bundle: also run PSG on the device policy (slow on a DenseNet; shows criterion (b) rejecting confident wrong answers).")] = False,
 ) -> None:
-    """Synthesise a cohort, forget device ScannerX with PSG and FAMR, add a site policy, merge, and report.
+    """Forget device ScannerX with PSG and FAMR, add a site policy, merge, and report, on SYNTHETIC data.
 
-    Each run's verdict is printed; with --strict the command exits 3 when the PSG or FAMR device run does not
-    meet its acceptance criteria (as `forget` always does).
+    Without --bundle it synthesises a cohort and trains the deployed model and a retrain itself. With --bundle
+    (what `make demo` runs) it adopts a bundle trained outside medunlearn, and at the end hands the merged model
+    back as that bundle (export-bundle --like) and runs it under MONAI. Each run's verdict is printed; with
+    --strict the command exits 3 when the PSG or FAMR device run does not meet its acceptance criteria.
 
-    Example: [bold]medunlearn demo --out demo_out[/]
+    Example: [bold]medunlearn demo --bundle demo_site/bundle --archive demo_site/archive --out demo_out[/]
     """
-    from medunlearn.workflow.demo import run_demo
+    if (bundle is None) != (archive is None):
+        raise ConfigError("Expected --bundle and --archive together (the archive the bundle was trained on), but got one.")
+    if bundle is not None and archive is not None:
+        from medunlearn.workflow.demo_bundle import run_bundle_demo
 
-    result = run_demo(out, patients=patients, seed=seed, epochs=epochs, overwrite=overwrite, echo=console.print,
-                      progress=True)
+        result = run_bundle_demo(bundle, archive, out, seed=seed, overwrite=overwrite, echo=console.print,
+                                 progress=True, run_monai=monai, compare=compare)
+    else:
+        from medunlearn.workflow.demo import run_demo
+
+        result = run_demo(out, patients=patients, seed=seed, epochs=epochs, overwrite=overwrite, echo=console.print,
+                          progress=True)
     missed = [m for m, metrics in result["results"].items() if not metrics.get("acceptance", {}).get("met")]
     if missed:
         console.print(f"[bold red]Acceptance criteria NOT met[/] by {', '.join(missed)} on the device policy "

@@ -10,7 +10,7 @@ from medunlearn.cli import options as o
 from medunlearn.cli.adopt import SourceDatalist, SourceMembership, source_options
 from medunlearn.cli.app import app, console, guarded
 from medunlearn.cli.verdict import print_acceptance
-from medunlearn.forget.table import selection_table
+from medunlearn.selection.table import selection_table
 
 
 @app.command("forget")
@@ -51,7 +51,7 @@ def forget(
     """
     from medunlearn.errors import ConfigError
     from medunlearn.fileio import check_apart, claim_files, write_json
-    from medunlearn.workflow.common import cohort_inputs
+    from medunlearn.workflow.outputs import cohort_inputs
 
     rule = o.rule_from_options(device, site, manufacturer, patient, study_date_before, study_date_after,
                                where, outliers, rules)
@@ -59,8 +59,8 @@ def forget(
         raise ConfigError("Expected a forget rule (--device, --site, --manufacturer, --patient, --study-date-*, "
                           "--where, --outliers or --rules), but got none.")
     if dry_run:
-        from medunlearn.forget.split import select
-        from medunlearn.workflow.common import load_cohort
+        from medunlearn.selection.split import select
+        from medunlearn.workflow.cohort_checks import load_cohort
 
         target = (out / "split.json") if out is not None else Path("split.json")
         selection = select(load_cohort(cohort), rule, seed=seed)  # a bad rule is reported before any output clash

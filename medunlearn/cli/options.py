@@ -26,7 +26,7 @@ CohortOpt = Annotated[Path, typer.Option("--cohort", help="Cohort table written 
 def rule_from_options(device=None, site=None, manufacturer=None, patient=None, study_date_before=None,
                       study_date_after=None, where=None, outliers=None, rules=None):
     """Build one Rule (AND of every option given), or None when no option was given."""
-    from medunlearn.forget.rules import AllOf, build_rule, load_rule_file
+    from medunlearn.selection.rules import AllOf, build_rule, load_rule_file
 
     given = any([device, site, manufacturer, patient, study_date_before, study_date_after, where, outliers])
     parts = []
@@ -38,7 +38,7 @@ def rule_from_options(device=None, site=None, manufacturer=None, patient=None, s
         parts.append(load_rule_file(rules))
     if not parts:
         return None
-    return parts[0] if len(parts) == 1 else AllOf(parts)
+    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
 
 
 def checked_torch_device(value: str | None) -> str | None:

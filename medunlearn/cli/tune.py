@@ -16,12 +16,13 @@ from medunlearn.cli.app import app, console, guarded
 @app.command("tune")
 @guarded
 def tune(
+    *,  # keyword-only: --model and --out stay required (no default) in their place in --help
     cohort: o.CohortOpt,
     device: o.Device = None, site: o.Site = None, manufacturer: o.Manufacturer = None, patient: o.Patient = None,
     study_date_before: o.Before = None, study_date_after: o.After = None, where: o.Where = None,
     outliers: o.Outliers = None, rules: o.Rules = None,
-    model: Annotated[Path, typer.Option("--model", help="Deployed (base) checkpoint directory; never modified.")] = ...,
-    out: Annotated[Path, typer.Option("--out", help="Folder for <method>.yaml and the study folder <method>-study/.")] = ...,
+    model: Annotated[Path, typer.Option("--model", help="Deployed (base) checkpoint directory; never modified.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for <method>.yaml and the study folder <method>-study/.")],
     method: Annotated[str, typer.Option("--method", help="Unlearning method whose declared search space is searched; auto (the default): the method `forget --method auto` tries first for this kind of policy (famr for a device, site or outliers; psg_frozen for a class).")] = "auto",
     goal: Annotated[str, typer.Option("--goal", help="suppression or equivalence (the criteria the trials must meet).")] = "suppression",
     trials: Annotated[int, typer.Option("--trials", help="Most trials to run (trial 0 = the starting config).")] = 30,

@@ -130,8 +130,8 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
     Report keys: indexed, skipped, skipped_files [{file_id, reason}], ignored, by_vendor, by_device,
     by_site, labelled, unlabelled, labels_unmatched, workers, pool, seconds, salt_source, salt_fingerprint,
     date_precision, warnings. Extra numeric labels.csv columns must be measurements (measurement_*) or named in
-    `keep_columns` (each kept one is warned about): anything else is refused. The report holds no paths: a skipped file is named by a pseudonymous id that
-    the locator resolves.
+    `keep_columns` (each kept one is warned about): anything else is refused. The report holds no paths: a skipped
+    file is named by a pseudonymous id that the locator resolves.
     """
     start = time.perf_counter()
     root = Path(data_dir)
@@ -145,7 +145,8 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
         raise DataError(f"Expected a date precision in {list(DATE_PRECISIONS)}, but got {date_precision!r}."
                         f"{did_you_mean(date_precision, list(DATE_PRECISIONS))}")
     if unit not in ("image", "series"):
-        raise DataError(f"Expected unit 'image' or 'series', but got {unit!r}.{did_you_mean(unit, ['image', 'series'])}")
+        raise DataError(f"Expected unit 'image' or 'series', but got {unit!r}."
+                        f"{did_you_mean(unit, ['image', 'series'])}")
     root = root.resolve()
     labels = read_labels(labels_csv) if labels_csv is not None else None
     if labels is not None:  # refuse an identifying column before reading a single header
@@ -158,11 +159,15 @@ def index_archive(data_dir: str | Path, labels_csv: str | Path | None = None, sa
     if not files:
         raise DataError(f"Expected image files in {root}, but the folder has none ({ignored} companion files ignored).")
     workers = max(1, int(workers if workers is not None else min(os.cpu_count() or 1, 8)))
-    rows, skipped, seen, skipped_paths = [], [], {}, {}
+    rows: list[dict] = []
+    skipped: list[dict[str, str]] = []
+    seen: dict[str, str] = {}  # image ids already indexed
+    skipped_paths: dict[str, str] = {}  # file_id -> path relative to the root
     for path, row, reason in sorted(read_headers(files, salt, root, workers, pool, progress), key=lambda r: r[0]):
         rel = Path(path).relative_to(root).as_posix()
         if row is not None and row["image_id"] in seen:
-            row, reason = None, f"duplicate image (same SOPInstanceUID as image {seen[row['image_id']]})"
+            reason = f"duplicate image (same SOPInstanceUID as image {seen[row['image_id']]})"
+            row = None
         if row is None:
             file_id = pseudonym("F", rel, salt)
             skipped_paths[file_id] = rel
@@ -316,11 +321,14 @@ def read_cohort(path: str | Path) -> pd.DataFrame:
 
 
 def _canon(value: object) -> str:
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        if value != value:  # NaN
-            return ""
-        return str(int(value)) if float(value).is_integer() else f"{float(value):.9g}"
-    return "" if value is pd.NA else str(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return "" if value is pd.NA else str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    f = float(value)
+    if f != f:  # NaN
+        return ""
+    return str(int(f)) if f.is_integer() else f"{f:.9g}"
 
 
 def cohort_hash(df: pd.DataFrame) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -74,7 +75,7 @@ def middle_grey_2d(arr: torch.Tensor, fmt: str) -> torch.Tensor:
     if x.ndim == 4 or (x.ndim == 3 and not colour):
         x = x[x.shape[0] // 2]
     if colour:
-        x = sum(w * x[..., c] for c, w in enumerate(_GREY))
+        x = sum((w * x[..., c] for c, w in enumerate(_GREY)), torch.zeros_like(x[..., 0]))
     return x
 
 
@@ -92,16 +93,20 @@ class LoadMiddleSliced(MapTransform):
     def __init__(self, keys: KeysCollection, format_key: str = "format") -> None:
         super().__init__(keys)
         self.format_key = format_key
+        # MONAI takes a reader instance (its docstring) though its annotation names classes and strings only
+        # (unused-ignore: a MONAI release that fixes the annotation must not fail the type check)
         self.loaders = {
-            "dicom": LoadImaged(keys, reader=PydicomReader(swap_ij=False), image_only=True),
-            "nifti": LoadImaged(keys, reader=NibabelReader(), image_only=True),
+            "dicom": LoadImaged(keys, reader=PydicomReader(swap_ij=False),  # type: ignore[arg-type, unused-ignore]
+                                image_only=True),
+            "nifti": LoadImaged(keys, reader=NibabelReader(), image_only=True),  # type: ignore[arg-type, unused-ignore]
         }
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         fmt = str(d.get(self.format_key) or "dicom")
         if fmt not in self.loaders:
-            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}.{did_you_mean(fmt, list(self.loaders))}")
+            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}."
+                            f"{did_you_mean(fmt, list(self.loaders))}")
         try:
             d = self.loaders[fmt](d)
         except Exception as exc:  # undecodable pixels (missing codec, truncated file, ...)
@@ -118,7 +123,8 @@ class LoadVolumed(MapTransform):
     def __init__(self, keys: KeysCollection, format_key: str = "format") -> None:
         super().__init__(keys)
         self.format_key = format_key
-        self.nifti = LoadImaged(keys, reader=NibabelReader(), image_only=True)
+        # a reader instance: see LoadMiddleSliced
+        self.nifti = LoadImaged(keys, reader=NibabelReader(), image_only=True)  # type: ignore[arg-type, unused-ignore]
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         from medunlearn.data.volumes import read_dicom_volume
@@ -126,7 +132,8 @@ class LoadVolumed(MapTransform):
         d = dict(data)
         fmt = str(d.get(self.format_key) or "dicom")
         if fmt not in ("dicom", "nifti"):
-            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}.{did_you_mean(fmt, ['dicom', 'nifti'])}")
+            raise DataError(f"Expected format 'dicom' or 'nifti', but got {fmt!r}."
+                            f"{did_you_mean(fmt, ['dicom', 'nifti'])}")
         try:
             if fmt == "nifti":
                 d = self.nifti(d)
@@ -134,11 +141,14 @@ class LoadVolumed(MapTransform):
             raise DataError(f"Expected a readable NIfTI volume, but image {d.get('image_id', '?')} failed "
                             f"({type(exc).__name__}: {str(exc)[:120]}).") from exc
         for key in self.key_iterator(d):
+            vol: torch.Tensor
             if fmt == "dicom":
                 arr, affine = read_dicom_volume(str(d[key]))
                 vol = MetaTensor(torch.from_numpy(arr), affine=torch.as_tensor(affine))
             else:
-                vol = d[key]
+                loaded = d[key]
+                assert isinstance(loaded, torch.Tensor)  # LoadImaged(image_only=True) gives a MetaTensor
+                vol = loaded
                 while vol.ndim > 3:  # (X, Y, Z, T...): the first volume
                     vol = vol[..., 0]
                 if vol.ndim == 2:
@@ -200,7 +210,8 @@ def make_transforms(image_size: int, in_channels: int = 1, spatial_dims: int = 2
     3D: load volume + affine → RAS orientation → (spacing_mm: isotropic resampling) → [0, 1] → resize.
     """
     if spatial_dims == 3:
-        steps = [LoadVolumed("image"), Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
+        steps = [LoadVolumed("image"),
+                 Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
         if spacing_mm:
             steps.append(Spacingd("image", pixdim=(spacing_mm,) * 3, mode="bilinear"))
         steps += [ScaleIntensityd("image", minv=0.0, maxv=1.0),
@@ -235,8 +246,8 @@ def make_dataset(records: list[dict], image_size: int, cache: bool = True, in_ch
     if cache_dir is not None:
         from medunlearn.data.cache import keyed_records, record_hash
 
-        settings = {"image_size": image_size, "in_channels": in_channels, "spatial_dims": spatial_dims,
-                    "spacing_mm": spacing_mm}
+        settings: dict[str, Any] = {"image_size": image_size, "in_channels": in_channels,
+                                    "spatial_dims": spatial_dims, "spacing_mm": spacing_mm}
         if preprocessing is not None:  # the adopted pipeline is part of the key
             settings = {"preprocessing": dict(preprocessing)}
         return PersistentDataset(keyed_records(records, settings, cache_dir), transform, cache_dir=cache_dir,
@@ -247,10 +258,11 @@ def make_dataset(records: list[dict], image_size: int, cache: bool = True, in_ch
 
 
 def _data_error(exc: BaseException) -> DataError | None:
-    while exc is not None:
-        if isinstance(exc, DataError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
+    link: BaseException | None = exc
+    while link is not None:
+        if isinstance(link, DataError):
+            return link
+        link = link.__cause__ or link.__context__
     return None
 
 
@@ -290,7 +302,8 @@ def load_images(df: pd.DataFrame, class_names: list[str], image_size: int, progr
             if preprocessing is not None and isinstance(exc, RuntimeError):
                 raise DataError("Expected every image to come out of the adopted pipeline at one size, but sizes "
                                 "differ (the bundle has no Resized step).") from exc
-            raise DataError(f"Expected every cohort image to load, but decoding failed ({type(exc).__name__}).") from exc
+            raise DataError(f"Expected every cohort image to load, but decoding failed "
+                            f"({type(exc).__name__}).") from exc
     if preprocessing is not None:
         return torch.cat(images), torch.cat(labels)
     return torch.cat(images).clamp_(0.0, 1.0), torch.cat(labels)

@@ -56,27 +56,7 @@ CORE_KEYS = ("forget_acc", "retain_acc", "val_forget_acc", "test_retain_acc", "t
              "mia_efficacy", "mia_loss_auc", "auroc", "ece")
 ROUTING_MARGIN = 10.0  # points above chance: test_retain_routed's threshold (the confidence_margin default)
 MIA_MAX_PER_SIDE = 2000
-
-
-@torch.no_grad()
-def predict(model: nn.Module, imageset: ImageSet, batch_size: int = 256,
-            device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits (N, K) float32 on CPU, in eval mode without grad; the model's train/eval mode is restored.
-
-    device: where to run; default = the device of the model's parameters.
-    """
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    try:
-        chunks = [model(imageset.images[i:i + batch_size].to(device)).float().cpu()
-                  for i in range(0, len(imageset), batch_size)]
-        if not chunks:  # an empty set: a zero-batch forward still tells us K
-            chunks = [model(imageset.images[:0].to(device)).float().cpu()]
-    finally:
-        model.train(was_training)
-    return torch.cat(chunks)
+Outputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # {split: (logits (N, K), labels (N,))}
 
 
 def param_distance(a: nn.Module, b: nn.Module) -> float | None:
@@ -89,13 +69,13 @@ def param_distance(a: nn.Module, b: nn.Module) -> float | None:
         return None
 
 
-def _outputs(model: nn.Module, data: SplitData, device: torch.device | None, batch_size: int) -> dict[str, Any]:
+def _outputs(model: nn.Module, data: SplitData, device: torch.device | None, batch_size: int) -> Outputs:
     """{split: (logits (N, K), labels (N,))} for SPLITS plus "train" and "test" concatenations."""
     k = data.num_classes
-    out: dict[str, Any] = {}
+    out: Outputs = {}
     for name in SPLITS:
         s: ImageSet = getattr(data, name)
-        logits = predict(model, s, batch_size, device) if len(s) else torch.zeros(0, k)
+        logits = fn.predict(model, s.images, batch_size, device) if len(s) else torch.zeros(0, k)
         out[name] = (logits, s.labels.long().cpu())
     for name, parts in (("train", ("train_retain", "train_forget")), ("test", ("test_retain", "test_forget"))):
         out[name] = (torch.cat([out[p][0] for p in parts]), torch.cat([out[p][1] for p in parts]))
@@ -111,7 +91,7 @@ def _group_column(data: SplitData, parts: tuple[str, ...], column: str) -> np.nd
     return np.where(vals.to_numpy() == "", "unknown", vals.to_numpy()).astype(str)
 
 
-def _per_group(out: dict[str, Any], data: SplitData, column: str) -> dict[str, dict[str, Any]]:
+def _per_group(out: Outputs, data: SplitData, column: str) -> dict[str, dict[str, Any]]:
     """{group: {n_train, train_acc, n_test, test_acc}} over every group seen in train or test."""
     g_train = _group_column(data, ("train_retain", "train_forget"), column)
     g_test = _group_column(data, ("test_retain", "test_forget"), column)
@@ -119,13 +99,15 @@ def _per_group(out: dict[str, Any], data: SplitData, column: str) -> dict[str, d
         return {}
     tr = fn.per_group_accuracy(out["train"][0], out["train"][1], g_train)
     te = fn.per_group_accuracy(out["test"][0], out["test"][1], g_test)
+    groups = sorted(str(g) for g in set(tr) | set(te))  # _group_column gives strings
     return {g: {"n_train": tr.get(g, {}).get("n", 0), "train_acc": tr.get(g, {}).get("acc"),
                 "n_test": te.get(g, {}).get("n", 0), "test_acc": te.get(g, {}).get("acc")}
-            for g in sorted(set(tr) | set(te))}
+            for g in groups}
 
 
-def _mia(out: dict[str, Any], seed: int) -> dict[str, Any]:
-    inp = {name: AttackInputs.from_logits(*out[name]) for name in ("train_retain", "train_forget", "test_forget", "test")}
+def _mia(out: Outputs, seed: int) -> dict[str, Any]:
+    splits = ("train_retain", "train_forget", "test_forget", "test")
+    inp = {name: AttackInputs.from_logits(*out[name]) for name in splits}
     held_out = inp["test_forget"] if len(inp["test_forget"]) else inp["test"]
     loss_lr = LossLRAttack(max_per_side=MIA_MAX_PER_SIDE, seed=seed).run(inp["train_forget"], held_out)
     by_feature = {}
@@ -137,7 +119,7 @@ def _mia(out: dict[str, Any], seed: int) -> dict[str, Any]:
     return {"loss_lr": loss_lr, "svc": svc}
 
 
-def _model_metrics(out: dict[str, Any], data: SplitData, seed: int) -> dict[str, Any]:
+def _model_metrics(out: Outputs, data: SplitData, seed: int) -> dict[str, Any]:
     """Every metric of one model that needs no other model."""
     k, names = data.num_classes, data.class_names
     acc = {name: fn.accuracy(*out[name]) for name in out}
@@ -186,7 +168,7 @@ def _diff(a: Any, b: Any) -> float | None:
     return float(a) - float(b)
 
 
-def _preds(out: dict[str, Any], split: str) -> torch.Tensor:
+def _preds(out: Outputs, split: str) -> torch.Tensor:
     return out[split][0].argmax(dim=1)
 
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from medunlearn.bounds import check_config_bounds
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.registry import Registry, did_you_mean
@@ -65,6 +66,18 @@ class MergeEnv:
             raise ConfigError(f"Expected {what!r} for merge method {method!r} (it needs retain data and a model "
                               f"builder), but got none; pass data= to merge_runs.")
 
+    def need_data(self, method: str) -> SplitData:
+        """`data`, or the ConfigError `require` raises."""
+        self.require("data", method)
+        assert self.data is not None
+        return self.data
+
+    def need_builder(self, method: str) -> ModelBuilder:
+        """`build_model`, or the ConfigError `require` raises."""
+        self.require("build_model", method)
+        assert self.build_model is not None
+        return self.build_model
+
 
 class MergeMethod(abc.ABC):
     """Base class: ``merge(base_sd, run_sds, weights, ...)`` returns a NEW state dict; inputs are not modified."""
@@ -83,10 +96,11 @@ class MergeMethod(abc.ABC):
             cfg = apply_overrides(cfg, overrides)
         self.config = cfg
         check_choice("bn_stats", cfg.bn_stats, BN_STATS)
+        check_config_bounds(cfg, self.name or type(self).__name__, caps=False)  # declared ranges (bounds.bounded)
         self.validate()
 
-    def validate(self) -> None:
-        """Check config values (ranges); raise ConfigError. Subclasses extend."""
+    def validate(self) -> None:  # noqa: B027 - an optional hook: a method without cross-field rules keeps it
+        """Check what field ranges cannot say (choices, one field against another); raise ConfigError."""
 
     def merge(self, base_sd: Mapping[str, torch.Tensor], run_sds: Sequence[Mapping[str, torch.Tensor]],
               weights: Sequence[float] | None = None, ctx: RunContext | None = None, data: SplitData | None = None,
@@ -111,9 +125,8 @@ class MergeMethod(abc.ABC):
         out = {k: merged[k].to(base_sd[k].dtype).clone() for k in float_keys}
         out.update(self._merge_buffers(base_sd, run_sds, w, env))
         if self.config.bn_stats == "recompute" and any(is_bn_stat(k) for k in base_sd):
-            env.require("data", self.name)
-            env.require("build_model", self.name)
-            out = recompute_bn_stats(env.build_model(out), env.data, self.config.bn_batch_size, env.ctx)
+            data, build = env.need_data(self.name), env.need_builder(self.name)
+            out = recompute_bn_stats(build(out), data, self.config.bn_batch_size, env.ctx)
         out = self._finish(out, env)
         return {k: out[k].to(base_sd[k].dtype).contiguous() for k in base_sd}
 
@@ -132,7 +145,8 @@ class MergeMethod(abc.ABC):
 
 def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ConfigError(f"Expected {key} in {list(choices)}, but got {value!r}.{did_you_mean(str(value), list(choices))}")
+        raise ConfigError(f"Expected {key} in {list(choices)}, but got {value!r}."
+                          f"{did_you_mean(str(value), list(choices))}")
 
 
 def check_range(key: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
@@ -151,7 +165,8 @@ def check_same_keys(base: Mapping[str, torch.Tensor], runs: Sequence[Mapping[str
         missing, extra = sorted(set(base) - set(sd)), sorted(set(sd) - set(base))
         if missing or extra:
             raise CheckpointError(f"Expected run {i} to have the base's {len(base)} tensors, but got "
-                                  f"{len(missing)} missing (e.g. {missing[:3]}) and {len(extra)} extra (e.g. {extra[:3]}).")
+                                  f"{len(missing)} missing (e.g. {missing[:3]}) and "
+                                  f"{len(extra)} extra (e.g. {extra[:3]}).")
         for k, t in base.items():
             if sd[k].shape != t.shape or sd[k].dtype != t.dtype:
                 raise CheckpointError(f"Expected run {i} tensor {k!r} as {tuple(t.shape)} {t.dtype}, but got "

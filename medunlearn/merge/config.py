@@ -69,7 +69,8 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 def _unknown(where: str, keys: Any, allowed: tuple[str, ...]) -> None:
     for k in keys:
         if k not in allowed:
-            raise ConfigError(f"Expected {where} keys in {list(allowed)}, but got {k!r}.{did_you_mean(str(k), list(allowed))}")
+            raise ConfigError(f"Expected {where} keys in {list(allowed)}, but got {k!r}."
+                              f"{did_you_mean(str(k), list(allowed))}")
 
 
 def _number(where: str, value: Any) -> float:
@@ -134,7 +135,8 @@ def load_merge_config(path: str | Path) -> MergeSpec:
         doc = yaml.load(p.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 (SafeLoader subclass)
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"Expected a plain YAML merge config in {p.name}, but it could not be read ({first}).") from exc
+        raise ConfigError(f"Expected a plain YAML merge config in {p.name}, "
+                          f"but it could not be read ({first}).") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"Expected UTF-8 text in {p.name}, but got undecodable bytes.") from exc
     return parse_merge_config(doc)

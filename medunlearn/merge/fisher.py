@@ -13,16 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medunlearn.bounds import bounded
 from medunlearn.data.imageset import ImageSet
-from medunlearn.errors import ConfigError, DataError
-from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_choice, check_range
+from medunlearn.errors import DataError
+from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_choice
 
 
 @dataclasses.dataclass
 class FisherConfig(MergeConfig):
-    fisher_samples: int = 64  # retain-train images used per run (the first n, in a seeded order)
+    fisher_samples: int = bounded(64, 1)  # retain-train images used per run (the first n, in a seeded order)
     fisher_labels: str = "expected"  # "expected" (sum over classes weighted by p) or "empirical" (true label)
-    eps: float = 1e-8  # added to every Fisher entry
+    eps: float = bounded(1e-8, 0, 1, open_lo=True)  # added to every Fisher entry
 
 
 def diagonal_fisher(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -71,20 +72,17 @@ class Fisher(MergeMethod):
 
     def validate(self) -> None:
         check_choice("fisher_labels", self.config.fisher_labels, ("expected", "empirical"))
-        check_range("eps", float(self.config.eps), 0.0, 1.0, lo_open=True)
-        if int(self.config.fisher_samples) < 1:
-            raise ConfigError(f"Expected fisher_samples >= 1, but got {self.config.fisher_samples!r}.")
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
-        env.require("data", self.name)
-        env.require("build_model", self.name)
-        if len(env.data.train_retain) == 0:
+        data, build = env.need_data(self.name), env.need_builder(self.name)
+        if len(data.train_retain) == 0:
             raise DataError("Expected retain-train images to estimate the Fisher, but the retain set is empty.")
-        x, y = _sample(env.data.train_retain, int(self.config.fisher_samples), int(env.ctx.seed))
+        x, y = _sample(data.train_retain, int(self.config.fisher_samples), int(env.ctx.seed))
+        x, y = x.to(env.ctx.device), y.to(env.ctx.device)
         fishers = []
         for sd in env.run_sds:  # whole state dicts: the model needs its BatchNorm buffers
-            model = env.build_model(sd).to(env.ctx.device)
-            fishers.append({k: v.cpu() for k, v in diagonal_fisher(model, x.to(env.ctx.device),
-                                                                  y.to(env.ctx.device), self.config.fisher_labels).items()})
+            model = build(sd).to(env.ctx.device)
+            fisher = diagonal_fisher(model, x, y, self.config.fisher_labels)
+            fishers.append({k: v.cpu() for k, v in fisher.items()})
         return fisher_average(runs, fishers, weights, float(self.config.eps))
 

@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from medunlearn.data.imageset import ImageSet, SplitData
+from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError, DataError
+from medunlearn.evaluate.functional import model_accuracy
 from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, merge_buffers, weighted_average
 from medunlearn.runtime import RunContext
 
@@ -25,17 +26,6 @@ from medunlearn.runtime import RunContext
 @dataclasses.dataclass
 class GreedySoupConfig(MergeConfig):
     batch_size: int = 256  # evaluation batch size of the default held-out score
-
-
-@torch.no_grad()
-def accuracy_pct(model: nn.Module, images: ImageSet, batch_size: int, device: torch.device) -> float:
-    """Top-1 accuracy in % of `model` on an ImageSet."""
-    model.eval()
-    correct = 0
-    for batch in images.loader(batch_size):
-        pred = model(batch["image"].to(device)).argmax(1).cpu()
-        correct += int((pred == batch["label"]).sum())
-    return 100.0 * correct / max(1, len(images))
 
 
 def held_out_score(data: SplitData, ctx: RunContext, batch_size: int = 256) -> Callable[[nn.Module], float]:
@@ -46,8 +36,8 @@ def held_out_score(data: SplitData, ctx: RunContext, batch_size: int = 256) -> C
 
     def score(model: nn.Module) -> float:
         model = model.to(ctx.device)
-        ra = accuracy_pct(model, data.val_retain, batch_size, ctx.device)
-        fa = accuracy_pct(model, data.val_forget, batch_size, ctx.device)
+        ra = model_accuracy(model, data.val_retain.images, data.val_retain.labels, batch_size, ctx.device)
+        fa = model_accuracy(model, data.val_forget.images, data.val_forget.labels, batch_size, ctx.device)
         return ra - abs(fa - chance)
 
     return score
@@ -81,16 +71,17 @@ class GreedySoup(MergeMethod):
     uses_weights = False
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
-        env.require("build_model", self.name)
+        build = env.need_builder(self.name)
         score = env.score_fn
         if score is None:
             if env.data is None:
-                raise ConfigError("Expected score_fn or data (with validation splits) for greedy_soup, but got neither.")
+                raise ConfigError("Expected score_fn or data (with validation splits) for greedy_soup, "
+                                  "but got neither.")
             score = held_out_score(env.data, env.ctx, int(self.config.batch_size))
         full = list(env.run_sds)
         bn = "average" if self.config.bn_stats == "recompute" else self.config.bn_stats
-        scores = [float(score(env.build_model(sd))) for sd in full]
-        kept, best = greedy_select(scores, lambda idx: float(score(env.build_model(
+        scores = [float(score(build(sd))) for sd in full]
+        kept, best = greedy_select(scores, lambda idx: float(score(build(
             soup(env.base_sd, [full[i] for i in idx], bn)))))
         env.ctx.log["greedy_soup"] = {"scores": scores, "order": sorted(range(len(scores)), key=lambda i: -scores[i]),
                                       "kept": kept, "soup_score": best}

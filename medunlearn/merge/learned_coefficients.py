@@ -11,8 +11,8 @@ Objective, on VALIDATION rows only (fixed seeded subsets; test rows are never re
   Σ_p forget_p(θ) + retain_weight · KL(f_θ0(x_r) ‖ f_θ(x_r))   over x_r = val rows no policy forgets;
 forget_p ("criteria" objective) is the surrogate of policy p's criteria on its val_forget rows: for a
 suppressed domain the cross-entropy to the uniform distribution (accuracy to chance, confidence down); for a
-removed class −log(1 − p_y) (its images must never be called it); for the equivalence goal, and with
-``forget_objective: run`` for every policy, KL(f_run_p(x) ‖ f_θ(x)): reproduce what the policy's own run does.
+removed class −log(1 − p_y) (its images must never be called it); for the equivalence goal
+KL(f_run_p(x) ‖ f_θ(x)): reproduce what the policy's own run does (the objective follows each policy's goal).
 Every ``check_every`` steps the policies' acceptance (controller.assess) is measured; the kept coefficients are
 those of the checked state that meets the most (smallest total violation, then highest retain accuracy). Once a
 checked state meets every criterion, the fit stops after ``patience`` further checks that find none better.
@@ -52,7 +52,6 @@ from medunlearn.unlearn.probes import subsample
 from medunlearn.unlearn.types import Plan
 
 GRANULARITIES = ("layer", "tensor", "run")
-OBJECTIVES = ("criteria", "run")
 
 
 @dataclasses.dataclass
@@ -64,7 +63,6 @@ class LearnedCoefficientsConfig(MergeConfig):
     steps: int = 60  # Adam steps on the coefficients
     lr: float = 0.1  # Adam learning rate on the logits z
     retain_weight: float = 1.0  # weight of the retain distillation to the base
-    forget_objective: str = "criteria"  # criteria (each policy's surrogate) | run (distil each policy's own run)
     max_rows: int = 128  # validation rows per set used to fit (fixed seeded subsets); see configs/merge yaml
     check_every: int = 10  # measure the policies' acceptance every this many steps (and at 0 and the end)
     patience: int = 2  # stop once a checked state meets every criterion and `patience` further checks kept none
@@ -160,7 +158,6 @@ class LearnedCoefficients(MergeMethod):
     def validate(self) -> None:
         c = self.config
         check_choice("granularity", c.granularity, GRANULARITIES)
-        check_choice("forget_objective", c.forget_objective, OBJECTIVES)
         check_range("c_max", float(c.c_max), 0.0, 10.0, lo_open=True)
         check_range("init", float(c.init), 0.0, float(c.c_max))
         if not 0 < float(c.init) < float(c.c_max):
@@ -249,7 +246,7 @@ class LearnedCoefficients(MergeMethod):
             rows = subsample(p.data.val_forget if len(p.data.val_forget) else p.data.train_forget, n, seed + 11 * i)
             x, y = rows.images.to(dev), rows.labels.to(dev)
             removed = set(removed_classes(p.data))
-            kind = ("run" if cfg.forget_objective == "run" or p.goal == "equivalence" else
+            kind = ("run" if p.goal == "equivalence" else
                     "class" if removed and set(rows.labels.tolist()) <= removed else "domain")
             target = None
             if kind == "run":

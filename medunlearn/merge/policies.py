@@ -38,7 +38,9 @@ class Policy:
 
 def control_from_meta(meta: Mapping[str, Any]) -> ControlConfig:
     """The ControlConfig a run was judged with, from meta.json's unlearn_config (defaults for older runs)."""
-    cfg = meta.get("unlearn_config") if isinstance(meta.get("unlearn_config"), Mapping) else {}
+    cfg = meta.get("unlearn_config")
+    if not isinstance(cfg, Mapping):
+        cfg = {}
     names = {f.name for f in dataclasses.fields(ControlConfig)}
     return ControlConfig(**{k: v for k, v in cfg.items() if k in names})
 
@@ -83,7 +85,8 @@ def assess_retain(model: nn.Module, base: nn.Module, union: SplitData, policies:
     checks = [check] + [c for c in a["checks"] if c["name"] == "retain_confidence"]
     return {"met": all(c["passed"] for c in checks), "judged_on": "validation",
             "label": "val_retain accuracy (rows no policy forgets)",
-            "value": check["value"], "threshold": check["threshold"], "original": round(a["criteria"]["retain_original"], 3),
+            "value": check["value"], "threshold": check["threshold"],
+            "original": round(a["criteria"]["retain_original"], 3),
             "retain_drop": cfg.retain_drop, "rows": min(len(union.val_retain), cfg.max_eval), "checks": checks,
             "selectivity": a["selectivity"],
             "union_forget": {"accuracy": a["measurement"]["forget_acc"], "confidence": a["measurement"]["forget_conf"]}}

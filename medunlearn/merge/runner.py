@@ -21,8 +21,11 @@ from medunlearn.runtime import RunContext
 
 def _policy(meta: Mapping[str, Any]) -> dict[str, Any]:
     """What a run forgot and how, from its meta.json (pseudonymised fields only)."""
-    cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    return {"rule": meta.get("rule"), "rule_text": meta.get("rule_text"), "method": meta.get("method", cfg.get("method")),
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict):
+        cfg = {}
+    return {"rule": meta.get("rule"), "rule_text": meta.get("rule_text"),
+            "method": meta.get("method", cfg.get("method")),
             "goal": meta.get("goal", cfg.get("goal")), "counts": meta.get("counts"),
             "kind": meta.get("kind"), "synthetic": bool(meta.get("synthetic", False))}
 
@@ -62,9 +65,9 @@ def merge_runs(run_dirs: Sequence[str | Path], base_dir: str | Path, method: str
     base_sha = model_sha256(base_dir)
     runs, run_records = [], []
     for d in run_dirs:
-        model, meta = load_checkpoint(d)
+        run_model, meta = load_checkpoint(d)
         check_compatible(base_meta, base_sha, meta, str(d))
-        runs.append({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        runs.append({k: v.detach().cpu() for k, v in run_model.state_dict().items()})
         run_records.append({"path": str(d), "sha256": model_sha256(d), **_policy(meta)})
 
     def build(state: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -66,7 +66,8 @@ def select_by(merge_one: MergeOne, base: nn.Module, policies: Sequence[Policy], 
         acceptance = assess_policies(model, base, policies, union, device)
         gap = violation_total(acceptance)
         gap = gap if math.isfinite(gap) else math.inf  # a diverged candidate (NaN outputs) ranks last
-        tried.append({"method": name, "met": acceptance["met"], "violation": round(gap, 3) if math.isfinite(gap) else None,
+        tried.append({"method": name, "met": acceptance["met"],
+                      "violation": round(gap, 3) if math.isfinite(gap) else None,
                       "time_s": round(time.perf_counter() - t0, 3), "reason": acceptance["reason"]})
         if best is None or gap < best[0] - 1e-9 or acceptance["met"]:
             best = (gap, model, info, acceptance)

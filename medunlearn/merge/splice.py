@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from medunlearn.bounds import bounded
 from medunlearn.errors import ConfigError
 from medunlearn.merge.base import (
     MERGES,
@@ -23,21 +24,20 @@ from medunlearn.merge.base import (
     MergeMethod,
     StateDict,
     check_choice,
-    check_range,
     head_keys,
     is_bn_stat,
 )
-from medunlearn.unlearn.base import check_finite_loss
+from medunlearn.models.finite import check_finite_loss
 
 
 @dataclasses.dataclass
 class SpliceConfig(MergeConfig):
     backbone: int = 0  # index (in the models list) of the run giving the feature extractor
     head: int = 1  # index of the run giving the classifier head
-    repair_epochs: int = 0  # retain-set fine-tuning epochs after splicing (0 = none)
+    repair_epochs: int = bounded(0, 0)  # retain-set fine-tuning epochs after splicing (0 = none)
     repair: str = "head"  # "head" (head only, backbone frozen) or "all"
-    lr: float = 1e-4  # Adam learning rate of the repair
-    batch_size: int = 64  # repair batch size
+    lr: float = bounded(1e-4, 0, 1, open_lo=True)  # Adam learning rate of the repair
+    batch_size: int = bounded(64, 1)  # repair batch size
 
 
 def splice_states(backbone: Mapping[str, torch.Tensor], head: Mapping[str, torch.Tensor]) -> StateDict:
@@ -56,10 +56,6 @@ class Splice(MergeMethod):
 
     def validate(self) -> None:
         check_choice("repair", self.config.repair, ("head", "all"))
-        check_range("lr", float(self.config.lr), 0.0, 1.0, lo_open=True)
-        if int(self.config.repair_epochs) < 0 or int(self.config.batch_size) < 1:
-            raise ConfigError(f"Expected repair_epochs >= 0 and batch_size >= 1, but got "
-                              f"{self.config.repair_epochs} and {self.config.batch_size}.")
 
     def _indices(self, n: int) -> tuple[int, int]:
         b, h = int(self.config.backbone), int(self.config.head)
@@ -86,20 +82,19 @@ class Splice(MergeMethod):
         env.ctx.log["splice"] = record
         if int(self.config.repair_epochs) == 0:
             return state
-        env.require("data", self.name)
-        env.require("build_model", self.name)
-        model = env.build_model(state).to(env.ctx.device)
+        data, build = env.need_data(self.name), env.need_builder(self.name)
+        model = build(state).to(env.ctx.device)
         for p in model.parameters():
             p.requires_grad_(self.config.repair == "all")
-        for p in model.head.parameters():
+        for p in model.get_submodule("head").parameters():
             p.requires_grad_(True)
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=float(self.config.lr))
         step = 0
         for epoch in range(int(self.config.repair_epochs)):
             model.train() if self.config.repair == "all" else model.eval()  # head-only: frozen BN stats
             total, n = 0.0, 0
-            for batch in env.data.train_retain.loader(int(self.config.batch_size), shuffle=True,
-                                                       seed=env.ctx.rank_seed + epoch):
+            for batch in data.train_retain.loader(int(self.config.batch_size), shuffle=True,
+                                                  seed=env.ctx.rank_seed + epoch):
                 x, y = batch["image"].to(env.ctx.device), batch["label"].to(env.ctx.device)
                 loss = F.cross_entropy(model(x), y)
                 check_finite_loss(loss, "splice repair", step)

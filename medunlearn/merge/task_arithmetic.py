@@ -9,12 +9,13 @@ import dataclasses
 
 import torch
 
-from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_range, deltas
+from medunlearn.bounds import bounded
+from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, deltas
 
 
 @dataclasses.dataclass
 class TaskArithmeticConfig(MergeConfig):
-    scaling: float = 1.0  # s, multiplies the weighted sum of deltas
+    scaling: float = bounded(1.0, -10, 10)  # s, multiplies the weighted sum of deltas
 
 
 def task_arithmetic(base: StateDict, taus: list[StateDict], weights: list[float], scaling: float) -> StateDict:
@@ -34,9 +35,6 @@ class TaskArithmetic(MergeMethod):
     summary = "Base plus the scaled, weighted sum of each run's change from the base"
     Config = TaskArithmeticConfig
     allow_negative_weights = True
-
-    def validate(self) -> None:
-        check_range("scaling", float(self.config.scaling), -10.0, 10.0)
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
         return task_arithmetic(base, deltas(base, runs), weights, float(self.config.scaling))

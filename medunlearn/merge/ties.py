@@ -13,13 +13,15 @@ import dataclasses
 
 import torch
 
+from medunlearn.bounds import bounded
 from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_range, deltas
 
 
 @dataclasses.dataclass
 class TiesConfig(MergeConfig):
-    density: float = 0.2  # fraction of each delta kept (top magnitudes); per-run override: models[i].density
-    scaling: float = 1.0  # s, multiplies the merged delta
+    # fraction of each delta kept (top magnitudes); per-run override: models[i].density
+    density: float = bounded(0.2, 0, 1, open_lo=True)
+    scaling: float = bounded(1.0, -10, 10)  # s, multiplies the merged delta
 
 
 def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
@@ -37,7 +39,7 @@ def trim_top_k(tau: torch.Tensor, density: float) -> torch.Tensor:
 
 def elect_sign(taus: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
     """Per-entry sign (−1, 0, +1) of the total weighted mass Σ w_i τ_i."""
-    return torch.sign(sum(float(w) * t for t, w in zip(taus, weights)))
+    return torch.sign(sum((float(w) * t for t, w in zip(taus, weights)), torch.zeros_like(taus[0])))
 
 
 def disjoint_mean(taus: list[torch.Tensor], weights: list[float], sign: torch.Tensor) -> torch.Tensor:
@@ -76,10 +78,6 @@ class Ties(MergeMethod):
     summary = "TIES: trim each run's change to its largest entries, elect a sign, average agreeing entries"
     Config = TiesConfig
     run_param_names = ("weight", "density")
-
-    def validate(self) -> None:
-        check_range("density", float(self.config.density), 0.0, 1.0, lo_open=True)
-        check_range("scaling", float(self.config.scaling), -10.0, 10.0)
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
         dens = run_densities(self.config.density, env.run_params, len(runs))

@@ -78,7 +78,8 @@ def _metadata(original: dict[str, Any], meta: dict[str, Any], run_dir: Path, wei
     out["version"] = version
     out["changelog"] = {version: inert("; ".join(entries)), **log}
     out["acceptance"] = inert(acceptance_summary(meta, pols, run_dir))
-    out["medunlearn"] = inert({"kind": meta.get("kind"), "source_sha256": (meta.get("adoption") or {}).get("source_sha256"),
+    source_sha = (meta.get("adoption") or {}).get("source_sha256")
+    out["medunlearn"] = inert({"kind": meta.get("kind"), "source_sha256": source_sha,
                                "model_pt_sha256": weights_sha, "like": True})
     return out
 

@@ -77,7 +77,9 @@ def policies(meta: dict[str, Any], ckpt_dir: str | Path | None = None) -> list[d
     if kind != "merged":
         return []
     runs = [r for r in ((meta.get("merge") or {}).get("runs") or []) if isinstance(r, dict)]
-    per = acc.get("policies") if isinstance(acc, dict) and isinstance(acc.get("policies"), list) else []
+    per = acc.get("policies") if isinstance(acc, dict) else None
+    if not isinstance(per, list):
+        per = []
     if not runs:  # a merged checkpoint without its merge record: the verdicts still name the policies
         return [{"policy": p.get("policy"), "method": None, "goal": p.get("goal"), "run_sha256": p.get("run_sha256"),
                  "acceptance": verdict(p)} for p in per if isinstance(p, dict)]

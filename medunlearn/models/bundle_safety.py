@@ -29,7 +29,7 @@ def _argument_vocabulary() -> dict[str, set[str]]:
     """target -> the argument names medunlearn's exporter writes for it (1 and 3 channels, 2D and 3D)."""
     out: dict[str, set[str]] = {}
     for chans, dims in ((1, 2), (3, 2), (1, 3)):
-        for _, key, value in _walk(inference_config({"name": "allcnn", "kwargs": {}}, 64, chans, dims), ""):
+        for _, _key, value in _walk(inference_config({"name": "allcnn", "kwargs": {}}, 64, chans, dims), ""):
             if isinstance(value, dict) and isinstance(value.get("_target_"), str):
                 out.setdefault(value["_target_"], set()).update(k for k in value if k not in _ITEM_KEYS)
     return out
@@ -62,9 +62,9 @@ def qualified_target(target: str) -> str | None:
     return _SHORT.get(target)
 
 
-def _check_arguments(component: dict[str, Any], path: str, source: str) -> None:
-    """Arguments of an allowed component: names the exporter writes, and no value MONAI would import or call."""
-    target = qualified_target(str(component["_target_"]))
+def _check_arguments(component: dict[str, Any], target: str, path: str, source: str) -> None:
+    """Arguments of an allowed component (`target`: its qualified name): names the exporter writes, and no value
+    MONAI would import or call."""
     if target == ZOO_TARGET:
         return  # literal architecture options, bounded by check_arch_bounds when the model is built
     allowed = _ARGS.get(target, set())
@@ -91,9 +91,11 @@ def check_config(config: Any, source: str = "inference.json") -> None:
     if not isinstance(config, dict):
         raise UnsafeBundleError(f"Expected {source} to hold a JSON object, but got {type(config).__name__}.")
     for path, key, value in _walk(config, ""):
-        if isinstance(value, dict) and "_target_" in value and isinstance(value["_target_"], str) \
-                and qualified_target(value["_target_"]) is not None:
-            _check_arguments(value, path, source)
+        target = None
+        if isinstance(value, dict) and isinstance(value.get("_target_"), str):
+            target = qualified_target(value["_target_"])
+        if target is not None:
+            _check_arguments(value, target, path, source)
         if key == "_target_":
             if not isinstance(value, str) or qualified_target(value) is None:
                 names = sorted(ALLOWED_TARGETS) + sorted(_SHORT)

@@ -9,7 +9,7 @@ import copy
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -25,9 +25,10 @@ from medunlearn.provenance import code_version, provenance_record, sha256_file
 
 WEIGHTS, META, PROVENANCE = "model.safetensors", "meta.json", "provenance.json"
 KINDS = ("base", "retrain", "unlearned", "merged")
-# Buffers that are statistics, not learned weights: excluded from weight distances.
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 # Bounds on sizes read from meta.json, checked before any tensor is allocated.
 MAX_CLASSES, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_PARAMETERS = 10_000, 64, 4096, 2_000_000_000
+# Buffers that are statistics, not learned weights: excluded from weight distances.
 _STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "normalize.mean", "normalize.std")
 
 
@@ -104,7 +105,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 def check_arch_bounds(arch: Mapping[str, Any], where: str) -> None:
     """Refuse sizes no classifier needs (a tampered meta.json could ask for terabytes) before building."""
-    kw = arch.get("kwargs") if isinstance(arch.get("kwargs"), Mapping) else {}
+    kw = arch.get("kwargs")
+    if not isinstance(kw, Mapping):
+        kw = {}
     for key, top in (("num_classes", MAX_CLASSES), ("in_channels", MAX_CHANNELS), ("image_size", MAX_IMAGE_SIZE)):
         value = kw.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top):
@@ -132,7 +135,7 @@ def read_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
         raise CheckpointError(f"Expected a valid safetensors file at {f}, but it is corrupt ({exc}).") from exc
 
 
-def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict") -> nn.Module:
+def load_state_into(model: ModuleT, state: Mapping[str, torch.Tensor], source: str = "state dict") -> ModuleT:
     """Strictly load `state` into `model`: every key present, no extras, identical shapes."""
     want = model.state_dict()
     missing = sorted(set(want) - set(state))

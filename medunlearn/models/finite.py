@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from medunlearn.errors import DivergenceError
+from medunlearn.models.modes import evaluating
 
 
 def nonfinite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:
@@ -39,20 +40,35 @@ def probe_inputs(model: nn.Module, n: int = 4, seed: int = 0) -> torch.Tensor | 
     return torch.rand((n, chans, *([size] * dims)), generator=gen)
 
 
+OUTPUT_ROWS = 64  # rows per forward pass of check_finite_outputs
+
+
 @torch.no_grad()
-def check_finite_outputs(model: nn.Module, what: str, images: torch.Tensor | None = None) -> None:
-    """Run `images` (default: a probe batch) through `model` in eval mode; refuse NaN/inf logits."""
+def check_finite_outputs(model: nn.Module, what: str, images: torch.Tensor | None = None, hint: str = "") -> None:
+    """Refuse non-finite weights, then run `images` (default: a probe batch) through `model` in eval mode, every
+    module's mode restored after, and refuse NaN/inf logits. `hint` (e.g. "lower the learning rate") ends the
+    message."""
     check_finite_state(model.state_dict(), what)
     x = images if images is not None else probe_inputs(model)
     if x is None or len(x) == 0:
         return
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters(), None)
-        logits = model(x.to(param.device if param is not None else "cpu"))
-    finally:
-        model.train(was_training)
-    if not bool(torch.isfinite(logits).all()):
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with evaluating(model):
+        finite = all(bool(torch.isfinite(model(chunk.to(device))).all()) for chunk in x.split(OUTPUT_ROWS))
+    if not finite:
         raise DivergenceError(f"Expected {what} to produce finite outputs, but its logits overflow to NaN or inf "
-                              "on test inputs; nothing was written.")
+                              f"on test inputs; {hint + '. ' if hint else ''}nothing was written.")
+
+
+def check_finite_model(model: nn.Module, what: str = "the unlearned model") -> None:
+    """Raise DivergenceError when `model` holds a NaN or inf weight or buffer."""
+    check_finite_state(model.state_dict(), what)
+
+
+def check_finite_loss(loss: torch.Tensor, method: str, step: int) -> None:
+    """Raise DivergenceError for a NaN or inf training loss."""
+    if not torch.isfinite(loss):
+        raise DivergenceError(
+            f"{method} diverged: non-finite loss at step {step}; lower the learning rate. No checkpoint was written."
+        )

@@ -62,9 +62,11 @@ class Intensity(nn.Module):
         return torch.where(flat, x * self.minv, out)
 
     def _range(self, x: torch.Tensor) -> torch.Tensor:
-        if self.a_max == self.a_min:
-            return x - self.a_min + (self.b_min or 0.0)
-        x = (x - self.a_min) / (self.a_max - self.a_min)
+        a_min, a_max = self.a_min, self.a_max
+        assert a_min is not None and a_max is not None, "ScaleIntensityRange needs a_min and a_max"
+        if a_max == a_min:
+            return x - a_min + (self.b_min or 0.0)
+        x = (x - a_min) / (a_max - a_min)
         if self.b_min is not None and self.b_max is not None:
             x = x * (self.b_max - self.b_min) + self.b_min
             if self.clip:

@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from medunlearn.bounds import bounded, check_config_bounds
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError, DataError, DivergenceError
+from medunlearn.evaluate.functional import model_accuracy
 from medunlearn.models.zoo import Classifier, create_model, default_model
 from medunlearn.provenance import code_version
 from medunlearn.registry import did_you_mean
@@ -30,28 +32,27 @@ class TrainConfig:
 
     model: str = ""  # zoo registry name; "" = the default for the data's dimensionality (zoo.DEFAULT_MODELS)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model options (e.g. width)
-    epochs: int = 8  # full passes over the training set
-    batch_size: int = 64
-    lr: float = 0.05  # one-cycle peak learning rate
-    momentum: float = 0.9  # SGD Nesterov momentum
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
+    epochs: int = bounded(8, 1)  # full passes over the training set
+    batch_size: int = bounded(64, 1)
+    lr: float = bounded(0.05, 0, open_lo=True)  # one-cycle peak learning rate
+    momentum: float = bounded(0.9, 0, 1, open_hi=True)  # SGD Nesterov momentum
+    weight_decay: float = bounded(5e-4, 0)
+    label_smoothing: float = bounded(0.0, 0, 1, open_hi=True)
     amp: bool = True  # mixed precision; only used on CUDA (bf16 when supported, else fp16 + grad scaling)
-    image_size: int = 64  # size the data pipeline resizes to; the model records the data's actual size
-    eval_batch_size: int = 256
+    image_size: int = bounded(64, 1)  # size the data pipeline resizes to; the model records the data's actual size
+    eval_batch_size: int = bounded(256, 1)
 
     def validate(self) -> TrainConfig:
+        """Types here; the ranges are field metadata (bounds.bounded)."""
         for name in ("epochs", "batch_size", "image_size", "eval_batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"Expected train option {name} to be a positive integer, but got {value!r}.")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"Expected train option {name} to be an integer, but got {value!r}.")
         for name in ("lr", "momentum", "weight_decay", "label_smoothing"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"Expected train option {name} to be a finite number >= 0, but got {value!r}.")
-        if self.lr == 0 or self.label_smoothing >= 1 or self.momentum >= 1:
-            raise ConfigError(f"Expected lr > 0, momentum < 1 and label_smoothing < 1, but got lr={self.lr}, "
-                              f"momentum={self.momentum}, label_smoothing={self.label_smoothing}.")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"Expected train option {name} to be a number, but got {value!r}.")
+        check_config_bounds(self, "train", caps=False)
         return self
 
     @classmethod
@@ -78,21 +79,6 @@ def _on_device(s: ImageSet, device: torch.device) -> ImageSet:
     return s if device.type == "cpu" else ImageSet(s.images.to(device), s.labels.to(device), s.meta)
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, s: ImageSet, device: torch.device, batch_size: int = 256,
-             amp_dtype: torch.dtype | None = None) -> float:
-    """Top-1 accuracy in percent (0-100) of `model` on `s`; nan for an empty set. Model left in eval mode."""
-    if len(s) == 0:
-        return float("nan")
-    model.eval()
-    correct = 0
-    for batch in s.loader(batch_size):
-        x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            correct += int((model(x).argmax(1) == y).sum())
-    return 100.0 * correct / len(s)
-
-
 def _wrap_ddp(model: nn.Module, ctx: RunContext) -> nn.Module:
     dist = torch.distributed
     if ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
@@ -110,8 +96,10 @@ def _batches(s: ImageSet, cfg: TrainConfig, ctx: RunContext, epoch: int, drop_la
         yield from s.loader(cfg.batch_size, shuffle=True, seed=seed, drop_last=drop_last)
         return
     gen = torch.Generator().manual_seed((ctx.rank_seed - ctx.rank) * 10_007 + epoch)
-    order = torch.utils.data.DataLoader(range(len(s)), batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                                        drop_last=drop_last)
+    # torch takes any sized, indexable sequence as a map-style dataset; its stubs want a Dataset
+    order: torch.utils.data.DataLoader[int] = torch.utils.data.DataLoader(
+        range(len(s)), batch_size=cfg.batch_size, shuffle=True, generator=gen,  # type: ignore[arg-type]
+        drop_last=drop_last)
     for idx in order:
         local = idx[ctx.rank::ctx.world_size].to(s.labels.device)
         yield {"image": s.images[local], "label": s.labels[local]}
@@ -138,7 +126,8 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     if len(train_set) == 0:
         raise DataError(f"Expected training images, but the {'retain' if exclude_forget else 'train'} set is empty.")
     if cfg.batch_size < ctx.world_size:
-        raise ConfigError(f"Expected batch_size >= the number of processes ({ctx.world_size}), but got {cfg.batch_size}.")
+        raise ConfigError(f"Expected batch_size >= the number of processes ({ctx.world_size}), "
+                          f"but got {cfg.batch_size}.")
     device = ctx.device
     use_amp, amp_dtype = _amp_settings(cfg, device)
     train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
@@ -158,7 +147,8 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     history: list[dict[str, float]] = []
-    best_acc, best_epoch, best_state = -1.0, 0, None
+    best_acc, best_epoch = -1.0, 0
+    best_state: dict[str, torch.Tensor] | None = None
     start = time.perf_counter()
     from medunlearn.unlearn.cost import counting  # images with a gradient / forward only (rte_compute)
 
@@ -189,10 +179,12 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
                     seen += len(y)
                     advance(1)
                     t0, wait_s, step_s = time.perf_counter(), wait_s + (t1 - t0), step_s + (time.perf_counter() - t1)
-                loss_sum, correct, seen = _all_sum([loss_sum, float(correct), float(seen)], ctx)
+                loss_total, n_correct, n_seen = _all_sum([loss_sum, float(correct), float(seen)], ctx)
                 with counter.phase("validation"):
-                    val_acc = accuracy(model, val_set, device, cfg.eval_batch_size, amp_dtype if use_amp else None)
-                history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
+                    val_acc = model_accuracy(model, val_set.images, val_set.labels, cfg.eval_batch_size, device,
+                                             amp_dtype if use_amp else None)
+                history.append({"epoch": epoch, "loss": loss_total / max(n_seen, 1),
+                                "train_acc": 100.0 * n_correct / max(n_seen, 1),
                                 "val_acc": val_acc, "data_wait_s": wait_s, "step_s": step_s,
                                 "lr_end": float(sched.get_last_lr()[0])})
                 score = val_acc if math.isfinite(val_acc) else float(epoch)  # no val set: keep the last epoch
@@ -200,6 +192,7 @@ def train_model(data: SplitData, cfg: TrainConfig, ctx: RunContext,
                     best_acc, best_epoch = score, epoch
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     wall = time.perf_counter() - start
+    assert best_state is not None  # every epoch scores >= 0 > the initial best, and epochs >= 1
     model.load_state_dict(best_state)
     model.eval()
     info = {

@@ -48,7 +48,9 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(float(std)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        # torch types a buffer as Tensor | Module; declaring it on the class would break TorchScript (postponed
+        # annotations are strings it cannot resolve)
+        return (x - self.mean) / self.std  # type: ignore[operator]
 
 
 class Classifier(nn.Module):
@@ -212,11 +214,20 @@ def small_cnn(num_classes: int, in_channels: int, image_size: int, spatial_dims:
     return OrderedDict(mods + _pool_flatten(d)), 2 * w
 
 
+def _in_features(net: nn.Module, name: str) -> int:
+    """Input width of the Linear layer `name` (a dotted path) of a MONAI network."""
+    layer = net.get_submodule(name)
+    if not isinstance(layer, nn.Linear):
+        raise ConfigError(f"Expected {name} of {type(net).__name__} to be a Linear layer, but got "
+                          f"{type(layer).__name__}.")
+    return int(layer.in_features)
+
+
 def _densenet_blocks(net: nn.Module) -> tuple[OrderedDict, int]:
-    mods = list(net.features.named_children())
+    mods = list(net.get_submodule("features").named_children())
     # class_layers = relu, pool, flatten, out(Linear): keep all but the Linear
-    mods += [(n, m) for n, m in net.class_layers.named_children() if n != "out"]
-    return OrderedDict(mods), int(net.class_layers.out.in_features)
+    mods += [(n, m) for n, m in net.get_submodule("class_layers").named_children() if n != "out"]
+    return OrderedDict(mods), _in_features(net, "class_layers.out")
 
 
 @register_model("densenet121", "MONAI DenseNet121 (2D or 3D), split into feature blocks + linear head")
@@ -246,12 +257,13 @@ def _monai_resnet(depth: int, num_classes: int, in_channels: int, spatial_dims: 
     from monai.networks.nets import resnet10, resnet18
 
     make = {10: resnet10, 18: resnet18}[depth]
-    net = make(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes, conv1_t_stride=conv1_t_stride,
-               conv1_t_size=conv1_t_size, no_max_pool=no_max_pool, widen_factor=widen_factor)
+    net = make(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes,
+               conv1_t_stride=conv1_t_stride, conv1_t_size=conv1_t_size, no_max_pool=no_max_pool,
+               widen_factor=widen_factor)
     names = ["conv1", "bn1", "act"] + ([] if no_max_pool else ["maxpool"])
     names += ["layer1", "layer2", "layer3", "layer4", "avgpool"]
     mods = [(n, getattr(net, n)) for n in names] + [("flatten", nn.Flatten(1))]
-    return OrderedDict(mods), int(net.fc.in_features)
+    return OrderedDict(mods), _in_features(net, "fc")
 
 
 @register_model("resnet18", "MONAI ResNet-18 (2D or 3D), split into feature blocks + linear head")
@@ -279,18 +291,18 @@ def _split_monai(network: str, net: nn.Module) -> tuple[OrderedDict, int]:
             raise ConfigError(f"Expected {network} with its fc layer (feed_forward=True), but it has none.")
         names = ["conv1", "bn1", "act"] + ([] if net.no_max_pool else ["maxpool"])
         mods = [(n, getattr(net, n)) for n in names + ["layer1", "layer2", "layer3", "layer4", "avgpool"]]
-        return OrderedDict(mods + [("flatten", nn.Flatten(1))]), int(net.fc.in_features)
+        return OrderedDict(mods + [("flatten", nn.Flatten(1))]), _in_features(net, "fc")
     if network.startswith("SEResNe"):
         mods = [(n, getattr(net, n)) for n in ("layer0", "layer1", "layer2", "layer3", "layer4", "adaptive_avg_pool")]
         if net.dropout is not None:
             mods.append(("dropout", net.dropout))
-        return OrderedDict(mods + [("flatten", nn.Flatten(1))]), int(net.last_linear.in_features)
+        return OrderedDict(mods + [("flatten", nn.Flatten(1))]), _in_features(net, "last_linear")
     if network == "EfficientNetBN":
         mods = [("stem_pad", net._conv_stem_padding), ("stem", net._conv_stem), ("bn0", net._bn0),
                 ("act0", net._swish), ("blocks", net._blocks), ("head_pad", net._conv_head_padding),
                 ("conv_head", net._conv_head), ("bn1", net._bn1), ("act1", net._swish),
                 ("pool", net._avg_pooling), ("flatten", nn.Flatten(1)), ("dropout", net._dropout)]
-        return OrderedDict(mods), int(net._fc.in_features)
+        return OrderedDict(mods), _in_features(net, "_fc")
     raise ConfigError(f"Expected a MONAI network medunlearn can split into blocks + linear head, but got {network!r}.")
 
 

@@ -12,7 +12,7 @@ union of all forget sets>}. ``counts`` is {"images", "patients", "devices", "sit
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from medunlearn.report import plots
@@ -59,6 +59,7 @@ def find_key(obj: Any, key: str, depth: int = 6) -> Any:
     """First value stored under `key` anywhere in a JSON-like object (bounded depth)."""
     if depth < 0:
         return None
+    items: Iterable[Any]
     if isinstance(obj, Mapping):
         if key in obj:
             return obj[key]
@@ -88,15 +89,19 @@ def rule_text(rule: Any) -> str:
 
 def policies(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One record per forget policy: a single run has one; a merged run one per source run."""
-    cfg = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
-    merge = meta.get("merge") if isinstance(meta.get("merge"), Mapping) else None
-    if merge and merge.get("runs"):
-        return [{"name": str(r.get("path", f"run {i}")).rstrip("/").split("/")[-1], "rule": r.get("rule_text") or rule_text(r.get("rule")),
+    cfg = meta.get("config")
+    if not isinstance(cfg, Mapping):
+        cfg = {}
+    merge = meta.get("merge")
+    if isinstance(merge, Mapping) and merge.get("runs"):
+        return [{"name": str(r.get("path", f"run {i}")).rstrip("/").split("/")[-1],
+                 "rule": r.get("rule_text") or rule_text(r.get("rule")),
                  "method": r.get("method"), "goal": r.get("goal"), "counts": r.get("counts") or {},
                  "checkpoint_sha256": r.get("sha256")} for i, r in enumerate(merge["runs"])]
     counts = meta.get("counts") or find_key(meta.get("split_info", {}), "counts") or {}
-    return [{"name": "policy", "rule": meta.get("rule_text") or rule_text(meta.get("rule")), "method": meta.get("method", cfg.get("method")),
-             "goal": meta.get("goal", cfg.get("goal")), "counts": counts}]
+    return [{"name": "policy", "rule": meta.get("rule_text") or rule_text(meta.get("rule")),
+             "method": meta.get("method", cfg.get("method")), "goal": meta.get("goal", cfg.get("goal")),
+             "counts": counts}]
 
 
 def impact_table(m: Mapping[str, Any], model_label: str) -> dict[str, Any]:
@@ -140,7 +145,8 @@ def figures(title: str, m: Mapping[str, Any]) -> list[dict[str, Any]]:
         groups = m.get(key)
         if isinstance(groups, Mapping) and groups:
             names = sorted(groups)
-            bars = {"train": [get(groups[g], "train_acc") for g in names], "test": [get(groups[g], "test_acc") for g in names]}
+            bars = {"train": [get(groups[g], "train_acc") for g in names],
+                    "test": [get(groups[g], "test_acc") for g in names]}
             out.append({"type": "image", "title": f"{title}: accuracy per {label}",
                         "png": plots.grouped_bars(names, bars, f"{title}: accuracy per {label}")})
     conf = m.get("confusion")

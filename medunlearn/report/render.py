@@ -115,8 +115,9 @@ def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Ma
     kind = str(meta.get("kind", "unlearned"))
     label = "merged" if kind == "merged" else "unlearned"
     pols = C.policies(meta)
-    desc = [{"type": "p", "text": f"This {label} model changes the deployed base model (sha256 "
-             f"{str(meta.get('base_sha256') or 'not recorded')[:16]}) by forgetting {len(pols)} data policy(ies)."}]
+    desc: list[dict[str, Any]] = [{
+        "type": "p", "text": f"This {label} model changes the deployed base model (sha256 "
+        f"{str(meta.get('base_sha256') or 'not recorded')[:16]}) by forgetting {len(pols)} data policy(ies)."}]
     for p in pols:
         counts = p["counts"] if isinstance(p["counts"], Mapping) else {}
         rows = [["rule", p["rule"]], ["method", C.fmt(p["method"])], ["goal", C.fmt(p["goal"])]]
@@ -125,7 +126,8 @@ def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Ma
         desc.append({"type": "kv", "title": f"Policy: {p['name']}", "rows": rows})
     merge = meta.get("merge") if isinstance(meta.get("merge"), Mapping) else {}
     cfg = merge.get("config") if merge else meta.get("config")
-    proto_rows = [["method", C.fmt(merge.get("method") if merge else (meta.get("method") or C.get(meta, "config.method")))],
+    method = merge.get("method") if merge else (meta.get("method") or C.get(meta, "config.method"))
+    proto_rows = [["method", C.fmt(method)],
                   ["seed", C.fmt(meta.get("seed", prov.get("seed")))],
                   ["code version", C.fmt(meta.get("code_version") or prov.get("code_version"))],
                   ["created", C.fmt(prov.get("created"))],
@@ -134,7 +136,8 @@ def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Ma
         proto_rows.append(["merge weights", C.fmt(merge.get("weights"))])
     protocol = [{"type": "kv", "title": "Method and run", "rows": proto_rows}]
     if isinstance(cfg, Mapping) and cfg:
-        protocol.append({"type": "kv", "title": "Hyperparameters", "rows": [[str(k), C.fmt(v)] for k, v in cfg.items()]})
+        protocol.append({"type": "kv", "title": "Hyperparameters",
+                         "rows": [[str(k), C.fmt(v)] for k, v in cfg.items()]})
     hashes = dict(prov.get("input_hashes") or {})
     if meta.get("_model_sha256"):
         hashes = {"model (these weights)": meta["_model_sha256"], **hashes}
@@ -150,7 +153,8 @@ def build_sections(meta: Mapping[str, Any], metrics: Mapping[str, Any], prov: Ma
         protocol.append({"type": "kv", "title": "Signature of the verdict (HMAC-SHA256 over meta.json, the "
                          "acceptance record and the weights' sha256)", "rows": rows})
     if isinstance(prov.get("environment"), Mapping):
-        protocol.append({"type": "kv", "title": "Environment", "rows": [[k, str(v)] for k, v in prov["environment"].items()]})
+        protocol.append({"type": "kv", "title": "Environment",
+                         "rows": [[k, str(v)] for k, v in prov["environment"].items()]})
     impact, images = [], []
     for title, m in C.metric_sets(metrics):
         impact.append({"type": "h3", "text": title})
@@ -215,7 +219,8 @@ def _html_block(b: Mapping[str, Any]) -> str:
     cols = b.get("columns") or ["item", "value"]
     head = f"<h3>{e(b['title'])}</h3>" if b.get("title") else ""
     rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b["rows"])
-    return head + "<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + f"</tr></thead><tbody>{rows}</tbody></table>"
+    heads = "".join(f"<th>{e(c)}</th>" for c in cols)
+    return head + f"<table><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>"
 
 
 def to_html(title: str, subtitle: str, sections: list[dict], synthetic: bool) -> str:
@@ -225,10 +230,12 @@ def to_html(title: str, subtitle: str, sections: list[dict], synthetic: bool) ->
                      + "".join(_html_block(b) for b in s["blocks"]) + "</section>" for i, s in enumerate(sections)]
     first = html_sections.pop(0) if sections and sections[0]["title"] == "Verdict" else ""  # verdict first
     body = "".join(html_sections)
-    return page.substitute(verdict=first,
-        title=html.escape(title), subtitle=html.escape(subtitle), css=tpl.joinpath("report.css").read_text(encoding="utf-8"),
+    return page.substitute(
+        verdict=first, title=html.escape(title), subtitle=html.escape(subtitle),
+        css=tpl.joinpath("report.css").read_text(encoding="utf-8"),
         banner=f'<div class="banner" role="alert">{html.escape(SYNTHETIC_NOTE)}</div>' if synthetic else "",
-        toc="".join(f'<li><a href="#s{i}">{html.escape(s["title"])}</a></li>' for i, s in enumerate(sections)), body=body)
+        toc="".join(f'<li><a href="#s{i}">{html.escape(s["title"])}</a></li>' for i, s in enumerate(sections)),
+        body=body)
 
 
 def _md_text(x: Any) -> str:
@@ -257,7 +264,8 @@ def to_markdown(title: str, subtitle: str, sections: list[dict], synthetic: bool
                 out += ["| " + " | ".join(map(_md_cell, b["columns"])) + " |", "|" + "---|" * len(b["columns"])]
                 out += ["| " + " | ".join(_md_cell(f"**{c['text']}**" if c["text"] in ("PASS", "FAIL") else c["text"])
                                           for c in r) + " |" for r in b["rows"]]
-                out += ["", f"**{_md_text(b['summary'])}**", ""] + [f"- {_md_text(n)}" for n in b.get("notes", [])] + [""]
+                out += ["", f"**{_md_text(b['summary'])}**", ""]
+                out += [f"- {_md_text(n)}" for n in b.get("notes", [])] + [""]
             else:
                 cols = b.get("columns") or ["item", "value"]
                 out += ([f"### {_md_text(b['title'])}", ""] if b.get("title") else []) + [
@@ -303,13 +311,16 @@ def _render(run_dir: Path, paths: dict[str, Path], deny_patterns: Sequence[str] 
     check_pass_is_attested(run_dir, verdict, attestation, meta)
     kind = str(meta.get("kind", "unlearned"))
     title = f"Model modification report: {kind} model {run_dir.name}"
-    subtitle = f"Generated {time.strftime('%Y-%m-%d %H:%M')} by medunlearn {C.fmt(meta.get('code_version') or prov.get('code_version'))}"
+    version = C.fmt(meta.get("code_version") or prov.get("code_version"))
+    subtitle = f"Generated {time.strftime('%Y-%m-%d %H:%M')} by medunlearn {version}"
     doc = {"schema_version": 1, "title": title, "kind": kind, "synthetic": synthetic, "model_sha256": sha,
            "verdict": verdict, "attestation": attestation,
            "synthetic_note": SYNTHETIC_NOTE if synthetic else None,
-           "sections": [{"title": s["title"], "blocks": [{k: v for k, v in b.items() if k != "png"} for b in s["blocks"]]}
+           "sections": [{"title": s["title"],
+                         "blocks": [{k: v for k, v in b.items() if k != "png"} for b in s["blocks"]]}
                         for s in sections]}
-    texts = {"html": to_html(title, subtitle, sections, synthetic), "md": to_markdown(title, subtitle, sections, synthetic),
+    texts = {"html": to_html(title, subtitle, sections, synthetic),
+             "md": to_markdown(title, subtitle, sections, synthetic),
              "json": json.dumps(doc, indent=2, default=str) + "\n"}
     scrub_check(texts, patterns, sources={"meta": meta, "metrics": metrics, "provenance": prov})
     with file_set(list(paths.values())) as tmp:  # an older PDF never stays beside a new report

@@ -121,7 +121,9 @@ def _merged_row(acc: Any, policy_rows: list[dict], reference: Mapping[str, Any] 
     its top-level checks, else PASS only when every policy row passed."""
     if not isinstance(acc, Mapping):
         return _row("merged model", "merged", None, None)
-    own = acc.get("retain") if isinstance(acc.get("retain"), Mapping) else acc
+    own = acc.get("retain")
+    if not isinstance(own, Mapping):
+        own = acc
     row = _row("merged model", "merged", own if own.get("checks") else None, reference)
     if row["result"] == NOT_EVALUATED and policy_rows and all(r["result"] != NOT_EVALUATED for r in policy_rows):
         ok = all(r["result"] == PASS for r in policy_rows) and acc.get("met", True) is True
@@ -185,4 +187,5 @@ def verdict_table(verdict: Mapping[str, Any]) -> dict[str, Any]:
         cells.append({"text": r["result"], "result": r["result"]})
         rows.append(cells)
     return {"type": "verdict", "columns": columns, "rows": rows, "decision": verdict["decision"],
-            "summary": verdict["summary"], "notes": [f"{r['name']}: {r['note']}" for r in verdict["rows"] if r.get("note")]}
+            "summary": verdict["summary"],
+            "notes": [f"{r['name']}: {r['note']}" for r in verdict["rows"] if r.get("note")]}

@@ -15,16 +15,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from medunlearn.bounds import check_config_bounds
 from medunlearn.data.imageset import SplitData
-from medunlearn.errors import ConfigError, DataError, DivergenceError
+from medunlearn.errors import ConfigError, DataError
+from medunlearn.models import finite
+from medunlearn.models.finite import check_finite_loss as check_finite_loss  # re-exported (home: models/)
+from medunlearn.models.finite import check_finite_model as check_finite_model
+from medunlearn.models.modes import freeze_batchnorm as freeze_batchnorm
 from medunlearn.registry import Registry, did_you_mean
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.controller import (  # noqa: F401  (check_finite_loss: re-exported for one release)
-    ExtraChecks,
-    Observer,
-    check_finite_loss,
-    run_controlled,
-)
+from medunlearn.unlearn.controller import ExtraChecks, Observer, run_controlled
 from medunlearn.unlearn.cost import counting
 from medunlearn.unlearn.types import Outcome
 
@@ -61,6 +61,7 @@ class Unlearner(abc.ABC):
         cfg = config if config is not None else self.Config()
         if overrides:
             cfg = apply_overrides(cfg, overrides)
+        check_config_bounds(cfg, self.name or type(self).__name__, caps=False)  # declared ranges (bounds.bounded)
         self.config = cfg
 
     def run(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression",
@@ -153,30 +154,12 @@ def coerce(raw: Any, default: Any, key: str) -> Any:
     return raw
 
 
-def check_finite_model(model: nn.Module) -> None:
-    for name, t in model.state_dict().items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise DivergenceError(f"Unlearning produced non-finite values in {name!r}. No checkpoint was written.")
+UNLEARN_HINT = "lower the learning rate"
 
 
-@torch.no_grad()
 def check_finite_outputs(model: nn.Module, data: SplitData, ctx: RunContext, rows: int = 64) -> None:
-    """Finite weights can still overflow to inf/NaN logits (e.g. after gradient ascent): refuse such a model."""
-    was_training = model.training
-    model.eval()
-    try:
-        for part in (data.train_forget, data.train_retain):
-            if len(part):
-                logits = model(part.subset(torch.arange(min(rows, len(part)))).images.to(ctx.device))
-                if not torch.isfinite(logits).all():
-                    raise DivergenceError("Unlearning produced a model with non-finite outputs (its weights "
-                                          "overflowed); lower the learning rate. No checkpoint was written.")
-    finally:
-        model.train(was_training)
-
-
-def freeze_batchnorm(model: nn.Module) -> None:
-    """Put BatchNorm / Dropout in eval mode so forget-only batches do not move running statistics."""
-    for m in model.modules():
-        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
-            m.eval()
+    """models/finite.check_finite_outputs on the first `rows` forget and retain rows (finite weights can still
+    overflow to inf/NaN logits, e.g. after gradient ascent)."""
+    images = [part.images[:rows] for part in (data.train_forget, data.train_retain) if len(part)]
+    if images:
+        finite.check_finite_outputs(model, "the unlearned model", torch.cat(images), hint=UNLEARN_HINT)

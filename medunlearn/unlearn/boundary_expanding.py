@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medunlearn.bounds import bounded
 from medunlearn.errors import ConfigError
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm
 from medunlearn.unlearn.space import Choice, Float
@@ -24,9 +25,9 @@ from medunlearn.unlearn.types import ControlConfig, Plan
 class BoundaryExpandingConfig(BaseConfig, ControlConfig):
     """Boundary Expanding hyperparameters."""
 
-    epochs: float = 20.0  # budget in passes over D_f; the goal's stop rule usually ends earlier
+    epochs: float = bounded(20.0, 0, open_lo=True)  # budget in passes over D_f; the stop rule usually ends earlier
     batch_size: int = 32
-    lr: float = 3e-4  # SGD learning rate (authors: 1e-5 for 10 epochs)
+    lr: float = bounded(3e-4, 0, open_lo=True)  # SGD learning rate (authors: 1e-5 for 10 epochs)
     momentum: float = 0.9
     weight_decay: float = 0.0
     freeze_bn: bool = True  # keep BatchNorm statistics (and dropout) in eval mode
@@ -66,8 +67,6 @@ class BoundaryExpanding(Unlearner):
         head = getattr(model, "head", None)
         if not isinstance(head, nn.Linear) or head.out_features != k:
             raise ConfigError(f"Expected a model whose .head is nn.Linear(F, {k}), but got {type(head).__name__}.")
-        if cfg.lr <= 0 or cfg.epochs <= 0:
-            raise ConfigError(f"Expected lr > 0 and epochs > 0, but got {cfg.lr} and {cfg.epochs}.")
         model.head = expand_head(head)  # checks read the first K logits; the shadow row is pruned at the end
         model.train()
         if cfg.freeze_bn:

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from medunlearn.data.imageset import SplitData
-from medunlearn.errors import DivergenceError
+from medunlearn.models.finite import check_finite_loss
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.cost import ImageCounter, counting
 from medunlearn.unlearn.criteria import (
@@ -114,13 +114,6 @@ def closer(checks: list[dict[str, Any]], v: float, closest: dict[str, Any]) -> b
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def check_finite_loss(loss: torch.Tensor, method: str, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise DivergenceError(
-            f"{method} diverged: non-finite loss at step {step}; lower the learning rate. No checkpoint was written."
-        )
 
 
 def probe_resolution(probes: Probes, model: nn.Module, criteria: Criteria) -> dict[str, Any]:

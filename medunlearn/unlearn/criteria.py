@@ -36,10 +36,12 @@ Every number is a percentage (the AUC too, 50 = indistinguishable). Test rows ar
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
 
+from medunlearn.bounds import bounded, check_config_bounds
 from medunlearn.errors import ConfigError
 
 FORGET_MEASURES = ("auto", "argmax", "expected")
@@ -50,16 +52,16 @@ MEASURE_KEYS = {"argmax": "forget_acc", "expected": "forget_expected"}  # the me
 class CriteriaConfig:
     """Criteria knobs shared by every method's Config (settable with --set or the config YAML)."""
 
-    forget_tol: float = 5.0  # (a) half-width of the accepted band around the target, points
-    forget_target: float | None = None  # (a) target accuracy %; None = chance (domain) or 0 (removed class)
+    forget_tol: float = bounded(5.0, 0, 100)  # (a) half-width of the accepted band around the target, points
+    forget_target: float | None = bounded(None, 0, 100)  # (a) target accuracy %; None = chance (domain) or 0 (class)
     forget_measure: str = "auto"  # (a) auto | argmax | expected (mean true-label probability); see the docstring
-    confidence_margin: float | None = 10.0  # (b) mean max-softmax <= 100/K + margin, points; null = criterion off
-    retain_drop: float = 1.0  # (c) val_retain accuracy may fall at most this many points below the original's
+    confidence_margin: float | None = bounded(10.0, 0, 100)  # (b) mean max-softmax <= 100/K + margin; null = off
+    retain_drop: float = bounded(1.0, 0, 100)  # (c) val_retain accuracy may fall at most this many points
     # (d) val_retain mean max-softmax may fall at most this many points below the original's (domain suppression);
     # null = criterion off. 5 = the issue-31 target (planning's decision), not tuned on any rows
-    selectivity_margin: float | None = 5.0
-    ci_level: float = 0.95  # equivalence: two-sided bootstrap interval level
-    bootstrap: int = 200  # equivalence: bootstrap resamples per check
+    selectivity_margin: float | None = bounded(5.0, 0, 100)
+    ci_level: float = bounded(0.95, 0.5, 1, open_hi=True)  # equivalence: two-sided bootstrap interval level
+    bootstrap: int = bounded(200, 20, 10_000)  # equivalence: bootstrap resamples per check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,28 +97,13 @@ class Criteria:
 
 
 def validate_criteria(cfg: CriteriaConfig) -> None:
+    """The choices; the ranges are field metadata (bounds.bounded), checked where a Config enters (method_config,
+    Unlearner) and here again, as resolve_criteria may be handed a Config built without either."""
     if cfg.forget_measure not in FORGET_MEASURES:
         raise ConfigError(f"Expected forget_measure in {list(FORGET_MEASURES)}, but got {cfg.forget_measure!r}.")
-    if not 0 <= cfg.forget_tol <= 100:
-        raise ConfigError(f"Expected forget_tol in [0, 100] points, but got {cfg.forget_tol}.")
-    if cfg.confidence_margin is not None and not 0 <= float(cfg.confidence_margin) <= 100:
-        raise ConfigError(f"Expected confidence_margin in [0, 100] points or null (off), but got {cfg.confidence_margin}.")
-    if cfg.selectivity_margin is not None and not 0 <= float(cfg.selectivity_margin) <= 100:
-        raise ConfigError(f"Expected selectivity_margin in [0, 100] points or null (off), but got "
-                          f"{cfg.selectivity_margin}.")
-    if not 0 <= cfg.retain_drop <= 100:
-        raise ConfigError(f"Expected retain_drop in [0, 100] points, but got {cfg.retain_drop}.")
-    if not 0.5 <= cfg.ci_level < 1:
-        raise ConfigError(f"Expected ci_level in [0.5, 1), but got {cfg.ci_level}.")
-    if not 20 <= cfg.bootstrap <= 10_000:
-        raise ConfigError(f"Expected bootstrap in [20, 10000], but got {cfg.bootstrap}.")
-    if cfg.forget_target is not None:
-        try:
-            target = float(cfg.forget_target)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"Expected forget_target to be a percentage or null, but got {cfg.forget_target!r}.") from exc
-        if not 0 <= target <= 100:
-            raise ConfigError(f"Expected forget_target in [0, 100], but got {cfg.forget_target}.")
+    if cfg.forget_target is not None and not isinstance(cfg.forget_target, (int, float)):
+        raise ConfigError(f"Expected forget_target to be a percentage or null, but got {cfg.forget_target!r}.")
+    check_config_bounds(cfg, "controller", caps=False)
 
 
 def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_removal: bool,
@@ -149,14 +136,17 @@ def resolve_criteria(cfg: CriteriaConfig, goal: str, num_classes: int, class_rem
 
 
 TOLERANCE = 1e-9  # every check's slack for float rounding (points)
+NO_ROWS_VIOLATION = 100.0  # a check on an empty probe misses by the most a percentage can
 
 
 def _check(name: str, label: str, value: float, op: str, threshold: Any,
            interval: tuple[float, float] | None = None) -> dict[str, Any]:
     """One check record. op: "within" (threshold [lo, hi]), "<=", ">=", or "ci_covers" (the bootstrap
-    `interval` of `value` must contain the threshold)."""
+    `interval` of `value` must contain the threshold). A NaN value (an empty probe) fails, with reason "no rows"."""
     eps = TOLERANCE
-    if op == "within":
+    if math.isnan(value):
+        passed = False
+    elif op == "within":
         passed = threshold[0] - eps <= value <= threshold[1] + eps
     elif op == "ci_covers":
         passed = interval[0] - eps <= threshold <= interval[1] + eps
@@ -169,6 +159,8 @@ def _check(name: str, label: str, value: float, op: str, threshold: Any,
            "unit": "%", "passed": bool(passed)}
     if interval is not None:
         rec["interval"] = [round(float(interval[0]), 3), round(float(interval[1]), 3)]
+    if math.isnan(value):
+        rec["reason"] = f"no rows: the probe behind {name} is empty, so it cannot pass"
     return rec
 
 
@@ -202,9 +194,9 @@ def evaluate_checks(criteria: Criteria, m: dict[str, float]) -> list[dict[str, A
 
 def confidence_stats(probs: torch.Tensor, routing_threshold: float | None) -> dict[str, float]:
     """Criterion (d)'s figures from softmax rows (N, K): mean max-softmax and the share of rows whose max-softmax
-    is under `routing_threshold` (percent; rows a deployment routes to a human). Empty rows give 0."""
+    is under `routing_threshold` (percent; rows a deployment routes to a human). No rows give NaN."""
     if len(probs) == 0:
-        return {"retain_conf": 0.0, "retain_routed": 0.0}
+        return {"retain_conf": float("nan"), "retain_routed": float("nan")}
     top = 100.0 * probs.double().amax(1)
     routed = float((top < routing_threshold).double().mean() * 100) if routing_threshold is not None else 0.0
     return {"retain_conf": float(top.mean()), "retain_routed": routed}
@@ -219,13 +211,16 @@ RETAIN_CHECKS = ("retain_accuracy", "retain_confidence")
 
 
 def violation(checks: list[dict[str, Any]]) -> float:
-    """Total distance (points) by which the failed checks miss their thresholds; 0 when every check passes."""
+    """Total distance (points) by which the failed checks miss their thresholds; 0 when every check passes. A check
+    with no rows counts NO_ROWS_VIOLATION."""
     total = 0.0
     for c in checks:
         if c["passed"]:
             continue
         v, t = c["value"], c["threshold"]
-        if c["op"] == "within":
+        if math.isnan(v):
+            total += NO_ROWS_VIOLATION
+        elif c["op"] == "within":
             total += max(t[0] - v, v - t[1])
         elif c["op"] == "ci_covers":
             total += max(c["interval"][0] - t, t - c["interval"][1])

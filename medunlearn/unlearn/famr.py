@@ -34,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from medunlearn.bounds import bounded
 from medunlearn.errors import ConfigError
 from medunlearn.models.zoo import Classifier, parameter_subset
 from medunlearn.registry import did_you_mean
@@ -65,9 +66,9 @@ SOLVERS = ("iterative", "one_step", "newton_cg")
 class FAMRConfig(BaseConfig, ControlConfig):
     """FAMR hyperparameters (the paper gives none; see the module docstring for where each comes from)."""
 
-    epochs: float = 150.0  # iterative solver budget in passes over D_f; the controller usually stops earlier
+    epochs: float = bounded(150.0, 0, open_lo=True)  # iterative budget, passes over D_f (the controller stops earlier)
     batch_size: int = 64
-    lr: float = 1e-4  # Adam learning rate (weight decay 0); see "Where the defaults come from"
+    lr: float = bounded(1e-4, 0, open_lo=True)  # Adam, weight decay 0; see "Where the defaults come from"
     loss: str = "ce_uniform"  # ce_uniform | kl_p_u
     support: str = "all"  # all | remaining (classes absent from the forget set)
     params: str = "all"  # all | head | last-N  (the anchored, trainable subset S)
@@ -92,8 +93,6 @@ def validate(cfg: FAMRConfig) -> None:
     if cfg.loss == "kl_p_u" and cfg.support != "all":
         raise ConfigError('Expected support="all" with loss="kl_p_u" (KL(p‖u) is infinite off the support), '
                           f"but got support={cfg.support!r}.")
-    if not cfg.lr > 0 or not cfg.epochs > 0:
-        raise ConfigError(f"Expected lr > 0 and epochs > 0, but got {cfg.lr} and {cfg.epochs}.")
 
 
 @METHODS.register("famr")

@@ -7,7 +7,6 @@ the retain predictions directly. retain_weight = 0 is exactly `famr`.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medunlearn.models.modes import frozen_teacher
 from medunlearn.unlearn.base import METHODS
 from medunlearn.unlearn.famr import FAMR, FAMRConfig
 from medunlearn.unlearn.space import Float
@@ -37,7 +37,7 @@ class FAMRRetain(FAMR):
         w = self.config.retain_weight
         if w <= 0 or len(data.train_retain) == 0:
             return None
-        teacher = copy.deepcopy(original).to(ctx.device).eval()
+        teacher = frozen_teacher(original, ctx.device)
         stream = cycle(data.train_retain.loader(self.config.batch_size, shuffle=True, seed=ctx.rank_seed + 1))
 
         def term() -> torch.Tensor:

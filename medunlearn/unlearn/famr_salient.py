@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medunlearn.bounds import bounded
 from medunlearn.errors import ConfigError
 from medunlearn.unlearn.base import METHODS
 from medunlearn.unlearn.famr_math import forget_gradient, support_mask
@@ -37,9 +38,9 @@ SALIENCY = ("contrast", "forget")
 
 @dataclasses.dataclass
 class FAMRSalientConfig(FAMRRetainConfig):
-    density: float = 0.1  # fraction of the trainable weights the mask lets move
+    density: float = bounded(0.1, 0, 1, open_lo=True)  # fraction of the trainable weights the mask lets move
     saliency: str = "contrast"  # contrast | forget (see the module docstring)
-    saliency_rows: int = 512  # retain rows for g_r (forget: all of D_f, as FAMR's own gradient)
+    saliency_rows: int = bounded(512, 1)  # retain rows for g_r (forget: all of D_f, as FAMR's own gradient)
 
 
 def saliency_masks(g_forget: list[torch.Tensor], g_retain: list[torch.Tensor] | None,
@@ -82,9 +83,6 @@ class FAMRSalient(FAMRRetain):
         cfg = self.config
         if cfg.saliency not in SALIENCY:
             raise ConfigError(f"Expected saliency in {list(SALIENCY)}, but got {cfg.saliency!r}.")
-        if not 0 < cfg.density <= 1 or cfg.saliency_rows < 1:
-            raise ConfigError(f"Expected density in (0, 1] and saliency_rows >= 1, but got {cfg.density}, "
-                              f"{cfg.saliency_rows}.")
         if cfg.solver != "iterative":
             raise ConfigError(f"Expected solver 'iterative' for famr_salient (the mask acts on gradient steps), "
                               f"but got {cfg.solver!r}.")

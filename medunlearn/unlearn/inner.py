@@ -31,7 +31,6 @@ from torch.nn import functional as F
 from medunlearn.errors import ConfigError
 
 NOISES = ("gaussian", "laplace", "cauchy", "uniform")
-SCHEDULES = ("constant", "inverse", "exponential", "linear")
 NOISE_SCALES = ("relative", "absolute")
 
 
@@ -48,19 +47,6 @@ def sample_noise(kind: str, shape: torch.Size, device: torch.device) -> torch.Te
     if kind == "cauchy":
         return torch.tan(math.pi * (u.clamp(1e-7, 1 - 1e-7) - 0.5))
     raise ConfigError(f"Expected noise in {list(NOISES)}, but got {kind!r}.")
-
-
-def scheduled_lam(lam: float, schedule: str, t: int, total: int) -> float:
-    """λ at outer step t (1-based) of `total`: constant, inverse λ/t, exponential λe^{-0.01t}, linear decay."""
-    if schedule == "constant":
-        return lam
-    if schedule == "inverse":
-        return lam / max(1, t)
-    if schedule == "exponential":
-        return lam * math.exp(-0.01 * t)
-    if schedule == "linear":
-        return lam * max(0.0, 1.0 - (t - 1) / max(1, total))
-    raise ConfigError(f"Expected lam_schedule in {list(SCHEDULES)}, but got {schedule!r}.")
 
 
 def psg_perturb(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, steps: int = 1,

@@ -1,5 +1,7 @@
-"""The controller's probes (`Probes`: fixed seeded validation subsamples and the measurement on them) and the
-pure helpers they use: eval-mode logits, accuracy, fixed subsamples, a rank AUC."""
+"""The controller's probes (`Probes`: fixed seeded validation subsamples and the measurement on them).
+
+Every number is computed by evaluate/functional (logits under `evaluating`, accuracy, expected accuracy, mean
+confidence); an empty probe gives NaN, and a check on it fails with "no rows" (criteria._check)."""
 from __future__ import annotations
 
 import torch
@@ -7,59 +9,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from medunlearn.data.imageset import ImageSet, SplitData
-from medunlearn.evaluate.functional import true_label_probability
+from medunlearn.evaluate import functional as fn
+from medunlearn.evaluate.functional import predict
 from medunlearn.unlearn.criteria import Criteria, bootstrap_mean, bootstrap_membership, confidence_stats
 from medunlearn.unlearn.types import ControlConfig
 
 
 # ---------------------------------------------------------------- pure functions
-def auc_higher(neg: torch.Tensor, pos: torch.Tensor) -> float:
-    """P(pos > neg) + 0.5 P(tie) (Mann-Whitney AUC). neg: (N,), pos: (M,)."""
-    if neg.numel() == 0 or pos.numel() == 0:
-        return 0.5
-    scores = torch.cat([neg, pos]).double()
-    order = scores.argsort()
-    ranks = torch.empty_like(scores)
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
-    # average ranks over ties
-    uniq, inv = scores.unique(return_inverse=True)
-    ranks = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, ranks)[inv] / torch.bincount(inv)[inv]
-    n_pos = pos.numel()
-    u = ranks[len(neg):].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * neg.numel()))
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, num_classes: int, device: torch.device,
-                   batch_size: int = 256) -> torch.Tensor:
-    """Eval-mode logits (N, K), restoring each module's train/eval flag afterwards. Extra logits (a
-    shadow class) are cut to the first `num_classes`."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        out = [model(images[i:i + batch_size].to(device))[:, :num_classes].float().cpu()
-               for i in range(0, len(images), batch_size)]
-    finally:
-        for m, f in flags:
-            m.train(f)
-    return torch.cat(out) if out else torch.zeros(0, num_classes)
-
-
-def accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Percent of rows whose argmax equals the label; logits (N, K), labels (N,)."""
-    if len(labels) == 0:
-        return 0.0
-    return _pct(logits.argmax(1) == labels.to(logits.device))
-
-
-def expected_accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean softmax probability of the true label, in percent: the accuracy of the model's own predictive
-    distribution (100/K for any label-blind output, whatever the class mix)."""
-    if len(labels) == 0:
-        return 0.0
-    return 100.0 * true_label_probability(logits.float().softmax(1), labels)
-
-
 def subsample(s: ImageSet, n: int, seed: int) -> ImageSet:
     """A fixed random subset of at most n rows (the same on every check)."""
     if len(s) <= n:
@@ -95,7 +51,7 @@ class Probes:
         return len(self.forget) + len(self.retain) + (len(self.members) if self.members is not None else 0)
 
     def _logits(self, model: nn.Module, s: ImageSet) -> torch.Tensor:
-        return predict_logits(model, s.images, self.k, self.device)
+        return predict(model, s.images, device=self.device, num_classes=self.k)
 
     def retain_acc(self, model: nn.Module) -> float:
         return self.retain_stats(model)["retain_acc"]
@@ -103,9 +59,9 @@ class Probes:
     def retain_stats(self, model: nn.Module) -> dict[str, float]:
         """Accuracy (c), mean max-softmax and routed share (d) of the retain probe, from one forward pass."""
         logits = self._logits(model, self.retain)
-        correct = logits.argmax(1) == self.retain.labels
-        self._wrong_first(correct)
-        return {"retain_acc": _pct(correct), **confidence_stats(logits.float().softmax(1), self.route)}
+        self._wrong_first(logits.argmax(1) == self.retain.labels)
+        return {"retain_acc": fn.accuracy(logits, self.retain.labels),
+                **confidence_stats(logits.float().softmax(1), self.route)}
 
     def retain_at_least(self, model: nn.Module, guard: float, min_conf: float | None = None) -> float | None:
         """The retain probe's accuracy when it is >= `guard` (and its mean max-softmax >= `min_conf`, when given),
@@ -116,24 +72,26 @@ class Probes:
         read (retain repair asks this after every repair step, and most answers are "not yet": before this, those
         reads took ~30 % of a 5k-image FAMR run)."""
         images, labels, n = self.retain.images, self.retain.labels, len(self.retain)
+        self.last_retain = None
+        if n == 0:  # no rows: nothing holds
+            return None
         order = self._order if self._order is not None else torch.arange(n)
         correct = torch.zeros(n, dtype=torch.bool)
         probs = torch.zeros(n, self.k)
         conf_sum = 0.0
-        self.last_retain = None
         for start in range(0, n, RETAIN_CHUNK):
             idx = order[start:start + RETAIN_CHUNK]
-            logits = predict_logits(model, images[idx], self.k, self.device)
+            logits = predict(model, images[idx], device=self.device, num_classes=self.k)
             correct[idx] = logits.argmax(1) == labels[idx]
             probs[idx] = logits.float().softmax(1)
             conf_sum += float(probs[idx].amax(1).double().sum()) * 100.0
             read = start + len(idx)
-            if _pct_of(int(correct.sum()) + n - read, n) < guard:
+            if fn.percent(int(correct.sum()) + n - read, n) < guard:  # even if every unread row were right
                 return None
             if min_conf is not None and n and (conf_sum + 100.0 * (n - read)) / n < min_conf:
                 return None
         self._wrong_first(correct)
-        stats = {"retain_acc": _pct(correct), **confidence_stats(probs, self.route)}
+        stats = {"retain_acc": fn.percent(int(correct.sum()), n), **confidence_stats(probs, self.route)}
         if stats["retain_acc"] < guard or (min_conf is not None and stats["retain_conf"] < min_conf):
             return None
         self.last_retain = stats
@@ -156,29 +114,19 @@ class Probes:
         """The check's measurements; `retain` = retain_stats of this very state when the caller has just read it
         (policy checks pass zeros: the retain probe is the caller's)."""
         lf = self._logits(model, self.forget)
-        m = {"forget_acc": accuracy_pct(lf, self.forget.labels),
-             "forget_expected": expected_accuracy_pct(lf, self.forget.labels),
-             "forget_conf": float(lf.float().softmax(1).amax(1).mean() * 100) if len(lf) else 0.0,
+        m = {"forget_acc": fn.accuracy(lf, self.forget.labels),
+             "forget_expected": fn.expected_accuracy(lf, self.forget.labels),
+             "forget_conf": float(lf.float().softmax(1).amax(1).mean() * 100) if len(lf) else float("nan"),
              **(self.retain_stats(model) if retain is None else retain)}
         if self.members is not None and criteria is not None:
             lm = self._logits(model, self.members)
+            ym, yf = self.members.labels, self.forget.labels
             m.update(bootstrap_membership(
-                (lm.argmax(1) == self.members.labels).long(), F.cross_entropy(lm, self.members.labels, reduction="none"),
-                (lf.argmax(1) == self.forget.labels).long(), F.cross_entropy(lf, self.forget.labels, reduction="none"),
+                (lm.argmax(1) == ym).long(), F.cross_entropy(lm, ym, reduction="none"),
+                (lf.argmax(1) == yf).long(), F.cross_entropy(lf, yf, reduction="none"),
                 criteria.bootstrap, criteria.ci_level, self.seed))
         return m
 
 
 RETAIN_CHUNK = 128  # rows per read of retain_at_least
 
-
-def _pct(correct: torch.Tensor) -> float:
-    """Percent of True entries, as every probe accuracy is computed: exact count / n in float64. (A float32 mean
-    put 72 of 73 rows at 98.630135, below the one-row guard 100 − 100/73 = 98.630137, so the drop of one row
-    that criterion (c) allows never passed.)"""
-    return _pct_of(int(correct.sum()), correct.numel())
-
-
-def _pct_of(count: int, n: int) -> float:
-    """Percent of `count` out of `n` rows (0 for no rows)."""
-    return 100.0 * count / n if n else 0.0

@@ -26,21 +26,20 @@ its target is a class across the nearest boundary, so it is confidently wrong ra
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
-from collections.abc import Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medunlearn.bounds import bounded
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError
+from medunlearn.models.modes import evaluating, frozen_teacher
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm
-from medunlearn.unlearn.inner import NOISE_SCALES, NOISES, SCHEDULES, psg_perturb, relabel, scheduled_lam
+from medunlearn.unlearn.inner import NOISE_SCALES, NOISES, psg_perturb, relabel
 from medunlearn.unlearn.space import Choice, Float
 from medunlearn.unlearn.streams import cycle, gradient_update, n_steps
 from medunlearn.unlearn.types import ControlConfig, Plan
@@ -50,26 +49,26 @@ from medunlearn.unlearn.types import ControlConfig, Plan
 class PSGConfig(BaseConfig, ControlConfig):
     """PSG hyperparameters (where each default came from: the module docstring and docs/results/psg-ab.md)."""
 
-    epochs: float = 60.0  # budget in passes over D_f; the controller usually stops earlier
-    batch_size: int = 32
-    lr: float = 2e-4  # outer SGD learning rate (authors: 1e-5 for 10 epochs); A/B in docs/results/psg-ab.md
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    epsilon: float = 0.1  # L∞ radius in [0, 1] pixel units
-    gamma: float = 0.1  # noise scale (relative to mean |input gradient| when noise_scale="relative")
+    epochs: float = bounded(60.0, 0, open_lo=True)  # budget in passes over D_f; the controller usually stops earlier
+    batch_size: int = bounded(32, 1)
+    # outer SGD learning rate (authors: 1e-5 for 10 epochs); A/B in docs/results/psg-ab.md
+    lr: float = bounded(2e-4, 0, open_lo=True)
+    momentum: float = bounded(0.9, 0)
+    weight_decay: float = bounded(0.0, 0)
+    epsilon: float = bounded(0.1, 0, open_lo=True)  # L∞ radius in [0, 1] pixel units
+    gamma: float = bounded(0.1, 0)  # noise scale (relative to mean |input gradient| when noise_scale="relative")
     noise: str = "gaussian"  # gaussian | laplace | cauchy | uniform
     noise_scale: str = "relative"  # relative | absolute
-    lam: float = 0.0  # closeness λ of the inner problem (only acts when inner_steps > 1)
-    lam_schedule: str = "constant"  # constant | inverse | exponential | linear (over outer steps)
-    inner_steps: int = 5  # > 1 so λ acts (δ starts at 0); 1 = one FGSM-style step (authors' code)
+    lam: float = bounded(0.0, 0)  # closeness λ of the inner problem (only acts when inner_steps > 1)
+    inner_steps: int = bounded(5, 1)  # > 1 so λ acts (δ starts at 0); 1 = one FGSM-style step (authors' code)
     step_size: float = 1.0  # inner step η_t = step_size·ε/√t
     kappa: float = 0.2  # inner confidence stop: a sample stops once the searched model's p_y(x+δ) <= kappa
     target: str = "soft"  # soft (top-k probabilities of f(x'), more retention) | hard (more forgetting)
-    top_k: int = 3
+    top_k: int = bounded(3, 1)
     nearest_wrong: bool = False  # exclude y when picking the new target (on: close to Boundary Shrink)
-    phi: float = 5.0  # retain weight (soft mode distils f0 on retain rows); 0 = forget-only (authors)
+    phi: float = bounded(5.0, 0)  # retain weight (soft mode distils f0 on retain rows); 0 = forget-only (authors)
     quantise: bool = True  # round x' to multiples of 1/255
-    freeze_bn: bool = False  # keep BatchNorm statistics (and dropout) in eval mode (A/B: frozen was unstable)
+    freeze_bn: bool = False  # keep BatchNorm statistics (and dropout) in eval mode; off: docs/results/psg-ab.md
 
 
 def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
@@ -80,39 +79,10 @@ def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
 def validate(cfg: PSGConfig) -> None:
     _choice(cfg.noise, NOISES, "noise")
     _choice(cfg.noise_scale, NOISE_SCALES, "noise_scale")
-    _choice(cfg.lam_schedule, SCHEDULES, "lam_schedule")
-    _choice(cfg.target, ("hard", "soft"), "target")
-    for key in ("epsilon", "lr", "epochs"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"Expected {key} > 0, but got {getattr(cfg, key)}.")
-    for key in ("gamma", "lam", "phi", "weight_decay", "momentum"):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"Expected {key} >= 0, but got {getattr(cfg, key)}.")
-    if cfg.inner_steps < 1 or cfg.batch_size < 1 or cfg.top_k < 1:
-        raise ConfigError(f"Expected inner_steps, batch_size, top_k >= 1, but got "
-                          f"{cfg.inner_steps}, {cfg.batch_size}, {cfg.top_k}.")
-
-
-def frozen_teacher(original: nn.Module, device: torch.device) -> nn.Module:
-    teacher = copy.deepcopy(original).to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+    _choice(cfg.target, ("hard", "soft"), "target")  # the ranges: field metadata (bounds.bounded)
 
 
 INNER_AT = ("current", "original")
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Run `model` in eval mode (BatchNorm running statistics, no dropout), then restore every module's mode."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, f in flags:
-            m.train(f)
 
 
 def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, cfg: PSGConfig,
@@ -144,9 +114,8 @@ def psg_plan(model: nn.Module, original: nn.Module, data: SplitData, ctx: RunCon
         x, y = batch["image"].to(dev), batch["label"].to(dev)
         with evaluating(inner):  # the inner problem sees the deployed (eval-mode) function at θ or θ0
             x_adv = psg_perturb(inner, x, y, epsilon=cfg.epsilon, steps=cfg.inner_steps, step_size=cfg.step_size,
-                                gamma=cfg.gamma, lam=scheduled_lam(cfg.lam, cfg.lam_schedule, step, total),
-                                noise=cfg.noise, noise_scale=cfg.noise_scale, kappa=cfg.kappa,
-                                quantise=cfg.quantise)
+                                gamma=cfg.gamma, lam=cfg.lam, noise=cfg.noise, noise_scale=cfg.noise_scale,
+                                kappa=cfg.kappa, quantise=cfg.quantise)
             tgt, raw = relabel(inner, x_adv, y, cfg.target, cfg.nearest_wrong, cfg.top_k)
         loss = F.cross_entropy(model(x), tgt)
         if retain_it is not None:

@@ -20,7 +20,7 @@ class PSGFrozenConfig(PSGConfig):
     """PSG hyperparameters with the authors' inner problem: θ0, one sign step (λ has no effect then)."""
 
     inner_steps: int = 1  # 1 = one FGSM-style step on θ0 (authors' code)
-    # the earlier PSG defaults, kept for this variant (psg's own moved with the A/B in docs/results/psg-ab.md)
+    # PSG's defaults before the A/B in docs/results/psg-ab.md, kept for this variant
     epochs: float = 20.0
     lr: float = 5e-5
     target: str = "hard"

@@ -1,13 +1,12 @@
 """Retain repair, the controller's response when val_retain falls below its guard (unlearn/controller.py)."""
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from medunlearn.data.imageset import SplitData
+from medunlearn.models.modes import frozen_teacher, training_frozen_bn
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.streams import batches
 from medunlearn.unlearn.types import ControlConfig
@@ -26,9 +25,7 @@ class Repairer:
     def __init__(self, model: nn.Module, original: nn.Module, data: SplitData, cfg: ControlConfig,
                  ctx: RunContext, removed: list[int], params: list[nn.Parameter] | None = None) -> None:
         self.model, self.k, self.cfg, self.removed = model, data.num_classes, cfg, removed
-        self.teacher = copy.deepcopy(original).to(ctx.device).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen_teacher(original, ctx.device)
         self.stream = batches(data.train_retain, cfg.repair_batch_size, ctx.rank_seed + 7, ctx.device)
         self.params = list(params) if params is not None else list(model.parameters())
         self.opt: torch.optim.Optimizer | None = None
@@ -40,46 +37,38 @@ class Repairer:
     def begin(self) -> None:
         """A repair episode starts: freeze the current model as the forget-side teacher (repair_hold > 0)."""
         if self.hold > 0:
-            self.entry = copy.deepcopy(self.model).eval()
-            for p in self.entry.parameters():
-                p.requires_grad_(False)
+            self.entry = frozen_teacher(self.model)
 
     def step(self) -> float:
         model = self.model
-        flags = [(m, m.training) for m in model.modules()]
         grads = [(p, p.requires_grad) for p in model.parameters()]
-        model.train()
-        for m in model.modules():  # retain-only batches must not move BatchNorm statistics either
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
-                m.eval()
         for p, _ in grads:
             p.requires_grad_(True)
         if self.opt is None:
             # Adam + clipping: SGD with momentum diverged on a model the method had just pushed far (BN frozen)
             self.opt = torch.optim.Adam(self.params, lr=self.cfg.repair_lr)
         try:
-            x, y = next(self.stream)
-            out = model(x)[:, :self.k]
-            with torch.no_grad():
-                t = self.teacher(x)[:, :self.k].float()
-                if self.removed:
-                    t[:, self.removed] = float("-inf")
-            # probabilities, not log-probabilities: a masked class has p = 0, and 0·log 0 must count as 0, not NaN
-            loss = F.cross_entropy(out, y) + F.kl_div(F.log_softmax(out.float(), 1), F.softmax(t, 1),
-                                                      reduction="batchmean")
-            if self.entry is not None:
-                xf, _ = next(self.forget_stream)
+            with training_frozen_bn(model):  # retain-only batches must not move BatchNorm statistics either
+                x, y = next(self.stream)
+                out = model(x)[:, :self.k]
                 with torch.no_grad():
-                    held = F.softmax(self.entry(xf)[:, :self.k].float(), 1)
-                loss = loss + self.hold * F.kl_div(F.log_softmax(model(xf)[:, :self.k].float(), 1), held,
-                                                   reduction="batchmean")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, 5.0)
-            self.opt.step()
+                    t = self.teacher(x)[:, :self.k].float()
+                    if self.removed:
+                        t[:, self.removed] = float("-inf")
+                # probabilities, not log-probabilities: a masked class has p = 0, and 0·log 0 must count as 0, not NaN
+                loss = F.cross_entropy(out, y) + F.kl_div(F.log_softmax(out.float(), 1), F.softmax(t, 1),
+                                                          reduction="batchmean")
+                if self.entry is not None:
+                    xf, _ = next(self.forget_stream)
+                    with torch.no_grad():
+                        held = F.softmax(self.entry(xf)[:, :self.k].float(), 1)
+                    loss = loss + self.hold * F.kl_div(F.log_softmax(model(xf)[:, :self.k].float(), 1), held,
+                                                       reduction="batchmean")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.params, 5.0)
+                self.opt.step()
         finally:
-            for m, f in flags:
-                m.train(f)
             for p, g in grads:
                 p.requires_grad_(g)
         return float(loss.detach())

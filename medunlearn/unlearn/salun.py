@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medunlearn.bounds import bounded
 from medunlearn.data.imageset import ImageSet, SplitData
-from medunlearn.errors import ConfigError
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, freeze_batchnorm
 from medunlearn.unlearn.space import Choice, Float
@@ -50,7 +50,7 @@ class SalUnConfig(BaseConfig, ControlConfig):
     lr: float = 0.0025  # SGD; the mask concentrates each update on the most forget-salient weights
     momentum: float = 0.9
     weight_decay: float = 0.0  # applied to masked weights only
-    sparsity: float = 0.5  # fraction of weights (whole model) the saliency mask lets move
+    sparsity: float = bounded(0.5, 0, 1, open_lo=True)  # fraction of weights (whole model) the saliency mask lets move
     retain_weight: float = 2.0  # weight of CE on the paired retain batch (as random_labels)
     params: str = "all"  # parameter subset the saliency ranking runs over: "all", "head" or "last-N"
 
@@ -65,8 +65,6 @@ class SalUn(Unlearner):
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
-        if not 0.0 < c.sparsity <= 1.0:
-            raise ConfigError(f"Expected salun sparsity in (0, 1], but got {c.sparsity}.")
         params = train_only(model, c.params)
         masks = saliency_mask(forget_gradients(model, params, data.train_forget, c.batch_size, ctx.device),
                               c.sparsity)

@@ -7,7 +7,6 @@ temperature-T softened outputs. Stopping the max-steps early is what keeps reten
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medunlearn.data.imageset import SplitData
+from medunlearn.models.modes import frozen_teacher
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner
 from medunlearn.unlearn.space import Float, Int
@@ -55,7 +55,7 @@ class Scrub(Unlearner):
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
-        teacher = copy.deepcopy(original).to(ctx.device).eval()  # frozen θ0; the caller's model stays as it was
+        teacher = frozen_teacher(original, ctx.device)  # θ0; the caller's model stays as it was
         params = train_only(model, c.params)
         opt = sgd(params, c.lr, c.momentum, c.weight_decay)
         # BatchNorm stays in train mode as in SCRUB: batch statistics make the student differ from the teacher,

@@ -19,12 +19,8 @@ def _train_hash(meta: Mapping[str, Any]) -> str | None:
 
 def _same_model_family(meta: Mapping[str, Any], other: Mapping[str, Any], what: str, data) -> None:
     if other.get("architecture") != meta.get("architecture"):
-        def arch(m: Mapping[str, Any]) -> str:
-            a = m.get("architecture") if isinstance(m.get("architecture"), Mapping) else {}
-            return f"{a.get('name')} {a.get('kwargs')}"
-
-        raise CheckpointError(f"Expected {what} to have the evaluated model's architecture {arch(meta)}, but got "
-                              f"{arch(other)}.")
+        raise CheckpointError(f"Expected {what} to have the evaluated model's architecture {_arch(meta)}, but got "
+                              f"{_arch(other)}.")
     if list(other.get("class_names") or []) != list(data.class_names):
         raise CheckpointError(f"Expected {what} to have the classes {list(data.class_names)}, but got "
                               f"{other.get('class_names')}.")
@@ -38,7 +34,8 @@ def check_reference(meta: Mapping[str, Any], ref_meta: Mapping[str, Any], rule, 
     """--reference: a retrain of this architecture and split that excluded exactly `rule`."""
     what = "the --reference checkpoint"
     kind = ref_meta.get("kind")
-    excluded = bool((ref_meta.get("config") or {}).get("exclude_forget")) if isinstance(ref_meta.get("config"), Mapping) else False
+    cfg = ref_meta.get("config")
+    excluded = bool(cfg.get("exclude_forget")) if isinstance(cfg, Mapping) else False
     if kind != "retrain" or not excluded:
         raise CheckpointError(f"Expected {what} to be a retrain-from-scratch model (train --exclude), but it is a "
                               f"{kind or 'unknown'} checkpoint.")
@@ -86,5 +83,7 @@ def check_union_reference(base_meta: Mapping[str, Any], ref_meta: Mapping[str, A
 
 
 def _arch(m: Mapping[str, Any]) -> str:
-    a = m.get("architecture") if isinstance(m.get("architecture"), Mapping) else {}
+    a = m.get("architecture")
+    if not isinstance(a, Mapping):
+        a = {}
     return f"{a.get('name')} {a.get('kwargs')}"

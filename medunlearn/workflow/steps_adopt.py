@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.workflow.common import load_cohort
+from medunlearn.workflow.cohort_checks import is_synthetic, load_cohort
 
 PER_CLASS = 4
 
@@ -82,8 +82,8 @@ def adopt_in_memory(src: str | Path, cohort: str | Path | pd.DataFrame, arch: di
     adoption = {"source_kind": source.kind, "source_sha256": source.weights_sha256, "source_files": source.files,
                 "key_map": kmap, "container": source.container, "head": {"kind": head},
                 "preprocessing": spec, "fidelity": fid, "membership": record}
-    meta = {"kind": "base", "class_names": list(names), "image_size": int(size[0]), "in_channels": chans,
-            "spatial_dims": 2, "preprocessing": spec, "adoption": adoption,
+    meta = {"kind": "base", "synthetic": is_synthetic(df), "class_names": list(names), "image_size": int(size[0]),
+            "in_channels": chans, "spatial_dims": 2, "preprocessing": spec, "adoption": adoption,
             "config": {"adopted": True, "network": res.network.name},
             "changelog": [f"adopted {source.kind} {res.network.name} (sha256 {source.weights_sha256[:12]})"],
             "timings": {"adopt_s": round(time.perf_counter() - start, 3)}}

@@ -7,6 +7,7 @@ the split's test rows are sealed (tune.sealed.validation_only) before anything i
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -18,22 +19,17 @@ from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.fileio import (
     prepare_out_dir,
     read_json,
+    require_dir,
     staging_dir,
     write_bytes,
     write_json,
 )
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.types import Acceptance
-from medunlearn.workflow.common import (
-    check_label_sets,
-    check_same_cohort,
-    load_cohort,
-    log,
-    require_dir,
-    split_data_for,
-    split_settings,
-)
+from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
+from medunlearn.workflow.splits import check_same_cohort, split_data_for, split_settings
 
+log = logging.getLogger("medunlearn")
 MANIFEST, MEMBERSHIP, SCORES, REFS = "manifest.json", "membership.json", "scores.safetensors", "refs"
 NOT_A_BASE = ("unlearned", "merged", "retrain")
 
@@ -45,11 +41,13 @@ def recipe_from_meta(meta: dict[str, Any], dims: int, image_size: int):
     from medunlearn.workflow.steps_train import training_config
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict):
+        cfg = {}
     adopted = bool(meta.get("adopted") or meta.get("kind") == "adopted")
     if "epochs" in cfg and "lr" in cfg:
         given = {k: v for k, v in cfg.items() if k in fields}
-        source = "the adopted bundle's recorded recipe (meta.config)" if adopted else "the base's recorded recipe (meta.config)"
+        source = f"the {'adopted bundle' if adopted else 'base'}'s recorded recipe (meta.config)"
         return TrainConfig.from_dict({**given, "image_size": image_size}), source
     arch = (meta.get("architecture") or {}).get("name", "")
     log.warning("The base checkpoint records no training recipe (meta.config); the reference models use the default "
@@ -189,8 +187,11 @@ def audit_split(cache, data, model, device: torch.device, retrain=None, alpha: f
     from medunlearn.audit.references import phi_scores
 
     forget, cal, f_rows, c_rows = _rows(cache, data)
-    phi = lambda m: {"forget": phi_scores(m.to(device), forget, device),
-                     "calibration": phi_scores(m.to(device), cal, device)}
+
+    def phi(m):
+        m = m.to(device)
+        return {"forget": phi_scores(m, forget, device), "calibration": phi_scores(m, cal, device)}
+
     return audit(cache, f_rows, c_rows, phi(model), phi(retrain) if retrain is not None else None,
                  alpha=DEFAULT_FPR if alpha is None else alpha)
 
@@ -273,7 +274,7 @@ def audit_checks(audit_dir: str | Path, base, data, ctx: RunContext, alpha: floa
 def checks_from_cache(cache, base, data, ctx: RunContext, alpha: float):
     """audit_checks on a loaded ScoreCache (benchmarks build one in memory)."""
     from medunlearn.audit.lira import logit_confidence
-    from medunlearn.unlearn.probes import predict_logits
+    from medunlearn.evaluate.functional import predict
 
     forget, cal, f_rows, c_rows = _rows(cache, data)
     blocks = len(list(base.features.children())) if hasattr(base, "features") else None
@@ -281,8 +282,12 @@ def checks_from_cache(cache, base, data, ctx: RunContext, alpha: float):
     def check(model) -> list[dict[str, Any]]:
         if blocks is not None and len(list(model.features.children())) != blocks:
             return []
-        # predict_logits restores every module's train/eval flag (BatchNorm frozen by a method stays frozen)
-        phi = lambda s: logit_confidence(predict_logits(model, s.images, data.num_classes, ctx.device), s.labels)
+        # predict restores every module's train/eval flag (BatchNorm frozen by a method stays frozen)
+
+        def phi(s):
+            return logit_confidence(predict(model, s.images, device=ctx.device, num_classes=data.num_classes),
+                                    s.labels)
+
         return in_loop_checks(cache, f_rows, c_rows, {"forget": phi(forget), "calibration": phi(cal)}, alpha)
 
     return check
@@ -302,9 +307,10 @@ def in_loop_checks(cache, f_rows, c_rows, target, alpha: float) -> list[dict[str
             "unit": "%", "passed": not (s["detected"] or s["below"])}]
     m = max(len(res["patients"]), 1)
     for p, e in res["patients"].items():
-        out.append({"name": "membership_audit_patient", "label": f"LiRA: patient {p} p-value vs held-out (Holm over {m})",
-                    "value": round(100 * min(e["p"], e["p_low"]), 3), "op": ">=", "threshold": round(100 * alpha / m, 3),
-                    "unit": "%", "passed": not e["still_detected"]})
+        out.append({"name": "membership_audit_patient",
+                    "label": f"LiRA: patient {p} p-value vs held-out (Holm over {m})",
+                    "value": round(100 * min(e["p"], e["p_low"]), 3), "op": ">=",
+                    "threshold": round(100 * alpha / m, 3), "unit": "%", "passed": not e["still_detected"]})
     return out
 
 

@@ -9,15 +9,9 @@ from medunlearn.fileio import write_json
 from medunlearn.models.checkpoint import model_sha256
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.workflow.checks import check_original, check_reference
-from medunlearn.workflow.common import (
-    check_label_sets,
-    check_same_cohort,
-    claims_output,
-    evaluate_inputs,
-    load_cohort,
-    split_data_for,
-    split_settings,
-)
+from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
+from medunlearn.workflow.outputs import claims_output, evaluate_inputs
+from medunlearn.workflow.splits import check_same_cohort, split_data_for, split_settings
 from medunlearn.workflow.steps_adopt import accepts_source
 from medunlearn.workflow.steps_forget import load_model_dir
 
@@ -35,8 +29,9 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     model, meta = load_model_dir(model_dir, "a checkpoint")
     orig = load_model_dir(original, "an original checkpoint") if original else (None, None)
     ref = load_model_dir(reference, "a retrain reference checkpoint") if reference else (None, None)
+    # finite weights can still overflow to NaN logits: refuse at load, not mid-metric
     for net, name in ((model, model_dir), (orig[0], original), (ref[0], reference)):
-        if net is not None:  # finite weights can still overflow to NaN logits: refuse at load, not mid-metric
+        if net is not None and name is not None:
             check_finite_outputs(net, f"checkpoint {Path(name).name!r}")
     split_seed, fractions, image_size = split_settings(meta, seed)
     df = load_cohort(cohort)
@@ -47,14 +42,14 @@ def evaluate(model_dir: str | Path, cohort: Any, rule, original: str | Path | No
     warnings = check_same_cohort(meta, data, force, "the checkpoint")
     if ref[1] is not None:
         check_reference(meta, ref[1], rule, data)
-    if orig[1] is not None:
+    if orig[1] is not None and original is not None:
         check_original(meta, orig[1], model_sha256(original), data)
     wall = meta.get("wall_time_s") if meta.get("kind") in ("unlearned", "merged") else None
     ref_wall = ref[1].get("wall_time_s") if ref[1] else None
     metrics = evaluate_model(model, data, original=orig[0], reference=ref[0], wall_time_s=wall,
                              reference_wall_time_s=ref_wall, goal=meta.get("goal"), seed=seed)
     metrics["warnings"] = warnings
-    from medunlearn.workflow.common import UNKNOWN_MEMBERSHIP, membership_unknown
+    from medunlearn.workflow.splits import UNKNOWN_MEMBERSHIP, membership_unknown
 
     if membership_unknown(meta):  # an adopted model whose training datalist is unknown
         metrics["membership"] = dict(UNKNOWN_MEMBERSHIP)

@@ -10,19 +10,16 @@ import yaml
 
 from medunlearn.attest import seal
 from medunlearn.errors import ConfigError
-from medunlearn.fileio import prepare_out_dir, staging_dir, write_json, write_text
+from medunlearn.fileio import prepare_out_dir, require_dir, staging_dir, write_json, write_text
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind, run_chain
-from medunlearn.workflow.common import (
+from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
+from medunlearn.workflow.outputs import claims_output, forget_inputs
+from medunlearn.workflow.splits import (
     UNKNOWN_MEMBERSHIP,
-    check_label_sets,
     check_same_cohort,
-    claims_output,
-    forget_inputs,
-    load_cohort,
     membership_unknown,
-    require_dir,
     split_data_for,
     split_settings,
 )
@@ -59,7 +56,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     from medunlearn.workflow.diagnose import reference_hint
 
     if rule is None:
-        raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), but got none.")
+        raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), "
+                          "but got none.")
     check_goal(goal)
     chains = chain_configs(config_path, overrides) if method == AUTO else None
     if chains is None:
@@ -101,7 +99,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     ref_wall = ref_meta.get("wall_time_s") if ref_meta else None
     metrics = evaluate_model(model, data, original=base, reference=ref_model, wall_time_s=wall,
                              reference_wall_time_s=ref_wall, goal=goal, seed=seed,  # cost: every candidate's
-                             cost=acceptance.get("cost_chain"), reference_cost=((ref_meta or {}).get("training") or {}).get("cost"))
+                             cost=acceptance.get("cost_chain"),
+                             reference_cost=((ref_meta or {}).get("training") or {}).get("cost"))
     metrics["warnings"] = warnings
     if membership_unknown(base_meta):
         metrics["membership"] = dict(UNKNOWN_MEMBERSHIP)

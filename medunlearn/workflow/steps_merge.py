@@ -5,23 +5,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medunlearn.attest import seal
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.fileio import prepare_out_dir, read_json, staging_dir, write_json
+from medunlearn.fileio import prepare_out_dir, read_json, require_dir, staging_dir, write_json
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import (
-    check_label_sets,
-    claims_output,
-    load_cohort,
-    merge_inputs,
-    require_dir,
-    split_data_for,
-    split_settings,
-)
+from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
+from medunlearn.workflow.outputs import claims_output, merge_inputs
+from medunlearn.workflow.splits import split_data_for, split_settings
+
+if TYPE_CHECKING:
+    from medunlearn.data.imageset import SplitData
+    from medunlearn.merge.policies import Policy
+
+if TYPE_CHECKING:
+    from medunlearn.data.imageset import SplitData
+    from medunlearn.merge.policies import Policy
 
 log = logging.getLogger("medunlearn")
 
@@ -44,11 +46,11 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     `reference` is a union retrain (trained with --exclude on the union of every run's rule); with `cohort`
     it is evaluated beside the merged model on every policy and the union (the report's retrained column).
     """
-    from medunlearn.forget.rules import AnyOf, rule_from_dict
     from medunlearn.merge.config import load_merge_config
     from medunlearn.merge.policies import assess_policies
     from medunlearn.merge.runner import merge_runs, merged_meta
     from medunlearn.models.checkpoint import load_checkpoint, model_sha256, save_checkpoint
+    from medunlearn.selection.rules import AnyOf, rule_from_dict
 
     if config_path is not None:
         spec = load_merge_config(config_path)
@@ -64,49 +66,54 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     prepare_out_dir(out, overwrite)
     base_dir = require_dir(base_dir, "a base checkpoint")
     base, base_meta = load_checkpoint(base_dir)
-    run_dirs = [require_dir(r, "an unlearning run") for r in run_dirs]
-    run_metas = [read_json(r / "meta.json") for r in run_dirs]
-    warnings = degenerate_merge_warnings(run_dirs) + _acceptance_gate(run_dirs, run_metas, force)
+    dirs = [require_dir(r, "an unlearning run") for r in run_dirs]
+    run_metas = [read_json(r / "meta.json") for r in dirs]
+    warnings = degenerate_merge_warnings(dirs) + _acceptance_gate(dirs, run_metas, force)
     rules = [rule_from_dict(m["rule"]) for m in run_metas if m.get("rule")]
     if len(rules) != len(run_metas):
         raise ConfigError("Expected every run to record its forget rule in meta.json, but at least one does not.")
     split_seed, fractions, image_size = split_settings(base_meta, seed)
-    union = rules[0] if len(rules) == 1 else AnyOf(rules)
+    union = rules[0] if len(rules) == 1 else AnyOf(tuple(rules))
     df = load_cohort(cohort) if cohort is not None else None
     classes = base_meta.get("class_names")
     if df is not None:
         check_label_sets(df, classes, "the base checkpoint")
     ref_model = _union_reference(reference, union, base_meta) if reference is not None else None
     if ref_model is not None and df is None:
-        raise ConfigError("Expected --cohort with --reference (the reference is evaluated on the cohort), but got none.")
+        raise ConfigError("Expected --cohort with --reference (the reference is evaluated on the cohort), "
+                          "but got none.")
     dims = base_meta.get("spatial_dims")
     pre = base_meta  # an adopted base's own pipeline and membership (split_data_for reads them)
-    union_data = _split(df, union, split_seed, image_size, fractions, classes, dims, pre) if df is not None else None
-    datas = [_split(df, r, split_seed, image_size, fractions, classes, dims, pre) for r in rules] if df is not None else []
-    policies = []
+    union_data: SplitData | None = None
+    datas: list[SplitData] = []
+    policies: list[Policy] = []
     if df is not None:
+        union_data = _split(df, union, split_seed, image_size, fractions, classes, dims, pre)
+        datas = [_split(df, r, split_seed, image_size, fractions, classes, dims, pre) for r in rules]
         want, got = (base_meta.get("split") or {}).get("train_hash"), union_data.info.get("train_hash")
         if want and got and want != got:
             raise CheckpointError(f"Expected --cohort to be the cohort the base was trained on, but the base's split "
                                   f"hash {want[:12]} differs from this cohort's {got[:12]}.")
-        policies, more = _policies(run_dirs, run_metas, rules, datas, union_data, force)
+        policies, more = _policies(dirs, run_metas, rules, datas, union_data, force)
         warnings += more
     selection = None
     if method is None:
         from medunlearn.merge.select import DEFAULT_CANDIDATES, select_merge
 
-        model, info, acceptance, selection = select_merge(run_dirs, base_dir, base, policies, union_data,
+        assert union_data is not None  # without --method, --cohort is required (checked above)
+        model, info, acceptance, selection = select_merge(dirs, base_dir, base, policies, union_data,
                                                           candidates or DEFAULT_CANDIDATES, seed)
     else:
         ctx = RunContext.create(seed=seed)
-        model, info = merge_runs(run_dirs, base_dir, method, params=params, weights=weights, data=union_data,
+        model, info = merge_runs(dirs, base_dir, method, params=params, weights=weights, data=union_data,
                                  seed=seed, ctx=ctx, policies=policies)
-        acceptance = (assess_policies(model, base, policies, union_data, ctx.device) if policies else
+        acceptance = (assess_policies(model, base, policies, union_data, ctx.device)
+                      if policies and union_data is not None else
                       {"met": None, "state": "not evaluated",
                        "reason": "no cohort given: the merged model was not judged against its policies' criteria"})
     check_finite_outputs(model, f"the merged ({info['method']}) model",
                          union_data.train_retain.images[:16] if union_data is not None else None)
-    metrics = (_evaluate_policies(model, base, rules, run_dirs, datas, union_data, seed, ref_model)
+    metrics = (_evaluate_policies(model, base, rules, dirs, datas, union_data, seed, ref_model)
                if df is not None else {})
     metrics.update({"acceptance": acceptance, "warnings": warnings})
     if selection is not None:
@@ -122,16 +129,16 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     meta["run_sha256"] = [r["sha256"] for r in info["runs"]]
     meta["warnings"] = warnings
     meta["accepted"] = acceptance["met"]
-    meta["policies"] = _policy_cards(run_dirs, run_metas, rules, acceptance)
+    meta["policies"] = _policy_cards(dirs, run_metas, rules, acceptance)
     meta["split_hash"] = union_data.info.get("split_hash") if union_data is not None else None
-    inputs = {"base_model": model_sha256(base_dir), **{f"run:{Path(r).name}": model_sha256(r) for r in run_dirs}}
+    inputs = {"base_model": model_sha256(base_dir), **{f"run:{Path(r).name}": model_sha256(r) for r in dirs}}
     if union_data is not None:
         inputs.update({"cohort": union_data.info.get("cohort_hash", ""), "split": meta["split_hash"] or ""})
     if reference is not None:
         inputs["reference_model"] = model_sha256(reference)
     meta["inputs"] = inputs
     config = {"method": info["method"], "parameters": dict(params or {}), "weights": list(weights) if weights else None,
-              "runs": [str(r) for r in run_dirs], "base": str(base_dir), "force": force,
+              "runs": [str(r) for r in dirs], "base": str(base_dir), "force": force,
               "candidates": list(candidates) if (method is None and candidates) else None}
     with staging_dir(out, overwrite) as tmp:
         save_checkpoint(tmp, model, meta, overwrite=True, provenance=provenance_record(config, seed, inputs))
@@ -158,7 +165,7 @@ def degenerate_merge_warnings(run_dirs: Sequence[str | Path]) -> list[str]:
     return notes
 
 
-def _split(df, rule, seed, image_size, fractions, classes, spatial_dims, adopted=None):
+def _split(df, rule, seed, image_size, fractions, classes, spatial_dims, adopted=None) -> SplitData:
     """A policy's SplitData through the workflow's one data path (locator, 3D, disk cache of decoded images)."""
     return split_data_for(df, rule, seed, image_size, fractions, classes, spatial_dims=spatial_dims,
                           adopted=adopted)
@@ -181,7 +188,7 @@ def _acceptance_gate(run_dirs: list[Path], metas: list[dict], force: bool) -> li
     return warnings
 
 
-def _policies(run_dirs, metas, rules, datas, union_data, force: bool) -> tuple[list, list[str]]:
+def _policies(run_dirs, metas, rules, datas, union_data, force: bool) -> tuple[list[Policy], list[str]]:
     """Policy records (goal, criteria settings, validation data, run hash) and split-hash warnings."""
     from medunlearn.merge.policies import Policy, control_from_meta, shared_retain
     from medunlearn.models.checkpoint import model_sha256

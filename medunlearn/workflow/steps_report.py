@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medunlearn.workflow.common import require_dir
+from medunlearn.fileio import require_dir
 
 
 def report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +12,21 @@ from medunlearn.fileio import prepare_out_dir
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
-from medunlearn.workflow.common import (
-    DEFAULT_FRACTIONS,
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_RECIPE,
+from medunlearn.selection.split import DEFAULT_FRACTIONS
+from medunlearn.workflow.cohort_checks import (
     check_spatial_dims,
-    claims_output,
     cohort_spatial_dims,
     is_synthetic,
     load_cohort,
-    log,
-    split_data_for,
-    train_inputs,
     warn_near_miss_labels,
 )
+from medunlearn.workflow.outputs import claims_output, train_inputs
+from medunlearn.workflow.splits import split_data_for
+
+log = logging.getLogger("medunlearn")
+DEFAULT_IMAGE_SIZE = {2: 64, 3: 32}  # pixels per side; 32³ volumes keep 3D training CPU-sized
+# epochs and batch per dimensionality when the user sets neither; 3D chosen on validation (docs/results/rte/rte.md)
+DEFAULT_RECIPE = {2: {"epochs": 8, "batch_size": 64}, 3: {"epochs": 30, "batch_size": 8}}
 
 
 @claims_output(train_inputs)  # inputs apart from the output; the output locked for the whole run

@@ -11,11 +11,14 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medunlearn.errors import ConfigError, OutputExistsError
 from medunlearn.fileio import staging_dir, write_json, write_text
 from medunlearn.workflow.steps_adopt import accepts_source
+
+if TYPE_CHECKING:
+    from medunlearn.unlearn.base import Unlearner
 
 
 @dataclasses.dataclass
@@ -26,7 +29,7 @@ class TuneOutcome:
     summary: dict[str, Any]
 
 
-def resolve_space(method_cls: type, pinned: dict[str, Any]) -> dict[str, Any]:
+def resolve_space(method_cls: type[Unlearner], pinned: dict[str, Any]) -> dict[str, Any]:
     """The method's declared space minus the fields the user pinned with --set."""
     from medunlearn.unlearn.space import check_space
 
@@ -59,11 +62,13 @@ def tune(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: str 
     from medunlearn.tune.study import TuneSettings, check_settings, run_study
     from medunlearn.unlearn.base import check_goal
     from medunlearn.workflow.auto_method import AUTO, CHAINS, policy_kind
-    from medunlearn.workflow.common import check_same_cohort, load_cohort, split_data_for, split_settings
+    from medunlearn.workflow.cohort_checks import load_cohort
+    from medunlearn.workflow.splits import check_same_cohort, split_data_for, split_settings
     from medunlearn.workflow.steps_forget import load_model_dir
 
     if rule is None:
-        raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), but got none.")
+        raise ConfigError("Expected a forget rule (--device, --site, --patient, --where, --outliers ...), "
+                          "but got none.")
     check_goal(goal)
     settings = TuneSettings(n_trials=trials, timeout_s=parse_duration(time_budget), seed=seed, goal=goal,
                             retain_weight=retain_weight, device=device)
@@ -147,16 +152,19 @@ def _summary(method: str, goal: str, rule, result, space, base_cfg, data, base_m
 def _header(summary: dict, method: str, config_rows: int) -> list[str]:
     best, study = summary["best"], summary["study"]
     checks = "; ".join(f"{c['name']} {c['value']}" for c in best["acceptance"]["checks"])
+    states = ", ".join(f"{n} {s}" for s, n in study["states"].items())
+    speedup = summary["speedup_vs_reference"]
     lines = [
         f"{method}: tuned by `medunlearn tune` on VALIDATION rows only (test rows sealed; none was read).",
         f"Command: {summary['command'] or '(Python API)'}",
-        f"Date: {summary['date']}   Study seed: {study['seed']}   Sampler: {study['sampler']}, pruner: {study['pruner']}",
+        f"Date: {summary['date']}   Study seed: {study['seed']}   "
+        f"Sampler: {study['sampler']}, pruner: {study['pruner']}",
         f"Policy: {summary['rule']}   Goal: {summary['goal']}   Cohort: {summary['data']['cohort_hash'][:16] or 'n/a'}"
         f"{' (SYNTHETIC)' if summary['synthetic'] else ''}",
-        f"Trials: {study['trials_run']} of {study['trials_requested']} ({', '.join(f'{n} {s}' for s, n in study['states'].items())}); "
+        f"Trials: {study['trials_run']} of {study['trials_requested']} ({states}); "
         f"{study['feasible']} met the criteria; best = trial {best['number']}.",
         f"Best on validation: criteria met; {checks}; {best['wall_s']:.1f} s"
-        + (f" ({summary['speedup_vs_reference']}x the starting config's speed)" if summary["speedup_vs_reference"] else ""),
+        + (f" ({speedup}x the starting config's speed)" if speedup else ""),
         f"Searched: {', '.join(f'{k} {v}' for k, v in summary['search_space'].items())}",
         "Use: medunlearn forget ... --method " + method + " --config <this file>",
         "",

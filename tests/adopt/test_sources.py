@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medunlearn.errors import ConfigError
-from medunlearn.forget.split import membership_split, select
+from medunlearn.selection.split import membership_split, select
 from medunlearn.workflow.steps_adopt import adopt_in_memory
 from tests.adopt.factory import synthetic_cohort, template_bundle, template_config
 
@@ -81,7 +81,7 @@ def test_membership_split_from_datalist():
 
 
 def test_forget_equivalence_refused_when_membership_unknown(tmp_path, cohort):
-    from medunlearn.forget.parse import build_rule
+    from medunlearn.selection.parse import build_rule
     from medunlearn.workflow.steps_forget import forget
 
     b = template_bundle(tmp_path / "b")

@@ -37,7 +37,7 @@ def prepared(tmp_path_factory) -> dict[str, Path]:
 
 def _train_patient(cohort: Path, base: Path) -> str:
     manifest = json.loads((base / "meta.json").read_text())
-    from medunlearn.forget.split import select
+    from medunlearn.selection.split import select
 
     sel = select(read_cohort(cohort), None, seed=manifest["split"]["seed"])
     frame = sel.frame
@@ -91,7 +91,7 @@ def test_the_audit_reads_no_test_row(prepared, tmp_path, monkeypatch):
 
 
 def _patient_rule(patient: str):
-    from medunlearn.forget.rules import build_rule
+    from medunlearn.selection.rules import build_rule
 
     return build_rule(patient=[patient])
 

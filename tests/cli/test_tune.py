@@ -37,11 +37,11 @@ def base(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def no_test_rows(monkeypatch):
     """Every SplitData built during the test has tripwired test splits: reading one fails the test."""
-    import medunlearn.workflow.common as common
+    import medunlearn.workflow.splits as splits
     import medunlearn.workflow.steps_forget  # noqa: F401  (binds the real builder before the patch: forget reads test rows)
 
-    real = common.split_data_for
-    monkeypatch.setattr(common, "split_data_for", lambda *a, **k: tripwired(real(*a, **k)))
+    real = splits.split_data_for
+    monkeypatch.setattr(splits, "split_data_for", lambda *a, **k: tripwired(real(*a, **k)))
 
 
 def test_three_trial_study_writes_a_yaml_forget_accepts(base, tmp_path: Path, no_test_rows, monkeypatch) -> None:

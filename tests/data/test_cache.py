@@ -12,6 +12,7 @@ from medunlearn.data.cohort import index_archive
 from medunlearn.data.datasets import cohort_records, load_images
 from medunlearn.data.synthetic import CLASS_NAMES, synthesize_cohort
 from medunlearn.data.synthetic3d import synthesize_volume_cohort
+from medunlearn.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_second_run_reads_the_cache_not_the_files(cohort, tmp_path, monkeypatch)
     monkeypatch.setattr(datasets.LoadMiddleSliced, "__call__", no_decoding)
     second = load_images(cohort, names, 16, cache_dir=tmp_path / "c")
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
-    with pytest.raises(Exception):  # another size is another key: it must decode (and here cannot)
+    with pytest.raises(DataError, match="decoding failed"):  # another size is another key: it must decode (here cannot)
         load_images(cohort, names, 20, cache_dir=tmp_path / "c")
 
 

@@ -14,7 +14,7 @@ from medunlearn.data.synthetic import DEVICES
 from medunlearn.data.synthetic3d import synthesize_volume_cohort, write_series
 from medunlearn.data.volumes import read_dicom_volume
 from medunlearn.errors import DataError
-from medunlearn.workflow.common import cohort_spatial_dims
+from medunlearn.workflow.cohort_checks import cohort_spatial_dims
 
 PATIENT = {"k": 0, "name": "SYNTH^T", "id": "SYN-T", "birth_date": "19500101", "sex": "F",
            "study_date": "20230101", "study_uid": "1.2.826.0.1.9", "series_uid": "", "frame_uid": "1.2.826.0.1.8",

@@ -8,6 +8,7 @@ from sklearn import metrics as skm
 
 from medunlearn.errors import DataError
 from medunlearn.evaluate import functional as fn
+from medunlearn.evaluate.functional import predict
 
 
 def _random(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,3 +98,44 @@ def test_empty_and_errors() -> None:
         fn.auroc_macro_ovr(np.full((2, 2), 0.5), [0, 2])
     with pytest.raises(DataError, match="Expected one group per sample"):
         fn.per_group_accuracy([0], [0], ["a", "b"])
+
+
+def test_binary_auroc_matches_sklearn_on_tied_integer_scores() -> None:
+    # the comparison probes.auc_higher (now removed) was held to: integer scores with many ties
+    g = torch.Generator().manual_seed(0)
+    neg, pos = torch.randint(0, 5, (40,), generator=g).float(), torch.randint(1, 6, (30,), generator=g).float()
+    ref = skm.roc_auc_score([0] * 40 + [1] * 30, torch.cat([neg, pos]).numpy())
+    got = fn.binary_auroc(torch.cat([neg, pos]), torch.tensor([False] * 40 + [True] * 30))
+    assert abs(got - ref) < 1e-9
+
+
+def test_accuracy_is_the_exact_count_over_n() -> None:
+    # a float32 mean put 72/73 rows below the one-row guard 100 - 100/73; the exact count does not
+    labels = torch.zeros(73, dtype=torch.long)
+    preds = labels.clone()
+    preds[0] = 1
+    assert fn.accuracy(preds, labels) == 100.0 * 72 / 73 >= 100 - 100 / 73
+    assert np.isnan(fn.percent(0, 0)) and fn.percent(1, 4) == 25.0
+
+
+def test_expected_accuracy_from_logits() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    want = 100 * np.mean([np.exp(2) / (np.exp(2) + 1), np.exp(1) / (np.exp(1) + 1)])
+    assert fn.expected_accuracy(logits, torch.tensor([0, 1])) == pytest.approx(want)
+    assert np.isnan(fn.expected_accuracy(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
+
+
+def test_predict_restores_every_module_mode_and_model_accuracy() -> None:
+    from medunlearn.models.modes import freeze_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    model.train()
+    freeze_batchnorm(model)  # a method froze BatchNorm: predict must leave it frozen
+    flags = [m.training for m in model.modules()]
+    x, y = torch.rand(10, 4), torch.randint(0, 3, (10,))
+    logits = predict(model, x, batch_size=3)
+    assert [m.training for m in model.modules()] == flags
+    assert logits.shape == (10, 3) and logits.dtype == torch.float32
+    assert fn.model_accuracy(model, x, y, batch_size=4) == fn.accuracy(logits, y)
+    assert np.isnan(fn.model_accuracy(model, x[:0], y[:0]))

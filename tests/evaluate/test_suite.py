@@ -10,7 +10,8 @@ from torch import nn
 
 from medunlearn.data.imageset import ImageSet
 from medunlearn.evaluate import functional as fn
-from medunlearn.evaluate.suite import CORE_KEYS, core_metrics, evaluate_model, predict
+from medunlearn.evaluate.functional import predict
+from medunlearn.evaluate.suite import CORE_KEYS, core_metrics, evaluate_model
 from medunlearn.runtime import RunContext
 from tests.conftest import make_tiny_split
 
@@ -65,7 +66,7 @@ def test_schema_and_ranges(setup) -> None:
     assert res["retain_acc"] > 60 and res["test_forget_confidence"] >= res["chance_acc"]
     assert res["counts"] == {"train_retain": 180, "train_forget": 60, "val_forget": 30, "test_retain": 90,
                              "test_forget": 30, "train": 240, "test": 120}
-    want = fn.accuracy(predict(original, data.train_forget), data.train_forget.labels)
+    want = fn.accuracy(predict(original, data.train_forget.images), data.train_forget.labels)
     assert res["forget_acc"] == pytest.approx(want, abs=1e-4)
     assert set(res["per_class"]) == {"train_retain", "train_forget", "val_forget", "test_retain", "test_forget", "test"}
     assert set(res["per_class"]["test"]) == set(data.class_names)
@@ -109,19 +110,21 @@ def test_against_a_different_reference(setup) -> None:
     assert res["gap_details"]["test_forget_acc"] == pytest.approx(res["test_forget_acc"] - ref["test_forget_acc"], abs=2e-4)
     assert res["delta_vs_original"]["retain_acc"] == pytest.approx(res["retain_acc"] - ref["retain_acc"], abs=2e-4)
     assert res["dist_to_reference"] > 0 and 0 <= res["agreement"] <= 100
-    want = 100 - fn.prediction_agreement(predict(original, data.train_retain).argmax(1),
-                                         predict(reference, data.train_retain).argmax(1))
+    want = 100 - fn.prediction_agreement(predict(original, data.train_retain.images).argmax(1),
+                                         predict(reference, data.train_retain.images).argmax(1))
     assert res["flip_rate_retain"] == pytest.approx(want, abs=1e-4)
 
 
 def test_predict_mode_batches_and_empty(setup) -> None:
     data, original, _ = setup
     model = copy.deepcopy(original).train()
-    full = predict(model, data.test, batch_size=1000)
+    full = predict(model, data.test.images, batch_size=1000)
     assert model.training  # mode restored
-    assert torch.allclose(full, predict(model, data.test, batch_size=7), atol=1e-5)
+    assert torch.allclose(full, predict(model, data.test.images, batch_size=7), atol=1e-5)
     assert full.shape == (120, 3) and not full.requires_grad
-    assert predict(model, data.test.subset([])).shape == (0, 3)
+    assert predict(model, data.test.images[:0]).shape == (0, 3)
+    assert predict(model, data.test.images[:0], num_classes=2).shape == (0, 2)
+    assert torch.equal(predict(model, data.test.images, num_classes=2), full[:, :2])
 
 
 def test_empty_val_forget_is_null(setup) -> None:

@@ -212,6 +212,24 @@ def test_learned_coefficients_stop_patience_checks_after_a_state_that_meets(tiny
     assert rec["chosen_step"] == 1
 
 
+def test_an_equivalence_policy_is_fitted_to_its_own_run_and_a_suppression_policy_to_its_criteria(tiny):
+    """The forget objective follows each policy's goal: distil the run (equivalence), CE to uniform (suppression)."""
+    import math
+
+    from medunlearn.merge.base import MergeEnv
+
+    model, base, runs, data = tiny
+    build = _build(model)
+    suppress, equal = tiny_policies(data, 2)
+    equal = dataclasses.replace(equal, goal="equivalence")
+    env = MergeEnv(ctx=RunContext(seed=0), data=data, build_model=build, run_sds=runs, policies=[suppress, equal])
+    terms = MERGES.get("learned_coefficients")(retain_weight=0.0)._terms(env, build(base))
+    assert len(terms) == 2  # one forget term per policy, no retain term at weight 0
+    run_1 = build(runs[1])
+    assert terms[1][1](run_1) < 1e-5 < terms[1][1](build(base))  # KL to run 1: zero at run 1 itself
+    assert terms[0][1](build(runs[0])) >= math.log(K) - 1e-5  # CE to uniform: never below log K
+
+
 def test_sign_agreement():
     a, b = torch.tensor([1.0, -1.0, 0.0, 2.0]), torch.tensor([2.0, 1.0, -3.0, 0.0])
     assert sign_agreement([a, b]).tolist() == [True, False, True, True]

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from medunlearn.errors import CheckpointError
-from medunlearn.forget.rules import build_rule
 from medunlearn.models.bundle_like import export_like
 from medunlearn.models.checkpoint import load_checkpoint
+from medunlearn.selection.rules import build_rule
 from medunlearn.workflow.steps_forget import forget
 from tests.adopt.factory import synthetic_cohort, template_bundle
 

@@ -3,7 +3,7 @@
 One subprocess (module fixture) instantiates network / preprocessing / inferer with monai.bundle.ConfigParser,
 checks MONAI's infer-workflow properties, and runs `python -m monai.bundle run` over a folder of synthetic
 DICOM (.dcm, .DCM, no extension) and NIfTI images. Its outputs must equal medunlearn's own data path +
-`evaluate.suite.predict` (what `medunlearn evaluate` scores) within float tolerance.
+`evaluate.functional.predict` (what `medunlearn evaluate` scores) within float tolerance.
 """
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ import torch
 
 from medunlearn.data.cohort import index_archive
 from medunlearn.data.datasets import load_images
-from medunlearn.data.imageset import ImageSet
 from medunlearn.data.synthetic import CLASS_NAMES, synthesize_cohort
-from medunlearn.evaluate.suite import predict
+from medunlearn.evaluate.functional import predict
 from medunlearn.models.bundle import export_bundle
 from medunlearn.models.checkpoint import save_checkpoint
 from medunlearn.models.zoo import create_model
@@ -86,8 +85,8 @@ def run(tmp_path_factory):
     bundle = export_bundle(ck, tmp / "bundle")
     df, _ = index_archive(tmp / "images", tmp / "images" / "labels.csv", salt="s", workers=1)
     df = df.assign(label=CLASS_NAMES[0])  # the NIfTI has no label; predictions do not use labels
-    x, y = load_images(df, list(CLASS_NAMES), 16)
-    logits = predict(model, ImageSet(x, y))
+    x, _ = load_images(df, list(CLASS_NAMES), 16)
+    logits = predict(model, x)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
     out = tmp / "eval"

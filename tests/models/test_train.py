@@ -8,8 +8,9 @@ import torch
 
 from medunlearn.data.imageset import ImageSet
 from medunlearn.errors import ConfigError, DataError, DivergenceError
+from medunlearn.evaluate.functional import model_accuracy
 from medunlearn.models.checkpoint import load_checkpoint, save_checkpoint, state_distance
-from medunlearn.models.train import TrainConfig, accuracy, make_meta, train_model
+from medunlearn.models.train import TrainConfig, make_meta, train_model
 from medunlearn.runtime import RunContext
 
 FAST = dict(model="allcnn", model_kwargs={"width": 8}, epochs=3, batch_size=32)
@@ -18,7 +19,7 @@ FAST = dict(model="allcnn", model_kwargs={"width": 8}, epochs=3, batch_size=32)
 def test_reaches_high_val_accuracy(tiny_split) -> None:
     model, info = train_model(tiny_split, TrainConfig(**FAST), RunContext(seed=0))
     assert info["best_val_acc"] > 80.0
-    assert accuracy(model, tiny_split.val, torch.device("cpu")) == pytest.approx(info["best_val_acc"])
+    assert model_accuracy(model, tiny_split.val.images, tiny_split.val.labels) == pytest.approx(info["best_val_acc"])
     assert len(info["history"]) == 3 and info["n_train"] == len(tiny_split.train)
     assert info["history"][-1]["loss"] < info["history"][0]["loss"]
     assert info["best_epoch"] == max(range(1, 4), key=lambda e: (info["history"][e - 1]["val_acc"], e))
@@ -66,8 +67,12 @@ def test_empty_retain_set(tiny_split) -> None:
 def test_config_validation() -> None:
     with pytest.raises(ConfigError, match='Did you mean "epochs"'):
         TrainConfig.from_dict({"epoch": 3})
-    with pytest.raises(ConfigError, match="positive integer"):
+    with pytest.raises(ConfigError, match="epochs >= 1"):
         TrainConfig(epochs=0).validate()
+    with pytest.raises(ConfigError, match="an integer"):
+        TrainConfig(epochs=2.5).validate()
+    with pytest.raises(ConfigError, match=r"momentum in \[0, 1\)"):
+        TrainConfig(momentum=1.0).validate()
     with pytest.raises(ConfigError, match="lr > 0"):
         TrainConfig(lr=0.0).validate()
     assert TrainConfig.from_dict({"epochs": 2}).epochs == 2

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from medunlearn.forget.rules import build_rule
 from medunlearn.models.checkpoint import model_sha256, save_checkpoint
 from medunlearn.models.zoo import create_model
+from medunlearn.selection.rules import build_rule
 
 CLASSES = ["a", "b", "c"]
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pandas as pd
 import pytest
 
-from medunlearn.bounds import check_config_bounds
+from medunlearn.bounds import bounded, check_config_bounds
 from medunlearn.errors import ConfigError
-from medunlearn.forget.rules import build_rule
+from medunlearn.selection.rules import build_rule
 
 
 @dataclasses.dataclass
@@ -38,6 +39,49 @@ def test_every_registered_method_default_is_within_bounds() -> None:
 
     for name in METHODS.names():
         check_config_bounds(METHODS.get(name).Config(), name)
+
+
+@dataclasses.dataclass
+class Ranged:
+    rate: float = bounded(0.5, 0, 1, open_lo=True)
+    share: float | None = bounded(None, 0, 100)
+    steps: int = bounded(3, 1)
+    lr: float = bounded(1e-3, 0, open_lo=True)
+
+
+@dataclasses.dataclass
+class Child(Ranged):
+    rate: float = 0.25  # a new default keeps the base's range
+
+
+@pytest.mark.parametrize("field, value, says", [("rate", 0.0, "rate in (0, 1]"), ("rate", 1.01, "rate in (0, 1]"),
+                                                ("share", 100.5, "share in [0, 100]"), ("steps", 0, "steps >= 1"),
+                                                ("lr", 0.0, "lr > 0"), ("rate", float("nan"), "rate")])
+def test_declared_ranges_are_refused_with_the_range(field, value, says) -> None:
+    for cls in (Ranged, Child):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            check_config_bounds(dataclasses.replace(cls(), **{field: value}), "m", caps=False)
+
+
+def test_declared_ranges_pass_at_their_closed_ends_and_null() -> None:
+    check_config_bounds(Ranged(rate=1.0, share=0.0, steps=1), "m")
+    check_config_bounds(Ranged(share=None), "m")
+    check_config_bounds(Ranged(lr=1e10), "m", caps=False)  # the Python API may ask for a diverging lr
+    with pytest.raises(ConfigError, match="lr"):
+        check_config_bounds(Ranged(lr=1e10), "m")  # the command line's caps still apply
+
+
+def test_methods_and_merges_check_declared_ranges_on_construction() -> None:
+    from medunlearn.merge import MERGES
+    from medunlearn.unlearn import METHODS
+
+    for make, kw, says in [(METHODS.get("psg"), {"epsilon": 0.0}, "epsilon > 0"),
+                           (METHODS.get("finetune"), {"ci_level": 1.0}, "ci_level in [0.5, 1)"),
+                           (METHODS.get("salun"), {"sparsity": 2.0}, "sparsity in (0, 1]"),
+                           (MERGES.get("dare_ties"), {"density": 0.0}, "density in (0, 1]"),
+                           (MERGES.get("task_arithmetic"), {"scaling": 11.0}, "scaling in [-10, 10]")]:
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            make(**kw)
 
 
 def test_where_on_a_numeric_column_needs_a_number() -> None:

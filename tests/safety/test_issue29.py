@@ -274,8 +274,8 @@ def test_p7_a_kill_during_cohort_index_never_pairs_a_new_locator_with_an_old_tab
 
 def test_p8_merge_reference_of_another_architecture_is_refused(runs) -> None:
     from medunlearn.errors import MedUnlearnError
-    from medunlearn.forget.rules import AnyOf, build_rule
     from medunlearn.models.checkpoint import read_meta
+    from medunlearn.selection.rules import AnyOf, build_rule
     from medunlearn.workflow.steps_merge import _union_reference
 
     union = AnyOf([build_rule(device=["ScannerX"]), build_rule(device=["ScannerY"])])

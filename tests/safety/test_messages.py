@@ -10,8 +10,8 @@ from medunlearn.cli.main import app
 from medunlearn.configio import load_yaml_mapping
 from medunlearn.data.datasets import short_reason
 from medunlearn.errors import ConfigError
-from medunlearn.forget.rules import load_rule_file
 from medunlearn.report.render import to_markdown
+from medunlearn.selection.rules import load_rule_file
 
 runner = CliRunner()
 
@@ -35,7 +35,7 @@ def test_a_file_given_as_model_is_called_a_file(tmp_path: Path, runs) -> None:
     res = runner.invoke(app, ["export-bundle", str(tmp_path / "evil.pt"), str(tmp_path / "b")])
     assert res.exit_code == 2 and "a file" in res.output and "does not exist" not in res.output
     from medunlearn.errors import DataError
-    from medunlearn.workflow.common import require_dir
+    from medunlearn.fileio import require_dir
 
     with pytest.raises(DataError, match="a file"):
         require_dir(tmp_path / "evil.pt", "a base checkpoint")

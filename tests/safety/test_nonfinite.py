@@ -20,7 +20,7 @@ runner = CliRunner()
 
 
 def _one_error_line(res) -> None:
-    lines = [l for l in res.output.splitlines() if l.strip()]
+    lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:"), res.output
     assert "Traceback" not in res.output
 

@@ -5,18 +5,18 @@ import pytest
 import torch
 
 from medunlearn.errors import DivergenceError
+from medunlearn.evaluate.functional import accuracy, expected_accuracy, predict
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.boundary_expanding import expand_head, prune_head
-from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct, predict_logits
 
 
 def _acc(model, s, k):
-    return accuracy_pct(predict_logits(model, s.images, k, torch.device("cpu")), s.labels)
+    return accuracy(predict(model, s.images, num_classes=k), s.labels)
 
 
 def _expected(model, s, k):  # what criterion (a) reads on a domain (forget_measure auto)
-    return expected_accuracy_pct(predict_logits(model, s.images, k, torch.device("cpu")), s.labels)
+    return expected_accuracy(predict(model, s.images, num_classes=k), s.labels)
 
 
 def test_expand_then_prune_keeps_the_real_rows():

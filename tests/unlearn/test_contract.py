@@ -16,11 +16,13 @@ import pytest
 import torch
 import yaml
 
+from medunlearn.configio import method_config
 from medunlearn.errors import ConfigError
+from medunlearn.evaluate.functional import accuracy, expected_accuracy, predict
 from medunlearn.models.zoo import Classifier
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import GOALS, METHODS
-from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct, predict_logits
+from medunlearn.unlearn.controller import ControlConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "unlearn"
 TINY = {"batch_size": 16}
@@ -58,11 +60,11 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _acc(model: torch.nn.Module, images) -> float:
-    return accuracy_pct(predict_logits(model, images.images, 3, torch.device("cpu")), images.labels)
+    return accuracy(predict(model, images.images, num_classes=3), images.labels)
 
 
 def _expected(model: torch.nn.Module, images) -> float:  # criterion (a)'s measure on a domain
-    return expected_accuracy_pct(predict_logits(model, images.images, 3, torch.device("cpu")), images.labels)
+    return expected_accuracy(predict(model, images.images, num_classes=3), images.labels)
 
 
 @pytest.mark.parametrize("goal", GOALS)
@@ -116,18 +118,48 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-@pytest.mark.parametrize("name", METHODS.names())
-def test_config_yaml_has_exactly_the_dataclass_defaults(name):
-    path = CONFIG_DIR / f"{name}.yaml"
+def _assert_yaml_holds_the_defaults(path, defaults: dict) -> dict:
     assert path.is_file(), f"missing {path}"
     loaded = yaml.safe_load(path.read_text())
-    defaults = {f.name: _plain(getattr(METHODS.get(name).Config(), f.name))
-                for f in dataclasses.fields(METHODS.get(name).Config)}
-    assert set(loaded) == set(defaults)
+    assert set(loaded) == set(defaults), f"{path.name}: {sorted(set(loaded) ^ set(defaults))}"
     for key, value in defaults.items():
         same_type = type(loaded[key]) is type(value) or (type(value) is float and type(loaded[key]) is int)
-        assert loaded[key] == value and same_type, f"{name}.yaml {key}: {loaded[key]!r}, default {value!r}"
-    assert METHODS.get(name)(**loaded).config == METHODS.get(name).Config()
+        assert loaded[key] == value and same_type, f"{path.name} {key}: {loaded[key]!r}, default {value!r}"
+    return loaded
+
+
+CONTROL_DEFAULTS = {f.name: _plain(getattr(ControlConfig(), f.name)) for f in dataclasses.fields(ControlConfig)}
+
+
+def test_controller_yaml_has_exactly_the_control_config_defaults():
+    _assert_yaml_holds_the_defaults(CONFIG_DIR / "controller.yaml", CONTROL_DEFAULTS)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_config_yaml_has_exactly_the_dataclass_defaults(name):
+    """A method's YAML holds its own fields (and any controller field whose default it changes); controller.yaml
+    the rest. Together they give the dataclass defaults, and so does method_config with no --config or --set."""
+    cfg = METHODS.get(name).Config()
+    defaults = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    own = {k: v for k, v in defaults.items() if k not in CONTROL_DEFAULTS or CONTROL_DEFAULTS[k] != v}
+    loaded = _assert_yaml_holds_the_defaults(CONFIG_DIR / f"{name}.yaml", own)
+    assert METHODS.get(name)(**{**CONTROL_DEFAULTS, **loaded}).config == cfg
+    assert method_config(METHODS.get(name)) == cfg
+
+
+def test_method_config_resolution_order(tmp_path, monkeypatch):
+    """defaults <- controller.yaml <- <method>.yaml <- --config <- --set; a missing shipped YAML is skipped."""
+    import medunlearn.configio as configio
+
+    monkeypatch.setattr(configio, "UNLEARN_CONFIGS", tmp_path)
+    cls = METHODS.get("psg")
+    assert method_config(cls) == cls.Config()  # neither YAML there (an installed wheel): the defaults
+    (tmp_path / "controller.yaml").write_text("patience: 5\nmax_eval: 100\nbootstrap: 50\nrepair_steps: 9\n")
+    (tmp_path / "psg.yaml").write_text("lr: 0.003\nmax_eval: 200\nbootstrap: 60\nrepair_steps: 8\n")
+    (tmp_path / "run.yaml").write_text("bootstrap: 70\nrepair_steps: 7\n")
+    cfg = method_config(cls, tmp_path / "run.yaml", {"repair_steps": "6"})
+    assert (cfg.patience, cfg.max_eval, cfg.lr, cfg.bootstrap, cfg.repair_steps) == (5, 200, 0.003, 70, 6)
+    assert cfg.epochs == cls.Config().epochs
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -14,6 +14,7 @@ from torch import nn
 
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
+from medunlearn.evaluate.functional import predict
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.controller import (
@@ -27,7 +28,7 @@ from medunlearn.unlearn.controller import (
     removed_classes,
     run_controlled,
 )
-from medunlearn.unlearn.probes import Probes, auc_higher, predict_logits
+from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.repair import Repairer
 from medunlearn.unlearn.streams import gradient_update, sgd
 from medunlearn.unlearn.types import Acceptance
@@ -166,13 +167,13 @@ def test_retain_guard_read_gives_the_full_reads_verdict_and_stops_early(trained_
     with torch.no_grad():
         wrecked.head.bias[0] += 3.0
     rows = []
-    real = predict_logits
+    real = predict
 
     def counting(m, images, *a, **k):
         rows.append(len(images))
         return real(m, images, *a, **k)
 
-    monkeypatch.setattr("medunlearn.unlearn.probes.predict_logits", counting)
+    monkeypatch.setattr("medunlearn.unlearn.probes.predict", counting)
     for m in (model, wrecked):
         full = probes.retain_acc(m)
         for guard in (0.0, full - 5, full - 0.01, full, full + 0.01, 100.0):
@@ -282,15 +283,6 @@ def test_bad_controller_settings_are_config_errors(trained_tiny):
         METHODS.get("finetune")(forget_tol=-1).run(model, split, RunContext())
     with pytest.raises(ConfigError, match="check_every"):
         METHODS.get("finetune")(check_every=-2).run(model, split, RunContext())
-
-
-def test_auc_matches_sklearn_with_ties():
-    from sklearn.metrics import roc_auc_score
-
-    g = torch.Generator().manual_seed(0)
-    neg, pos = torch.randint(0, 5, (40,), generator=g).float(), torch.randint(1, 6, (30,), generator=g).float()
-    ref = roc_auc_score([0] * 40 + [1] * 30, torch.cat([neg, pos]).numpy())
-    assert abs(auc_higher(neg, pos) - ref) < 1e-9
 
 
 def test_gradient_update_steps_the_optimiser():

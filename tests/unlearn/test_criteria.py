@@ -45,12 +45,12 @@ def test_forget_measure_auto_argmax_for_a_removed_class_and_explicit_override():
 
 
 def test_expected_accuracy_is_chance_for_a_label_blind_model_whatever_the_class_mix():
-    from medunlearn.unlearn.probes import accuracy_pct, expected_accuracy_pct
+    from medunlearn.evaluate.functional import accuracy, expected_accuracy
 
     labels = torch.tensor([1] * 15 + [2] * 10)  # the demo's ScannerX val_forget mix
     blind = torch.zeros(25, 3) + torch.tensor([0.0, 0.01, 0.0])  # near-uniform, always favours class 1
-    assert accuracy_pct(blind, labels) == pytest.approx(60.0)
-    assert expected_accuracy_pct(blind, labels) == pytest.approx(100 / 3, abs=0.5)
+    assert accuracy(blind, labels) == pytest.approx(60.0)
+    assert expected_accuracy(blind, labels) == pytest.approx(100 / 3, abs=0.5)
 
 
 @pytest.mark.parametrize("bad", [{"forget_tol": -1}, {"retain_drop": 200}, {"ci_level": 1.0}, {"bootstrap": 5},
@@ -95,15 +95,36 @@ def test_retain_guard_is_at_least_one_probe_row():
 
 @pytest.mark.parametrize("n", [73, 84, 97, 99])  # 100/n > 1: one row is the drop allowed
 def test_one_wrong_probe_row_is_the_drop_the_retain_guard_allows(n):
-    from medunlearn.unlearn.probes import accuracy_pct
+    from medunlearn.evaluate.functional import accuracy
 
     labels = torch.zeros(n, dtype=torch.long)
     all_right = torch.tensor([[1.0, 0.0, 0.0]]).repeat(n, 1)
     one_wrong = all_right.clone()
     one_wrong[0] = torch.tensor([0.0, 1.0, 0.0])
-    crit = resolve_criteria(CriteriaConfig(), "suppression", 3, False, accuracy_pct(all_right, labels), retain_rows=n)
-    m = {"forget_acc": 40.0, "forget_expected": 33.0, "forget_conf": 40.0, "retain_acc": accuracy_pct(one_wrong, labels)}
+    crit = resolve_criteria(CriteriaConfig(), "suppression", 3, False, accuracy(all_right, labels), retain_rows=n)
+    m = {"forget_acc": 40.0, "forget_expected": 33.0, "forget_conf": 40.0, "retain_acc": accuracy(one_wrong, labels)}
     assert evaluate_checks(crit, m)[-1]["passed"]  # a float32 mean put 72/73 below 100 - 100/73
     two_wrong = one_wrong.clone()
     two_wrong[1] = torch.tensor([0.0, 0.0, 1.0])
-    assert not evaluate_checks(crit, {**m, "retain_acc": accuracy_pct(two_wrong, labels)})[-1]["passed"]
+    assert not evaluate_checks(crit, {**m, "retain_acc": accuracy(two_wrong, labels)})[-1]["passed"]
+
+
+def test_an_empty_probe_is_nan_and_its_check_fails_with_no_rows(tiny_split):
+    import dataclasses
+    import math
+
+    from medunlearn.unlearn.controller import ControlConfig
+    from medunlearn.unlearn.probes import Probes
+
+    empty = tiny_split.train_retain.subset([])
+    split = dataclasses.replace(tiny_split, train_retain=empty, val_retain=empty)
+    probes = Probes(split, ControlConfig(), "suppression", 0, torch.device("cpu"))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(split.num_classes))
+    model(split.train_forget.images[:1])
+    m = probes.measure(model, None)
+    assert math.isnan(m["retain_acc"]) and math.isnan(m["retain_conf"]) and not math.isnan(m["forget_acc"])
+    assert probes.retain_at_least(model, 0.0) is None  # no rows: nothing holds, not even a 0 % guard
+    crit = resolve_criteria(CriteriaConfig(), "suppression", 3, True, m["retain_acc"])
+    retain = next(c for c in evaluate_checks(crit, m) if c["name"] == "retain_accuracy")
+    assert not retain["passed"] and retain["reason"].startswith("no rows")
+    assert violation([retain]) == 100.0

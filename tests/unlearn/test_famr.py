@@ -100,3 +100,30 @@ def test_famr_retain_zero_weight_is_famr(trained_tiny):
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_the_certificate_reads_at_most_cert_rows_retain_and_validation_rows(trained_tiny, monkeypatch):
+    import medunlearn.unlearn.famr_certificate as fc
+
+    _, split = trained_tiny
+    n_forget = len(split.train_forget)
+    seen: list[int] = []
+    real = fc._logits_at
+    monkeypatch.setattr(fc, "_logits_at", lambda model, prm, images, dev, bs=256: (
+        seen.append(len(images)), real(model, prm, images, dev, bs))[1])
+    _run(trained_tiny, solver="one_step", lam=1.0, cert_rows=8)
+    assert len(split.train_retain) > 8 and len(split.val_retain) + len(split.val_forget) > 8
+    assert seen[:2] == [n_forget, n_forget]  # the forget set's KL before / after: every forget row
+    assert seen[2:] == [8, 8, 8, 8]  # retain (θ0, θ) then validation (θ0, θ): capped at cert_rows
+
+
+def test_cg_rows_caps_the_rows_of_newton_cg_hessian_vector_products(trained_tiny, monkeypatch):
+    import medunlearn.unlearn.famr as famr
+
+    _, split = trained_tiny
+    rows_seen: list[int] = []
+    real = famr.hvp_fn
+    monkeypatch.setattr(famr, "hvp_fn", lambda model, params, rows, *a: (
+        rows_seen.append(len(rows)), real(model, params, rows, *a))[1])
+    _run(trained_tiny, solver="newton_cg", lam=1.0, cg_iters=2, cg_rows=8)
+    assert len(split.train_forget) > 8 and rows_seen and set(rows_seen) == {8}

@@ -8,9 +8,9 @@ import pytest
 from medunlearn.data.cohort import index_archive
 from medunlearn.data.synthetic3d import synthesize_volume_cohort
 from medunlearn.errors import CheckpointError, DataError
-from medunlearn.forget.parse import build_rule
 from medunlearn.models.zoo import DEFAULT_MODELS
-from medunlearn.workflow.common import check_same_cohort
+from medunlearn.selection.parse import build_rule
+from medunlearn.workflow.splits import check_same_cohort
 from medunlearn.workflow.steps_evaluate import evaluate
 from medunlearn.workflow.steps_forget import forget
 from medunlearn.workflow.steps_merge import merge
@@ -67,8 +67,7 @@ def test_a_3d_checkpoint_refuses_a_2d_cohort(tmp_path):
 
 def test_training_defaults_follow_the_data_dimensionality():
     """Volumes get the 3D recipe (the 2D one leaves a 3D model at chance); a user's value always wins."""
-    from medunlearn.workflow.common import DEFAULT_RECIPE
-    from medunlearn.workflow.steps_train import training_config
+    from medunlearn.workflow.steps_train import DEFAULT_RECIPE, training_config
 
     vol, img = training_config(3, None, {}), training_config(2, None, {"epochs": None, "batch_size": None})
     assert (vol.epochs, vol.batch_size, vol.image_size, vol.model) == (30, 8, 32, "densenet_small")
