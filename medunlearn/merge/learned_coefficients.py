@@ -17,12 +17,16 @@ Every ``check_every`` steps the policies' acceptance (controller.assess) is meas
 those of the checked state that meets the most (smallest total violation, then highest retain accuracy). Once a
 checked state meets every criterion, the fit stops after ``patience`` further checks that find none better.
 The record {coefficients, groups, checks, steps_run, chosen_step} goes to ctx.log["learned_coefficients"].
+The fit (`Fit`: a `Plan` of Adam steps) keeps its own check, keep-best and patience instead of running under the
+unlearning controller: it judges every policy on its own probes and ranks met and unmet states on one scale,
+where the controller judges one split's criteria, keeps a met state by retain and an unmet one retain guard first.
 BatchNorm running stats: the shared buffer rules (``bn_stats``), fixed while fitting.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,6 +35,7 @@ from torch import nn
 from torch.func import functional_call
 
 from medunlearn.errors import ConfigError
+from medunlearn.merge import policies
 from medunlearn.merge.base import (
     MERGES,
     MergeConfig,
@@ -42,7 +47,9 @@ from medunlearn.merge.base import (
     deltas,
     merge_buffers,
 )
+from medunlearn.unlearn.controller import removed_classes
 from medunlearn.unlearn.probes import subsample
+from medunlearn.unlearn.types import Plan
 
 GRANULARITIES = ("layer", "tensor", "run")
 
@@ -84,11 +91,62 @@ def sign_agreement(taus: list[torch.Tensor]) -> torch.Tensor:
 def _policy_loss(logits: torch.Tensor, kind: str, labels: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     logp = F.log_softmax(logits.float(), 1)
     if kind == "run":
+        assert target is not None  # the run's own log-probabilities
         return F.kl_div(logp, target, reduction="batchmean", log_target=True)
     if kind == "class":  # push the removed class's probability to 0
         p_y = logp.gather(1, labels[:, None]).exp().squeeze(1)
         return -torch.log1p(-p_y.clamp(max=1 - 1e-6)).mean()
     return -logp.mean(1).mean()  # CE to uniform
+
+
+@dataclasses.dataclass
+class Checked:
+    """One checked state of the fit: its rank key (total violation, then −retain: smaller is better)."""
+
+    step: int
+    key: tuple[float, float]
+    met: bool
+    retain_acc: float
+    lam: torch.Tensor
+    state: StateDict
+
+
+@dataclasses.dataclass
+class Fit:
+    """The fit's own check / keep-best / patience (not the unlearning controller's: module doc).
+
+    `plan.update(t)` runs step t; `judge(step)` checks the state at 0, every `every` steps and at the budget.
+    The best is the checked state with the smallest key, met or not; once it meets every criterion, the fit
+    stops after `patience` further checks that kept none better (0: run every step)."""
+
+    plan: Plan
+    every: int
+    patience: int
+    checks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    steps_run: int = 0
+    best: Checked | None = None
+    since: int = 0  # checks since the best last changed
+
+    def keep(self, c: Checked) -> bool:
+        """Record and rank one checked state; True when the fit should stop."""
+        self.checks.append({"step": c.step, "met": c.met, "violation": round(c.key[0], 3), "retain_acc": c.retain_acc})
+        if self.best is None or c.key < self.best.key:
+            self.best, self.since = c, 0
+        else:
+            self.since += 1
+        # "met", not violation 0: a vacuous equivalence policy has no failed check and is still not met
+        return self.patience > 0 and self.best.met and self.since >= self.patience
+
+    def run(self, judge: Callable[[int], Checked]) -> Checked:
+        self.keep(judge(0))
+        budget = self.plan.budget
+        for step in range(1, budget + 1):
+            self.steps_run = step
+            self.plan.update(step)
+            if (step % self.every == 0 or step == budget) and self.keep(judge(step)):
+                break
+        assert self.best is not None
+        return self.best
 
 
 @MERGES.register("learned_coefficients")
@@ -111,13 +169,13 @@ class LearnedCoefficients(MergeMethod):
                               f"{c.steps}, {c.max_rows}, {c.check_every} and {c.patience}.")
 
     def _merge_floats(self, base: StateDict, runs: list[StateDict], weights: list[float], env: MergeEnv) -> StateDict:
-        from medunlearn.merge.policies import assess_policies, violation_total
-
         cfg, dev = self.config, env.ctx.device
         if not env.policies or len(env.policies) != len(runs) or env.data is None:
             raise ConfigError("Expected one policy per run with validation data for learned_coefficients "
                               f"(pass --cohort), but got {len(env.policies)} policies for {len(runs)} runs.")
         env.require("build_model", self.name)
+        build, data = env.build_model, env.data
+        assert build is not None  # required above
         taus = deltas(base, runs)
         groups = sorted({group_of(k, cfg.granularity) for k in base})
         gidx = {k: groups.index(group_of(k, cfg.granularity)) for k in base}
@@ -128,7 +186,7 @@ class LearnedCoefficients(MergeMethod):
         z0 = math.log(cfg.init / (cfg.c_max - cfg.init))
         z = torch.full((len(runs), len(groups), parts), z0, device=dev, requires_grad=True)
         buffers = merge_buffers(env.base_sd, env.run_sds, weights, cfg.bn_stats)
-        model = env.build_model({**{k: v for k, v in env.base_sd.items()}}).to(dev).eval()
+        model = build({**{k: v for k, v in env.base_sd.items()}}).to(dev).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         bufs = {k: v.to(dev) for k, v in buffers.items()}
@@ -148,48 +206,39 @@ class LearnedCoefficients(MergeMethod):
         def forward(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return functional_call(model, {**params(lam), **bufs}, (x,))
 
-        base_model = env.build_model(env.base_sd).to(dev).eval()
+        base_model = build(env.base_sd).to(dev).eval()
         terms = self._terms(env, base_model)
         opt = torch.optim.Adam([z], lr=float(cfg.lr))
-        record: dict[str, Any] = {"groups": groups, "parts": ["agree", "conflict"][:parts], "checks": []}
-        best: dict[str, Any] = {}
 
-        def check(step: int) -> bool:
-            """Measure the state; True when the best meets every criterion and has not changed for `patience`."""
-            with torch.no_grad():
-                lam = coefficients(z, cfg.c_max)
-                state = {k: v.detach().cpu().double() for k, v in params(lam).items()}
-            merged = env.build_model({**state, **buffers}).to(dev)
-            acc = assess_policies(merged, base_model, env.policies, env.data, dev)
-            key = (violation_total(acc), -acc["retain"]["value"])
-            record["checks"].append({"step": step, "met": acc["met"], "violation": round(key[0], 3),
-                                     "retain_acc": acc["retain"]["value"]})
-            if not best or key < best["key"]:
-                best.update(key=key, step=step, lam=lam.detach().cpu().clone(), state=state, met=acc["met"], since=0)
-            else:
-                best["since"] += 1
-            # "met", not violation 0: a vacuous equivalence policy has no failed check and is still not met
-            return int(cfg.patience) > 0 and best["met"] and best["since"] >= int(cfg.patience)
-
-        check(0)
-        step = 0
-        for step in range(1, int(cfg.steps) + 1):
+        def update(t: int) -> float:  # one Adam step on the coefficients' logits z
             lam = coefficients(z, cfg.c_max)
             loss = sum(w * fn(lambda x: forward(lam, x)) for w, fn in terms)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if (step % int(cfg.check_every) == 0 or step == int(cfg.steps)) and check(step):
-                break
-        record.update({"steps_run": step, "chosen_step": best["step"], "coefficients": best["lam"].tolist(), "c_max": float(cfg.c_max)})
-        env.ctx.log[self.name] = record
-        return best["state"]
+            return float(loss.detach())
+
+        def judge(step: int) -> Checked:
+            with torch.no_grad():
+                lam = coefficients(z, cfg.c_max)
+                state = {k: v.detach().cpu().double() for k, v in params(lam).items()}
+            merged = build({**state, **buffers}).to(dev)
+            acc = policies.assess_policies(merged, base_model, env.policies, data, dev)
+            return Checked(step, (policies.violation_total(acc), -acc["retain"]["value"]), bool(acc["met"]),
+                           acc["retain"]["value"], lam.detach().cpu().clone(), state)
+
+        fit = Fit(Plan(update, int(cfg.steps)), int(cfg.check_every), int(cfg.patience))
+        best = fit.run(judge)
+        env.ctx.log[self.name] = {"groups": groups, "parts": ["agree", "conflict"][:parts], "checks": fit.checks,
+                                  "steps_run": fit.steps_run, "chosen_step": best.step,
+                                  "coefficients": best.lam.tolist(), "c_max": float(cfg.c_max)}
+        return best.state
 
     def _terms(self, env: MergeEnv, base_model: nn.Module) -> list[tuple[float, Any]]:
         """(weight, loss(forward)) per policy and the retain distillation; targets computed once."""
-        from medunlearn.unlearn.controller import removed_classes
-
         cfg, dev, seed = self.config, env.ctx.device, int(env.ctx.seed)
+        build, data = env.build_model, env.data
+        assert build is not None and data is not None  # _merge_floats checked both
         n = int(cfg.max_rows)
         terms: list[tuple[float, Any]] = []
 
@@ -202,10 +251,10 @@ class LearnedCoefficients(MergeMethod):
             target = None
             if kind == "run":
                 with torch.no_grad():
-                    run = env.build_model(env.run_sds[i]).to(dev).eval()
+                    run = build(env.run_sds[i]).to(dev).eval()
                     target = F.log_softmax(run(x).float(), 1)
             terms.append((1.0, lambda fwd, x=x, y=y, kind=kind, target=target: _policy_loss(fwd(x), kind, y, target)))
-        retain = subsample(env.data.val_retain, n, seed + 1)
+        retain = subsample(data.val_retain, n, seed + 1)
         if float(cfg.retain_weight) > 0 and len(retain):
             xr = retain.images.to(dev)
             with torch.no_grad():

@@ -24,11 +24,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from medunlearn.errors import ConfigError
 from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, StateDict, check_range, is_bn_stat
+from medunlearn.merge.policies import policy_checks
+from medunlearn.unlearn import METHODS
+from medunlearn.unlearn.base import check_finite_model, release
+from medunlearn.unlearn.controller import ExtraChecks, is_class_removal, run_controlled
 
 
 @dataclasses.dataclass
@@ -44,10 +49,8 @@ class MergeRepairConfig(MergeConfig):
     polish: bool = True
 
 
-def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> object:
+def union_control(policies: Sequence, cls_config: type, steps_lr: float) -> Any:
     """The unlearner's default Config with the strictest criteria of the policies (and `lr` when > 0)."""
-    from medunlearn.unlearn.controller import is_class_removal
-
     cfg = cls_config()
     strict = {"forget_tol": min(p.control.forget_tol for p in policies),
               "confidence_margin": _strictest_margin([p.control.confidence_margin for p in policies]),
@@ -75,8 +78,6 @@ class MergeRepair(MergeMethod):
     Config = MergeRepairConfig
 
     def validate(self) -> None:
-        from medunlearn.unlearn import METHODS
-
         if self.config.merge == self.name:
             raise ConfigError("Expected merge_repair's first merge to be another method, but got merge_repair.")
         self._inner = MERGES.get(self.config.merge)(bn_stats=self.config.bn_stats)
@@ -98,17 +99,14 @@ class MergeRepair(MergeMethod):
         return {k: self._state[k].clone() for k, t in base.items() if is_bn_stat(k) or not t.is_floating_point()}
 
     def _finish(self, state: StateDict, env: MergeEnv) -> StateDict:
-        from medunlearn.merge.policies import policy_checks
-        from medunlearn.unlearn import METHODS
-        from medunlearn.unlearn.base import check_finite_model, release
-        from medunlearn.unlearn.controller import ExtraChecks, run_controlled
-
         if int(self.config.steps) == 0:
             return state
         if not env.policies or env.data is None:
             raise ConfigError("Expected the runs' policies and the union split for merge_repair (pass --cohort), "
                               "but got none.")
         env.require("build_model", self.name)
+        build, data = env.build_model, env.data
+        assert build is not None  # required above
         goals = sorted({p.goal for p in env.policies})
         if len(goals) != 1:
             raise ConfigError(f"Expected policies with one goal for merge_repair, but got {goals}.")
@@ -116,15 +114,15 @@ class MergeRepair(MergeMethod):
         cfg = dataclasses.replace(union_control(env.policies, cls.Config, float(self.config.lr)),
                                   polish=bool(self.config.polish))
         dev = env.ctx.device
-        original = env.build_model(env.base_sd).to(dev).eval()
-        model = env.build_model(state).to(dev)
+        original = build(env.base_sd).to(dev).eval()
+        model = build(state).to(dev)
         env.ctx.seed_everything()
-        plan = cls(cfg).plan(model, copy.deepcopy(original), env.data, env.ctx, goals[0])
+        plan = cls(cfg).plan(model, copy.deepcopy(original), data, env.ctx, goals[0])
         plan = dataclasses.replace(plan, budget=max(1, min(plan.budget, int(self.config.steps))))
         per_policy = [ExtraChecks(policy_checks(env.policies, original, dev))] if self.config.per_policy else []
-        outcome = run_controlled(model, original, env.data, env.ctx, goals[0], cfg, plan, self.name, per_policy)
+        outcome = run_controlled(model, original, data, env.ctx, goals[0], cfg, plan, self.name, per_policy)
         repaired = release(outcome.model)
         check_finite_model(repaired)
         env.ctx.log[self.name] = {"merge": self.config.merge, "unlearner": self.config.unlearner,
-                                  "union_acceptance": outcome.acceptance, "trace": outcome.trace}
+                                  "union_acceptance": outcome.acceptance.to_json(), "trace": outcome.trace}
         return {k: v.detach().cpu().clone() for k, v in repaired.state_dict().items()}

@@ -65,6 +65,7 @@ class TrialMonitor(Observer):
             raise TrialStopped(f"study time budget ran out at step {step}")
         every = self.every
         if step % every == 0:
+            assert self.run is not None  # on_plan came first
             self.last = violation(evaluate_checks(self.criteria, self.probes.measure(self.run.model, self.criteria)))
             self.trial.report(self.last, step // every)  # report index: one grid for every trial
             if self.trial.should_prune():

@@ -43,7 +43,7 @@ class BaseConfig:
 
 class Unlearner(abc.ABC):
     """Base class. A method supplies `plan(...)` (its update step and budget); the controller
-    (`unlearn.controller.run_controlled`) owns checks, retain repair, rollback, the trace and the verdict.
+    (`unlearn.controller.Controller`) owns checks, retain repair, rollback, the trace and the verdict.
 
     `run(model, data, ctx, goal)` returns an Outcome (new model + acceptance + trace); `unlearn(...)` returns
     just the model. The input model is never modified.
@@ -83,7 +83,7 @@ class Unlearner(abc.ABC):
             check_finite_model(outcome.model)
             with counter.phase("checks"):
                 check_finite_outputs(outcome.model, data, ctx)
-        outcome.acceptance["cost"] = counter.record()
+        outcome.acceptance = dataclasses.replace(outcome.acceptance, cost=counter.record())
         return outcome
 
     def unlearn(self, model: nn.Module, data: SplitData, ctx: RunContext, goal: str = "suppression") -> nn.Module:
@@ -91,7 +91,7 @@ class Unlearner(abc.ABC):
 
     @abc.abstractmethod
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str):
-        """Prepare `model` (a private copy of `original`) and return a controller.Plan that updates it in place."""
+        """Prepare `model` (a private copy of `original`) and return a types.Plan that updates it in place."""
 
 
 def release(model: nn.Module) -> nn.Module:
@@ -109,7 +109,7 @@ def check_goal(goal: str) -> None:
 def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     """Return a copy of dataclass `cfg` with `overrides`, coercing strings to each field's type."""
     fields = {f.name: f for f in dataclasses.fields(cfg)}
-    values = {}
+    values: dict[str, Any] = {}
     for key, raw in overrides.items():
         if key not in fields:
             raise ConfigError(

@@ -4,8 +4,9 @@ A method supplies a `Plan` (its update step and step budget); the controller own
   checks   after every `check_every` steps, on fixed seeded probes of VALIDATION rows (val_forget, val_retain;
            equivalence also train_forget) — test rows are never read; `check_every=0` (auto) checks every
            step unless the probes' forward passes would exceed a third of the run (estimated from row counts);
-  repair   when val_retain falls below its guard (accuracy (c), or mean confidence (d) where it applies), up to `repair_steps` steps of retain CE + distillation from
-           the original (a removed class's logit masked out of the teacher), then the method goes on;
+  repair   when val_retain falls below its guard (accuracy (c), or mean confidence (d) where it applies), up to
+           `repair_steps` steps of retain CE + distillation from the original (a removed class's logit masked out of
+           the teacher), then the method goes on;
            `repair_hold` > 0 adds distillation of train_forget rows toward the state that entered repair;
   rollback the best checked state that meets every criterion (highest val_retain accuracy) is returned; when
            none does, the closest one is returned (a state within the retain guard first, then the smallest total
@@ -54,7 +55,7 @@ from medunlearn.unlearn.criteria import (
 )
 from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.repair import Repairer
-from medunlearn.unlearn.types import ControlConfig, Outcome, Plan, validate_control
+from medunlearn.unlearn.types import Acceptance, ControlConfig, Outcome, Plan, ProbeSources, validate_control
 
 # ControlConfig, Plan, Outcome and validate_control live in unlearn/types.py; imported from here too for one release
 
@@ -151,6 +152,7 @@ class Observer(Protocol):
 
     def on_step(self, step: int, loss: float) -> None:
         """After every method step (its image passes count as the method's); raise Stop to end the run."""
+        return None
 
     def extra_checks(self, model: nn.Module) -> list[dict[str, Any]]:
         """Checks every checked state must also pass, besides the goal's criteria."""
@@ -158,6 +160,7 @@ class Observer(Protocol):
 
     def on_check(self, step: int, phase: str, row: dict[str, Any], met: bool) -> None:
         """After every check, with its trace row (step, phase, measurements, met, violation, decision)."""
+        return None
 
 
 class ExtraChecks(Observer):
@@ -263,7 +266,7 @@ class Controller:
         m = self.probes.measure(model, criteria, retain)
         checks = evaluate_checks(criteria, m) + [c for o in self.observers for c in o.extra_checks(model)]
         met = all(c["passed"] for c in checks)
-        row = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
+        row: dict[str, Any] = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
                "violation": round(violation(checks), 4), "decision": ""}
         eligible = step >= self.plan.warmup
         shortfall = forget_shortfall(criteria, m)
@@ -297,6 +300,7 @@ class Controller:
         Between repair steps only the retain probe is read (the loop's exit test); the full check, which may
         keep the state as best or closest, runs once: when retain is restored or the repair budget is spent."""
         repairer, probes, counter = self.repairer, self.probes, self.counter
+        assert repairer is not None  # stop_reason repairs only with a repairer
         repairer.begin()
         for i in range(self.cfg.repair_steps):
             t0 = time.perf_counter()
@@ -317,6 +321,7 @@ class Controller:
     def backtrack(self, row: dict[str, Any]) -> None:
         """Back to the anchor (model and optimiser) with the learning rate scaled by backtrack_factor^n."""
         anchor, opt = self.anchor, self.plan.optimizer
+        assert anchor is not None and anchor.opt is not None and opt is not None  # anchors need an optimiser
         self.model.load_state_dict(anchor.state)
         opt.load_state_dict(anchor.opt)  # restores the lr too: scale after loading
         self.counters.backtracks += 1
@@ -404,22 +409,21 @@ class Controller:
         timing = dataclasses.asdict(self.timing)
         total = sum(timing.values()) or 1.0
         n = self.counters
-        acceptance = {
-            "met": met, "goal": self.goal, "judged_on": "validation",
-            "probes": {"forget": f"{probes.forget_source} ({len(probes.forget)} rows)",
-                       "retain": f"{probes.retain_source} ({len(probes.retain)} rows)"},
-            "criteria": criteria.to_dict(), "checks": final,
-            "state": "best (criteria met)" if met else (
+        acceptance = Acceptance(
+            met=met, goal=self.goal, judged_on="validation",
+            probes=ProbeSources(f"{probes.forget_source} ({len(probes.forget)} rows)",
+                                f"{probes.retain_source} ({len(probes.retain)} rows)"),
+            criteria=criteria.to_dict(), checks=final,
+            state="best (criteria met)" if met else (
                 "best checked state (criteria vacuous: not met)" if vacuous and best is not None
                 else "closest (criteria not met)"),
-            "step": chosen.step if chosen is not None else step,
-            "chosen_phase": chosen.phase if chosen is not None else None,
-            "steps_run": step, "budget": plan.budget, "check_every": self.every, "repair_steps": n.repair_steps,
-            "backtracks": n.backtracks, "vacuous": vacuous,
-            "check_time_fraction": round(timing["checks_s"] / total, 4), "reason": reason.lstrip("; "),
-            "trace_file": "trace.csv", "first_met_step": n.first_met, "polish": bool(self.cfg.polish),
-            "selectivity": selectivity(criteria, chosen_m), "cost": counter.record(), **resolution,
-        }
+            step=chosen.step if chosen is not None else step,
+            chosen_phase=chosen.phase if chosen is not None else None,
+            steps_run=step, budget=plan.budget, check_every=self.every, repair_steps=n.repair_steps,
+            backtracks=n.backtracks, vacuous=vacuous, check_time_fraction=round(timing["checks_s"] / total, 4),
+            reason=reason.lstrip("; "), trace_file="trace.csv", first_met_step=n.first_met,
+            polish=bool(self.cfg.polish), selectivity=selectivity(criteria, chosen_m), cost=counter.record(),
+            **resolution)
         self.ctx.log.setdefault(self.name, {}).update({"steps": step, "budget": plan.budget, "timing_s": timing})
         return Outcome(model=model, acceptance=acceptance, trace=self.trace)
 

@@ -126,10 +126,10 @@ class FAMR(Unlearner):
         with counting(phase="checks") as tail:
             check_finite_outputs(outcome.model, data, ctx)
         total = ImageCounter()
-        total.merge(outcome.acceptance.get("cost", {}).get("phases", {}))
+        total.merge((outcome.acceptance.cost or {}).get("phases", {}))
         total.merge(extra)
         total.merge(tail)
-        outcome.acceptance["cost"] = total.record()
+        outcome.acceptance = dataclasses.replace(outcome.acceptance, cost=total.record())
         return outcome
 
     def retain_term(self, model: nn.Module, original: nn.Module, data, ctx) -> Callable[[], torch.Tensor] | None:

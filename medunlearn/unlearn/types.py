@@ -1,11 +1,11 @@
 """The types every unlearning method and the controller share: the controller's settings (`ControlConfig`),
-what a method hands the controller (`Plan`) and what a run returns (`Outcome`).
+what a method hands the controller (`Plan`), what a run returns (`Outcome`) and its verdict (`Acceptance`).
 
 This module imports only torch and `unlearn/criteria.py`, so any piece of the unlearning core may import it."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -57,7 +57,7 @@ class Plan:
 @dataclasses.dataclass
 class Outcome:
     model: nn.Module
-    acceptance: dict[str, Any]
+    acceptance: Acceptance
     trace: list[dict[str, Any]]
 
 
@@ -72,3 +72,96 @@ def validate_control(cfg: ControlConfig) -> None:
     if not cfg.repair_lr > 0 or cfg.repair_batch_size < 1 or not 0 <= cfg.repair_hold <= 100:
         raise ConfigError(f"Expected repair_lr > 0, repair_batch_size >= 1 and 0 <= repair_hold <= 100, but got "
                           f"{cfg.repair_lr}, {cfg.repair_batch_size}, {cfg.repair_hold}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSources:
+    """Which rows a verdict's probes read, e.g. "val_forget (148 rows)"."""
+
+    forget: str
+    retain: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Acceptance(Mapping[str, Any]):
+    """A run's verdict (the controller's `result`); `to_json` is its one serialiser (metrics.json "acceptance").
+
+    Callers add to it with dataclasses.replace, never in place. It reads like its JSON form too (acc["met"],
+    acc.get("cost")) so that readers of the old dict move to attributes one at a time."""
+
+    met: bool
+    goal: str
+    judged_on: str  # "validation"
+    probes: ProbeSources
+    criteria: dict[str, Any]  # Criteria.to_dict()
+    checks: list[dict[str, Any]]  # name, label, value, op, threshold, passed, ... (criteria.evaluate_checks)
+    state: str  # "best (criteria met)" | "closest (criteria not met)" | "best checked state (criteria vacuous: ...)"
+    step: int  # the returned state's step
+    chosen_phase: str | None  # its check's phase ("original", "method", "repair"); None when no state was kept
+    steps_run: int
+    budget: int
+    check_every: int
+    repair_steps: int
+    backtracks: int
+    vacuous: bool
+    check_time_fraction: float
+    reason: str
+    trace_file: str = "trace.csv"
+    first_met_step: int | None = None
+    polish: bool = False
+    selectivity: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cost: dict[str, Any] | None = None  # image passes per phase (unlearn/cost.py)
+    # suppression: criterion (a)'s interval on the returned state (controller.probe_resolution)
+    forget_interval: list[float] | None = None
+    underpowered: bool | None = None
+    resolution_hint: str | None = None
+    # set after the run, in this order: the auto chain (workflow/auto_method.py, steps_forget), forget --audit
+    # (steps_audit.judge_forget), forget --reference
+    cost_chain: dict[str, Any] | None = None
+    auto: list[dict[str, Any]] | None = None
+    interval_checks: list[dict[str, Any]] | None = None
+    interval_met: bool | None = None
+    judged_by: str | None = None
+    audit: dict[str, Any] | None = None
+    reference_hint: str | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys this version does not know, as read
+
+    def to_json(self) -> dict[str, Any]:
+        """The metrics.json form: every field in order, the optional ones only when set, then `extra`."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "extra" or (f.name in OPTIONAL_KEYS and v is None):
+                continue
+            out[f.name] = dataclasses.asdict(v) if isinstance(v, ProbeSources) else v
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Acceptance:
+        """Read a metrics.json record (older ones too: a missing field takes its default, unknown keys go to extra)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kw = {k: v for k, v in d.items() if k in names}
+        probes = kw.get("probes") or {}
+        kw["probes"] = ProbeSources(str(probes.get("forget", "")), str(probes.get("retain", "")))
+        required = {f.name: _MISSING_READ.get(f.name) for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        return cls(**{**required, **kw}, extra={k: v for k, v in d.items() if k not in names})
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_json()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_json())
+
+    def __len__(self) -> int:
+        return len(self.to_json())
+
+
+# fields to_json leaves out while they are None (absent from the records of runs they do not apply to)
+OPTIONAL_KEYS = frozenset({"forget_interval", "underpowered", "resolution_hint", "cost_chain", "auto",
+                           "interval_checks", "interval_met", "judged_by", "audit", "reference_hint"})
+# what from_json gives a required field an old record lacks
+_MISSING_READ: dict[str, Any] = {"met": False, "goal": "", "judged_on": "validation", "criteria": {}, "checks": [],
+                                 "state": "", "step": 0, "chosen_phase": None, "steps_run": 0, "budget": 0,
+                                 "check_every": 0, "repair_steps": 0, "backtracks": 0, "vacuous": False,
+                                 "check_time_fraction": 0.0, "reason": ""}

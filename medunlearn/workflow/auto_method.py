@@ -15,6 +15,7 @@ fashion-mnist-class.md):
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from medunlearn.errors import ConfigError
@@ -73,7 +74,7 @@ def run_chain(candidates, base, data, ctx, goal: str, extra_checks=None):
                     "met": bool(acc["met"])}
         if acc["met"]:
             break
-    kept["outcome"].acceptance["cost_chain"] = chain_cost.record()
+    kept["outcome"].acceptance = dataclasses.replace(kept["outcome"].acceptance, cost_chain=chain_cost.record())
     return kept["name"], kept["cfg"], kept["outcome"], attempts
 
 

@@ -25,6 +25,7 @@ from medunlearn.fileio import (
     write_json,
 )
 from medunlearn.runtime import RunContext
+from medunlearn.unlearn.types import Acceptance
 from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort
 from medunlearn.workflow.splits import check_same_cohort, split_data_for, split_settings
 
@@ -256,7 +257,7 @@ def check_forget_audit(audit_dir: str | Path, model_dir: str | Path, goal: str) 
 
 
 def audit_checks(audit_dir: str | Path, base, data, ctx: RunContext, alpha: float | None = None):
-    """The controller's extra check (`run_controlled(extra_checks=...)`) for `forget --audit`: every checked state
+    """The controller's extra check (an `ExtraChecks` observer) for `forget --audit`: every checked state
     must show no membership of the forget set or of any patient, on either tail, at the stated FPR.
 
     Rows, reference statistics and the calibration are fixed up front; a check runs the model on the forget and
@@ -328,26 +329,23 @@ def _rows(cache, data):
     return forget, cal, f_rows, c_rows
 
 
-def judge_forget(audit_dir: str | Path, model, data, ctx: RunContext, acceptance: dict[str, Any]) -> None:
-    """Replace the equivalence interval checks by the audit's (the retain guard stays), in place: acceptance["met"]
-    = retain guard passed and the forget set and every patient forgotten; the interval checks move to
-    acceptance["interval_checks"] (and their verdict to "interval_met")."""
+def judge_forget(audit_dir: str | Path, model, data, ctx: RunContext, acceptance: Acceptance) -> Acceptance:
+    """`acceptance` with the equivalence interval checks replaced by the audit's (the retain guard stays): met =
+    retain guard passed and the forget set and every patient forgotten; the interval checks move to
+    interval_checks (and their verdict to interval_met)."""
     cache, manifest = load_audit(audit_dir)
     check_split(manifest, data)
     result = audit_split(cache, data, model, ctx.device)
-    checks = [c for c in acceptance.get("checks", []) if not c["name"].startswith("membership_audit")]
+    checks = [c for c in acceptance.checks if not c["name"].startswith("membership_audit")]
     retain = [c for c in checks if c["name"] == "retain_accuracy"]
-    audit_checks = audit_check_records(result)
-    acceptance["interval_checks"] = [c for c in checks if c["name"] != "retain_accuracy"]
-    acceptance["interval_met"] = acceptance.get("met")
-    acceptance["checks"] = audit_checks + retain
-    met = all(c["passed"] for c in acceptance["checks"])
-    acceptance["met"] = bool(met)
-    acceptance["judged_by"] = (f"membership audit ({result['method']}, {result['reference_models']} reference models, "
-                               f"{result['fpr']:.0%} FPR) on the returned state + retain guard")
-    acceptance["audit"] = result
-    if not met:
-        acceptance["reason"] = (acceptance.get("reason", "") + "; membership audit: " + result["summary"]).lstrip("; ")
+    judged = audit_check_records(result) + retain
+    met = all(c["passed"] for c in judged)
+    reason = acceptance.reason if met else (acceptance.reason + "; membership audit: " + result["summary"]).lstrip("; ")
+    return dataclasses.replace(
+        acceptance, interval_checks=[c for c in checks if c["name"] != "retain_accuracy"],
+        interval_met=acceptance.met, checks=judged, met=bool(met), reason=reason, audit=result,
+        judged_by=(f"membership audit ({result['method']}, {result['reference_models']} reference models, "
+                   f"{result['fpr']:.0%} FPR) on the returned state + retain guard"))
 
 
 def audit_check_records(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -90,10 +90,10 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     checks = audit_checks(audit, base, data, ctx) if audit is not None else None
     method, cfg, outcome, attempts = run_chain(chain, base, data, ctx, goal, extra_checks=checks)
     if chains is not None:
-        outcome.acceptance["auto"] = attempts
+        outcome.acceptance = dataclasses.replace(outcome.acceptance, auto=attempts)
     model, acceptance = outcome.model, outcome.acceptance
     if audit is not None:
-        judge_forget(audit, model, data, ctx, acceptance)
+        acceptance = judge_forget(audit, model, data, ctx, acceptance)
     wall = time.perf_counter() - start  # with auto: every candidate tried (what the user waited for)
 
     ref_wall = ref_meta.get("wall_time_s") if ref_meta else None
@@ -110,8 +110,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
         metrics["membership"] = {"status": "datalist", "split": "the deployed model's datalist"}
     hint = reference_hint(acceptance, metrics.get("reference"))
     if hint:
-        acceptance["reference_hint"] = hint
-    metrics["acceptance"] = acceptance
+        acceptance = dataclasses.replace(acceptance, reference_hint=hint)
+    metrics["acceptance"] = acceptance.to_json()
     metrics["rule_text"] = rule.describe()
     metrics["method_log"] = ctx.log
     metrics["method"] = method

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -29,6 +31,7 @@ from medunlearn.unlearn.controller import (
 from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.repair import Repairer
 from medunlearn.unlearn.streams import gradient_update, sgd
+from medunlearn.unlearn.types import Acceptance
 
 K = 3
 
@@ -462,3 +465,34 @@ def test_observers_replace_the_plan_add_checks_see_every_check_and_stop_the_run(
         run_controlled(model, copy.deepcopy(model), coded_split(), RunContext(seed=0), "suppression", cfg,
                        _scripted_plan(model, 6), "observed", observers=[stopper])
     assert stopper.steps == [1, 2]
+
+
+def _scripted_acceptance():
+    fa = [1.0, 0.8, 0.6, 0.35, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    conf = [0.95, 0.8, 0.5, 0.4, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95]
+    return _run(Scripted(fa, conf, [0.0] * len(fa)), coded_split(), steps=10, patience=2).acceptance
+
+
+def test_the_acceptance_record_writes_the_keys_and_values_the_controller_wrote_before_it_was_typed():
+    """data/acceptance_scripted.json: the dict the controller built before Acceptance, for this very run (its
+    check_time_fraction, a clock reading, set to null)."""
+    golden = json.loads((Path(__file__).parent / "data" / "acceptance_scripted.json").read_text())
+    acc = _scripted_acceptance()
+    got = json.loads(json.dumps(acc.to_json()))
+    assert list(got) == list(golden)  # the same keys, in the same order
+    assert 0 <= got.pop("check_time_fraction") <= 1 and golden.pop("check_time_fraction") is None
+    assert got == golden
+    assert acc["met"] is acc.met and acc.get("reference_hint") is None and "forget_interval" in acc  # dict reads
+
+
+def test_the_acceptance_record_is_frozen_and_reads_old_records():
+    acc = _scripted_acceptance()
+    with pytest.raises(TypeError):
+        acc["met"] = False  # callers add with dataclasses.replace
+    later = dataclasses.replace(acc, cost_chain={"total": {}}, auto=[{"method": "famr"}], reference_hint="retrain")
+    assert list(later.to_json())[-3:] == ["cost_chain", "auto", "reference_hint"]  # appended, as callers did
+    assert Acceptance.from_json(later.to_json()) == later
+    old = {k: v for k, v in acc.to_json().items() if k not in ("polish", "selectivity", "first_met_step", "cost")}
+    back = Acceptance.from_json({**old, "retired_key": 1})
+    assert back.met and back.polish is False and back.cost is None and back.extra == {"retired_key": 1}
+    assert back.to_json()["retired_key"] == 1
