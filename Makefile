@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medunlearn-installed
 
 .PHONY: setup demo test test-all lint typecheck bench clean
-# Static checks `make test` runs first. Empty until the package is clean under both: then set to `lint typecheck`.
-STATIC_CHECKS ?=
+# Static checks `make test` runs first (ruff and mypy, configured in pyproject.toml; both clean on main).
+STATIC_CHECKS ?= lint typecheck
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)

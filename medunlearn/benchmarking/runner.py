@@ -28,6 +28,7 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError, MedUnlearnError, OutputExistsError
 from medunlearn.fileio import read_json, write_json
 from medunlearn.runtime import RunContext
+from medunlearn.unlearn.types import Acceptance
 
 Event = Callable[[str, dict], None]  # on_event(kind, info): "start" {total}, "phase" {text}, "cell" {name, skipped}
 GAP_PAIRS = {"FA": "forget_acc", "RA": "retain_acc", "TA": "test_acc", "MIA": "mia_efficacy"}
@@ -160,7 +161,7 @@ def _canonical(s: ImageSet) -> ImageSet:
 
 
 def unlearn_cell(method: str, cfg: Any, original: torch.nn.Module, data: SplitData, seed: int,
-                 goal: str) -> tuple[torch.nn.Module, float, dict]:
+                 goal: str) -> tuple[torch.nn.Module, float, Acceptance]:
     """Run one method under the controller; returns (unlearned model, wall seconds, acceptance record).
     Tests spy on this function."""
     from medunlearn.unlearn import METHODS
@@ -293,7 +294,7 @@ def _run_cell(method: str, cfg: Any, original, data: SplitData, seed: int, goal:
             "metrics": metrics}
 
 
-def _acceptance_summary(acceptance: dict) -> dict:
+def _acceptance_summary(acceptance: Acceptance | dict[str, Any]) -> dict[str, Any]:
     """What a bench cell keeps of a run's acceptance record: the verdict, its checks, where and why it stopped."""
     keep = ("met", "state", "step", "steps_run", "budget", "repair_steps", "check_every", "check_time_fraction",
             "reason", "first_met_step", "selectivity", "cost")

@@ -85,9 +85,9 @@ class MergeMethod(abc.ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     Config: ClassVar[type] = MergeConfig
-    uses_weights: ClassVar[bool] = True  # False: the method picks its own mixing (greedy soup, splice)
+    uses_weights: bool = True  # False: the method picks its own mixing (greedy soup, splice)
     allow_negative_weights: ClassVar[bool] = False
-    run_param_names: ClassVar[tuple[str, ...]] = ("weight",)  # accepted under models[i].parameters
+    run_param_names: tuple[str, ...] = ("weight",)  # accepted under models[i].parameters
     min_runs: ClassVar[int] = 1
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:

@@ -138,11 +138,15 @@ def model_from_arch(arch: dict[str, Any]) -> Classifier:
         raise ConfigError(f"Expected architecture kwargs to include {exc}, but got {sorted(kw)}.") from exc
 
 
-def parameter_subset(model: Classifier, which: str = "all") -> list[tuple[str, nn.Parameter]]:
-    """Parameters selected by `which`: "all", "head", or "last-N" (the last N blocks, head counts as 1)."""
+def parameter_subset(model: nn.Module, which: str = "all") -> list[tuple[str, nn.Parameter]]:
+    """Parameters selected by `which`: "all", "head", or "last-N" (the last N blocks, head counts as 1; these
+    need a Classifier's blocks)."""
     params = list(model.named_parameters())
     if which == "all":
         return params
+    if not isinstance(model, Classifier):
+        raise ConfigError(f"Expected a model split into blocks and a head for params {which!r}, but got "
+                          f"{type(model).__name__}; use params all.")
     blocks = model.block_names()
     if which == "head":
         chosen = ["head"]

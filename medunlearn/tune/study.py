@@ -149,10 +149,10 @@ def run_study(method_cls: type[Unlearner], base_cfg: Any, space: dict[str, Param
         from medunlearn.unlearn.criteria import violation
 
         v = 0.0 if acc["met"] else max(violation(acc["checks"]), 1e-3)
-        parts = objective_parts(wall, state["ref_s"], acc, settings.retain_weight)
+        parts = objective_parts(wall, state["ref_s"], acc.to_json(), settings.retain_weight)
         rec.update(state="complete", feasible=bool(acc["met"]), wall_s=wall, violation=v,
                    steps_run=acc["steps_run"], step=acc["step"], budget=acc["budget"], reason=acc["reason"],
-                   checks=check_values(acc), acceptance=acc.to_json(), **parts)
+                   checks=check_values(acc.to_json()), acceptance=acc.to_json(), **parts)
         trial.set_constraint("criteria_violation", v)
         trial.set_user_attr("feasible", bool(acc["met"]))
         if acc["met"] and (state["best"] is None or parts["objective"] < state["best"]["objective"]):
