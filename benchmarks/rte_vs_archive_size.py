@@ -83,10 +83,11 @@ def run_size(root: Path, dims: int, n: int, args) -> list[dict]:
     wait_pct = data_wait_pct(retrain_info, retrain_cli_s) if retrain_cli_s else None
     rows = []
     for method in [] if args.prepare_only else args.methods:
-        _, m = forget(df, base, rule, root / method, method=method, reference=root / "retrain", seed=args.seed,
-                      overwrite=True)
+        _, m = forget(df, base, rule, root / f"{method}-s{args.unlearn_seed}", method=method, reference=root / "retrain",
+                      seed=args.unlearn_seed, overwrite=True, overrides=args.overrides or None)
         acc = m.get("acceptance") or {}
-        rows.append({"dims": dims, "images": len(df), "method": method, "kept": m.get("method", method),
+        rows.append({"dims": dims, "images": len(df), "method": method, "unlearn_seed": args.unlearn_seed,
+                     "set": " ".join(args.sets), "kept": m.get("method", method),
                      "retrain_s": round(retrain_info["wall_time_s"], 2),
                      "retrain_with_decode_s": round(retrain_cli_s, 2), "unlearn_s": round(m["wall_time_s"], 2),
                      "rte": round(m["rte"], 2) if m.get("rte") else None,
@@ -138,11 +139,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: 8 for 2D, 30 for 3D)")
     ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: 64 for 2D, 8 for 3D)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--unlearn-seed", type=int, default=None, help="forget's seed (default: --seed)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a method setting for every run (forget --set)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse the archive, base and retrain an earlier run left in --out (only unlearning runs)")
     ap.add_argument("--prepare-only", action="store_true", help="build and train, unlearn nothing")
     ap.add_argument("--out", type=Path, default=Path("rte-bench"))
     args = ap.parse_args()
+    args.unlearn_seed = args.seed if args.unlearn_seed is None else args.unlearn_seed
+    args.overrides = dict(kv.split("=", 1) for kv in args.sets)
     args.image_size = args.image_size or (48 if args.dims == 2 else 24)
     # `train`'s recipe per dimensionality (DEFAULT_RECIPE: where the 3D one came from is said there)
     args.epochs = args.epochs or DEFAULT_RECIPE[args.dims]["epochs"]

@@ -45,6 +45,13 @@ from medunlearn.unlearn.space import Float, Int
 
 @dataclasses.dataclass
 class FAMRBudgetConfig(FAMRRetainConfig):
+    # inherited fields with this method's own defaults (ControlConfig / FAMRConfig knobs; see the YAML's notes)
+    lr: float = 5e-4
+    retain_weight: float = 3.0
+    max_eval: int = 256  # rows per validation probe: half famr's, fixed whatever the archive size
+    check_every: int = 4
+    patience: int = 1  # checks after the first met state (famr: 3)
+    cert_rows: int = 256
     steps: int = 40  # the step budget, whatever the forget set's size (epochs still caps it: a tiny D_f)
     sample_rows: int = 256  # fixed train_forget sample for λ, ∇L_f(θ0) and the certificate's forget figures
     distil_rows: int = 512  # fixed train_retain pool: the teacher's softmax on it is computed once
@@ -100,8 +107,9 @@ class FAMRBudget(FAMRRetain):
 
         gen = torch.Generator().manual_seed(ctx.rank_seed + 5)
         forget = data.train_forget
-        pool = subsample(data.train_retain, cfg.distil_rows, ctx.seed + 4) if cfg.retain_weight > 0 else None
-        teacher = predict_logits(original, pool.images, k, dev).softmax(1) if pool is not None and len(pool) else None
+        pool = subsample(data.train_retain, cfg.distil_rows, ctx.seed + 4)
+        teacher = predict_logits(original, pool.images, k, dev).softmax(1) \
+            if cfg.retain_weight > 0 and len(pool) else None
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
         bs = cfg.batch_size
 
