@@ -54,23 +54,39 @@ def data_wait_pct(info: dict, with_decode_s: float) -> float:
     return round(100.0 * (load_s + wait_s) / sum(e["step_s"] for e in history), 1)
 
 
-def run_size(root: Path, dims: int, n: int, args) -> list[dict]:
+def prepared(root: Path, dims: int, n: int, args):
+    """(cohort, base dir, base info, retrain info, retrain s with decoding): built and trained, or with --reuse read
+    back from an earlier run's folder (the same archive, base and retrain; only the unlearning runs again)."""
+    import pandas as pd
+
+    rule = build_rule(device="ScannerX")
+    saved = root / "prepared.pkl"  # the index and both trainings' info, written once both trainings finished
+    if args.reuse and saved.exists():
+        df, base_info, retrain_info, retrain_cli_s = pd.read_pickle(saved)
+        return df, root / "base", base_info, retrain_info, retrain_cli_s, rule
     df = build(root, dims, n, args.image_size, args.seed)
     opts = {"epochs": args.epochs, "batch_size": args.batch_size, "image_size": args.image_size, "seed": args.seed,
             "overwrite": True, "cache_dir": root / "cache"}
     base, base_info = train(df, root / "base", **opts)
-    base_val_acc = base_info["best_val_acc"]  # a base model at chance makes every verdict below meaningless
-    rule = build_rule(device="ScannerX")
     t0 = time.perf_counter()
     _, retrain_info = train(df, root / "retrain", rule=rule, exclude=True, **opts)
-    retrain_cli_s = time.perf_counter() - t0  # including decoding (from the cache after the base run)
-    wait_pct = data_wait_pct(retrain_info, retrain_cli_s)
+    retrain_cli_s = time.perf_counter() - t0
+    pd.to_pickle((df, base_info, retrain_info, retrain_cli_s), saved)
+    return df, base, base_info, retrain_info, retrain_cli_s, rule
+
+
+def run_size(root: Path, dims: int, n: int, args) -> list[dict]:
+    df, base, base_info, retrain_info, retrain_cli_s, rule = prepared(root, dims, n, args)
+    base_val_acc = base_info["best_val_acc"]  # a base model at chance makes every verdict below meaningless
+    # retrain_cli_s: including decoding (from the cache after the base run); unknown when reused
+    wait_pct = data_wait_pct(retrain_info, retrain_cli_s) if retrain_cli_s else None
     rows = []
-    for method in args.methods:
-        _, m = forget(df, base, rule, root / method, method=method, reference=root / "retrain", seed=args.seed,
-                      overwrite=True)
+    for method in [] if args.prepare_only else args.methods:
+        _, m = forget(df, base, rule, root / f"{method}-s{args.unlearn_seed}", method=method, reference=root / "retrain",
+                      seed=args.unlearn_seed, overwrite=True, overrides=args.overrides or None)
         acc = m.get("acceptance") or {}
-        rows.append({"dims": dims, "images": len(df), "method": method, "kept": m.get("method", method),
+        rows.append({"dims": dims, "images": len(df), "method": method, "unlearn_seed": args.unlearn_seed,
+                     "set": " ".join(args.sets), "kept": m.get("method", method),
                      "retrain_s": round(retrain_info["wall_time_s"], 2),
                      "retrain_with_decode_s": round(retrain_cli_s, 2), "unlearn_s": round(m["wall_time_s"], 2),
                      "rte": round(m["rte"], 2) if m.get("rte") else None,
@@ -122,8 +138,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: 8 for 2D, 30 for 3D)")
     ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: 64 for 2D, 8 for 3D)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--unlearn-seed", type=int, default=None, help="forget's seed (default: --seed)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a method setting for every run (forget --set)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the archive, base and retrain an earlier run left in --out (only unlearning runs)")
+    ap.add_argument("--prepare-only", action="store_true", help="build and train, unlearn nothing")
     ap.add_argument("--out", type=Path, default=Path("rte-bench"))
     args = ap.parse_args()
+    args.unlearn_seed = args.seed if args.unlearn_seed is None else args.unlearn_seed
+    args.overrides = dict(kv.split("=", 1) for kv in args.sets)
     args.image_size = args.image_size or (48 if args.dims == 2 else 24)
     # `train`'s recipe per dimensionality (DEFAULT_RECIPE: where the 3D one came from is said there)
     args.epochs = args.epochs or DEFAULT_RECIPE[args.dims]["epochs"]
@@ -132,6 +156,8 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         rows += run_size(args.out / f"n{n}", args.dims, n, args)
+    if not rows:
+        return
     with open(args.out / "rte.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -142,7 +168,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['dims']:>4} {r['images']:>7} {r['method']:>6} {r['retrain_s'] or '-':>10} {r['unlearn_s']:>10} "
               f"{'-' if r['rte'] is None else r['rte']:>7} {'-' if r['rte_compute'] is None else r['rte_compute']:>7} "
-              f"{str(r['met']):>5} {r['retrain_data_wait_pct']:>11}")
+              f"{str(r['met']):>5} {str(r['retrain_data_wait_pct']):>11}")
     print(f"wrote {args.out / 'rte.csv'} and {args.out / 'rte.png'} (SYNTHETIC data)")
 
 

@@ -5,6 +5,7 @@ from medunlearn.unlearn import (  # noqa: F401  # noqa: F401  # noqa: F401
     cf_k,
     eu_k,
     famr,
+    famr_budget,
     famr_retain,
     famr_salient,
     finetune,
