@@ -25,9 +25,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from medunlearn.errors import ConfigError
+from medunlearn.evaluate.functional import predict
 from medunlearn.models.zoo import parameter_subset
-from medunlearn.unlearn.base import METHODS, n_steps
-from medunlearn.unlearn.controller import Plan
+from medunlearn.unlearn.base import METHODS
 from medunlearn.unlearn.famr import validate
 from medunlearn.unlearn.famr_certificate import certificate
 from medunlearn.unlearn.famr_math import (
@@ -39,8 +39,10 @@ from medunlearn.unlearn.famr_math import (
     uniform_loss,
 )
 from medunlearn.unlearn.famr_retain import FAMRRetain, FAMRRetainConfig
-from medunlearn.unlearn.probes import predict_logits, subsample
+from medunlearn.unlearn.probes import subsample
 from medunlearn.unlearn.space import Float, Int
+from medunlearn.unlearn.streams import n_steps
+from medunlearn.unlearn.types import Plan
 
 
 @dataclasses.dataclass
@@ -108,7 +110,7 @@ class FAMRBudget(FAMRRetain):
         gen = torch.Generator().manual_seed(ctx.rank_seed + 5)
         forget = data.train_forget
         pool = subsample(data.train_retain, cfg.distil_rows, ctx.seed + 4)
-        teacher = predict_logits(original, pool.images, k, dev).softmax(1) \
+        teacher = predict(original, pool.images, device=dev, num_classes=k).softmax(1) \
             if cfg.retain_weight > 0 and len(pool) else None
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
         bs = cfg.batch_size

@@ -5,24 +5,23 @@ import copy
 import dataclasses
 
 import pytest
-import torch
 
 from medunlearn.data.imageset import ImageSet
 from medunlearn.errors import ConfigError
+from medunlearn.evaluate.functional import accuracy, expected_accuracy, predict
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.cost import counting
-from medunlearn.unlearn.probes import expected_accuracy_pct, predict_logits
 
 SMALL = dict(batch_size=16, lr=3e-3, steps=30, check_every=5, sample_rows=64, distil_rows=96, cert_rows=64, max_eval=64)
 
 
 def _expected(model, part) -> float:
-    return expected_accuracy_pct(predict_logits(model, part.images, 3, torch.device("cpu")), part.labels)
+    return expected_accuracy(predict(model, part.images, num_classes=3), part.labels)
 
 
 def _acc(model, part) -> float:
-    return float((predict_logits(model, part.images, 3, torch.device("cpu")).argmax(1) == part.labels).double().mean()) * 100
+    return accuracy(predict(model, part.images, num_classes=3).argmax(1), part.labels)
 
 
 def test_it_forgets_on_tiny_data_and_its_cost_counters_add_up(trained_tiny):
