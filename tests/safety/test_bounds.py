@@ -90,3 +90,14 @@ def test_where_on_a_numeric_column_needs_a_number() -> None:
     with pytest.raises(ConfigError, match="numeric"):
         build_rule(where=("rows=abc",)).validate(df)
     build_rule(where=("rows=64",)).validate(df)
+
+
+@pytest.mark.parametrize("field,value", [("backtrack_factor", 1.0), ("max_eval", 4), ("repair_lr", 0.0),
+                                         ("repair_hold", 101.0), ("check_every", -1)])
+def test_the_controller_ranges_are_declared_on_its_fields_and_checked_once(field, value) -> None:
+    from medunlearn.errors import ConfigError
+    from medunlearn.unlearn.types import ControlConfig, validate_control
+
+    validate_control(ControlConfig())  # the defaults lie inside their ranges
+    with pytest.raises(ConfigError, match=f"controller option {field}"):
+        validate_control(ControlConfig(**{field: value}))
