@@ -80,8 +80,7 @@ class Unlearner(abc.ABC):
             outcome = run_controlled(new, original, data, ctx, goal, self.config, plan, self.name, observers,
                                      counter=counter)
             outcome.model = release(outcome.model)
-            check_finite_model(outcome.model)
-            with counter.phase("checks"):
+            with counter.phase("checks"):  # weights first, then logits (models/finite.check_finite_outputs)
                 check_finite_outputs(outcome.model, data, ctx)
         outcome.acceptance = dataclasses.replace(outcome.acceptance, cost=counter.record())
         return outcome

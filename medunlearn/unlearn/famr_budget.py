@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medunlearn.bounds import bounded
 from medunlearn.errors import ConfigError
 from medunlearn.evaluate.functional import predict
 from medunlearn.models.zoo import parameter_subset
@@ -54,9 +55,9 @@ class FAMRBudgetConfig(FAMRRetainConfig):
     check_every: int = 4
     patience: int = 1  # checks after the first met state (famr: 3)
     cert_rows: int = 256
-    steps: int = 40  # the step budget, whatever the forget set's size (epochs still caps it: a tiny D_f)
-    sample_rows: int = 256  # fixed train_forget sample for λ, ∇L_f(θ0) and the certificate's forget figures
-    distil_rows: int = 512  # fixed train_retain pool: the teacher's softmax on it is computed once
+    steps: int = bounded(40, 1)  # the step budget, whatever the forget set's size (epochs still caps it: a tiny D_f)
+    sample_rows: int = bounded(256, 1)  # fixed train_forget sample for λ, ∇L_f(θ0) and the certificate's forget figures
+    distil_rows: int = bounded(512, 1)  # fixed train_retain pool: the teacher's softmax on it is computed once
 
 
 def validate_budget(cfg: FAMRBudgetConfig) -> None:
@@ -64,9 +65,6 @@ def validate_budget(cfg: FAMRBudgetConfig) -> None:
     if cfg.solver != "iterative":
         raise ConfigError(f'Expected solver="iterative" for famr_budget (its budget is in steps), but got '
                           f"{cfg.solver!r}; the closed-form solvers are famr's.")
-    if cfg.steps < 1 or cfg.sample_rows < 1 or cfg.distil_rows < 1:
-        raise ConfigError(f"Expected steps, sample_rows and distil_rows >= 1, but got {cfg.steps}, "
-                          f"{cfg.sample_rows}, {cfg.distil_rows}.")
 
 
 @METHODS.register("famr_budget")

@@ -60,3 +60,10 @@ def test_its_budget_and_setup_do_not_grow_with_the_forget_set(trained_tiny):
 def test_it_refuses_the_closed_form_solvers():
     with pytest.raises(ConfigError, match="iterative"):
         METHODS.get("famr_budget")(solver="one_step").plan(None, None, None, None, "suppression")
+
+
+@pytest.mark.parametrize("field", ["steps", "sample_rows", "distil_rows"])
+def test_its_fixed_sizes_are_at_least_one(field) -> None:
+    cls = METHODS.get("famr_budget")
+    with pytest.raises(ConfigError, match=f"{field} >= 1"):
+        cls(cls.Config(**{field: 0}))
