@@ -63,12 +63,18 @@ def adopted_probs(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(images), 1)
 
 
-def compare(got: torch.Tensor, want: torch.Tensor, tol: float, what: str) -> dict[str, Any]:
-    """{"n_images", "max_prob_diff", "argmax_equal", "tolerance", "passed"}; refuses on failure."""
+def agreement(got: torch.Tensor, want: torch.Tensor, tol: float) -> dict[str, Any]:
+    """{"n_images", "max_prob_diff", "argmax_equal", "tolerance", "passed"} of two (N, K) probability tables."""
     diff = float((got - want).abs().max()) if got.numel() else 0.0
     same = bool(torch.equal(got.argmax(1), want.argmax(1)))
-    rec = {"n_images": int(len(got)), "max_prob_diff": diff, "argmax_equal": same, "tolerance": tol,
-           "passed": bool(same and diff <= tol)}
+    return {"n_images": int(len(got)), "max_prob_diff": diff, "argmax_equal": same, "tolerance": tol,
+            "passed": bool(same and diff <= tol)}
+
+
+def compare(got: torch.Tensor, want: torch.Tensor, tol: float, what: str) -> dict[str, Any]:
+    """`agreement`, refusing the adoption on failure."""
+    rec = agreement(got, want, tol)
+    diff, same = rec["max_prob_diff"], rec["argmax_equal"]
     if not rec["passed"]:
         raise CheckpointError(f"Expected the adopted model to reproduce {what} (same argmax, probabilities within "
                               f"{tol:g}), but the largest difference is {diff:.3g}"

@@ -51,11 +51,11 @@ def run_bundle(bundle: str | Path, dataset_dir: str | Path, output_dir: str | Pa
 def compare_predictions(checkpoint: str | Path, predictions: str | Path, cohort: pd.DataFrame,
                         tolerance: float = 1e-4) -> dict[str, Any]:
     """The checkpoint's probabilities (medunlearn's loader and model) on the images MONAI predicted, against
-    MONAI's predictions.csv, matched by resolved path: {"matched", "rows", "max_prob_diff", "argmax_equal",
-    "tolerance", "passed"}. Does not raise on a mismatch: the caller decides."""
+    MONAI's predictions.csv, matched by resolved path: fidelity.agreement's record plus {"matched", "rows"}.
+    Does not raise on a mismatch: the caller decides."""
     import torch
 
-    from medunlearn.adopt.fidelity import adopted_probs, read_expected
+    from medunlearn.adopt.fidelity import adopted_probs, agreement, read_expected
     from medunlearn.data.datasets import load_images
     from medunlearn.models.checkpoint import load_checkpoint
 
@@ -70,7 +70,4 @@ def compare_predictions(checkpoint: str | Path, predictions: str | Path, cohort:
     images, _ = load_images(rows, names, int(meta["image_size"]), preprocessing=meta.get("preprocessing"))
     got = adopted_probs(model, images)
     want = torch.tensor([expected[r] for r, k in zip(resolved, keep) if k], dtype=got.dtype)
-    diff = float((got - want).abs().max())
-    same = bool(torch.equal(got.argmax(1), want.argmax(1)))
-    return {"matched": int(len(rows)), "rows": len(expected), "max_prob_diff": diff, "argmax_equal": same,
-            "tolerance": tolerance, "passed": bool(same and diff <= tolerance)}
+    return {**agreement(got, want, tolerance), "matched": int(len(rows)), "rows": len(expected)}
