@@ -70,11 +70,11 @@ def index(
     """
     import logging
 
+    from medunlearn.commit import claim_files
     from medunlearn.data.cohort import index_archive, write_cohort
     from medunlearn.data.deid import PUBLIC_SALT_SOURCE, check_salt, read_salt_file
     from medunlearn.data.locator import locator_path
     from medunlearn.errors import ConfigError
-    from medunlearn.fileio import claim_files
 
     log = logging.getLogger("medunlearn")
     if salt_file is not None and salt is not None:

@@ -49,8 +49,9 @@ def forget(
       [bold]medunlearn forget --cohort cohort.csv --model base/ --device ScannerX --method famr --config tuned/famr.yaml --out runs/famr[/]
       [bold]medunlearn forget --cohort cohort.csv --model base/ --site "Site B" --method famr --goal equivalence --reference retrain/ --out runs/famr_eq[/]
     """
+    from medunlearn.commit import claim_files
     from medunlearn.errors import ConfigError
-    from medunlearn.fileio import check_apart, claim_files, write_json
+    from medunlearn.fileio import check_apart, write_json
     from medunlearn.workflow.outputs import cohort_inputs
 
     rule = o.rule_from_options(device, site, manufacturer, patient, study_date_before, study_date_after,

@@ -257,14 +257,15 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 def write_cohort(df: pd.DataFrame, path: str | Path, overwrite: bool = False, locator: str | Path | None = None,
                  archive_root: str | Path | None = None, extra_files: dict[Path, object] | None = None) -> Path:
     """Write the shareable cohort CSV (no paths), the private locator beside it (when `df` has paths) and
-    `extra_files` ({path: JSON object}, e.g. the ingest report) as ONE unit (fileio.file_set): a reader never
+    `extra_files` ({path: JSON object}, e.g. the ingest report) as ONE unit (commit.file_set): a reader never
     sees a new locator beside an old table. Existing files are refused unless `overwrite`.
 
     The locator maps image_id -> path relative to the archive root, and records that root both relative to
     the locator's own folder (so a folder moved as a whole keeps working) and absolute. A table without paths
     removes the previous locator of the same name (it belongs to the table it replaces).
     """
-    from medunlearn.fileio import claim_files, file_set, write_json
+    from medunlearn.commit import claim_files, file_set
+    from medunlearn.fileio import write_json
 
     path = Path(path)
     shared = [c for c in COHORT_COLUMNS if c != "path"]

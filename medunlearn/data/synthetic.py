@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from medunlearn.commit import staging_dir
 from medunlearn.errors import ConfigError
-from medunlearn.fileio import staging_dir, write_text
+from medunlearn.fileio import write_text
 from medunlearn.registry import did_you_mean
 
 if TYPE_CHECKING:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from medunlearn.commit import staging_dir
 from medunlearn.data.synthetic import CLASS_NAMES, DEVICES, OUTLIER_RATE, DeviceProfile, _check_mix, _dicom, _uid
 from medunlearn.errors import ConfigError
-from medunlearn.fileio import staging_dir, write_text
+from medunlearn.fileio import write_text
 
 # Slice spacing as a multiple of the in-plane spacing, per device (anisotropic acquisitions).
 SLICE_RATIO = {"MAGNETOM Avanto": 1.0, "SIGNA Explorer": 1.5, "Ingenia": 1.25, "ScannerX": 2.0}

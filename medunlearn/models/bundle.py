@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
+from medunlearn.commit import staging_dir
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.fileio import read_json, staging_dir, write_bytes, write_json, write_text
+from medunlearn.fileio import read_json, write_bytes, write_json, write_text
 from medunlearn.models.bundle_config import ZOO_TARGET, inference_config
 from medunlearn.models.bundle_meta import INTENDED_USE, bundle_metadata
 from medunlearn.models.bundle_safety import check_config, check_metadata, literal_args, qualified_target

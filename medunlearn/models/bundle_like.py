@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
+from medunlearn.commit import staging_dir
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.fileio import check_apart, read_json, staging_dir, write_bytes, write_json
+from medunlearn.fileio import check_apart, read_json, write_bytes, write_json
 from medunlearn.models.bundle_meta import acceptance_summary, policies
 from medunlearn.models.bundle_safety import inert
 from medunlearn.models.checkpoint import load_checkpoint

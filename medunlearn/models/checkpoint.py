@@ -17,8 +17,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medunlearn.bounds import check_weights_file
+from medunlearn.commit import staging_dir
 from medunlearn.errors import CheckpointError, ConfigError, DataError, DivergenceError
-from medunlearn.fileio import read_json, staging_dir, write_json
+from medunlearn.fileio import read_json, write_json
 from medunlearn.models.finite import check_finite_state
 from medunlearn.models.zoo import Classifier, model_from_arch
 from medunlearn.provenance import code_version, provenance_record, sha256_file

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from medunlearn.attest import verify_run
+from medunlearn.commit import claim_files, file_set, output_path
 from medunlearn.errors import DataError, OutputExistsError
-from medunlearn.fileio import claim_files, file_set, output_path, read_json
+from medunlearn.fileio import read_json
 from medunlearn.report import content as C
 from medunlearn.report.phi import compile_patterns, scrub_check, strip_identifying
 from medunlearn.report.trace import trace_figure
@@ -297,7 +298,7 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None, overwr
 
 
 def _render(run_dir: Path, paths: dict[str, Path], deny_patterns: Sequence[str] | None, pdf: bool) -> dict[str, Path]:
-    """Build the report and commit its files as one unit (fileio.file_set; report.json moves in last)."""
+    """Build the report and commit its files as one unit (commit.file_set; report.json moves in last)."""
     from medunlearn.report.pdf import html_to_pdf
 
     patterns = compile_patterns(deny_patterns)

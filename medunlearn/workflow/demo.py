@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medunlearn.fileio import prepare_out_dir, write_json
+from medunlearn.commit import prepare_out_dir
+from medunlearn.fileio import write_json
 
 DEMO_DEVICE = "ScannerX"
 OUTPUTS = ("archive", "base", "retrain_device", "runs", "merged", "report", "cohort.csv", "cohort.locator.json",

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medunlearn.commit import prepare_out_dir
 from medunlearn.errors import ConfigError
-from medunlearn.fileio import check_apart, prepare_out_dir, read_json, write_json
+from medunlearn.fileio import check_apart, read_json, write_json
 from medunlearn.workflow.demo import (
     DEMO_DEVICE,
     PSG_ON_A_DOMAIN,

@@ -43,7 +43,7 @@ def checkpoint_inputs(path: Any) -> list[Path]:
 def claims_output(inputs: Callable[[dict[str, Any]], Iterable[Any]], kind: str = "dir",
                   out_arg: str = "out") -> Callable:
     """Decorate a workflow step that writes `out`: before any work, refuse an output that is, holds or lies in
-    one of `inputs(arguments)` (fileio.check_apart), then claim it for the whole run (fileio.claim_dir, or
+    one of `inputs(arguments)` (fileio.check_apart), then claim it for the whole run (commit.claim_dir, or
     claim_files for kind "file"): a second writer exits 2 at once, what a killed run left is repaired, and an
     existing result is refused unless overwrite=True. Under torchrun only rank 0 claims (it alone writes)."""
     def decorate(fn: Callable) -> Callable:
@@ -51,7 +51,8 @@ def claims_output(inputs: Callable[[dict[str, Any]], Iterable[Any]], kind: str =
 
         @functools.wraps(fn)
         def step(*args: Any, **kwargs: Any) -> Any:
-            from medunlearn.fileio import check_apart, claim_dir, claim_files
+            from medunlearn.commit import claim_dir, claim_files
+            from medunlearn.fileio import check_apart
             from medunlearn.runtime import is_main_process
 
             # keywords an inner decorator adds (steps_adopt.accepts_source's adopt_options) pass straight through

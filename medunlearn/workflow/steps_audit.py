@@ -15,15 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from medunlearn.commit import prepare_out_dir, staging_dir
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.fileio import (
-    prepare_out_dir,
-    read_json,
-    require_dir,
-    staging_dir,
-    write_bytes,
-    write_json,
-)
+from medunlearn.fileio import read_json, require_dir, write_bytes, write_json
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.types import Acceptance
 from medunlearn.workflow.cohort_checks import check_label_sets, load_cohort

@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 
 from medunlearn.attest import seal
+from medunlearn.commit import prepare_out_dir, staging_dir
 from medunlearn.errors import ConfigError
-from medunlearn.fileio import prepare_out_dir, require_dir, staging_dir, write_json, write_text
+from medunlearn.fileio import require_dir, write_json, write_text
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext
 from medunlearn.workflow.auto_method import AUTO, chain_configs, policy_kind, run_chain

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medunlearn.attest import seal
+from medunlearn.commit import prepare_out_dir, staging_dir
 from medunlearn.errors import CheckpointError, ConfigError
-from medunlearn.fileio import prepare_out_dir, read_json, require_dir, staging_dir, write_json
+from medunlearn.fileio import read_json, require_dir, write_json
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext

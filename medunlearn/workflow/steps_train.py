@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from medunlearn.bounds import check_config_bounds
+from medunlearn.commit import prepare_out_dir
 from medunlearn.errors import ConfigError
-from medunlearn.fileio import prepare_out_dir
 from medunlearn.models.finite import check_finite_outputs
 from medunlearn.provenance import provenance_record
 from medunlearn.runtime import RunContext

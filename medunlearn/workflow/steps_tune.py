@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medunlearn.commit import staging_dir
 from medunlearn.errors import ConfigError, OutputExistsError
-from medunlearn.fileio import staging_dir, write_json, write_text
+from medunlearn.fileio import write_json, write_text
 from medunlearn.workflow.steps_adopt import accepts_source
 
 if TYPE_CHECKING:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medunlearn import fileio
+from medunlearn import commit
 from medunlearn.cli.main import app
+from medunlearn.commit import output_lock, recover_output, staging_dir
 from medunlearn.errors import OutputLockedError
-from medunlearn.fileio import output_lock, recover_output, staging_dir
 
 
 class Killed(BaseException):
@@ -32,7 +32,7 @@ def _kill_at_replace(monkeypatch, n: int) -> None:
             raise Killed()
         return real(src, dst, *a, **k)
 
-    monkeypatch.setattr(fileio.os, "replace", replace)
+    monkeypatch.setattr(commit.os, "replace", replace)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])  # journal, previous -> .old, staging -> final
@@ -59,8 +59,8 @@ def test_next_run_restores_the_set_aside_result_before_refusing(tmp_path: Path, 
     with pytest.raises(Killed):
         _write(out, "v2")
     monkeypatch.undo()
-    with pytest.raises(fileio.OutputExistsError):  # without --overwrite the restored result is protected
-        fileio.prepare_out_dir(out)
+    with pytest.raises(commit.OutputExistsError):  # without --overwrite the restored result is protected
+        commit.prepare_out_dir(out)
     assert (out / "model.txt").read_text() == "v1"
 
 
@@ -80,11 +80,11 @@ def test_stale_staging_folders_are_removed_and_reported(tmp_path: Path, caplog) 
 def test_files_and_folder_are_fsynced_before_the_rename(tmp_path: Path, monkeypatch) -> None:
     synced: list[str] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(fileio.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+    monkeypatch.setattr(commit.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
                                                         real_fsync(fd))[1])
     real_replace = os.replace
     order: list[str] = []
-    monkeypatch.setattr(fileio.os, "replace", lambda s, d: (order.append(f"replace:{len(synced)}"),
+    monkeypatch.setattr(commit.os, "replace", lambda s, d: (order.append(f"replace:{len(synced)}"),
                                                             real_replace(s, d))[1])
     _write(tmp_path / "run", "v1")
     assert any(s.endswith("model.txt") for s in synced)

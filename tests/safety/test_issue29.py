@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from medunlearn.fileio import output_lock, write_json
+from medunlearn.commit import output_lock
+from medunlearn.fileio import write_json
 from medunlearn.models.checkpoint import model_sha256, save_checkpoint
 from tests.safety.conftest import CLASSES, tiny_model
 from tests.safety.world import build_world, forget_args, invoke, killed_at, leftovers
