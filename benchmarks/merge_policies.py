@@ -133,7 +133,7 @@ def test_scores(model, datas, union) -> dict:
     """TEST-row scores: each policy's test_forget in its criterion-(a) measure, and top-1 on the test_retain rows
     no policy forgets."""
     from medunlearn.evaluate.functional import accuracy, expected_accuracy, predict
-    from medunlearn.unlearn.controller import removed_classes
+    from medunlearn.unlearn.judging import removed_classes
 
     k = union.num_classes
 
@@ -222,8 +222,8 @@ def one_seed(seed: int, args, datas, union) -> dict:
 def forget_target_pct(cfg, data) -> float:
     """Criterion (a)'s target for one policy, as the controller resolves it (chance for a domain, 0 for a removed
     class, or the configured forget_target)."""
-    from medunlearn.unlearn.controller import is_class_removal
     from medunlearn.unlearn.criteria import resolve_criteria
+    from medunlearn.unlearn.judging import is_class_removal
 
     return resolve_criteria(cfg, "suppression", data.num_classes, is_class_removal(data), 100.0).forget_target
 

@@ -13,7 +13,7 @@ forget_p ("criteria" objective) is the surrogate of policy p's criteria on its v
 suppressed domain the cross-entropy to the uniform distribution (accuracy to chance, confidence down); for a
 removed class −log(1 − p_y) (its images must never be called it); for the equivalence goal
 KL(f_run_p(x) ‖ f_θ(x)): reproduce what the policy's own run does (the objective follows each policy's goal).
-Every ``check_every`` steps the policies' acceptance (controller.assess) is measured; the kept coefficients are
+Every ``check_every`` steps the policies' acceptance (judging.assess) is measured; the kept coefficients are
 those of the checked state that meets the most (smallest total violation, then highest retain accuracy). Once a
 checked state meets every criterion, the fit stops after ``patience`` further checks that find none better.
 The record {coefficients, groups, checks, steps_run, chosen_step} goes to ctx.log["learned_coefficients"].
@@ -47,7 +47,7 @@ from medunlearn.merge.base import (
     deltas,
     merge_buffers,
 )
-from medunlearn.unlearn.controller import removed_classes
+from medunlearn.unlearn.judging import removed_classes
 from medunlearn.unlearn.probes import subsample
 from medunlearn.unlearn.types import Plan
 

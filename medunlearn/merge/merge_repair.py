@@ -33,7 +33,8 @@ from medunlearn.merge.base import MERGES, MergeConfig, MergeEnv, MergeMethod, St
 from medunlearn.merge.policies import policy_checks
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.base import check_finite_model, release
-from medunlearn.unlearn.controller import ExtraChecks, is_class_removal, run_controlled
+from medunlearn.unlearn.controller import ExtraChecks, run_controlled
+from medunlearn.unlearn.judging import is_class_removal
 
 
 @dataclasses.dataclass
