@@ -54,6 +54,10 @@ class MergeRepairConfig(MergeConfig):
     # is retain (issue 31: test retain -1.9 +- 1.1 against >= -1 for the best single run); False = stop `patience`
     # checks after the first met state
     polish: bool = True
+    # a tighter criterion-(d) margin inside the repair's controller (its guard and acceptance), points; None = the
+    # policies' strictest (never looser). Repair then restores more confidence; the merge is still judged on the
+    # policies' own margins
+    guard_margin: float | None = bounded(None, 0, 100)
     # retain distillation after the repair when its state misses a criterion (stage 3 above); 0 = off. See
     # "Where the defaults come from" for the measured settings; the lr and hold are the repair's Adam rate
     # (ControlConfig.repair_lr) and an equal weight on holding the forget rows
@@ -131,6 +135,9 @@ class MergeRepair(MergeMethod):
         cls = METHODS.get(self.config.unlearner)
         cfg = dataclasses.replace(union_control(env.policies, cls.Config, float(self.config.lr)),
                                   polish=bool(self.config.polish))
+        if self.config.guard_margin is not None:
+            cfg = dataclasses.replace(cfg, selectivity_margin=_strictest_margin([cfg.selectivity_margin,
+                                                                                 self.config.guard_margin]))
         dev, goal = env.ctx.device, goals[0]
         original = build(env.base_sd).to(dev).eval()
         per_policy = [ExtraChecks(policy_checks(env.policies, original, dev))] if self.config.per_policy else []

@@ -68,3 +68,13 @@ def test_distillation_is_skipped_when_nothing_is_missed(flattened):
 def test_distillation_settings_are_bounded(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         MERGES.get("merge_repair")(**bad)
+
+
+@pytest.mark.parametrize("guard, margin", [(2.0, 2.0), (50.0, 5.0), (None, 5.0)])
+def test_guard_margin_only_tightens_criterion_d_inside_the_repair(flattened, guard, margin):
+    model, base, runs, data = flattened
+    ctx = RunContext(seed=0)
+    MERGES.get("merge_repair")(merge="linear", steps=1, guard_margin=guard).merge(
+        base, runs, None, ctx=ctx, data=data, build_model=_build(model), policies=tiny_policies(data, 2, **LENIENT))
+    c = ctx.log["merge_repair"]["union_acceptance"]["criteria"]
+    assert c["min_retain_confidence"] == pytest.approx(c["retain_confidence_original"] - margin)
