@@ -275,6 +275,19 @@ def test_merge_repair_runs_the_guarded_controller_on_the_union(tiny):
                                                   policies=mixed)
 
 
+def test_merge_repair_reuses_a_first_merge_the_search_already_made_with_the_same_config(tiny):
+    model, base, runs, data = tiny
+    made = MERGES.get("ties")()
+    marker = {k: v + 1 if v.is_floating_point() else v.clone() for k, v in base.items()}  # not what ties gives
+    same = {"ties": (dataclasses.asdict(made.config), marker)}
+    ctx = RunContext(seed=0)
+    out = MERGES.get("merge_repair")(merge="ties", steps=0).merge(base, runs, None, ctx=ctx, data=data, done=same)
+    assert all(torch.equal(out[k], marker[k]) for k in base)  # taken as it was made, not merged again
+    other = {"ties": ({**dataclasses.asdict(made.config), "density": 0.5}, marker)}
+    out = MERGES.get("merge_repair")(merge="ties", steps=0).merge(base, runs, None, data=data, done=other)
+    assert all(torch.equal(out[k], made.merge(base, runs)[k]) for k in base)  # another config: merged afresh
+
+
 def test_merge_repair_targets_the_remaining_classes_when_every_policy_removes_a_class():
     from types import SimpleNamespace
 
