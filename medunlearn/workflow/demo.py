@@ -19,13 +19,6 @@ OUTPUTS = ("archive", "base", "retrain_device", "runs", "merged", "report", "coh
 PSG_ON_A_DOMAIN = ("   PSG relabels toward the nearest wrong class: on a scanner it ends confident and wrong, which "
                    "criterion (b) rejects (uncertain outputs route a retired scanner's images to a human); PSG is the "
                    "method for class withdrawals.")
-# The bundle demo's site policy: famr_budget (a fixed-cost famr_retain variant, not the paper's method) at these
-# settings, where famr's defaults ran their full 300 steps and missed; chosen on the seed-0 demo cohort's
-# validation rows, checked on other cohort seeds (docs/results/demo.md)
-SITE_METHOD, SITE_SETTINGS = "famr_budget", {"lr": 1e-3, "budget": 20.0, "steps": 150}
-SITE_PROVENANCE = (f"   ({SITE_METHOD}, a fixed-cost famr_retain variant, at "
-                   + ", ".join(f"{k} {v:g}" for k, v in SITE_SETTINGS.items())
-                   + ": chosen on the seed-0 demo cohort's validation rows, checked on cohort seeds 1 and 2)")
 SYNTHETIC_BANNER = "[bold]medunlearn demo[/] — every image below is SYNTHETIC (built-in cohort, not patient data)."
 
 

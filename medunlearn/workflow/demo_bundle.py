@@ -1,6 +1,5 @@
 """The demo from a deployed bundle (what `make demo` runs): adopt → forget ScannerX (FAMR; `compare` adds PSG) →
-site policy (famr_budget at SITE_SETTINGS) → merge → report → export-bundle --like the original → the result run
-under MONAI itself.
+site policy → merge → report → export-bundle --like the original → the result run under MONAI itself.
 
 The bundle and its archive are inputs made outside medunlearn (examples/deployed_bundle.py trains a DenseNet121
 bundle with plain MONAI code on a SYNTHETIC archive); they are read, never written. Every output goes under `out`.
@@ -17,9 +16,6 @@ from medunlearn.fileio import check_apart, read_json, write_json
 from medunlearn.workflow.demo import (
     DEMO_DEVICE,
     PSG_ON_A_DOMAIN,
-    SITE_METHOD,
-    SITE_PROVENANCE,
-    SITE_SETTINGS,
     SYNTHETIC_BANNER,
     clear_demo_dir,
     comparison,
@@ -95,14 +91,13 @@ def run_bundle_demo(bundle: str | Path, archive: str | Path, out: str | Path, se
         echo(PSG_ON_A_DOMAIN)
 
     site_rule = build_rule(site=[second_site(df, DEMO_DEVICE)])
-    site_run = out / "runs" / f"{SITE_METHOD}_site"
-    _, site_metrics = forget(df, base, site_rule, site_run, method=SITE_METHOD, goal="suppression",
-                             overrides=dict(SITE_SETTINGS), seed=seed, progress=progress)
-    echo(f"5. Unlearned a second policy, [bold]{site_rule.describe()}[/], with {SITE_METHOD}:")
-    echo(verdict_line(f"{SITE_METHOD} (site)", site_metrics.get("acceptance", {})))
-    echo(SITE_PROVENANCE)
+    _, site_metrics = forget(df, base, site_rule, out / "runs" / "famr_site", method="famr", goal="suppression",
+                             seed=seed, progress=progress)
+    echo(f"5. Unlearned a second policy, [bold]{site_rule.describe()}[/], with FAMR:")
+    echo(verdict_line("famr (site)", site_metrics.get("acceptance", {})))
 
-    merged = merge_and_report(df, base, [out / "runs" / "famr_device", site_run], out, seed, echo, first_step=6)
+    merged = merge_and_report(df, base, [out / "runs" / "famr_device", out / "runs" / "famr_site"], out, seed, echo,
+                              first_step=6)
     handback = hand_back(Path(merged["dir"]), bundle, archive, df, out, echo, run_monai)
     return {"out": str(out), "results": results, "merged": merged, "handback": handback}
 

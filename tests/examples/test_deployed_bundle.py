@@ -86,7 +86,7 @@ def test_the_bundle_demo_adopts_unlearns_merges_and_hands_back_what_monai_runs(s
     result = run_bundle_demo(bundle, archive, tmp_path / "demo", echo=lambda m: lines.append(str(m)))
     out = tmp_path / "demo"
     for rel in ("cohort.csv", "base/meta.json", "runs/famr_device/metrics.json",
-                "runs/famr_budget_site/metrics.json", "merged/metrics.json", "report/report.html",
+                "runs/famr_site/metrics.json", "merged/metrics.json", "report/report.html",
                 "bundle/models/model.pt", "bundle/configs/inference.yaml", "handback.json"):
         assert (out / rel).is_file(), rel
     assert json.loads((out / "base" / "meta.json").read_text())["synthetic"] is True  # carried from the cohort
