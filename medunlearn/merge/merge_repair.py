@@ -23,6 +23,12 @@ FAMR runs (device, site), the former defaults (task_arithmetic, then famr_retain
 40 or 150 steps: task arithmetic's full sum broke retain (50 %) and every repair episode undid the forgetting,
 and famr_retain's KL anchor to the base pulled the forget domains back up. learned_coefficients then famr met
 both policies at step 6.
+guard_margin and distillation are off by default (docs/results/merge-synthetic.md, "Retain confidence"): on the
+demo workload (120 patients, cohort seeds 0 and 1, both with unmet source runs) `guard_margin=2 distill_steps=40
+distill_lr=1e-3 distill_hold=10` cut the validation violation total from 20.6 / 22.3 to 0.1 / 2.9 points and kept
+val_retain confidence within 2 points of the original, but cost ~2.4x the repair stage's CPU time (300 s against
+125 s); distill_lr = 1e-4 (the repair's rate) barely moved either figure. distill_lr 1e-4 and hold 1 are the
+neutral starting values (the repair's Adam rate, equal weights), not tuned.
 """
 from __future__ import annotations
 
@@ -59,9 +65,9 @@ class MergeRepairConfig(MergeConfig):
     # policies' strictest (never looser). Repair then restores more confidence; the merge is still judged on the
     # policies' own margins
     guard_margin: float | None = bounded(None, 0, 100)
-    # retain distillation after the repair when its state misses a criterion (stage 3 above); 0 = off. See
-    # "Where the defaults come from" for the measured settings; the lr and hold are the repair's Adam rate
-    # (ControlConfig.repair_lr) and an equal weight on holding the forget rows
+    # retain distillation after the repair when its state misses a criterion (stage 3 above); 0 = off. Off, lr =
+    # the repair's Adam rate (ControlConfig.repair_lr) and hold = an equal weight on the forget rows: see "Where the
+    # defaults come from" above for the settings measured
     distill_steps: int = bounded(0, 0, 10_000)
     distill_lr: float = bounded(1e-4, 0, 1, open_lo=True)
     distill_hold: float = bounded(1.0, 0, 100)

@@ -11,8 +11,9 @@ x_f: a batch of train_forget; f_entry: the model as distillation starts, whose f
 near) the policies' bands, so the hold keeps them there while retain sharpens (without it, distilling the
 original's features pulls the forgotten domains back up: they share the retain classes). Adam, BatchNorm frozen,
 gradient norm clipped at 5, as the controller's retain repair (unlearn/repair.py). It is a `Plan`: the steps run
-under `run_controlled` with merge_repair's criteria and per-policy checks, so step 0 is the entering state, a
-state that misses any criterion is never kept, and the best checked one is returned.
+under `run_controlled` with merge_repair's criteria and per-policy checks, so step 0 is the entering state and the
+best checked state that meets every criterion is returned (when none does, the closest: step 0 unless a later
+state misses by less).
 """
 from __future__ import annotations
 
