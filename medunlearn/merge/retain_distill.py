@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from medunlearn.data.imageset import SplitData
 from medunlearn.models.modes import frozen_teacher, training_frozen_bn
 from medunlearn.runtime import RunContext
-from medunlearn.unlearn.controller import removed_classes
+from medunlearn.unlearn.judging import removed_classes
 from medunlearn.unlearn.streams import batches
 from medunlearn.unlearn.types import Plan
 
