@@ -209,16 +209,18 @@ class LearnedCoefficients(MergeMethod):
                 out[k] = acc
             return out
 
-        def forward(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return functional_call(model, {**params(lam), **bufs}, (x,))
-
         base_model = build(env.base_sd).to(dev).eval()
         terms = self._terms(env, base_model)
+        # every term's rows in one forward of θ(λ) (eval mode: BatchNorm reads its fixed buffers, so a row's
+        # output does not depend on its batch), and θ(λ) built once per step, not once per term
+        x_all = torch.cat([x for _, x, _ in terms])
+        sizes = [len(x) for _, x, _ in terms]
         opt = torch.optim.Adam([z], lr=float(cfg.lr))
 
         def update(t: int) -> float:  # one Adam step on the coefficients' logits z
             lam = coefficients(z, cfg.c_max)
-            loss = sum(w * fn(lambda x: forward(lam, x)) for w, fn in terms)
+            logits = functional_call(model, {**params(lam), **bufs}, (x_all,)).split(sizes)
+            loss = sum(w * fn(out) for (w, _, fn), out in zip(terms, logits))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -240,13 +242,14 @@ class LearnedCoefficients(MergeMethod):
                                   "coefficients": best.lam.tolist(), "c_max": float(cfg.c_max)}
         return best.state
 
-    def _terms(self, env: MergeEnv, base_model: nn.Module) -> list[tuple[float, Any]]:
-        """(weight, loss(forward)) per policy and the retain distillation; targets computed once."""
+    def _terms(self, env: MergeEnv, base_model: nn.Module) -> list[tuple[float, torch.Tensor, Any]]:
+        """(weight, rows, loss(logits on those rows)) per policy and the retain distillation; targets computed
+        once."""
         cfg, dev, seed = self.config, env.ctx.device, int(env.ctx.seed)
         build, data = env.build_model, env.data
         assert build is not None and data is not None  # _merge_floats checked both
         n = int(cfg.max_rows)
-        terms: list[tuple[float, Any]] = []
+        terms: list[tuple[float, torch.Tensor, Any]] = []
 
         for i, p in enumerate(env.policies):
             held = p.data.val_forget if cfg.fit_on == "val" and len(p.data.val_forget) else p.data.train_forget
@@ -260,12 +263,12 @@ class LearnedCoefficients(MergeMethod):
                 with torch.no_grad():
                     run = build(env.run_sds[i]).to(dev).eval()
                     target = F.log_softmax(run(x).float(), 1)
-            terms.append((1.0, lambda fwd, x=x, y=y, kind=kind, target=target: _policy_loss(fwd(x), kind, y, target)))
+            terms.append((1.0, x, lambda out, y=y, kind=kind, target=target: _policy_loss(out, kind, y, target)))
         retain = subsample(data.val_retain if cfg.fit_on == "val" else data.train_retain, n, seed + 1)
         if float(cfg.retain_weight) > 0 and len(retain):
             xr = retain.images.to(dev)
             with torch.no_grad():
                 teacher = F.log_softmax(base_model(xr).float(), 1)
-            terms.append((float(cfg.retain_weight), lambda fwd: F.kl_div(
-                F.log_softmax(fwd(xr).float(), 1), teacher, reduction="batchmean", log_target=True)))
+            terms.append((float(cfg.retain_weight), xr, lambda out: F.kl_div(
+                F.log_softmax(out.float(), 1), teacher, reduction="batchmean", log_target=True)))
         return terms

@@ -238,7 +238,8 @@ def test_learned_coefficients_fit_on_train_rows_read_no_validation_row(tiny):
     env = MergeEnv(ctx=RunContext(seed=0), data=no_val, build_model=_build(model), run_sds=runs,
                    policies=tiny_policies(no_val, 2))
     terms = MERGES.get("learned_coefficients")(fit_on="train")._terms(env, _build(model)(base))
-    assert len(terms) == 3 and all(float(fn(_build(model)(runs[0])).detach()) >= 0 for _, fn in terms)
+    net = _build(model)(runs[0])
+    assert len(terms) == 3 and all(float(fn(net(x)).detach()) >= 0 for _, x, fn in terms)
     with pytest.raises(AssertionError, match="test rows were read"):  # the default fits on validation rows
         MERGES.get("learned_coefficients")()._terms(env, _build(model)(base))
     with pytest.raises(ConfigError, match="fit_on"):
