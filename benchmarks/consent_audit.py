@@ -36,7 +36,6 @@ from medunlearn.runtime import RunContext
 from medunlearn.tune.sealed import Sealed
 from medunlearn.workflow.steps_audit import audit_split, checks_from_cache
 
-
 TEACHERS = [4, 5, 6, 7]  # ref_distill's teachers: the second set of 4 references; the first set audits
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from medunlearn.data.imageset import ImageSet
 from medunlearn.errors import ConfigError, DataError
-from medunlearn.fileio import read_json, require_dir
+from medunlearn.fileio import read_json
 
 
 def teacher_indices(k: int) -> list[int]:
@@ -74,14 +74,14 @@ def load_teachers(audit_dir: str | Path) -> ReferenceTeachers:
     """The teacher half of an `audit prepare` folder's references, with their recorded membership."""
     from medunlearn.models.checkpoint import load_checkpoint
 
-    d = require_dir(audit_dir, "an audit folder (from `medunlearn audit prepare`) with the reference models "
-                               "that ref_distill distils toward")
+    d = Path(audit_dir)
     if not (d / "manifest.json").is_file() or not (d / "membership.json").is_file():
-        raise ConfigError(f"Expected manifest.json and membership.json in the audit folder {d}, but they are "
-                          "missing; run `medunlearn audit prepare` first.")
+        raise ConfigError(f"Expected an audit folder with manifest.json and membership.json at {d} (the reference "
+                          "models ref_distill distils toward), but found none; run `medunlearn audit prepare` first.")
     k = int(read_json(d / "manifest.json")["k"])
-    membership = read_json(d / "membership.json")["models"]
     idx = teacher_indices(k)
+    check_disjoint(idx, auditor_indices(k, idx))  # refuses K < 2: no reference would be left to audit
+    membership = read_json(d / "membership.json")["models"]
     ids = sorted({i for j in idx for i in membership[j]["members"]} | set(read_json(d / "image_ids.json")))
     pos = {i: n for n, i in enumerate(ids)}
     member = np.zeros((len(idx), len(ids)), dtype=bool)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medunlearn.audit.teachers import ReferenceTeachers, auditor_indices, check_disjoint, load_teachers, teacher_indices
-from medunlearn.errors import ConfigError, MedUnlearnError
+from medunlearn.errors import ConfigError
 from medunlearn.models.zoo import create_model
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
@@ -53,8 +53,14 @@ def test_missing_teachers_or_audit_folder_is_one_clear_error(trained_tiny, tmp_p
     model, split = trained_tiny
     with pytest.raises(ConfigError, match="--audit"):
         METHODS.get("ref_distill")().plan(copy.deepcopy(model), model, split, RunContext(seed=0), "equivalence")
-    with pytest.raises(MedUnlearnError, match="audit prepare"):
+    with pytest.raises(ConfigError, match="audit prepare"):
         load_teachers(tmp_path / "no_such_audit")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="audit prepare"):
         load_teachers(tmp_path / "empty")
+    small = tmp_path / "k1"
+    small.mkdir()
+    (small / "manifest.json").write_text('{"k": 1}')
+    (small / "membership.json").write_text('{"models": [{"members": []}]}')
+    with pytest.raises(ConfigError, match="left to audit"):
+        load_teachers(small)
