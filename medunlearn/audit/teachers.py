@@ -26,11 +26,11 @@ def teacher_indices(k: int) -> list[int]:
 
 
 def auditor_indices(k: int, teachers: Sequence[int]) -> list[int]:
-    """Every reference that did not teach; refuses an empty auditor set."""
+    """Every reference that did not teach; refuses fewer than 2 (with one, the rows it saw have no OUT model)."""
     out = [i for i in range(k) if i not in set(teachers)]
-    if not out:
-        raise ConfigError(f"Expected reference models left to audit after the {len(teachers)} teachers, but all "
-                          f"{k} taught: prepare more references (--k).")
+    if len(out) < 2:
+        raise ConfigError(f"Expected at least 2 reference models left to audit after the {len(teachers)} teachers, "
+                          f"but {len(out)} of {k} are: prepare K >= 4 references (--k).")
     return out
 
 
@@ -49,8 +49,11 @@ class ReferenceTeachers:
     member: np.ndarray  # (T, N) bool: teacher t trained on image_ids[n]
 
     @torch.no_grad()
-    def targets(self, s: ImageSet, device: torch.device, temperature: float, batch_size: int = 256) -> torch.Tensor:
-        """(n, C) mean softmax(logits / T) over the teachers that did not see each row of `s`."""
+    def targets(self, s: ImageSet, device: torch.device, temperature: float,
+                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, C) mean softmax(logits / T) over the teachers that did not see each row of `s`, and the (n,) bool
+        mask of the rows that have such a teacher (a row every teacher saw gets no target: teaching it with
+        models that saw it would teach membership)."""
         where = {i: n for n, i in enumerate(self.image_ids)}
         ids = s.meta["image_id"].astype(str).tolist()
         missing = [i for i in ids if i not in where]
@@ -58,16 +61,17 @@ class ReferenceTeachers:
             raise DataError(f"Expected every forget row in the teachers' membership record, but {len(missing)} are "
                             f"not (e.g. image {missing[0]}).")
         out_mask = torch.as_tensor(~self.member[:, [where[i] for i in ids]], dtype=torch.float32)  # (T, n)
-        if bool((out_mask.sum(0) == 0).any()):
-            raise DataError("Expected every forget row to have a teacher that never saw it, but some were seen by "
-                            "every teacher: prepare more references (--k).")
+        has = out_mask.sum(0) > 0
+        if not bool(has.any()):
+            raise DataError("Expected a forget row that some teacher never saw, but every teacher saw every one: "
+                            "prepare more references (--k).")
         probs = []
         for m in self.models:
             m.eval().to(device)
             probs.append(torch.cat([torch.softmax(m(b["image"].to(device)).float() / temperature, 1).cpu()
                                     for b in s.loader(batch_size)]))
         p = torch.stack(probs)  # (T, n, C)
-        return (p * out_mask[..., None]).sum(0) / out_mask.sum(0)[:, None]
+        return (p * out_mask[..., None]).sum(0) / out_mask.sum(0).clamp(min=1)[:, None], has
 
 
 def load_teachers(audit_dir: str | Path) -> ReferenceTeachers:

@@ -2,10 +2,11 @@
 paper's; it borrows the idea of "as if never trained" = the OUT models' predictions from LiRA / U-LiRA audits).
 
 Teachers = the second half of the `audit prepare` reference models (audit.teachers): for each forget row, the
-mean softmax of the teachers that did not train on it. Each step: forget_weight · KL(teacher mean ‖ student) on a
-forget batch + retain_weight · KL(original ‖ student) + ce_weight · CE on a retain batch (temperature T, scaled
-by T²), gradient norm clipped. BatchNorm statistics stay frozen, so the eval-mode outputs an audit scores are
-what is distilled (with frozen BatchNorm the over-fitted originals are sharp: lr 0.01 unclipped diverged).
+mean softmax of the teachers that did not train on it (a row every teacher saw gets no forget term). Each step:
+forget_weight · KL(teacher mean ‖ student) on a forget batch + retain_weight · KL(original ‖ student) +
+ce_weight · CE on a retain batch (temperature T, scaled by T²), gradient norm clipped. BatchNorm statistics stay
+frozen, so the eval-mode outputs an audit scores are what is distilled (with frozen BatchNorm the over-fitted
+originals are sharp: lr 0.01 unclipped diverged).
 The teachers never audit: `forget --method ref_distill --audit audit/` judges the result on the other half only.
 """
 from __future__ import annotations
@@ -64,6 +65,7 @@ class RefDistill(Unlearner):
     Config = RefDistillConfig
     search_space = {"lr": Float(2e-4, 0.01, log=True), "retain_weight": Float(0.25, 4.0, log=True)}
     teachers: ReferenceTeachers | None = None  # set by the caller, else loaded from config.audit
+    untaught = 0  # forget rows every teacher saw: no target, left to the retain term
 
     def plan(self, model: nn.Module, original: nn.Module, data: SplitData, ctx: RunContext, goal: str) -> Plan:
         c = self.config
@@ -71,12 +73,14 @@ class RefDistill(Unlearner):
             if c.audit is None:
                 raise ConfigError(f"Expected teacher reference models, but got none: {MISSING}.")
             self.teachers = load_teachers(c.audit)
-        q = self.teachers.targets(data.train_forget, ctx.device, c.temperature)
+        q, has = self.teachers.targets(data.train_forget, ctx.device, c.temperature)
+        taught = data.train_forget.subset(torch.nonzero(has).flatten())  # rows some teacher never saw
+        self.untaught = int((~has).sum())
         anchor = frozen_teacher(original, ctx.device)
         params = train_only(model, c.params)
         freeze_batchnorm(model)
         opt = sgd(params, c.lr, c.momentum, c.weight_decay)
-        forget = target_stream(data.train_forget, q, c.batch_size, ctx.rank_seed, ctx.device)
+        forget = target_stream(taught, q[has], c.batch_size, ctx.rank_seed, ctx.device)
         retain = batches(data.train_retain, c.batch_size, ctx.rank_seed + 1, ctx.device)
         t2 = c.temperature ** 2
 

@@ -345,10 +345,12 @@ def judge_forget(audit_dir: str | Path, model, data, ctx: RunContext, acceptance
     cache, manifest = load_audit(audit_dir)
     check_split(manifest, data)
     result = audit_split(auditor_cache(cache, teachers), data, model, ctx.device)
-    if teachers:  # which references taught (ref_distill) and so were left out of the audit
-        from medunlearn.audit.teachers import teacher_indices
+    if teachers:  # which references taught (ref_distill) and so were left out of the audit, which audited
+        from medunlearn.audit.teachers import auditor_indices, teacher_indices
 
-        result["teacher_references"] = teacher_indices(int(cache.member.shape[0]))
+        k = int(cache.member.shape[0])
+        result["teacher_references"] = teacher_indices(k)
+        result["auditor_references"] = auditor_indices(k, teacher_indices(k))
     checks = [c for c in acceptance.checks if not c["name"].startswith("membership_audit")]
     retain = [c for c in checks if c["name"] == "retain_accuracy"]
     judged = audit_check_records(result) + retain

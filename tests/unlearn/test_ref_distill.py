@@ -19,14 +19,29 @@ def test_teachers_and_auditors_are_disjoint():
     teach = teacher_indices(8)
     assert teach == [4, 5, 6, 7] and auditor_indices(8, teach) == [0, 1, 2, 3]
     check_disjoint(teach, auditor_indices(8, teach))
+    with pytest.raises(ConfigError, match="left to audit"):
+        auditor_indices(3, teacher_indices(3))  # one auditor: the rows it saw would have no OUT model
     with pytest.raises(ConfigError, match="disjoint"):
         check_disjoint([4, 5], [0, 5])
     with pytest.raises(ConfigError, match="left to audit"):
         auditor_indices(2, [0, 1])
 
 
+def test_forget_audit_scores_with_the_non_teachers_only():
+    from medunlearn.audit.judge import ScoreCache
+    from medunlearn.workflow.steps_audit import auditor_cache
+
+    member = torch.arange(6)[:, None] * torch.ones(6, 3)  # row i marks reference i
+    cache = ScoreCache(["a", "b", "c"], member > 2, member, torch.zeros(3), member > 4)
+    assert auditor_cache(cache, teachers=False) is cache
+    audit = auditor_cache(cache, teachers=True)
+    assert audit.ref_phi[:, 0].tolist() == [0, 1, 2] and audit.member.shape == (3, 3)
+    with pytest.raises(ConfigError, match="left to audit"):
+        auditor_cache(ScoreCache(["a"], member[:1, :1] > 0, member[:1, :1], torch.zeros(1), member[:1, :1] > 0), True)
+
+
 def _kl(model, teachers, s):
-    q = teachers.targets(s, torch.device("cpu"), 1.0)
+    q, _ = teachers.targets(s, torch.device("cpu"), 1.0)
     with torch.no_grad():
         logp = torch.log_softmax(model.eval()(s.images), 1)
     return float(torch.nn.functional.kl_div(logp, q, reduction="batchmean"))
