@@ -56,7 +56,7 @@ def prepare_synthetic(args):
     def split(rule):
         return build_split_data(df, rule, seed=0, image_size=args.image_size, loader=load, class_names=names)
 
-    return {k: split(r) for k, r in rules.items()}, split(AnyOf(list(rules.values())))
+    return {k: split(r) for k, r in rules.items()}, split(AnyOf(tuple(rules.values())))
 
 
 def prepare_fashion(args):
@@ -133,7 +133,7 @@ def test_scores(model, datas, union) -> dict:
     """TEST-row scores: each policy's test_forget in its criterion-(a) measure, and top-1 on the test_retain rows
     no policy forgets."""
     from medunlearn.evaluate.functional import accuracy, expected_accuracy, predict
-    from medunlearn.unlearn.controller import removed_classes
+    from medunlearn.unlearn.judging import removed_classes
 
     k = union.num_classes
 
@@ -144,8 +144,10 @@ def test_scores(model, datas, union) -> dict:
         measure = accuracy if removed_classes(d) else expected_accuracy
         return measure(logits(d.test_forget), d.test_forget.labels)
 
+    retain = logits(union.test_retain)
     return {"forget": {p: forget(d) for p, d in datas.items()},
-            "retain": accuracy(logits(union.test_retain), union.test_retain.labels)}
+            "retain": accuracy(retain, union.test_retain.labels),
+            "retain_conf": 100.0 * float(retain.float().softmax(1).max(1).values.mean())}  # criterion (d), test rows
 
 
 def one_seed(seed: int, args, datas, union) -> dict:
@@ -157,6 +159,7 @@ def one_seed(seed: int, args, datas, union) -> dict:
     from medunlearn.workflow.auto_method import run_chain
 
     base, t_retrain = base_model(seed, args, union)
+    base_conf = test_scores(base, datas, union)["retain_conf"]
     chains, cfg = method_settings(args)
     kept = {}
 
@@ -183,8 +186,10 @@ def one_seed(seed: int, args, datas, union) -> dict:
         verdict = assess_policies(model, base, policies, union)
         sc = test_scores(model, datas, union)
         d_forget = {p: sc["forget"][p] - own[p] for p in datas}
+        d_val = next((c for c in verdict["retain"]["checks"] if c["name"] == "retain_confidence"), None)
         rows[name] = {"met": verdict["met"], "d_forget": d_forget, "d_retain": sc["retain"] - best_retain,
-                      "time": seconds, "total": total,
+                      "d_val": None if d_val is None else bool(d_val["passed"]),
+                      "d_conf": sc["retain_conf"] - base_conf, "time": seconds, "total": total,
                       "targets": all(abs(v) <= 2 for v in d_forget.values()) and sc["retain"] >= best_retain - 1
                       and total < budget}
 
@@ -200,30 +205,35 @@ def one_seed(seed: int, args, datas, union) -> dict:
     def build(sd):
         return load_state_into(copy.deepcopy(base), sd, source="merged").eval()
 
-    def merge_one(name):
-        ctx = RunContext(seed=seed)
-        sd = MERGES.get(name)().merge(base_sd, run_sds, None, ctx=ctx, data=union, build_model=build,
-                                      policies=policies)
-        return build(sd), {"method": name}, torch.device("cpu")
+    def merge_with(done):  # the search's merge_one: each merge kept for merge_repair's first merge (MergeEnv.done)
+        def merge_one(name):
+            method, params = args.variants.get(name, (name, {}))
+            merger = MERGES.get(method)(**params)
+            sd = merger.merge(base_sd, run_sds, None, ctx=RunContext(seed=seed), data=union, build_model=build,
+                              policies=policies, done=done)
+            done[name] = (dataclasses.asdict(merger.config), sd)
+            return build(sd), {"method": name}, torch.device("cpu")
+        return merge_one
 
-    for name in args.merges:
+    for name in args.merges:  # each on its own: its time is the whole method's
         t = time.perf_counter()
-        model, _, _ = merge_one(name)
+        model, _, _ = merge_with({})(name)
         dt = time.perf_counter() - t
         record(name, model, dt, t_runs + dt)
     t = time.perf_counter()
-    model, info, _, sel = select_by(merge_one, base, policies, union, DEFAULT_CANDIDATES)
+    model, info, _, sel = select_by(merge_with({}), base, policies, union, DEFAULT_CANDIDATES)
     dt = time.perf_counter() - t
     record(f"default (chose {info['method']})", model, dt, t_runs + dt)
     return {"rows": rows, "runs_met": {p: r[1]["met"] for p, r in runs.items()}, "kept": kept, "t_runs": t_runs,
+            "base_conf": base_conf,
             "t_retrain": t_retrain, "t_union": t_union, "own": own, "best_retain": best_retain, "chosen": info["method"]}
 
 
 def forget_target_pct(cfg, data) -> float:
     """Criterion (a)'s target for one policy, as the controller resolves it (chance for a domain, 0 for a removed
     class, or the configured forget_target)."""
-    from medunlearn.unlearn.controller import is_class_removal
     from medunlearn.unlearn.criteria import resolve_criteria
+    from medunlearn.unlearn.judging import is_class_removal
 
     return resolve_criteria(cfg, "suppression", data.num_classes, is_class_removal(data), 100.0).forget_target
 
@@ -240,7 +250,7 @@ def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> st
 
     pols = list(results[0]["own"])
     names = list(results[0]["rows"])
-    by_default = {}
+    by_default: dict[str, list[str]] = {}
     for r in results:  # the default row's label names its choice; pool them under one row
         for n in list(r["rows"]):
             if n.startswith("default"):
@@ -248,9 +258,8 @@ def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> st
                 r["rows"]["default (chosen on validation)"] = r["rows"].pop(n)
     names = [n for n in names if not n.startswith("default")] + ["default (chosen on validation)"]
     n = len(results)
-    head = ["merge", "criteria met (val)"] + [f"forget Δ {p}" for p in pols] + ["retain Δ", "time s",
-                                                                                 "runs + merge s", "targets met",
-                                                                                 "no further from target"]
+    head = (["merge", "criteria met (val)", "(d) met (val)"] + [f"forget Δ {p}" for p in pols]
+            + ["retain Δ", "retain conf Δ (test)", "time s", "runs + merge s", "targets met", "no further from target"])
 
     def no_further(r, x):  # every policy: |merged − target| <= |own run − target| + 2 (TEST rows)
         return all(abs(r["own"][p] + x["d_forget"][p] - targets[p]) <= abs(r["own"][p] - targets[p]) + 2
@@ -259,8 +268,11 @@ def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> st
     rows = []
     for name in names:
         rs = [r["rows"][name] for r in results]
-        rows.append([name, f"{sum(x['met'] for x in rs)}/{n}"] + [ms([x["d_forget"][p] for x in rs]) for p in pols]
-                    + [ms([x["d_retain"] for x in rs]), f"{statistics.mean(x['time'] for x in rs):.1f}",
+        d_val = [x.get("d_val") for x in rs]
+        rows.append([name, f"{sum(x['met'] for x in rs)}/{n}",
+                     "–" if None in d_val else f"{sum(d_val)}/{n}"] + [ms([x["d_forget"][p] for x in rs]) for p in pols]
+                    + [ms([x["d_retain"] for x in rs]), ms([x.get("d_conf", float("nan")) for x in rs]),
+                       f"{statistics.mean(x['time'] for x in rs):.1f}",
                        f"{statistics.mean(x['total'] for x in rs):.1f}", f"{sum(x['targets'] for x in rs)}/{n}",
                        f"{sum(no_further(r, r['rows'][name]) for r in results)}/{n}"])
     lines = markdown_table(head, rows)
@@ -274,7 +286,9 @@ def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> st
         "Criteria met: every policy's own criteria + retain on VALIDATION rows. Δ: TEST rows, points; "
         "forget Δ = merged − the policy's own run in its criterion-(a) measure (expected accuracy for a domain, "
         "top-1 for a removed class; target |Δ| ≤ 2); retain Δ = merged − best single run, top-1 on rows no policy "
-        "forgets (target ≥ −1). References run once on their own (time = the reference). No further from target: "
+        "forgets (target ≥ −1); (d) met (val): val_retain mean max-softmax ≥ the original's − the policies' "
+        "selectivity_margin; retain conf Δ (test): merged − original mean max-softmax on those test rows "
+        "(target ≥ −5). References run once on their own (time = the reference). No further from target: "
         "on every policy the merged model's test forget measure is no further from the criterion's target "
         f"({', '.join(f'{p} {t:.1f} %' for p, t in targets.items())}) than the policy's own run, plus 2 points (a reading beside the issue's |Δ| ≤ 2, which "
         "also fails a merge that forgets *closer* to the target than its source run).",
@@ -287,6 +301,15 @@ def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> st
         + ("" if args.method != "auto" else " Auto kept: " + "; ".join(
             f"{p} " + ", ".join(r.get("kept", {}).get(p, "?") for r in results) for p in pols) + "."),
         "", *lines, ""])
+
+
+def parse_variant(text: str) -> tuple[str, tuple[str, dict]]:
+    """"NAME=METHOD:k=v,k=v" -> (NAME, (METHOD, {k: v})); values typed by the method's Config (apply_overrides)."""
+    name, _, rest = text.partition("=")
+    method, _, sets = rest.partition(":")
+    if not name or not method:
+        raise SystemExit(f"--variant expects NAME=METHOD:KEY=VALUE,..., got {text!r}")
+    return name, (method, dict(kv.split("=", 1) for kv in sets.split(",") if kv))
 
 
 def main() -> None:
@@ -307,10 +330,15 @@ def main() -> None:
                     "(default famr on synthetic, psg_frozen on fashion-mnist: README 'which method for which policy')")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--merges", nargs="+", default=MERGES.names())
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=METHOD:KEY=VALUE,...",
+                    help="a merge method with settings, run under NAME beside --merges "
+                         "(e.g. merge_repair+distill=merge_repair:distill_steps=40)")
     ap.add_argument("--out", type=Path, default=Path("bench_out/merge"))
     ap.add_argument("--md", type=Path, default=None, help="also write the table as markdown here")
     args = ap.parse_args()
     args.method = args.method or DEFAULT_METHOD[args.workload]
+    args.variants = dict(parse_variant(v) for v in args.variant)
+    args.merges = list(args.merges) + [v for v in args.variants if v not in args.merges]
     torch.set_num_threads(max(1, torch.get_num_threads()))
     datas, union = (prepare_synthetic if args.workload == "synthetic" else prepare_fashion)(args)
     results = []

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medunlearn.errors import DataError
+from medunlearn.fileio import json_default
 
 SALT_FILE_ENV = "MEDUNLEARN_SALT_FILE"
 ALG = "HMAC-SHA256"
@@ -39,9 +40,7 @@ _CONTEXT = b"medunlearn-attestation-v1"
 
 def canonical(obj: Any) -> bytes:
     """One byte string per JSON value: normalised through a JSON round trip, keys sorted, no spaces."""
-    from medunlearn.fileio import _json_default
-
-    plain = json.loads(json.dumps(obj, default=_json_default))
+    plain = json.loads(json.dumps(obj, default=json_default))
     return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 

@@ -60,6 +60,9 @@ class MergeEnv:
     base_sd: Mapping[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # full state dicts,
     run_sds: Sequence[Mapping[str, torch.Tensor]] = ()  # buffers included (greedy soup scores whole models)
     policies: Sequence[Any] = ()  # merge.policies.Policy per run (goal, criteria, validation data), when known
+    # what other merge methods already produced from these very runs: {method: (its config as a dict, state)};
+    # merge_repair reuses its first merge's state from here instead of fitting it again (the merge search)
+    done: Mapping[str, tuple[dict[str, Any], Mapping[str, torch.Tensor]]] = dataclasses.field(default_factory=dict)
 
     def require(self, what: str, method: str) -> None:
         if getattr(self, what) is None:
@@ -105,10 +108,12 @@ class MergeMethod(abc.ABC):
     def merge(self, base_sd: Mapping[str, torch.Tensor], run_sds: Sequence[Mapping[str, torch.Tensor]],
               weights: Sequence[float] | None = None, ctx: RunContext | None = None, data: SplitData | None = None,
               build_model: ModelBuilder | None = None, score_fn: ScoreFn | None = None,
-              run_params: list[dict[str, Any]] | None = None, policies: Sequence[Any] = ()) -> StateDict:
+              run_params: list[dict[str, Any]] | None = None, policies: Sequence[Any] = (),
+              done: Mapping[str, tuple[dict[str, Any], Mapping[str, torch.Tensor]]] | None = None) -> StateDict:
         """Merge runs that share base θ0. Every tensor keeps its key, shape and dtype.
 
-        `policies` (merge.policies.Policy, one per run) is what criteria-aware methods fit or repair on."""
+        `policies` (merge.policies.Policy, one per run) is what criteria-aware methods fit or repair on; `done`:
+        merges of the same runs already made (MergeEnv.done)."""
         if len(run_sds) < self.min_runs:
             raise ConfigError(f"Expected at least {self.min_runs} runs for merge method {self.name!r}, "
                               f"but got {len(run_sds)}.")
@@ -118,7 +123,7 @@ class MergeMethod(abc.ABC):
                               f"but got {list(weights)}.")
         w = check_weights(weights, len(run_sds), self.allow_negative_weights)
         env = MergeEnv(ctx or RunContext(), data, build_model, score_fn, run_params or [{} for _ in run_sds],
-                       base_sd, run_sds, list(policies))
+                       base_sd, run_sds, list(policies), dict(done or {}))
         float_keys = [k for k, t in base_sd.items() if t.is_floating_point() and not is_bn_stat(k)]
         merged = self._merge_floats({k: base_sd[k] for k in float_keys},
                                     [{k: sd[k] for k in float_keys} for sd in run_sds], w, env)

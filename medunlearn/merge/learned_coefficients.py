@@ -7,13 +7,16 @@ Kim et al. ICML 2025, which keeps only sign-consensual entries of several forget
 two coefficients: one for the entries whose change every run agrees on in sign (or only one run changed), one
 for the conflicting entries, where summing runs cancels each other's forgetting.
 
-Objective, on VALIDATION rows only (fixed seeded subsets; test rows are never read):
+Objective, on VALIDATION rows by default (fixed seeded subsets; test rows are never read; ``fit_on="train"``: the
+train rows instead, train_forget per policy and the union's train_retain, so the acceptance below is judged on rows
+the fit never saw; the validation default fits and judges on the same rows, an optimistic verdict: see
+docs/results/merge-synthetic.md, "Retain confidence"):
   Σ_p forget_p(θ) + retain_weight · KL(f_θ0(x_r) ‖ f_θ(x_r))   over x_r = val rows no policy forgets;
 forget_p ("criteria" objective) is the surrogate of policy p's criteria on its val_forget rows: for a
 suppressed domain the cross-entropy to the uniform distribution (accuracy to chance, confidence down); for a
 removed class −log(1 − p_y) (its images must never be called it); for the equivalence goal
 KL(f_run_p(x) ‖ f_θ(x)): reproduce what the policy's own run does (the objective follows each policy's goal).
-Every ``check_every`` steps the policies' acceptance (controller.assess) is measured; the kept coefficients are
+Every ``check_every`` steps the policies' acceptance (judging.assess) is measured; the kept coefficients are
 those of the checked state that meets the most (smallest total violation, then highest retain accuracy). Once a
 checked state meets every criterion, the fit stops after ``patience`` further checks that find none better.
 The record {coefficients, groups, checks, steps_run, chosen_step} goes to ctx.log["learned_coefficients"].
@@ -47,11 +50,12 @@ from medunlearn.merge.base import (
     deltas,
     merge_buffers,
 )
-from medunlearn.unlearn.controller import removed_classes
+from medunlearn.unlearn.judging import removed_classes
 from medunlearn.unlearn.probes import subsample
 from medunlearn.unlearn.types import Plan
 
 GRANULARITIES = ("layer", "tensor", "run")
+FIT_ROWS = ("val", "train")
 
 
 @dataclasses.dataclass
@@ -64,6 +68,7 @@ class LearnedCoefficientsConfig(MergeConfig):
     lr: float = 0.1  # Adam learning rate on the logits z
     retain_weight: float = 1.0  # weight of the retain distillation to the base
     max_rows: int = 128  # validation rows per set used to fit (fixed seeded subsets); see configs/merge yaml
+    fit_on: str = "val"  # the rows the coefficients are fitted on: "val" (the judged rows) | "train" (module doc)
     check_every: int = 10  # measure the policies' acceptance every this many steps (and at 0 and the end)
     patience: int = 2  # stop once a checked state meets every criterion and `patience` further checks kept none
     # better (0: run every step); the kept state is the best checked one either way
@@ -158,6 +163,7 @@ class LearnedCoefficients(MergeMethod):
     def validate(self) -> None:
         c = self.config
         check_choice("granularity", c.granularity, GRANULARITIES)
+        check_choice("fit_on", c.fit_on, FIT_ROWS)
         check_range("c_max", float(c.c_max), 0.0, 10.0, lo_open=True)
         check_range("init", float(c.init), 0.0, float(c.c_max))
         if not 0 < float(c.init) < float(c.c_max):
@@ -243,7 +249,8 @@ class LearnedCoefficients(MergeMethod):
         terms: list[tuple[float, Any]] = []
 
         for i, p in enumerate(env.policies):
-            rows = subsample(p.data.val_forget if len(p.data.val_forget) else p.data.train_forget, n, seed + 11 * i)
+            held = p.data.val_forget if cfg.fit_on == "val" and len(p.data.val_forget) else p.data.train_forget
+            rows = subsample(held, n, seed + 11 * i)
             x, y = rows.images.to(dev), rows.labels.to(dev)
             removed = set(removed_classes(p.data))
             kind = ("run" if p.goal == "equivalence" else
@@ -254,7 +261,7 @@ class LearnedCoefficients(MergeMethod):
                     run = build(env.run_sds[i]).to(dev).eval()
                     target = F.log_softmax(run(x).float(), 1)
             terms.append((1.0, lambda fwd, x=x, y=y, kind=kind, target=target: _policy_loss(fwd(x), kind, y, target)))
-        retain = subsample(data.val_retain, n, seed + 1)
+        retain = subsample(data.val_retain if cfg.fit_on == "val" else data.train_retain, n, seed + 1)
         if float(cfg.retain_weight) > 0 and len(retain):
             xr = retain.images.to(dev)
             with torch.no_grad():

@@ -2,7 +2,7 @@
 
 A policy is what one unlearning run forgot (its rule), under which goal, and with which criteria settings
 (the run's forget_tol, confidence_margin, retain_drop, ... read from its meta.json). A merged model meets
-a policy when `controller.assess` passes every check of that policy on its fixed validation probes (the
+a policy when `judging.assess` passes every check of that policy on its fixed validation probes (the
 same probes and seed its run was judged on). Retain is judged on the rows NO policy forgets (the union's
 val_retain): one policy's retain set holds another policy's forget rows, which the merge must forget.
 Test rows are never read here.
@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from medunlearn.data.imageset import SplitData
-from medunlearn.unlearn.controller import ControlConfig, assess, is_class_removal
+from medunlearn.unlearn.judging import assess, is_class_removal
+from medunlearn.unlearn.types import ControlConfig
 
 
 @dataclasses.dataclass
@@ -117,8 +118,8 @@ def policy_checks(policies: Sequence[Policy], base: nn.Module,
                   device: torch.device) -> Callable[[nn.Module], list[dict[str, Any]]]:
     """Checks for `controller.ExtraChecks` (a run's observer): every policy's forget-side checks on the same
     validation probes `assess_policies` judges the merge on (retain is left to the caller's own check)."""
-    from medunlearn.unlearn.controller import judged_probes
     from medunlearn.unlearn.criteria import RETAIN_CHECKS, evaluate_checks
+    from medunlearn.unlearn.judging import judged_probes
 
     judges = [(p.name, *judged_probes(p.data, p.control, p.goal, p.seed, device, base)) for p in policies]
 

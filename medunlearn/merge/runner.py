@@ -48,11 +48,11 @@ def merge_runs(run_dirs: Sequence[str | Path], base_dir: str | Path, method: str
                params: Mapping[str, Any] | None = None, weights: Sequence[float] | None = None,
                run_params: list[dict[str, Any]] | None = None, data: SplitData | None = None, seed: int = 0,
                ctx: RunContext | None = None, score_fn: ScoreFn | None = None,
-               policies: Sequence[Any] = ()) -> tuple[nn.Module, dict[str, Any]]:
+               policies: Sequence[Any] = (), done: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Merge unlearned checkpoints `run_dirs` of base `base_dir` with MERGES[method].
 
     `policies` (merge.policies.Policy per run) feed the criteria-aware methods (learned_coefficients,
-    merge_repair).
+    merge_repair); `done`: merges of these runs already made with this seed (MergeEnv.done: the merge search).
 
     Returns (merged model in eval mode, merge_info). Raises CheckpointError for incompatible runs.
     """
@@ -75,7 +75,7 @@ def merge_runs(run_dirs: Sequence[str | Path], base_dir: str | Path, method: str
 
     base_sd = {k: v.detach().cpu() for k, v in base_model.state_dict().items()}
     merged = merger.merge(base_sd, runs, weights, ctx=ctx, data=data, build_model=build, score_fn=score_fn,
-                          run_params=run_params, policies=policies)
+                          run_params=run_params, policies=policies, done=done)
     model = build(merged)
     info = {
         "method": method, "summary": cls.summary, "config": dataclasses.asdict(cfg),

@@ -2,7 +2,9 @@
 policy's criteria and retain (none met: the one closest to its thresholds, marked not met).
 
 Candidates are ordered by cost (forward/backward passes they spend): plain arithmetic merges first, then the
-learned coefficients (a few hundred validation forwards), then merge + repair (guarded fine-tuning steps).
+learned coefficients (a few hundred validation forwards), then merge + repair (guarded fine-tuning steps); the
+search stops at the first candidate that meets. merge_repair starts from the learned coefficients the search
+already fitted (same runs, seed and config: `MergeEnv.done`) instead of fitting them a second time.
 Test rows are never read: both the methods and the acceptance use training and validation rows only.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import nn
 
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError
-from medunlearn.merge.base import MERGES
+from medunlearn.merge.base import MERGES, StateDict
 from medunlearn.merge.policies import Policy, assess_policies, violation_total
 from medunlearn.merge.runner import merge_runs
 from medunlearn.runtime import RunContext
@@ -39,9 +41,13 @@ def select_merge(run_dirs: Sequence[str | Path], base_dir: str | Path, base: nn.
                  device: str | None = None) -> tuple[nn.Module, dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Returns (model, merge_info, acceptance, selection record {candidates: [...], chosen, why})."""
 
+    done: dict[str, tuple[dict[str, Any], StateDict]] = {}  # each candidate's merge, for merge_repair's first merge
+
     def merge_one(name: str) -> tuple[nn.Module, dict[str, Any], Any]:
         ctx = RunContext.create(seed=seed, device=device)
-        model, info = merge_runs(run_dirs, base_dir, name, data=union, seed=seed, ctx=ctx, policies=policies)
+        model, info = merge_runs(run_dirs, base_dir, name, data=union, seed=seed, ctx=ctx, policies=policies,
+                                 done=done)
+        done[name] = (info["config"], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         return model, info, ctx.device
 
     return select_by(merge_one, base, policies, union, candidates)

@@ -14,8 +14,9 @@ import math
 import time
 from typing import Any
 
-from medunlearn.unlearn.controller import Controller, Observer, Stop, judged_probes
+from medunlearn.unlearn.controller import Controller, Observer, Stop
 from medunlearn.unlearn.criteria import evaluate_checks, violation
+from medunlearn.unlearn.judging import judged_probes
 from medunlearn.unlearn.types import Plan
 
 REPORTS_PER_RUN = 10  # intermediate values over a default-length run (each costs one small probe pass)

@@ -46,45 +46,18 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn.cost import ImageCounter, counting
 from medunlearn.unlearn.criteria import (
     TOLERANCE,
-    Criteria,
     evaluate_checks,
     forget_shortfall,
-    resolve_criteria,
     retain_ok,
     violation,
 )
+from medunlearn.unlearn.judging import is_vacuous, probe_resolution, removed_classes, run_criteria, selectivity
 from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.repair import Repairer
 from medunlearn.unlearn.types import Acceptance, ControlConfig, Outcome, Plan, ProbeSources, validate_control
 
-# ControlConfig, Plan, Outcome and validate_control live in unlearn/types.py; imported from here too for one release
-
-
-def removed_classes(data: SplitData) -> list[int]:
-    """Classes present in train_forget but absent from train_retain (a class withdrawal)."""
-    forget = set(data.train_forget.labels.tolist())
-    return sorted(forget - set(data.train_retain.labels.tolist()))
-
-
-def is_class_removal(data: SplitData, removed: list[int] | None = None) -> bool:
-    """A class withdrawal: every forget row's class (`removed`, from removed_classes) left the retain set."""
-    removed = removed_classes(data) if removed is None else removed
-    return bool(removed) and set(data.train_forget.labels.tolist()) <= set(removed)
-
-
-def run_criteria(cfg: ControlConfig, goal: str, data: SplitData, probes: Probes, original: nn.Module,
-                 removed: list[int]) -> Criteria:
-    """The criteria of a run on `data` (a class withdrawal per is_class_removal)."""
-    stats = probes.retain_stats(original)
-    return resolve_criteria(cfg, goal, data.num_classes, is_class_removal(data, removed), stats["retain_acc"],
-                            len(probes.retain), retain_original_stats=stats)
-
-
-def judged_probes(data: SplitData, cfg: ControlConfig, goal: str, seed: int, device: torch.device,
-                  original: nn.Module) -> tuple[Probes, Criteria]:
-    """The fixed validation probes and criteria a model is judged on for (data, cfg, goal, seed)."""
-    probes = Probes(data, cfg, goal, seed, device)
-    return probes, run_criteria(cfg, goal, data, probes, original, removed_classes(data))
+# ControlConfig, Plan, Outcome and validate_control live in unlearn/types.py; imported from here too for one release;
+# judging a model (probes, criteria, assess, selectivity) lives in unlearn/judging.py
 
 
 def check_interval(cfg: ControlConfig, plan: Plan, probe_rows: int) -> int:
@@ -114,27 +87,6 @@ def closer(checks: list[dict[str, Any]], v: float, closest: dict[str, Any]) -> b
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def probe_resolution(probes: Probes, model: nn.Module, criteria: Criteria) -> dict[str, Any]:
-    """How finely the held-out forget probe resolves criterion (a) on the returned state: its bootstrap interval,
-    and a note when that interval is wider than the band (a handful of rows, e.g. 4 outliers in a small
-    cohort: the verdict, met or not, is then mostly sampling noise)."""
-    lo, hi = probes.forget_interval(model, criteria)
-    out: dict[str, Any] = {"forget_interval": [round(lo, 3), round(hi, 3)],
-                           "underpowered": bool(hi - lo > 2 * criteria.forget_tol)}
-    if out["underpowered"]:
-        out["resolution_hint"] = (
-            f"criterion (a) rests on {len(probes.forget)} held-out forget rows: its {criteria.ci_level:.0%} interval "
-            f"[{lo:.1f}, {hi:.1f}] is wider than the band (±{criteria.forget_tol:g} points), so this verdict is "
-            f"mostly sampling noise; judge on more rows (a larger cohort or validation fraction)")
-    return out
-
-
-def is_vacuous(goal: str, original_meets: bool) -> bool:
-    """Equivalence criteria the untouched model already meets cannot show forgetting (a whole domain the model
-    generalises to: its members and held-out rows look alike before any step); such a verdict is never "met"."""
-    return goal == "equivalence" and original_meets
 
 
 class Stop(Exception):
@@ -434,37 +386,3 @@ def run_controlled(model: nn.Module, original: nn.Module, data: SplitData, ctx: 
     """Controller(...).run() with image counting open (`counter`: the caller's, else the run's own)."""
     with counting(counter) as counter:
         return Controller(model, original, data, ctx, goal, cfg, plan, name, observers, counter).run()
-
-
-def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cfg: ControlConfig | None = None,
-           seed: int = 0, device: torch.device | None = None) -> dict[str, Any]:
-    """Judge one finished model against the goal's criteria on the same validation probes a run uses
-    (e.g. a merged checkpoint, per policy). Returns {met, goal, judged_on, vacuous, criteria, checks, measurement,
-    and for suppression forget_interval, underpowered, resolution_hint?};
-    an equivalence judgement the original model also passes is vacuous and never met."""
-    cfg = cfg or ControlConfig()
-    validate_control(cfg)
-    device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
-    probes, criteria = judged_probes(data, cfg, goal, seed, device, original)
-    m = probes.measure(model, criteria)
-    sel = selectivity(criteria, m)
-    checks = evaluate_checks(criteria, m)
-    original_checks = evaluate_checks(criteria, probes.measure(original, criteria))
-    vacuous = is_vacuous(goal, all(c["passed"] for c in original_checks))
-    resolution = probe_resolution(probes, model, criteria) if goal == "suppression" else {}
-    return {"met": all(c["passed"] for c in checks) and not vacuous, "goal": goal, "judged_on": "validation",
-            "vacuous": vacuous, "criteria": criteria.to_dict(), "checks": checks,
-            "measurement": {k: round(v, 4) for k, v in m.items()}, "selectivity": sel, **resolution}
-
-
-def selectivity(criteria: Criteria, m: dict[str, float]) -> dict[str, Any]:
-    """Both figures of criterion (d), reported whatever the policy: val_retain mean max-softmax and the share of
-    val_retain rows under the routing threshold, for the model and the original (percent; None when not read)."""
-    return {"retain_confidence": round(m["retain_conf"], 3) if "retain_conf" in m else None,
-            "retain_confidence_original": None if criteria.retain_confidence_original is None
-            else round(criteria.retain_confidence_original, 3),
-            "threshold": None if criteria.min_retain_confidence is None else round(criteria.min_retain_confidence, 3),
-            "routing_threshold": None if criteria.routing_threshold is None else round(criteria.routing_threshold, 3),
-            "routed": round(m["retain_routed"], 3) if "retain_routed" in m else None,
-            "routed_original": None if criteria.retain_routed_original is None
-            else round(criteria.retain_routed_original, 3)}

@@ -105,7 +105,7 @@ class Acceptance(Mapping[str, Any]):
     polish: bool = False
     selectivity: dict[str, Any] = dataclasses.field(default_factory=dict)
     cost: dict[str, Any] | None = None  # image passes per phase (unlearn/cost.py)
-    # suppression: criterion (a)'s interval on the returned state (controller.probe_resolution)
+    # suppression: criterion (a)'s interval on the returned state (judging.probe_resolution)
     forget_interval: list[float] | None = None
     underpowered: bool | None = None
     resolution_hint: str | None = None

@@ -79,6 +79,6 @@ def run_chain(candidates, base, data, ctx, goal: str, extra_checks=None):
 
 
 def policy_kind(data) -> str:
-    from medunlearn.unlearn.controller import is_class_removal
+    from medunlearn.unlearn.judging import is_class_removal
 
     return "class" if is_class_removal(data) else "domain"

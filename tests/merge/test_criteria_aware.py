@@ -230,6 +230,21 @@ def test_an_equivalence_policy_is_fitted_to_its_own_run_and_a_suppression_policy
     assert terms[0][1](build(runs[0])) >= math.log(K) - 1e-5  # CE to uniform: never below log K
 
 
+def test_learned_coefficients_fit_on_train_rows_read_no_validation_row(tiny):
+    from medunlearn.merge.base import MergeEnv
+
+    model, base, runs, data = tiny
+    no_val = dataclasses.replace(data, val_retain=Poison(), val_forget=Poison())
+    env = MergeEnv(ctx=RunContext(seed=0), data=no_val, build_model=_build(model), run_sds=runs,
+                   policies=tiny_policies(no_val, 2))
+    terms = MERGES.get("learned_coefficients")(fit_on="train")._terms(env, _build(model)(base))
+    assert len(terms) == 3 and all(float(fn(_build(model)(runs[0])).detach()) >= 0 for _, fn in terms)
+    with pytest.raises(AssertionError, match="test rows were read"):  # the default fits on validation rows
+        MERGES.get("learned_coefficients")()._terms(env, _build(model)(base))
+    with pytest.raises(ConfigError, match="fit_on"):
+        MERGES.get("learned_coefficients")(fit_on="test")
+
+
 def test_sign_agreement():
     a, b = torch.tensor([1.0, -1.0, 0.0, 2.0]), torch.tensor([2.0, 1.0, -3.0, 0.0])
     assert sign_agreement([a, b]).tolist() == [True, False, True, True]
@@ -273,6 +288,19 @@ def test_merge_repair_runs_the_guarded_controller_on_the_union(tiny):
     with pytest.raises(ConfigError, match="one goal"):
         MERGES.get("merge_repair")(steps=2).merge(base, runs, None, data=data, build_model=_build(model),
                                                   policies=mixed)
+
+
+def test_merge_repair_reuses_a_first_merge_the_search_already_made_with_the_same_config(tiny):
+    model, base, runs, data = tiny
+    made = MERGES.get("ties")()
+    marker = {k: v + 1 if v.is_floating_point() else v.clone() for k, v in base.items()}  # not what ties gives
+    same = {"ties": (dataclasses.asdict(made.config), marker)}
+    ctx = RunContext(seed=0)
+    out = MERGES.get("merge_repair")(merge="ties", steps=0).merge(base, runs, None, ctx=ctx, data=data, done=same)
+    assert all(torch.equal(out[k], marker[k]) for k in base)  # taken as it was made, not merged again
+    other = {"ties": ({**dataclasses.asdict(made.config), "density": 0.5}, marker)}
+    out = MERGES.get("merge_repair")(merge="ties", steps=0).merge(base, runs, None, data=data, done=other)
+    assert all(torch.equal(out[k], made.merge(base, runs)[k]) for k in base)  # another config: merged afresh
 
 
 def test_merge_repair_targets_the_remaining_classes_when_every_policy_removes_a_class():

@@ -23,11 +23,10 @@ from medunlearn.unlearn.controller import (
     Observer,
     Plan,
     Stop,
-    assess,
     check_interval,
-    removed_classes,
     run_controlled,
 )
+from medunlearn.unlearn.judging import assess, removed_classes
 from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.repair import Repairer
 from medunlearn.unlearn.streams import gradient_update, sgd

@@ -10,9 +10,10 @@ from torch import nn
 
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
-from medunlearn.unlearn.controller import ControlConfig, Plan, assess, run_controlled
+from medunlearn.unlearn.controller import ControlConfig, Plan, run_controlled
 from medunlearn.unlearn.cost import ImageCounter, counting, rte_compute
 from medunlearn.unlearn.criteria import CriteriaConfig, confidence_stats, resolve_criteria
+from medunlearn.unlearn.judging import assess
 from tests.unlearn.test_controller import Scripted, _run, coded_split
 
 
