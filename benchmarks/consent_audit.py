@@ -27,6 +27,7 @@ import torch
 from medunlearn.audit.judge import ScoreCache
 from medunlearn.audit.lira import tpr_at_fpr
 from medunlearn.audit.references import phi_scores, train_references
+from medunlearn.audit.teachers import ReferenceTeachers, auditor_indices
 from medunlearn.audit.verdict import clopper_pearson
 from medunlearn.benchmarking.tables import format_stat, markdown_table, mean_std
 from medunlearn.data.imageset import ImageSet, SplitData
@@ -34,6 +35,8 @@ from medunlearn.models.train import TrainConfig, train_model
 from medunlearn.runtime import RunContext
 from medunlearn.tune.sealed import Sealed
 from medunlearn.workflow.steps_audit import audit_split, checks_from_cache
+
+TEACHERS = [4, 5, 6, 7]  # ref_distill's teachers: the second set of 4 references; the first set audits
 
 
 def sealed(data: SplitData) -> SplitData:
@@ -150,19 +153,26 @@ def run_one(workload: str, seed: int, args) -> dict:
         from medunlearn.unlearn import METHODS
 
         uctx = RunContext(seed=seed)
-        t0 = time.perf_counter()  # unlearning only: the in-loop audit checks count, the reference models do not
+        judge = cache
+        t0, c0 = time.perf_counter(), time.process_time()  # unlearning only: the in-loop audit checks count, the reference models do not
         try:
             method = METHODS.get(name)(**overrides)
-            method.extra_checks = checks_from_cache(cache, base, data, uctx, args.fpr) if in_loop else None
+            if name == "ref_distill":  # teachers = the second set of 4; only the first set (K = 4) audits
+                method.teachers = ReferenceTeachers(refs_b.models, TEACHERS, data.train.meta["image_id"].astype(
+                    str).tolist(), refs_b.member)
+                judge = subset_cache(cache, auditor_indices(8, TEACHERS))
+            method.extra_checks = checks_from_cache(judge, base, data, uctx, args.fpr) if in_loop else None
             outcome = method.run(base, data, uctx, goal="equivalence")
         except Exception as exc:  # a diverged method is a result too
             out["unlearn"].append({"method": spec, "mode": "in_loop" if in_loop else "post", "error": str(exc)[:200], "wall_s": time.perf_counter() - t0,
                                    "rte": 0.0, "set_verdict": "error", "patients": [], "forgotten": False})
             continue
-        wall = time.perf_counter() - t0
-        res = audit_split(cache, data, outcome.model, device, alpha=args.fpr)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        res = audit_split(judge, data, outcome.model, device, alpha=args.fpr)
         patients = [e["verdict"] for e in res["patients"].values()]
         out["unlearn"].append({"method": spec, "mode": "in_loop" if in_loop else "post", "wall_s": wall, "rte": re_info["wall_time_s"] / wall,
+                               "auditors": res["reference_models"], "original_flagged": res["set"]["original"]["detected"],
+                               "cpu_s": cpu,
                                "set_verdict": res["set"]["verdict"], "audited": res["set"]["audited"],
                                "patients": patients, "forgotten": res["forgotten"],
                                "still": [e["still_detected"] for e in res["patients"].values()],

@@ -14,6 +14,7 @@ from medunlearn.unlearn import (  # noqa: F401  # noqa: F401  # noqa: F401
     psg,
     psg_frozen,
     random_labels,
+    ref_distill,
     salun,
     scrub,
 )

@@ -250,7 +250,21 @@ def check_forget_audit(audit_dir: str | Path, model_dir: str | Path, goal: str) 
                               f"{str(manifest.get('base_sha256'))[:12]} differs; run `medunlearn audit prepare`.")
 
 
-def audit_checks(audit_dir: str | Path, base, data, ctx: RunContext, alpha: float | None = None):
+def auditor_cache(cache, teachers: bool):
+    """The cache of the references that audit: all of them, or (after ref_distill) those that did not teach."""
+    from medunlearn.audit.judge import ScoreCache
+    from medunlearn.audit.teachers import auditor_indices, check_disjoint, teacher_indices
+
+    if not teachers:
+        return cache
+    k = int(cache.member.shape[0])
+    idx = auditor_indices(k, teacher_indices(k))
+    check_disjoint(teacher_indices(k), idx)
+    return ScoreCache(cache.image_ids, cache.member[idx], cache.ref_phi[idx], cache.base_phi, cache.excluded[idx])
+
+
+def audit_checks(audit_dir: str | Path, base, data, ctx: RunContext, alpha: float | None = None,
+                 teachers: bool = False):
     """The controller's extra check (an `ExtraChecks` observer) for `forget --audit`: every checked state
     must show no membership of the forget set or of any patient, on either tail, at the stated FPR.
 
@@ -262,7 +276,7 @@ def audit_checks(audit_dir: str | Path, base, data, ctx: RunContext, alpha: floa
 
     cache, manifest = load_audit(audit_dir)
     check_split(manifest, data)
-    return checks_from_cache(cache, base, data, ctx, DEFAULT_FPR if alpha is None else alpha)
+    return checks_from_cache(auditor_cache(cache, teachers), base, data, ctx, DEFAULT_FPR if alpha is None else alpha)
 
 
 def checks_from_cache(cache, base, data, ctx: RunContext, alpha: float):
@@ -323,13 +337,20 @@ def _rows(cache, data):
     return forget, cal, f_rows, c_rows
 
 
-def judge_forget(audit_dir: str | Path, model, data, ctx: RunContext, acceptance: Acceptance) -> Acceptance:
+def judge_forget(audit_dir: str | Path, model, data, ctx: RunContext, acceptance: Acceptance,
+                 teachers: bool = False) -> Acceptance:
     """`acceptance` with the equivalence interval checks replaced by the audit's (the retain guard stays): met =
     retain guard passed and the forget set and every patient forgotten; the interval checks move to
     interval_checks (and their verdict to interval_met)."""
     cache, manifest = load_audit(audit_dir)
     check_split(manifest, data)
-    result = audit_split(cache, data, model, ctx.device)
+    result = audit_split(auditor_cache(cache, teachers), data, model, ctx.device)
+    if teachers:  # which references taught (ref_distill) and so were left out of the audit, which audited
+        from medunlearn.audit.teachers import auditor_indices, teacher_indices
+
+        k = int(cache.member.shape[0])
+        result["teacher_references"] = teacher_indices(k)
+        result["auditor_references"] = auditor_indices(k, teacher_indices(k))
     checks = [c for c in acceptance.checks if not c["name"].startswith("membership_audit")]
     retain = [c for c in checks if c["name"] == "retain_accuracy"]
     judged = audit_check_records(result) + retain

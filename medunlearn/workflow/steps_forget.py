@@ -63,6 +63,12 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     chains = chain_configs(config_path, overrides) if method == AUTO else None
     if chains is None:
         cfg = method_config(METHODS.get(method), config_path, overrides)
+    teach = method == "ref_distill"  # its teachers are the audit folder's second half; the first half audits
+    if teach:
+        if audit is None:
+            raise ConfigError("Expected --audit audit/ with --method ref_distill (it distils toward the reference "
+                              "models of `medunlearn audit prepare`), but got none.")
+        cfg = dataclasses.replace(cfg, audit=str(audit))
     if audit is not None:
         from medunlearn.workflow.steps_audit import audit_checks, check_forget_audit, judge_forget
         check_forget_audit(audit, model_dir, goal)
@@ -88,13 +94,13 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     ctx = RunContext.create(seed=seed, device=torch_device or "cpu", show_progress=progress)
     start = time.perf_counter()
     chain = chains[policy_kind(data)] if chains is not None else [(method, {}, cfg)]
-    checks = audit_checks(audit, base, data, ctx) if audit is not None else None
+    checks = audit_checks(audit, base, data, ctx, teachers=teach) if audit is not None else None
     method, cfg, outcome, attempts = run_chain(chain, base, data, ctx, goal, extra_checks=checks)
     if chains is not None:
         outcome.acceptance = dataclasses.replace(outcome.acceptance, auto=attempts)
     model, acceptance = outcome.model, outcome.acceptance
     if audit is not None:
-        acceptance = judge_forget(audit, model, data, ctx, acceptance)
+        acceptance = judge_forget(audit, model, data, ctx, acceptance, teachers=teach)
     wall = time.perf_counter() - start  # with auto: every candidate tried (what the user waited for)
 
     ref_wall = ref_meta.get("wall_time_s") if ref_meta else None

@@ -146,3 +146,21 @@ def test_in_loop_audit_check_agrees_with_the_audit_and_keeps_frozen_batchnorm(pr
     s = result["set"]["audited"]
     assert records[0]["name"] == "membership_audit" and records[0]["passed"] == (not (s["detected"] or s["below"]))
     assert [r["name"] for r in records[1:]] == ["membership_audit_patient"]
+
+
+def test_forget_ref_distill_teaches_with_one_half_and_audits_with_the_other(prepared, tmp_path):
+    patient = _train_patient(prepared["cohort"], prepared["base"])
+    common = ["forget", "--cohort", prepared["cohort"], "--model", prepared["base"], "--patient", patient,
+              "--method", "ref_distill", "--set", "epochs=1", "--goal", "equivalence"]
+    res = invoke(*common, "--out", tmp_path / "none")
+    assert res.exit_code == 2 and "--audit" in res.output and not (tmp_path / "none").exists()
+    res = invoke(*common, "--audit", prepared["audit"], "--out", tmp_path / "k2")  # K = 2: one auditor
+    assert res.exit_code == 2 and "left to audit" in res.output and not (tmp_path / "k2").exists()
+    res = invoke("audit", "prepare", "--cohort", prepared["cohort"], "--model", prepared["base"], "--out",
+                 tmp_path / "audit4", "--k", "4")
+    assert res.exit_code == 0, res.output
+    res = invoke(*common, "--audit", tmp_path / "audit4", "--out", tmp_path / "run")
+    assert res.exit_code in (0, 3), res.output
+    audit = json.loads((tmp_path / "run" / "metrics.json").read_text())["acceptance"]["audit"]
+    assert audit["teacher_references"] == [2, 3] and audit["auditor_references"] == [0, 1]
+    assert audit["reference_models"] == 2
