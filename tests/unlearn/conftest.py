@@ -38,3 +38,17 @@ def run_plan(name: str, model, split, goal: str = "suppression", seed: int = 0, 
     if plan.finalize is not None:
         work = plan.finalize(work)
     return release(work), ctx
+
+
+def untrained_teacher(split):
+    """ref_distill's reference teachers for tests: one untrained small_cnn that saw no training row."""
+    import numpy as np
+    import torch
+
+    from medunlearn.audit.teachers import ReferenceTeachers
+    from medunlearn.models.zoo import create_model
+
+    torch.manual_seed(1)
+    teacher = create_model("small_cnn", split.num_classes, split.in_shape[0], split.in_shape[1], width=8).eval()
+    ids = split.train.meta["image_id"].astype(str).tolist()
+    return ReferenceTeachers([teacher], [1], ids, np.zeros((1, len(ids)), dtype=bool))

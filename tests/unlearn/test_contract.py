@@ -23,6 +23,7 @@ from medunlearn.models.zoo import Classifier
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import GOALS, METHODS
 from medunlearn.unlearn.controller import ControlConfig
+from tests.unlearn.conftest import untrained_teacher
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "unlearn"
 TINY = {"batch_size": 16}
@@ -49,23 +50,11 @@ def _short(name: str) -> dict:
     return {"epochs": min(METHODS.get(name).Config().epochs, SHORT_EPOCHS)}
 
 
-def _untrained_teacher(split):
-    import numpy as np
-
-    from medunlearn.audit.teachers import ReferenceTeachers
-    from medunlearn.models.zoo import create_model
-
-    torch.manual_seed(1)
-    teacher = create_model("small_cnn", split.num_classes, split.in_shape[0], split.in_shape[1], width=8).eval()
-    ids = split.train.meta["image_id"].astype(str).tolist()
-    return ReferenceTeachers([teacher], [1], ids, np.zeros((1, len(ids)), dtype=bool))
-
-
 def _unlearn(name: str, model: torch.nn.Module, split, goal: str, seed: int = 0, **overrides):
     ctx = RunContext(seed=seed)
     method = METHODS.get(name)(**{**TINY, **overrides})
     if name == "ref_distill":  # needs reference teachers (from --audit): one untrained model that saw no row
-        method.teachers = _untrained_teacher(split)
+        method.teachers = untrained_teacher(split)
     out = method.unlearn(model, split, ctx, goal)
     return out, ctx
 

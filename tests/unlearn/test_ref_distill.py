@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
-from medunlearn.audit.teachers import ReferenceTeachers, auditor_indices, check_disjoint, load_teachers, teacher_indices
+from medunlearn.audit.teachers import auditor_indices, check_disjoint, load_teachers, teacher_indices
 from medunlearn.errors import ConfigError
-from medunlearn.models.zoo import create_model
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.base import release
+from tests.unlearn.conftest import untrained_teacher
 
 
 def test_teachers_and_auditors_are_disjoint():
@@ -49,10 +48,7 @@ def _kl(model, teachers, s):
 
 def test_forget_outputs_move_toward_the_teachers(trained_tiny):
     model, split = trained_tiny
-    torch.manual_seed(1)
-    teacher = create_model("small_cnn", split.num_classes, split.in_shape[0], split.in_shape[1], width=8).eval()
-    ids = split.train.meta["image_id"].astype(str).tolist()
-    teachers = ReferenceTeachers([teacher], [1], ids, np.zeros((1, len(ids)), dtype=bool))
+    teachers = untrained_teacher(split)
     method = METHODS.get("ref_distill")(batch_size=16, epochs=3, lr=0.01)
     method.teachers = teachers
     work = copy.deepcopy(model)
