@@ -41,6 +41,14 @@ def check_disjoint(teachers: Sequence[int], auditors: Sequence[int]) -> None:
                           f"but references {both} are both: the audit would compare the model with its own teachers.")
 
 
+def reference_roles(k: int) -> tuple[list[int], list[int]]:
+    """(teachers, auditors) among k reference models: the second half teaches, the rest audits (checked disjoint)."""
+    teach = teacher_indices(k)
+    audit = auditor_indices(k, teach)
+    check_disjoint(teach, audit)
+    return teach, audit
+
+
 @dataclass
 class ReferenceTeachers:
     models: list[nn.Module]
@@ -83,8 +91,7 @@ def load_teachers(audit_dir: str | Path) -> ReferenceTeachers:
         raise ConfigError(f"Expected an audit folder with manifest.json and membership.json at {d} (the reference "
                           "models ref_distill distils toward), but found none; run `medunlearn audit prepare` first.")
     k = int(read_json(d / "manifest.json")["k"])
-    idx = teacher_indices(k)
-    check_disjoint(idx, auditor_indices(k, idx))  # refuses K < 2: no reference would be left to audit
+    idx, _ = reference_roles(k)  # refuses K < 4: fewer than 2 references would be left to audit
     membership = read_json(d / "membership.json")["models"]
     ids = sorted({i for j in idx for i in membership[j]["members"]} | set(read_json(d / "image_ids.json")))
     pos = {i: n for n, i in enumerate(ids)}

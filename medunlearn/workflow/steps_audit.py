@@ -253,13 +253,11 @@ def check_forget_audit(audit_dir: str | Path, model_dir: str | Path, goal: str) 
 def auditor_cache(cache, teachers: bool):
     """The cache of the references that audit: all of them, or (after ref_distill) those that did not teach."""
     from medunlearn.audit.judge import ScoreCache
-    from medunlearn.audit.teachers import auditor_indices, check_disjoint, teacher_indices
+    from medunlearn.audit.teachers import reference_roles
 
     if not teachers:
         return cache
-    k = int(cache.member.shape[0])
-    idx = auditor_indices(k, teacher_indices(k))
-    check_disjoint(teacher_indices(k), idx)
+    _, idx = reference_roles(int(cache.member.shape[0]))
     return ScoreCache(cache.image_ids, cache.member[idx], cache.ref_phi[idx], cache.base_phi, cache.excluded[idx])
 
 
@@ -346,11 +344,9 @@ def judge_forget(audit_dir: str | Path, model, data, ctx: RunContext, acceptance
     check_split(manifest, data)
     result = audit_split(auditor_cache(cache, teachers), data, model, ctx.device)
     if teachers:  # which references taught (ref_distill) and so were left out of the audit, which audited
-        from medunlearn.audit.teachers import auditor_indices, teacher_indices
+        from medunlearn.audit.teachers import reference_roles
 
-        k = int(cache.member.shape[0])
-        result["teacher_references"] = teacher_indices(k)
-        result["auditor_references"] = auditor_indices(k, teacher_indices(k))
+        result["teacher_references"], result["auditor_references"] = reference_roles(int(cache.member.shape[0]))
     checks = [c for c in acceptance.checks if not c["name"].startswith("membership_audit")]
     retain = [c for c in checks if c["name"] == "retain_accuracy"]
     judged = audit_check_records(result) + retain
