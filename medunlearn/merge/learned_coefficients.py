@@ -211,6 +211,7 @@ class LearnedCoefficients(MergeMethod):
 
         base_model = build(env.base_sd).to(dev).eval()
         terms = self._terms(env, base_model)
+        judge_merged = policies.PolicyJudge(base_model, env.policies, data, dev)  # the base read once, not per check
         # every term's rows in one forward of θ(λ) (eval mode: BatchNorm reads its fixed buffers, so a row's
         # output does not depend on its batch), and θ(λ) built once per step, not once per term
         x_all = torch.cat([x for _, x, _ in terms])
@@ -231,7 +232,7 @@ class LearnedCoefficients(MergeMethod):
                 lam = coefficients(z, cfg.c_max)
                 state = {k: v.detach().cpu().double() for k, v in params(lam).items()}
             merged = build({**state, **buffers}).to(dev)
-            acc = policies.assess_policies(merged, base_model, env.policies, data, dev)
+            acc = judge_merged(merged)
             return Checked(step, (policies.violation_total(acc), -acc["retain"]["value"]), bool(acc["met"]),
                            acc["retain"]["value"], lam.detach().cpu().clone(), state)
 

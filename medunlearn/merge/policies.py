@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medunlearn.data.imageset import SplitData
-from medunlearn.unlearn.judging import assess, is_class_removal
+from medunlearn.unlearn.judging import Judge, is_class_removal
 from medunlearn.unlearn.types import ControlConfig
 
 
@@ -74,44 +74,59 @@ def _failures(checks: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def assess_retain(model: nn.Module, base: nn.Module, union: SplitData, policies: Sequence[Policy],
-                  device: torch.device | None = None) -> dict[str, Any]:
-    """val_retain accuracy of the rows no policy forgets vs the base's, minus the strictest retain_drop; and their
-    mean max-softmax (criterion (d)) vs the base's, minus the strictest selectivity_margin, when any policy is a
-    domain suppression with (d) on."""
-    cfg = strictest(policies)
-    seed = policies[0].seed if policies else 0
-    a = assess(model, base, union, "suppression", cfg, seed=seed, device=device)
-    check = next(c for c in a["checks"] if c["name"] == "retain_accuracy")
-    checks = [check] + [c for c in a["checks"] if c["name"] == "retain_confidence"]
-    return {"met": all(c["passed"] for c in checks), "judged_on": "validation",
-            "label": "val_retain accuracy (rows no policy forgets)",
-            "value": check["value"], "threshold": check["threshold"],
-            "original": round(a["criteria"]["retain_original"], 3),
-            "retain_drop": cfg.retain_drop, "rows": min(len(union.val_retain), cfg.max_eval), "checks": checks,
-            "selectivity": a["selectivity"],
-            "union_forget": {"accuracy": a["measurement"]["forget_acc"], "confidence": a["measurement"]["forget_conf"]}}
+class PolicyJudge:
+    """Judges merged models against every policy's criteria and retain, on validation rows.
+
+    Retain: val_retain accuracy of the rows no policy forgets vs the base's, minus the strictest retain_drop; and
+    their mean max-softmax (criterion (d)) vs the base's, minus the strictest selectivity_margin, when any policy
+    is a domain suppression with (d) on. Each policy's probes and the base's figures are read once
+    (`judging.Judge`), so a merge search judges its candidates on one read of the base."""
+
+    def __init__(self, base: nn.Module, policies: Sequence[Policy], union: SplitData,
+                 device: torch.device | None = None) -> None:
+        self.policies = list(policies)
+        self.judges = [Judge(base, p.data, p.goal, p.control, seed=p.seed, device=device) for p in self.policies]
+        self.retain_cfg = strictest(self.policies)
+        self.retain_rows = min(len(union.val_retain), self.retain_cfg.max_eval)
+        seed = self.policies[0].seed if self.policies else 0
+        self.retain_judge = Judge(base, union, "suppression", self.retain_cfg, seed=seed, device=device)
+
+    def retain(self, model: nn.Module) -> dict[str, Any]:
+        a = self.retain_judge(model)
+        check = next(c for c in a["checks"] if c["name"] == "retain_accuracy")
+        checks = [check] + [c for c in a["checks"] if c["name"] == "retain_confidence"]
+        return {"met": all(c["passed"] for c in checks), "judged_on": "validation",
+                "label": "val_retain accuracy (rows no policy forgets)",
+                "value": check["value"], "threshold": check["threshold"],
+                "original": round(a["criteria"]["retain_original"], 3),
+                "retain_drop": self.retain_cfg.retain_drop, "rows": self.retain_rows, "checks": checks,
+                "selectivity": a["selectivity"],
+                "union_forget": {"accuracy": a["measurement"]["forget_acc"],
+                                 "confidence": a["measurement"]["forget_conf"]}}
+
+    def __call__(self, model: nn.Module) -> dict[str, Any]:
+        """The merged model's acceptance: {met, judged_on, policies: [...], retain: {...}, state, reason}."""
+        model = model.eval()
+        records = [{"policy": p.name, "rule": p.rule, "run": p.run_dir, "run_sha256": p.run_sha256,
+                    "run_accepted": p.accepted, **judge(model), "source_checks": p.source_checks}
+                   for p, judge in zip(self.policies, self.judges)]
+        retain = self.retain(model)
+        reasons = [f"{r['policy']}: {f}" for r in records for f in _failures(r["checks"])]
+        reasons += [f"{r['policy']}: the base model already meets its equivalence criteria, so they cannot show "
+                    "forgetting (vacuous)" for r in records if r.get("vacuous")]
+        if not retain["met"]:
+            reasons += [f"retain: {f}" for f in _failures(retain["checks"])]
+        met = not reasons
+        return {"met": met, "judged_on": "validation", "policies": records, "retain": retain,
+                "state": "merged (criteria met)" if met else "merged (criteria not met)",
+                "reason": "every policy's criteria and retain are met" if met else "; ".join(reasons)}
 
 
 def assess_policies(model: nn.Module, base: nn.Module, policies: Sequence[Policy], union: SplitData,
                     device: torch.device | None = None) -> dict[str, Any]:
-    """The merged model's acceptance: {met, judged_on, policies: [...], retain: {...}, reason}."""
-    model = model.eval()
-    records = []
-    for p in policies:
-        a = assess(model, base, p.data, p.goal, p.control, seed=p.seed, device=device)
-        records.append({"policy": p.name, "rule": p.rule, "run": p.run_dir, "run_sha256": p.run_sha256,
-                        "run_accepted": p.accepted, **a, "source_checks": p.source_checks})
-    retain = assess_retain(model, base, union, policies, device)
-    reasons = [f"{r['policy']}: {f}" for r in records for f in _failures(r["checks"])]
-    reasons += [f"{r['policy']}: the base model already meets its equivalence criteria, so they cannot show "
-                "forgetting (vacuous)" for r in records if r.get("vacuous")]
-    if not retain["met"]:
-        reasons += [f"retain: {f}" for f in _failures(retain["checks"])]
-    met = not reasons
-    return {"met": met, "judged_on": "validation", "policies": records, "retain": retain,
-            "state": "merged (criteria met)" if met else "merged (criteria not met)",
-            "reason": "every policy's criteria and retain are met" if met else "; ".join(reasons)}
+    """One merged model's acceptance (`PolicyJudge`; build one to judge several models)."""
+    device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
+    return PolicyJudge(base, policies, union, device)(model)
 
 
 def policy_checks(policies: Sequence[Policy], base: nn.Module,

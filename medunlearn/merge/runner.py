@@ -44,15 +44,41 @@ def check_compatible(base_meta: Mapping[str, Any], base_sha: str, run_meta: Mapp
                               f"{run_meta.get('class_names')}.")
 
 
+@dataclasses.dataclass
+class Sources:
+    """The base and the unlearned runs a merge reads, loaded and checked once (a merge search reuses them)."""
+
+    base_model: nn.Module
+    base_meta: dict[str, Any]
+    base_sha: str
+    runs: list[dict[str, torch.Tensor]]  # each run's state dict, on the CPU
+    records: list[dict[str, Any]]  # each run's path, sha256 and policy (merge_info["runs"])
+
+
+def load_sources(run_dirs: Sequence[str | Path], base_dir: str | Path) -> Sources:
+    """Load the base and every run; CheckpointError for a run not unlearned from this base."""
+    base_model, base_meta = load_checkpoint(base_dir)
+    base_sha = model_sha256(base_dir)
+    runs, records = [], []
+    for d in run_dirs:
+        run_model, meta = load_checkpoint(d)
+        check_compatible(base_meta, base_sha, meta, str(d))
+        runs.append({k: v.detach().cpu() for k, v in run_model.state_dict().items()})
+        records.append({"path": str(d), "sha256": model_sha256(d), **_policy(meta)})
+    return Sources(base_model, base_meta, base_sha, runs, records)
+
+
 def merge_runs(run_dirs: Sequence[str | Path], base_dir: str | Path, method: str,
                params: Mapping[str, Any] | None = None, weights: Sequence[float] | None = None,
                run_params: list[dict[str, Any]] | None = None, data: SplitData | None = None, seed: int = 0,
                ctx: RunContext | None = None, score_fn: ScoreFn | None = None,
-               policies: Sequence[Any] = (), done: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+               policies: Sequence[Any] = (), done: Mapping[str, Any] | None = None,
+               sources: Sources | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Merge unlearned checkpoints `run_dirs` of base `base_dir` with MERGES[method].
 
     `policies` (merge.policies.Policy per run) feed the criteria-aware methods (learned_coefficients,
-    merge_repair); `done`: merges of these runs already made with this seed (MergeEnv.done: the merge search).
+    merge_repair); `done`: merges of these runs already made with this seed (MergeEnv.done: the merge search);
+    `sources`: load_sources(run_dirs, base_dir) when the caller has already loaded them.
 
     Returns (merged model in eval mode, merge_info). Raises CheckpointError for incompatible runs.
     """
@@ -61,19 +87,14 @@ def merge_runs(run_dirs: Sequence[str | Path], base_dir: str | Path, method: str
     merger = cls(cfg)
     ctx = ctx or RunContext(seed=seed)
     t0 = time.perf_counter()
-    base_model, base_meta = load_checkpoint(base_dir)
-    base_sha = model_sha256(base_dir)
-    runs, run_records = [], []
-    for d in run_dirs:
-        run_model, meta = load_checkpoint(d)
-        check_compatible(base_meta, base_sha, meta, str(d))
-        runs.append({k: v.detach().cpu() for k, v in run_model.state_dict().items()})
-        run_records.append({"path": str(d), "sha256": model_sha256(d), **_policy(meta)})
+    src = sources or load_sources(run_dirs, base_dir)
+    base_model, base_meta, base_sha, run_records = src.base_model, src.base_meta, src.base_sha, src.records
+    runs = [{k: v.clone() for k, v in sd.items()} for sd in src.runs]  # copies: a method never alters the sources
 
     def build(state: Mapping[str, torch.Tensor]) -> nn.Module:
         return load_state_into(copy.deepcopy(base_model), state, source="merged state").eval()
 
-    base_sd = {k: v.detach().cpu() for k, v in base_model.state_dict().items()}
+    base_sd = {k: v.detach().cpu().clone() for k, v in base_model.state_dict().items()}
     merged = merger.merge(base_sd, runs, weights, ctx=ctx, data=data, build_model=build, score_fn=score_fn,
                           run_params=run_params, policies=policies, done=done)
     model = build(merged)

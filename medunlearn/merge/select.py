@@ -20,8 +20,8 @@ from torch import nn
 from medunlearn.data.imageset import SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.merge.base import MERGES, StateDict
-from medunlearn.merge.policies import Policy, assess_policies, violation_total
-from medunlearn.merge.runner import merge_runs
+from medunlearn.merge.policies import Policy, PolicyJudge, violation_total
+from medunlearn.merge.runner import load_sources, merge_runs
 from medunlearn.runtime import RunContext
 
 DEFAULT_CANDIDATES = ("linear", "task_arithmetic", "ties", "learned_coefficients", "merge_repair")
@@ -42,11 +42,12 @@ def select_merge(run_dirs: Sequence[str | Path], base_dir: str | Path, base: nn.
     """Returns (model, merge_info, acceptance, selection record {candidates: [...], chosen, why})."""
 
     done: dict[str, tuple[dict[str, Any], StateDict]] = {}  # each candidate's merge, for merge_repair's first merge
+    sources = load_sources(run_dirs, base_dir)  # read once for every candidate
 
     def merge_one(name: str) -> tuple[nn.Module, dict[str, Any], Any]:
         ctx = RunContext.create(seed=seed, device=device)
         model, info = merge_runs(run_dirs, base_dir, name, data=union, seed=seed, ctx=ctx, policies=policies,
-                                 done=done)
+                                 done=done, sources=sources)
         done[name] = (info["config"], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         return model, info, ctx.device
 
@@ -61,6 +62,7 @@ def select_by(merge_one: MergeOne, base: nn.Module, policies: Sequence[Policy], 
     """The selection loop over any way of merging (checkpoint folders, or in-memory state dicts)."""
     tried: list[dict[str, Any]] = []
     best: tuple[float, nn.Module, dict, dict] | None = None
+    judge: PolicyJudge | None = None  # built on the first candidate's device, then reused for every candidate
     for name in check_candidates(candidates):
         t0 = time.perf_counter()
         try:
@@ -69,7 +71,8 @@ def select_by(merge_one: MergeOne, base: nn.Module, policies: Sequence[Policy], 
             tried.append({"method": name, "met": False, "violation": None, "time_s": round(time.perf_counter() - t0, 3),
                           "reason": f"skipped: {exc}"})
             continue
-        acceptance = assess_policies(model, base, policies, union, device)
+        judge = judge or PolicyJudge(base, policies, union, device)
+        acceptance = judge(model)
         gap = violation_total(acceptance)
         gap = gap if math.isfinite(gap) else math.inf  # a diverged candidate (NaN outputs) ranks last
         tried.append({"method": name, "met": acceptance["met"],

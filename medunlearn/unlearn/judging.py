@@ -45,11 +45,13 @@ def judged_probes(data: SplitData, cfg: ControlConfig, goal: str, seed: int, dev
     return probes, run_criteria(cfg, goal, data, probes, original, removed_classes(data))
 
 
-def probe_resolution(probes: Probes, model: nn.Module, criteria: Criteria) -> dict[str, Any]:
+def probe_resolution(probes: Probes, model: nn.Module, criteria: Criteria,
+                     forget_logits: torch.Tensor | None = None) -> dict[str, Any]:
     """How finely the held-out forget probe resolves criterion (a) on the returned state: its bootstrap interval,
     and a note when that interval is wider than the band (a handful of rows, e.g. 4 outliers in a small
-    cohort: the verdict, met or not, is then mostly sampling noise)."""
-    lo, hi = probes.forget_interval(model, criteria)
+    cohort: the verdict, met or not, is then mostly sampling noise). `forget_logits`: the model's logits on the
+    forget probe when the caller has them."""
+    lo, hi = probes.forget_interval(model, criteria, forget_logits)
     out: dict[str, Any] = {"forget_interval": [round(lo, 3), round(hi, 3)],
                            "underpowered": bool(hi - lo > 2 * criteria.forget_tol)}
     if out["underpowered"]:
@@ -66,25 +68,44 @@ def is_vacuous(goal: str, original_meets: bool) -> bool:
     return goal == "equivalence" and original_meets
 
 
+class Judge:
+    """Judges models against one goal's criteria on fixed validation probes, for (original, data, goal, cfg, seed).
+
+    The probes, the criteria (resolved from the original's retain figures) and whether the original already
+    meets them (the vacuous rule) are computed once, so judging many models (a merge search's candidates, the
+    learned coefficients' checks) reads the original a single time."""
+
+    def __init__(self, original: nn.Module, data: SplitData, goal: str, cfg: ControlConfig | None = None,
+                 seed: int = 0, device: torch.device | None = None) -> None:
+        cfg = cfg or ControlConfig()
+        validate_control(cfg)
+        device = device or next((p.device for p in original.parameters()), torch.device("cpu"))
+        self.goal = goal
+        self.probes, self.criteria = judged_probes(data, cfg, goal, seed, device, original)
+        original_checks = evaluate_checks(self.criteria, self.probes.measure(original, self.criteria))
+        self.vacuous = is_vacuous(goal, all(c["passed"] for c in original_checks))
+
+    def __call__(self, model: nn.Module) -> dict[str, Any]:
+        """{met, goal, judged_on, vacuous, criteria, checks, measurement, selectivity, and for suppression
+        forget_interval, underpowered, resolution_hint?}; a vacuous equivalence judgement is never met."""
+        probes, criteria = self.probes, self.criteria
+        forget_logits = probes.forget_logits(model)
+        m = probes.measure(model, criteria, forget_logits=forget_logits)
+        checks = evaluate_checks(criteria, m)
+        resolution = (probe_resolution(probes, model, criteria, forget_logits) if self.goal == "suppression"
+                      else {})
+        return {"met": all(c["passed"] for c in checks) and not self.vacuous, "goal": self.goal,
+                "judged_on": "validation", "vacuous": self.vacuous, "criteria": criteria.to_dict(),
+                "checks": checks, "measurement": {k: round(v, 4) for k, v in m.items()},
+                "selectivity": selectivity(criteria, m), **resolution}
+
+
 def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cfg: ControlConfig | None = None,
            seed: int = 0, device: torch.device | None = None) -> dict[str, Any]:
     """Judge one finished model against the goal's criteria on the same validation probes a run uses
-    (e.g. a merged checkpoint, per policy). Returns {met, goal, judged_on, vacuous, criteria, checks, measurement,
-    and for suppression forget_interval, underpowered, resolution_hint?};
-    an equivalence judgement the original model also passes is vacuous and never met."""
-    cfg = cfg or ControlConfig()
-    validate_control(cfg)
+    (e.g. a merged checkpoint, per policy): `Judge(...)(model)`, on the model's device unless `device`."""
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
-    probes, criteria = judged_probes(data, cfg, goal, seed, device, original)
-    m = probes.measure(model, criteria)
-    sel = selectivity(criteria, m)
-    checks = evaluate_checks(criteria, m)
-    original_checks = evaluate_checks(criteria, probes.measure(original, criteria))
-    vacuous = is_vacuous(goal, all(c["passed"] for c in original_checks))
-    resolution = probe_resolution(probes, model, criteria) if goal == "suppression" else {}
-    return {"met": all(c["passed"] for c in checks) and not vacuous, "goal": goal, "judged_on": "validation",
-            "vacuous": vacuous, "criteria": criteria.to_dict(), "checks": checks,
-            "measurement": {k: round(v, 4) for k, v in m.items()}, "selectivity": sel, **resolution}
+    return Judge(original, data, goal, cfg, seed, device)(model)
 
 
 def selectivity(criteria: Criteria, m: dict[str, float]) -> dict[str, Any]:

@@ -100,20 +100,25 @@ class Probes:
     def _wrong_first(self, correct: torch.Tensor) -> None:
         self._order = torch.cat([torch.nonzero(~correct).flatten(), torch.nonzero(correct).flatten()])
 
-    def forget_interval(self, model: nn.Module, criteria: Criteria) -> tuple[float, float]:
+    def forget_logits(self, model: nn.Module) -> torch.Tensor:
+        return self._logits(model, self.forget)
+
+    def forget_interval(self, model: nn.Module, criteria: Criteria,
+                        forget_logits: torch.Tensor | None = None) -> tuple[float, float]:
         """Bootstrap interval (criteria.ci_level) of criterion (a)'s measure on the forget probe: per row, the
-        true-label probability ("expected") or 0/1 correctness ("argmax"), in percent."""
-        lf = self._logits(model, self.forget).float()
+        true-label probability ("expected") or 0/1 correctness ("argmax"), in percent. `forget_logits`: this
+        model's forget_logits when the caller has just read them."""
+        lf = (self.forget_logits(model) if forget_logits is None else forget_logits).float()
         y = self.forget.labels
         rows = lf.softmax(1).gather(1, y[:, None])[:, 0] if criteria.forget_measure == "expected" \
             else (lf.argmax(1) == y).double()
         return bootstrap_mean(100.0 * rows, criteria.bootstrap, criteria.ci_level, self.seed)
 
-    def measure(self, model: nn.Module, criteria: Criteria | None,
-                retain: dict[str, float] | None = None) -> dict[str, float]:
+    def measure(self, model: nn.Module, criteria: Criteria | None, retain: dict[str, float] | None = None,
+                forget_logits: torch.Tensor | None = None) -> dict[str, float]:
         """The check's measurements; `retain` = retain_stats of this very state when the caller has just read it
-        (policy checks pass zeros: the retain probe is the caller's)."""
-        lf = self._logits(model, self.forget)
+        (policy checks pass zeros: the retain probe is the caller's); `forget_logits` likewise."""
+        lf = self.forget_logits(model) if forget_logits is None else forget_logits
         m = {"forget_acc": fn.accuracy(lf, self.forget.labels),
              "forget_expected": fn.expected_accuracy(lf, self.forget.labels),
              "forget_conf": float(lf.float().softmax(1).amax(1).mean() * 100) if len(lf) else float("nan"),

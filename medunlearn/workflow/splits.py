@@ -2,6 +2,7 @@
 adopted model's membership, and the check that a checkpoint was trained on this cohort's split."""
 from __future__ import annotations
 
+import json
 import os
 from functools import partial
 from pathlib import Path
@@ -29,12 +30,14 @@ def split_settings(meta: dict[str, Any] | None, seed: int) -> tuple[int, tuple[f
 def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
                    fractions: tuple[float, ...] = DEFAULT_FRACTIONS, class_names: list[str] | None = None,
                    spatial_dims: int | None = None, cache_dir: str | Path | None = None,
-                   adopted: dict[str, Any] | None = None) -> SplitData:
+                   adopted: dict[str, Any] | None = None, decoded: dict | None = None) -> SplitData:
     """SplitData for a cohort; spatial_dims None = the cohort's own (cohort_spatial_dims).
     adopted: a checkpoint's meta; when it was adopted, its own pipeline (meta["preprocessing"]) replaces
     medunlearn's fixed one and its datalist membership (meta["adoption"]["membership"]) gives the split.
 
-    cache_dir (default $MEDUNLEARN_CACHE): keep decoded, transformed images on disk for later runs."""
+    cache_dir (default $MEDUNLEARN_CACHE): keep decoded, transformed images on disk for later runs.
+    decoded: a dict the caller keeps to decode the cohort once for several rules (a merge's policies and their
+    union select the same rows; only the forget mask differs)."""
     from medunlearn.data.datasets import load_images
     from medunlearn.selection.splitdata import build_split_data
 
@@ -50,8 +53,20 @@ def split_data_for(cohort_df: pd.DataFrame, rule, seed: int, image_size: int,
     cache_dir = cache_dir or os.environ.get(CACHE_ENV) or None
     preprocessing = (adopted or {}).get("preprocessing")
     loader = partial(load_images, spatial_dims=dims, cache_dir=cache_dir, preprocessing=preprocessing)
+    if decoded is not None:
+        loader = _memoised(loader, decoded, (dims, json.dumps(preprocessing, sort_keys=True, default=str)))
     return build_split_data(cohort_df, rule, seed=seed, image_size=image_size, fractions=fractions,
                             class_names=class_names, loader=loader, membership=membership_rows(adopted))
+
+
+def _memoised(loader, memo: dict, settings: tuple):
+    """`loader`, answering a repeated (rows, classes, size, settings) from `memo` instead of decoding again."""
+    def load(frame: pd.DataFrame, names: list[str], image_size: int, progress: bool = False):
+        key = (tuple(frame["image_id"]), tuple(names), int(image_size), settings)
+        if key not in memo:
+            memo[key] = loader(frame, names, image_size, progress=progress)
+        return memo[key]
+    return load
 
 
 def membership_rows(meta: dict[str, Any] | None) -> dict[str, str] | None:

@@ -89,8 +89,9 @@ def merge(run_dirs: Sequence[str | Path], base_dir: str | Path, out: str | Path,
     datas: list[SplitData] = []
     policies: list[Policy] = []
     if df is not None:
-        union_data = _split(df, union, split_seed, image_size, fractions, classes, dims, pre)
-        datas = [_split(df, r, split_seed, image_size, fractions, classes, dims, pre) for r in rules]
+        decoded: dict = {}  # one decode of the cohort for the union and every policy
+        union_data = _split(df, union, split_seed, image_size, fractions, classes, dims, pre, decoded)
+        datas = [_split(df, r, split_seed, image_size, fractions, classes, dims, pre, decoded) for r in rules]
         want, got = (base_meta.get("split") or {}).get("train_hash"), union_data.info.get("train_hash")
         if want and got and want != got:
             raise CheckpointError(f"Expected --cohort to be the cohort the base was trained on, but the base's split "
@@ -166,10 +167,10 @@ def degenerate_merge_warnings(run_dirs: Sequence[str | Path]) -> list[str]:
     return notes
 
 
-def _split(df, rule, seed, image_size, fractions, classes, spatial_dims, adopted=None) -> SplitData:
+def _split(df, rule, seed, image_size, fractions, classes, spatial_dims, adopted=None, decoded=None) -> SplitData:
     """A policy's SplitData through the workflow's one data path (locator, 3D, disk cache of decoded images)."""
     return split_data_for(df, rule, seed, image_size, fractions, classes, spatial_dims=spatial_dims,
-                          adopted=adopted)
+                          adopted=adopted, decoded=decoded)
 
 
 def _acceptance_gate(run_dirs: list[Path], metas: list[dict], force: bool) -> list[str]:

@@ -13,7 +13,14 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.errors import ConfigError
 from medunlearn.merge import MERGES
 from medunlearn.merge.learned_coefficients import coefficients, sign_agreement
-from medunlearn.merge.policies import Policy, assess_policies, control_from_meta, shared_retain, violation_total
+from medunlearn.merge.policies import (
+    Policy,
+    PolicyJudge,
+    assess_policies,
+    control_from_meta,
+    shared_retain,
+    violation_total,
+)
 from medunlearn.models.zoo import create_model
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.controller import ControlConfig
@@ -99,6 +106,27 @@ def test_each_policy_is_judged_by_its_own_criteria_settings():
     pols, union = _scripted_policies(forget_tol=100.0, confidence_margin=None)
     acc = assess_policies(Merged({1}), Merged(set()), pols, union)
     assert acc["met"] is True and acc["policies"][1]["criteria"]["forget_tol"] == 100.0
+
+
+class Counting(Merged):
+    """Merged, counting the rows it is asked about."""
+
+    rows = 0
+
+    def forward(self, x):
+        self.rows += len(x)
+        return super().forward(x)
+
+
+def test_a_policy_judge_reads_the_base_once_and_judges_like_assess_policies():
+    pols, union = _scripted_policies()
+    base = Counting(set())
+    judge = PolicyJudge(base, pols, union)
+    read = base.rows
+    assert read > 0
+    for forgets in ({1, 2}, {1}, set()):
+        assert judge(Merged(forgets)) == assess_policies(Merged(forgets), Merged(set()), pols, union)
+    assert base.rows == read  # judging three models read the base no further
 
 
 def test_retain_is_judged_on_the_rows_no_policy_forgets():
@@ -201,7 +229,7 @@ def test_learned_coefficients_stop_patience_checks_after_a_state_that_meets(tiny
 
     model, base, runs, data = tiny
     retain = iter([90.0, 95.0, 94.0, 93.0, 92.0, 91.0, 90.0])
-    monkeypatch.setattr(pol, "assess_policies", lambda *a, **k: {
+    monkeypatch.setattr(pol, "PolicyJudge", lambda *a, **k: lambda model: {
         "met": True, "policies": [], "retain": {"value": next(retain), "checks": []}})
     monkeypatch.setattr(pol, "violation_total", lambda acc: 0.0)
     ctx = RunContext(seed=0)

@@ -6,6 +6,7 @@ import torch
 
 from medunlearn.errors import CheckpointError, ConfigError
 from medunlearn.merge import load_merge_config, merge_from_config, merge_runs, save_merged
+from medunlearn.merge.runner import load_sources
 from medunlearn.models.checkpoint import load_checkpoint, model_sha256, save_checkpoint
 from medunlearn.models.zoo import create_model
 
@@ -44,6 +45,20 @@ def test_merge_runs_linear_and_save(ckpts, tmp_path):
     assert meta["kind"] == "merged" and meta["base_sha256"] == info["base"]["sha256"]
     assert meta["merge"]["weights"] == [1.0, 3.0] and "_base_meta" not in meta["merge"]
     torch.testing.assert_close(loaded.head.bias, model.head.bias)
+
+
+def test_loaded_sources_serve_many_merges_unchanged(ckpts):
+    root, base, runs = ckpts
+    sources = load_sources(runs, root / "base")
+    before = [{k: v.clone() for k, v in sd.items()} for sd in sources.runs]
+    for method in ("linear", "task_arithmetic", "ties"):
+        fresh, _ = merge_runs(runs, root / "base", method)
+        reused, info = merge_runs(runs, root / "base", method, sources=sources)
+        for k, v in fresh.state_dict().items():
+            torch.testing.assert_close(reused.state_dict()[k], v)
+        assert info["runs"][1]["sha256"] == model_sha256(runs[1])
+    for sd, old in zip(sources.runs, before):  # no merge altered what the next one reads
+        assert all(torch.equal(sd[k], old[k]) for k in old)
 
 
 def test_refuses_run_from_other_base(ckpts):
