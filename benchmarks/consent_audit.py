@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.models.train import TrainConfig, train_model
 from medunlearn.runtime import RunContext
 from medunlearn.tune.sealed import Sealed
+from medunlearn.unlearn.cost import rte_compute
 from medunlearn.workflow.steps_audit import audit_split, checks_from_cache
 
 TEACHERS = [4, 5, 6, 7]  # ref_distill's teachers: the second set of 4 references; the first set audits
@@ -101,6 +103,26 @@ def subset_cache(cache: ScoreCache, models: list[int]) -> ScoreCache:
                       cache.excluded[models])
 
 
+def model_settings(workload: str, args) -> dict:
+    """What the cached models depend on (besides the seed): the workload's data and the training recipe."""
+    data = ({"fm_train": args.fm_train, "fm_val": args.fm_val} if workload == "fm"
+            else {"patients": args.patients, "image_size": args.image_size})
+    return {"workload": workload, **data, "epochs": args.epochs, "width": args.width,
+            "weight_decay": args.weight_decay}
+
+
+def settings_key(workload: str, args) -> str:
+    """A short hash of model_settings: part of every cache name, so other settings never reuse these models."""
+    blob = json.dumps(model_settings(workload, args), sort_keys=True).encode()
+    return f"{workload}_{hashlib.sha256(blob).hexdigest()[:8]}"
+
+
+def run_settings(args) -> dict:
+    """What a result JSON depends on beyond its models: the methods, modes and operating point."""
+    return {"methods": list(args.method), "modes": list(args.modes), "fpr": args.fpr,
+            "retime_retrain": args.retime_retrain}
+
+
 def run_one(workload: str, seed: int, args) -> dict:
     torch.set_num_threads(args.threads)
     data = (fm_split(seed, args.fm_train, args.fm_val) if workload == "fm"
@@ -109,7 +131,7 @@ def run_one(workload: str, seed: int, args) -> dict:
     cfg = TrainConfig(model="small_cnn", model_kwargs={"width": args.width}, epochs=args.epochs, batch_size=64,
                       lr=0.05, weight_decay=args.weight_decay, image_size=size, amp=False)
     ctx = RunContext(seed=seed)
-    trained = _trained(Path(args.out) / f"models_{workload}_seed{seed}.pt", data, cfg, ctx, seed)
+    trained = _trained(Path(args.out) / f"models_{settings_key(workload, args)}_seed{seed}.pt", data, cfg, ctx, seed)
     base, base_info, retrain, re_info, refs_a, refs_b = trained
     models = refs_a.models + refs_b.models
     universe = ImageSet.concat([data.train, data.val])
@@ -128,7 +150,8 @@ def run_one(workload: str, seed: int, args) -> dict:
                        excluded=torch.from_numpy(excluded))
     ref_cost = {"k4_s": sum(i["wall_time_s"] for i in refs_a.infos),
                 "k8_s": sum(i["wall_time_s"] for i in refs_a.infos + refs_b.infos)}
-    out = {"workload": workload, "seed": seed, "n_train": n_tr, "n_forget": len(data.train_forget),
+    out = {"workload": workload, "seed": seed, "settings": model_settings(workload, args),
+           "run_settings": run_settings(args), "n_train": n_tr, "n_forget": len(data.train_forget),
            "n_val": len(data.val), "base_s": base_info["wall_time_s"], "retrain_s": re_info["wall_time_s"],
            "base_val_acc": base_info["best_val_acc"], "reference_cost_s": ref_cost, "audit": {}}
     for k, idx in (("k4", list(range(4))), ("k8", list(range(8)))):
@@ -169,10 +192,13 @@ def run_one(workload: str, seed: int, args) -> dict:
             continue
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         res = audit_split(judge, data, outcome.model, device, alpha=args.fpr)
+        acc = outcome.acceptance
         patients = [e["verdict"] for e in res["patients"].values()]
         out["unlearn"].append({"method": spec, "mode": "in_loop" if in_loop else "post", "wall_s": wall, "rte": re_info["wall_time_s"] / wall,
                                "auditors": res["reference_models"], "original_flagged": res["set"]["original"]["detected"],
-                               "cpu_s": cpu,
+                               "cpu_s": cpu, "cost": acc.get("cost"), "rte_compute": rte_compute(re_info.get("cost"), acc.get("cost")),
+                               "controller": {k: acc.get(k) for k in ("steps_run", "budget", "step", "check_every",
+                                                                      "repair_steps", "check_time_fraction", "reason")},
                                "set_verdict": res["set"]["verdict"], "audited": res["set"]["audited"],
                                "patients": patients, "forgotten": res["forgotten"],
                                "still": [e["still_detected"] for e in res["patients"].values()],
@@ -237,8 +263,9 @@ def table(results: list[dict]) -> str:
                 f"{stat([100 * x['calibration_lopo']['fpr'] for x in a])} | "
                 f"{stat([100 * x['calibration_halves']['fpr'] for x in a])} | "
                 f"{stat([float(np.mean(list(x['min_detectable_effect'].values()))) for x in a])} |")
-    lines += ["", *markdown_table(["workload", "method", "wall s", "RTE", "set verdict (seeds)", "patients forgotten",
-                                   "patients still detected", "audit passes", "RTE >= 10x and passes"])]
+    lines += ["", *markdown_table(["workload", "method", "wall s", "RTE", "RTE compute", "set verdict (seeds)",
+                                   "patients forgotten", "patients still detected", "audit passes",
+                                   "RTE >= 10x and passes"])]
     for w in sorted({r["workload"] for r in results}):
         rs = [r for r in results if r["workload"] == w]
         for i, u in enumerate(rs[0]["unlearn"]):
@@ -249,7 +276,8 @@ def table(results: list[dict]) -> str:
             passes = sum(x["forgotten"] for x in us)
             both = sum(x["forgotten"] and x["rte"] >= 10 for x in us)
             lines.append(f"| {w} | {u['method']} ({u.get('mode', 'in_loop')}) | {format_stat(mean_std([x['wall_s'] for x in us]))} | "
-                         f"{format_stat(mean_std([x['rte'] for x in us]))} | {verdicts} | {pats} | {still} | "
+                         f"{format_stat(mean_std([x['rte'] for x in us]))} | "
+                         f"{format_stat(mean_std([x.get('rte_compute') for x in us]))} | {verdicts} | {pats} | {still} | "
                          f"{passes}/{len(us)} | {both}/{len(us)} |")
     return "\n".join(lines)
 
@@ -282,10 +310,12 @@ def main() -> None:
     results = []
     for w in args.workloads:
         for s in args.seeds:
-            f = out / f"{w}_seed{s}.json"
+            f = out / f"{settings_key(w, args)}_seed{s}.json"
             if f.is_file():
-                results.append(json.loads(f.read_text()))
-                continue
+                cached = json.loads(f.read_text())
+                if args.table_only or cached.get("run_settings") == run_settings(args):
+                    results.append(cached)
+                    continue
             if args.table_only:
                 continue
             t0 = time.perf_counter()
