@@ -218,6 +218,11 @@ def prediction_agreement(preds_a: ArrayLike, preds_b: ArrayLike) -> float:
     return accuracy(preds_a, preds_b)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's parameters (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256, device: torch.device | str | None = None,
             num_classes: int | None = None, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -226,7 +231,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256, devic
     device: where to run (default: the device of the model's parameters); num_classes: keep the first K logits
     (a shadow class is cut); amp_dtype: run under autocast in that dtype."""
     if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = model_device(model)
     dev = torch.device(device)
     amp = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     with evaluating(model), amp:

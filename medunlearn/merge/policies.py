@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from medunlearn.data.imageset import SplitData
+from medunlearn.evaluate.functional import model_device
 from medunlearn.unlearn.judging import Judge, is_class_removal
 from medunlearn.unlearn.types import ControlConfig
 
@@ -125,7 +126,7 @@ class PolicyJudge:
 def assess_policies(model: nn.Module, base: nn.Module, policies: Sequence[Policy], union: SplitData,
                     device: torch.device | None = None) -> dict[str, Any]:
     """One merged model's acceptance (`PolicyJudge`; build one to judge several models)."""
-    device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device or model_device(model)
     return PolicyJudge(base, policies, union, device)(model)
 
 

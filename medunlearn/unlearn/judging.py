@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from medunlearn.data.imageset import SplitData
+from medunlearn.evaluate.functional import model_device
 from medunlearn.unlearn.criteria import Criteria, evaluate_checks, resolve_criteria
 from medunlearn.unlearn.probes import Probes
 from medunlearn.unlearn.types import ControlConfig, validate_control
@@ -79,7 +80,7 @@ class Judge:
                  seed: int = 0, device: torch.device | None = None) -> None:
         cfg = cfg or ControlConfig()
         validate_control(cfg)
-        device = device or next((p.device for p in original.parameters()), torch.device("cpu"))
+        device = device or model_device(original)
         self.goal = goal
         self.probes, self.criteria = judged_probes(data, cfg, goal, seed, device, original)
         original_checks = evaluate_checks(self.criteria, self.probes.measure(original, self.criteria))
@@ -104,7 +105,7 @@ def assess(model: nn.Module, original: nn.Module, data: SplitData, goal: str, cf
            seed: int = 0, device: torch.device | None = None) -> dict[str, Any]:
     """Judge one finished model against the goal's criteria on the same validation probes a run uses
     (e.g. a merged checkpoint, per policy): `Judge(...)(model)`, on the model's device unless `device`."""
-    device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device or model_device(model)
     return Judge(original, data, goal, cfg, seed, device)(model)
 
 
