@@ -24,6 +24,9 @@ A method supplies a `Plan` (its update step and step budget); the controller own
   trace    one row per check (step, phase, measurements, decision) for the run folder and the report.
   vacuous  equivalence criteria that the original model already meets cannot show forgetting: the run is marked
            not met (acceptance["vacuous"]), whatever it does.
+  judge    an observer that judges forgetting (`forget --audit`'s membership audit) replaces the goal's forget-side
+           criteria in "met" (the retain guard stays; the replaced checks are recorded with required=False), so
+           the stop rule and the returned state follow the audit.
 The run is a `Controller`; `Observer`s hook into it (replace the plan, watch each step and stop the run, add
 checks, see each check) instead of patching it: tune's trial monitor, merge_repair's per-policy checks,
 `forget --audit`'s membership audit.
@@ -45,6 +48,7 @@ from medunlearn.models.finite import check_finite_loss
 from medunlearn.runtime import RunContext
 from medunlearn.unlearn.cost import ImageCounter, counting
 from medunlearn.unlearn.criteria import (
+    RETAIN_CHECKS,
     TOLERANCE,
     evaluate_checks,
     forget_shortfall,
@@ -96,7 +100,11 @@ class Stop(Exception):
 class Observer(Protocol):
     """A hook into a controlled run (tune's trial monitor, a merge's per-policy checks, `forget --audit`).
 
-    Subclass it and override what you need: every hook's default does nothing."""
+    Subclass it and override what you need: every hook's default does nothing. An observer whose
+    `judges_forgetting` is True replaces the goal's forget-side criteria with its own checks wherever it returns
+    any (the retain guard stays; the goal's forget-side checks stay in the trace, not required): `forget --audit`."""
+
+    judges_forgetting: bool = False
 
     def on_plan(self, plan: Plan, run: Controller) -> Plan:
         """Once, before the first step (its image passes count as setup); returns the plan to run."""
@@ -116,10 +124,12 @@ class Observer(Protocol):
 
 
 class ExtraChecks(Observer):
-    """An observer that only adds checks: `checks(model)` (e.g. `forget --audit`'s membership audit)."""
+    """An observer that only adds checks: `checks(model)` (e.g. `forget --audit`'s membership audit). A `checks`
+    with a true `judges_forgetting` attribute judges forgetting in place of the goal's forget-side criteria."""
 
     def __init__(self, checks: Callable[[nn.Module], list[dict[str, Any]]]) -> None:
         self.checks = checks
+        self.judges_forgetting = bool(getattr(checks, "judges_forgetting", False))
 
     def extra_checks(self, model: nn.Module) -> list[dict[str, Any]]:
         return self.checks(model)
@@ -216,10 +226,13 @@ class Controller:
         t0 = time.perf_counter()
         model, criteria = self.model, self.criteria
         m = self.probes.measure(model, criteria, retain)
-        checks = evaluate_checks(criteria, m) + [c for o in self.observers for c in o.extra_checks(model)]
-        met = all(c["passed"] for c in checks)
+        checks = self._checks(model, m)
+        met = all(c["passed"] for c in checks if c.get("required", True))
         row: dict[str, Any] = {"step": step, "phase": phase, **{k: round(v, 4) for k, v in m.items()}, "met": met,
                "violation": round(violation(checks), 4), "decision": ""}
+        judged = [c for c in checks if not c.get("required", True)]
+        if judged:  # an observer judged forgetting: the goal's own forget-side verdict, recorded
+            row["goal_forget_met"] = all(c["passed"] for c in judged)
         eligible = step >= self.plan.warmup
         shortfall = forget_shortfall(criteria, m)
         snap: dict[str, torch.Tensor] = {}  # one copy of the state per check, shared by best/closest/anchor
@@ -245,6 +258,19 @@ class Controller:
         self.timing.checks_s += time.perf_counter() - t0
         self.trace.append(row)
         return CheckResult(m, met, eligible, row, shortfall < 0)
+
+    def _checks(self, model: nn.Module, m: dict[str, float]) -> list[dict[str, Any]]:
+        """The state's checks: the goal's and every observer's. Where a judging observer returns checks, the goal's
+        forget-side ones stay in the list marked `required: False` (recorded, not part of the verdict)."""
+        goal = evaluate_checks(self.criteria, m)
+        extra, judged = [], False
+        for o in self.observers:
+            got = o.extra_checks(model)
+            extra += got
+            judged = judged or (bool(got) and o.judges_forgetting)
+        if judged:
+            goal = [c if c["name"] in RETAIN_CHECKS else {**c, "required": False} for c in goal]
+        return goal + extra
 
     def repair(self, step: int) -> None:
         """Retain repair until the retain probe is back above its guard or `repair_steps` are spent.
@@ -346,7 +372,10 @@ class Controller:
                 model = plan.finalize(model)
         met = best is not None and not vacuous
         reason = self.reason
-        if vacuous:
+        if vacuous and "goal_forget_met" in self.trace[0]:  # a judging observer (the audit) passed the original
+            reason += ("; the original model already passes the observer's judgement of forgetting (the membership "
+                       "audit finds no membership): nothing to forget at this power")
+        elif vacuous:
             reason += ("; the original model already meets the equivalence criteria (its forget rows and the "
                        "held-out rows of their domain look alike), so they cannot show forgetting here: use "
                        "goal suppression, or judge against a retrained reference")

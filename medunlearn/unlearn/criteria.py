@@ -216,7 +216,7 @@ def violation(checks: list[dict[str, Any]]) -> float:
     with no rows counts NO_ROWS_VIOLATION."""
     total = 0.0
     for c in checks:
-        if c["passed"]:
+        if c["passed"] or not c.get("required", True):  # a recorded check that is not part of the verdict
             continue
         v, t = c["value"], c["threshold"]
         if math.isnan(v):

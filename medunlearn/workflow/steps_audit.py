@@ -296,7 +296,22 @@ def checks_from_cache(cache, base, data, ctx: RunContext, alpha: float):
 
         return in_loop_checks(cache, f_rows, c_rows, {"forget": phi(forget), "calibration": phi(cal)}, alpha)
 
-    return check
+    return AuditCheck(check)
+
+
+class AuditCheck:
+    """The in-loop audit as the controller's judge of forgetting (controller.Observer.judges_forgetting): a checked
+    state is met when the retain guard holds and the audit finds no membership, set or patient, on either tail;
+    the equivalence interval checks are recorded beside it, not required. It stops the run and picks the state, so
+    the returned state is the one the audit passed (judge_forget re-audits it for the record)."""
+
+    judges_forgetting = True
+
+    def __init__(self, check) -> None:
+        self.check = check
+
+    def __call__(self, model) -> list[dict[str, Any]]:
+        return self.check(model)
 
 
 def in_loop_checks(cache, f_rows, c_rows, target, alpha: float) -> list[dict[str, Any]]:

@@ -495,3 +495,44 @@ def test_the_acceptance_record_is_frozen_and_reads_old_records():
     back = Acceptance.from_json({**old, "retired_key": 1})
     assert back.met and back.polish is False and back.cost is None and back.extra == {"retired_key": 1}
     assert back.to_json()["retired_key"] == 1
+
+
+class Judge(Observer):
+    """A judge of forgetting (like `forget --audit`'s): its check passes from script position `pass_from`; it
+    returns no check at all while `silent` (a model it cannot read)."""
+
+    def __init__(self, pass_from: int, judges: bool = True, silent: bool = False) -> None:
+        self.pass_from, self.judges_forgetting, self.silent = pass_from, judges, silent
+
+    def extra_checks(self, model):
+        if self.silent:
+            return []
+        ok = int(round(float(model.s.detach()))) >= self.pass_from
+        return [{"name": "membership_audit", "label": "judge", "value": float(ok), "op": ">=", "threshold": 1.0,
+                 "passed": ok}]
+
+
+def _judged(judge: Observer, steps: int = 10):
+    fa = [1.0] * (steps + 1)  # never forgotten by the goal's own criteria
+    model = Scripted(fa, [0.95] * len(fa), [0.0] * len(fa))
+    cfg = ControlConfig(check_every=1, repair=False, patience=2)
+    return run_controlled(model, copy.deepcopy(model), coded_split(), RunContext(seed=0), "suppression", cfg,
+                          _scripted_plan(model, steps), "judged", observers=[judge])
+
+
+def test_a_judging_observer_replaces_the_forget_criteria_and_stops_the_run_within_patience():
+    out = _judged(Judge(pass_from=3))
+    acc = out.acceptance
+    assert acc["met"] and acc["first_met_step"] == 3 and acc["steps_run"] == 5  # patience 2 after the first met
+    checks = {c["name"]: c for c in acc["checks"]}
+    assert checks["membership_audit"]["passed"] and checks["retain_accuracy"]["passed"]
+    assert not checks["forget_accuracy"]["passed"] and checks["forget_accuracy"]["required"] is False  # recorded
+    assert [r["met"] for r in out.trace][:4] == [False, False, False, True]
+    assert all(r["goal_forget_met"] is False for r in out.trace)
+
+
+def test_a_judge_that_returns_no_check_or_does_not_judge_leaves_the_goal_criteria_in_force():
+    for judge in (Judge(pass_from=3, silent=True), Judge(pass_from=3, judges=False)):
+        out = _judged(judge)
+        assert not out.acceptance["met"] and out.acceptance["steps_run"] == 10
+        assert all("required" not in c for c in out.acceptance["checks"])
