@@ -301,7 +301,8 @@ def main() -> None:
     p.add_argument("--no-retime-retrain", dest="retime_retrain", action="store_false",
                    help="use the cached retrain's wall time for RTE instead of retraining once more beside the methods")
     p.add_argument("--modes", nargs="+", default=["in_loop", "post"], choices=["in_loop", "post"],
-                   help="in_loop: the audit is a check at every controller check point (forget --audit); post: the "
+                   help="in_loop: the audit judges forgetting at every controller check point, so it stops the run and "
+                        "picks the returned state (forget --audit); post: the "
                         "controller runs on its interval criteria and the audit judges only the returned state")
     args = p.parse_args()
     args.method = args.method or ["neggrad"]

@@ -26,7 +26,7 @@ def forget(
     config: Annotated[Path | None, typer.Option("--config", help="YAML of method hyperparameters.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override one hyperparameter: KEY=VALUE (repeatable).")] = None,
     reference: Annotated[Path | None, typer.Option("--reference", help="Retrain-reference checkpoint to score against (Avg-Gap, RTE).")] = None,
-    audit: Annotated[Path | None, typer.Option("--audit", help="`audit prepare` folder: with --goal equivalence, the per-patient LiRA audit judges the returned state.")] = None,
+    audit: Annotated[Path | None, typer.Option("--audit", help="`audit prepare` folder: with --goal equivalence, the per-patient LiRA audit is the stop criterion and judges the returned state.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory to write (checkpoint, metrics.json, config, provenance).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print the selection and write split.json (to --out or ./split.json).")] = False,
     seed: o.Seed = 0,
