@@ -45,8 +45,8 @@ def forget(cohort: Any, model_dir: str | Path, rule, out: str | Path, method: st
     The run holds the unlearned checkpoint, metrics.json (evaluation suite: original vs unlearned, and vs
     the retrain reference when given), config.yaml (resolved hyperparameters) and provenance.json.
     Under torchrun every rank runs the method on the whole forget/retain data and only rank 0 writes.
-    audit: an `audit prepare` folder; the membership audit then judges every check (the stop rule) and the returned state
-    (workflow.steps_audit.judge_forget) instead of the equivalence interval checks.
+    audit: an `audit prepare` folder; the membership audit then judges every check (the stop rule) and the
+    returned state (workflow.steps_audit.judge_forget) instead of the equivalence interval checks.
     """
     from medunlearn.configio import method_config
     from medunlearn.evaluate.suite import evaluate_model
