@@ -115,7 +115,7 @@ class FAMRBudget(FAMRRetain):
 
         def update(t: int) -> float:
             idx = torch.randint(len(forget), (min(bs, len(forget)),), generator=gen)
-            x = forget.images[idx].to(dev)
+            x = forget.take(idx).to(dev)  # only these rows (a cached prefix encodes just them)
             anchor = sum(((p - theta0[n]) ** 2).sum() for n, p in zip(names, params))
             loss = uniform_loss(model(x), cfg.loss, mask).mean() + 0.5 * lam * anchor
             if teacher is not None:

@@ -90,6 +90,9 @@ class EncodedRows(ImageSet):
             self._memo[todo], self._done[todo] = new, True
         return self._memo[idx] if self._memo is not None else self._source.images[idx]
 
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        return self.rows(torch.as_tensor(index, dtype=torch.long))
+
     def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
         idx = torch.as_tensor(index, dtype=torch.long)
         return ImageSet(self.rows(idx), self.labels[idx], self.meta.iloc[idx.numpy()].reset_index(drop=True))

@@ -110,3 +110,15 @@ def test_cached_run_is_charged_what_it_computes(trained_tiny):
 
     share = getattr(split_model(work, cut, split.train_forget.images[:1])[1], WEIGHT_ATTR)
     assert c["phases"]["method"]["grad"] == pytest.approx(share * p["phases"]["method"]["grad"], abs=1.0)
+
+
+def test_take_encodes_only_the_rows_asked_for(trained_tiny):
+    model, split = trained_tiny
+    work = copy.deepcopy(model)
+    prefix, _ = split_model(work, frozen_prefix_length(work, {n for n, _ in parameter_subset(work, "head")}))
+    rows = EncodedRows(split.train_retain, prefix, torch.device("cpu"))
+    got = rows.take(torch.tensor([3, 1, 3]))
+    assert int(rows._done.sum()) == 2  # a method step's batch costs its rows, not the archive (issue 31: flat cost)
+    with torch.no_grad():
+        torch.testing.assert_close(got, prefix(split.train_retain.images[[3, 1, 3]]))
+    torch.testing.assert_close(split.train_retain.take(torch.tensor([2])), split.train_retain.images[[2]])
