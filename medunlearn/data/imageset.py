@@ -35,6 +35,11 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """The images of these rows only (a lazily encoded set, unlearn/prefix.EncodedRows, encodes just them;
+        `images[index]` would encode and copy every row first)."""
+        return self.images[torch.as_tensor(index, dtype=torch.long)]
+
     def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
         idx = torch.as_tensor(index, dtype=torch.long)
         return ImageSet(self.images[idx], self.labels[idx], self.meta.iloc[idx.numpy()].reset_index(drop=True))

@@ -159,6 +159,7 @@ UNLEARN_HINT = "lower the learning rate"
 def check_finite_outputs(model: nn.Module, data: SplitData, ctx: RunContext, rows: int = 64) -> None:
     """models/finite.check_finite_outputs on the first `rows` forget and retain rows (finite weights can still
     overflow to inf/NaN logits, e.g. after gradient ascent)."""
-    images = [part.images[:rows] for part in (data.train_forget, data.train_retain) if len(part)]
+    images = [part.take(torch.arange(min(rows, len(part)))) for part in (data.train_forget, data.train_retain)
+              if len(part)]
     if images:
         finite.check_finite_outputs(model, "the unlearned model", torch.cat(images), hint=UNLEARN_HINT)

@@ -7,6 +7,10 @@ made with autograd on counts as a gradient pass (every such call in this package
 under `torch.no_grad()` / eval probes as forward only. Every open counter counts each call under its own current
 phase, so a run's counter and an enclosing benchmark's both see it.
 
+A pass through PART of a model (FAMR's cached prefix, prefix.py: the frozen blocks once per row, the trained
+blocks at every step) counts the part's share of the whole model's FLOPs per image (`weigh_passes`, set from
+`flop_share`), so a run on cached features is charged what it computes, not a whole pass per suffix call.
+
 Units: `forward_equivalents` = forward + 3 × gradient images (a backward costs about two forwards, the usual
 estimate for convolutional nets); `rte_compute` = the retrain's forward-equivalents / the method's. Both are
 stated beside wall time because on a shared machine a wall-time ratio moves with the neighbours' load.
@@ -14,20 +18,21 @@ stated beside wall time because on a shared machine a wall-time ratio moves with
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 BACKWARD_FACTOR = 3  # forward-equivalents of one image through forward + backward
+WEIGHT_ATTR = "_medunlearn_pass_share"  # a module's share of a whole-model pass (weigh_passes); 1 when unset
 
 
 class ImageCounter:
     """Images per phase: {phase: {"grad": n, "forward": n}}. `phase(name)` sets where the next calls go."""
 
     def __init__(self, phase: str = "other") -> None:
-        self.counts: dict[str, dict[str, int]] = {}
+        self.counts: dict[str, dict[str, float]] = {}  # fractional: a part of a model counts its FLOP share
         self.current = phase
 
     @contextlib.contextmanager
@@ -38,11 +43,11 @@ class ImageCounter:
         finally:
             self.current = prev
 
-    def add(self, n: int, grad: bool, phase: str | None = None) -> None:
-        rec = self.counts.setdefault(phase or self.current, {"grad": 0, "forward": 0})
-        rec["grad" if grad else "forward"] += int(n)
+    def add(self, n: float, grad: bool, phase: str | None = None) -> None:
+        rec = self.counts.setdefault(phase or self.current, {"grad": 0.0, "forward": 0.0})
+        rec["grad" if grad else "forward"] += float(n)
 
-    def merge(self, other: ImageCounter | dict[str, dict[str, int]], phase: str | None = None) -> None:
+    def merge(self, other: ImageCounter | dict[str, dict[str, float]], phase: str | None = None) -> None:
         """Add another counter's counts (all under `phase` when given, else phase by phase)."""
         counts = other.counts if isinstance(other, ImageCounter) else other
         for name, rec in counts.items():
@@ -50,19 +55,54 @@ class ImageCounter:
             self.add(rec.get("forward", 0), False, phase or name)
 
     def total(self) -> dict[str, int]:
-        return {"grad": sum(r["grad"] for r in self.counts.values()),
-                "forward": sum(r["forward"] for r in self.counts.values())}
+        """Whole images (rounded) with a gradient and forward only, over every phase."""
+        return _whole({"grad": sum(r["grad"] for r in self.counts.values()),
+                       "forward": sum(r["forward"] for r in self.counts.values())})
 
     def record(self) -> dict[str, Any]:
-        """JSON-ready: images per phase, their total and forward-equivalents."""
+        """JSON-ready: images per phase, their total and forward-equivalents (whole images, rounded)."""
         total = self.total()
-        return {"unit": "images", "phases": {k: dict(v) for k, v in self.counts.items()}, "total": total,
+        return {"unit": "images", "phases": {k: _whole(v) for k, v in self.counts.items()}, "total": total,
                 "forward_equivalents": forward_equivalents(total),
                 "convention": f"forward-equivalents = forward + {BACKWARD_FACTOR} x gradient images"}
 
 
-def forward_equivalents(rec: dict[str, int]) -> int:
-    return int(rec.get("forward", 0)) + BACKWARD_FACTOR * int(rec.get("grad", 0))
+def _whole(rec: dict[str, float]) -> dict[str, int]:
+    return {k: int(round(v)) for k, v in rec.items()}
+
+
+def forward_equivalents(rec: Mapping[str, float]) -> int:
+    return int(round(float(rec.get("forward", 0)) + BACKWARD_FACTOR * float(rec.get("grad", 0))))
+
+
+def weigh_passes(module: nn.Module, share: float) -> None:
+    """Count a top-level call of `module` as `share` of a whole-model pass per image (0 < share <= 1)."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"Expected a pass share in (0, 1], but got {share}.")
+    setattr(module, WEIGHT_ATTR, float(share))
+
+
+@torch.no_grad()
+def flop_share(part: nn.Module, part_input: torch.Tensor, whole: nn.Module, whole_input: torch.Tensor) -> float:
+    """`part`'s forward FLOPs on `part_input` over `whole`'s on `whole_input` (one row each is enough), in
+    (0, 1]. Both run in eval mode (no BatchNorm statistic moves); their train/eval flags are restored."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(m: nn.Module, x: torch.Tensor) -> int:
+        flags = [(mod, mod.training) for mod in m.modules()]
+        m.eval()
+        try:
+            with FlopCounterMode(display=False) as fc:
+                m(x)
+        finally:
+            for mod, flag in flags:
+                mod.training = flag
+        return int(fc.get_total_flops())
+
+    whole_flops = flops(whole, whole_input)
+    if whole_flops <= 0:
+        return 1.0
+    return min(1.0, max(flops(part, part_input) / whole_flops, 1e-6))
 
 
 def rte_compute(reference_cost: dict[str, Any] | None, method_cost: dict[str, Any] | None) -> float | None:
@@ -92,7 +132,7 @@ def _pre(module: nn.Module, args: tuple) -> None:
     # a parameter-free top-level module (a loss such as nn.CrossEntropyLoss, a transform) is not a pass through a
     # model: counting it double-counted every training batch of models/train.py
     if _DEPTH[0] == 0 and next(module.parameters(), None) is not None:
-        n, grad = _batch(args), torch.is_grad_enabled()
+        n, grad = _batch(args) * getattr(module, WEIGHT_ATTR, 1.0), torch.is_grad_enabled()
         for c in _OPEN:
             c.add(n, grad)
     _DEPTH[0] += 1

@@ -39,7 +39,7 @@ from medunlearn.errors import ConfigError
 from medunlearn.models.zoo import Classifier, parameter_subset
 from medunlearn.registry import did_you_mean
 from medunlearn.unlearn.base import METHODS, BaseConfig, Unlearner, check_finite_outputs, release
-from medunlearn.unlearn.cost import ImageCounter, counting
+from medunlearn.unlearn.cost import WEIGHT_ATTR, ImageCounter, counting
 from medunlearn.unlearn.famr_certificate import certificate
 from medunlearn.unlearn.famr_math import (
     conjugate_gradient,
@@ -116,12 +116,14 @@ class FAMR(Unlearner):
         cut = frozen_prefix_length(full, {n for n, _ in parameter_subset(full, cfg.params)})
         if cut == 0:
             return super().run(model, data, ctx, goal, observers)
-        prefix, suffix = split_model(full, cut)
         with counting(phase="setup") as extra:  # the one pass through the frozen blocks counts as the run's
+            sample = data.train_forget.images[:1].to(ctx.device)
+            prefix, suffix = split_model(full, cut, sample)  # each part's passes count its FLOP share
             encoded = encode_split(prefix, data, ctx.device)
         outcome = super().run(suffix, encoded, ctx, goal, observers)
         suffix.load_state_dict(outcome.model.state_dict())  # suffix shares its modules with `full`
-        ctx.log.setdefault(self.name, {})["prefix_cached_blocks"] = cut
+        ctx.log.setdefault(self.name, {}).update(prefix_cached_blocks=cut,
+                                                  suffix_flop_share=round(getattr(suffix, WEIGHT_ATTR, 1.0), 4))
         outcome.model = release(full)
         with counting(phase="checks") as tail:
             check_finite_outputs(outcome.model, data, ctx)

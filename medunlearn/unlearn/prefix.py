@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medunlearn.data.imageset import ImageSet, SplitData
 from medunlearn.models.zoo import Classifier
+from medunlearn.unlearn.cost import flop_share, weigh_passes
 
 ENCODE_BATCH = 256
 
@@ -34,12 +35,21 @@ def frozen_prefix_length(model: Classifier, trained: set[str]) -> int:
     return len(model.features)
 
 
-def split_model(model: Classifier, i: int) -> tuple[nn.Sequential, Classifier]:
-    """(prefix, suffix) views of `model` that share its modules: training the suffix trains `model`."""
+def split_model(model: Classifier, i: int, sample: torch.Tensor | None = None) -> tuple[nn.Sequential, Classifier]:
+    """(prefix, suffix) views of `model` that share its modules: training the suffix trains `model`.
+
+    With `sample` (a batch of input images, one row is enough), each view's passes count its share of the whole
+    model's FLOPs (unlearn/cost.py), so a run on cached prefix outputs is charged what it computes."""
     children = list(model.features.named_children())
-    prefix = nn.Sequential(OrderedDict(children[:i]))
+    prefix = nn.Sequential(OrderedDict(children[:i])).eval()
     suffix = Classifier(nn.Sequential(OrderedDict(children[i:])), model.head, model.arch)
-    return prefix.eval(), suffix
+    if sample is not None:
+        with torch.no_grad():
+            share = flop_share(suffix, prefix(sample), model, sample)
+        weigh_passes(suffix, share)
+        if share < 1.0:
+            weigh_passes(prefix, 1.0 - share)
+    return prefix, suffix
 
 
 @torch.no_grad()
@@ -79,6 +89,9 @@ class EncodedRows(ImageSet):
                 self._memo = new.new_empty((len(self), *new.shape[1:]))
             self._memo[todo], self._done[todo] = new, True
         return self._memo[idx] if self._memo is not None else self._source.images[idx]
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        return self.rows(torch.as_tensor(index, dtype=torch.long))
 
     def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
         idx = torch.as_tensor(index, dtype=torch.long)

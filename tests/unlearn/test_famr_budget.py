@@ -13,7 +13,8 @@ from medunlearn.runtime import RunContext
 from medunlearn.unlearn import METHODS
 from medunlearn.unlearn.cost import counting
 
-SMALL = dict(batch_size=16, lr=3e-3, steps=30, check_every=5, sample_rows=64, distil_rows=96, cert_rows=64, max_eval=64)
+SMALL = dict(batch_size=16, lr=3e-3, steps=30, check_every=5, sample_rows=64, distil_rows=96, cert_rows=64, max_eval=64,
+             params="all", budget=5.0)  # the whole model (uncached): whole-pass counts
 
 
 def _expected(model, part) -> float:

@@ -73,3 +73,52 @@ def test_encoded_rows_encode_on_first_read(trained_tiny):
     torch.testing.assert_close(sub.images, want[[0, 5, 7]])
     torch.testing.assert_close(rows.images, want)
     assert len(rows) == len(split.train_retain) and bool(rows._done.all())
+
+
+def test_pass_through_a_part_counts_its_flop_share(trained_tiny):
+    from medunlearn.unlearn.cost import WEIGHT_ATTR, counting, flop_share
+
+    model, split = trained_tiny
+    work = copy.deepcopy(model)
+    cut = frozen_prefix_length(work, {n for n, _ in parameter_subset(work, "last-2")})
+    x = split.val_retain.images[:8]
+    prefix, suffix = split_model(work, cut, x[:1])
+    share = getattr(suffix, WEIGHT_ATTR)
+    assert 0.0 < share < 1.0 and getattr(prefix, WEIGHT_ATTR) == pytest.approx(1.0 - share)
+    assert not hasattr(work, WEIGHT_ATTR)  # the whole model still counts whole passes
+    assert flop_share(work, x[:1], work, x[:1]) == 1.0
+    with torch.no_grad(), counting() as counter:
+        suffix(prefix(x))
+    assert counter.total() == {"grad": 0, "forward": 8}  # prefix + suffix = one whole pass per image
+    with torch.no_grad(), counting() as counter:
+        suffix(prefix(x))
+        suffix(prefix(x)[:4])  # the prefix on 8 rows, the suffix on 4: each at its share
+    expected = 8 + 8 * (1 - share) + 4 * share
+    assert counter.total()["forward"] == round(expected)
+
+
+def test_cached_run_is_charged_what_it_computes(trained_tiny):
+    model, split = trained_tiny
+    cfg = dict(params="last-2", lr=1e-3, epochs=2, check_every=2)
+    plain, cached = _run(model, split, cache_prefix=False, **cfg), _run(model, split, cache_prefix=True, **cfg)
+    p, c = plain.acceptance["cost"], cached.acceptance["cost"]
+    assert c["forward_equivalents"] < p["forward_equivalents"]  # the frozen blocks run once per row, not per pass
+    # the same steps on the same batches: the cached method phase is the uncached one at the suffix's FLOP share
+    work = copy.deepcopy(model)
+    cut = frozen_prefix_length(work, {n for n, _ in parameter_subset(work, "last-2")})
+    from medunlearn.unlearn.cost import WEIGHT_ATTR
+
+    share = getattr(split_model(work, cut, split.train_forget.images[:1])[1], WEIGHT_ATTR)
+    assert c["phases"]["method"]["grad"] == pytest.approx(share * p["phases"]["method"]["grad"], abs=1.0)
+
+
+def test_take_encodes_only_the_rows_asked_for(trained_tiny):
+    model, split = trained_tiny
+    work = copy.deepcopy(model)
+    prefix, _ = split_model(work, frozen_prefix_length(work, {n for n, _ in parameter_subset(work, "head")}))
+    rows = EncodedRows(split.train_retain, prefix, torch.device("cpu"))
+    got = rows.take(torch.tensor([3, 1, 3]))
+    assert int(rows._done.sum()) == 2  # a method step's batch costs its rows, not the archive (issue 31: flat cost)
+    with torch.no_grad():
+        torch.testing.assert_close(got, prefix(split.train_retain.images[[3, 1, 3]]))
+    torch.testing.assert_close(split.train_retain.take(torch.tensor([2])), split.train_retain.images[[2]])
