@@ -76,7 +76,7 @@ class FAMRBudget(FAMRRetain):
                "(extension, not the paper's method)")
     Config = FAMRBudgetConfig
     search_space = {"lr": Float(1e-4, 1e-2, log=True), "retain_weight": Float(0.1, 10.0, log=True),
-                    "steps": Int(10, 200)}  # what `medunlearn tune` varies
+                    "steps": Int(20, 600), "budget": Float(1.0, 50.0, log=True)}  # what `medunlearn tune` varies
 
     def plan(self, model, original, data, ctx, goal) -> Plan:
         validate_budget(self.config)
