@@ -12,7 +12,9 @@ criterion (d) reads, not only the argmax), plus FAMR's anchor (λ/2)‖θ_S − 
     retain batch is drawn from that pool (famr_retain runs the teacher on every retain batch).
 Conventions (named because they depart from famr / famr_retain): λ = 2(L̂_f(θ0) − L_min)/budget² with L̂_f the
 sample mean; the certificate's a-priori bound and its condition J(θ) ≤ J(θ0) are judged on that sample (an
-estimate of the full-set statement, said in the certificate); only the iterative solver. Where the defaults come
+estimate of the full-set statement, said in the certificate); only the iterative solver; by default only the
+last three blocks train (params last-3, on the frozen prefix's cached outputs) under a weaker anchor (budget
+20). Where the defaults come
 from: configs/unlearn/famr_budget.yaml (validation rows only; docs/results/domain-cost.md).
 """
 from __future__ import annotations
