@@ -1,6 +1,7 @@
 """MONAI data path: cohort rows → dictionary records → transforms → float32 tensors in [0, 1].
 
-spatial_dims=2 (images): DICOM rows load with PydicomReader and NIfTI rows with NibabelReader, chosen per
+spatial_dims=2 (images): DICOM rows load with PydicomReader (data.dicom_reader: its metadata without the
+whole-dataset JSON) and NIfTI rows with NibabelReader, chosen per
 record from the cohort's `format` column; volumes and multi-frame files contribute their middle slice /
 frame; colour becomes grey. Output (N, C, S, S).
 spatial_dims=3 (volumes): a DICOM row loads its whole series (`data.volumes`) or multi-frame file, a NIfTI
@@ -21,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 from monai.config import KeysCollection
-from monai.data import CacheDataset, DataLoader, Dataset, MetaTensor, NibabelReader, PersistentDataset, PydicomReader
+from monai.data import CacheDataset, DataLoader, Dataset, MetaTensor, NibabelReader, PersistentDataset
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
@@ -35,6 +36,7 @@ from monai.transforms import (
     Spacingd,
 )
 
+from medunlearn.data.dicom_reader import PrunedPydicomReader
 from medunlearn.errors import DataError
 from medunlearn.registry import did_you_mean
 from medunlearn.runtime import RunContext
@@ -96,7 +98,7 @@ class LoadMiddleSliced(MapTransform):
         # MONAI takes a reader instance (its docstring) though its annotation names classes and strings only
         # (unused-ignore: a MONAI release that fixes the annotation must not fail the type check)
         self.loaders = {
-            "dicom": LoadImaged(keys, reader=PydicomReader(swap_ij=False),  # type: ignore[arg-type, unused-ignore]
+            "dicom": LoadImaged(keys, reader=PrunedPydicomReader(swap_ij=False),  # type: ignore[arg-type, unused-ignore]
                                 image_only=True),
             "nifti": LoadImaged(keys, reader=NibabelReader(), image_only=True),  # type: ignore[arg-type, unused-ignore]
         }
