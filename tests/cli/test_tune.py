@@ -120,11 +120,11 @@ def test_missing_model_and_rule_exit_2(base, tmp_path: Path) -> None:
 def test_existing_outputs_are_not_clobbered(base, tmp_path: Path) -> None:
     out = tmp_path / "tuned"
     out.mkdir()
-    (out / "famr.yaml").write_text("lr: 0.001\n")
-    # no --method: auto tunes what `forget --method auto` tries first for a device (famr), so famr.yaml is the output
+    (out / "famr_budget.yaml").write_text("lr: 0.001\n")
+    # no --method: auto tunes what `forget --method auto` tries first for a device (famr_budget), its YAML the output
     res = invoke("tune", "--cohort", base["cohort"], "--model", base["base"], "--device", "ScannerX", "--out", out)
-    assert res.exit_code == 2 and "--overwrite" in res.output and "famr.yaml" in " ".join(res.output.split())
-    assert (out / "famr.yaml").read_text() == "lr: 0.001\n"
+    assert res.exit_code == 2 and "--overwrite" in res.output and "famr_budget.yaml" in " ".join(res.output.split())
+    assert (out / "famr_budget.yaml").read_text() == "lr: 0.001\n"
     # a class withdrawal: auto tunes psg_frozen (the first of forget's class chain)
     (out / "psg_frozen.yaml").write_text("lr: 0.001\n")
     res = invoke("tune", "--cohort", base["cohort"], "--model", base["base"], "--where", "label=mass", "--out", out)

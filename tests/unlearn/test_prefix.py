@@ -58,6 +58,16 @@ def test_prefix_split_and_encoding(trained_tiny):
     assert frozen_prefix_length(work, {n for n, _ in work.named_parameters()}) <= 1  # "all": nothing to cache
 
 
+def test_a_cached_run_under_tune_leaves_the_sealed_test_rows_unread(trained_tiny):
+    from medunlearn.tune.sealed import Sealed, validation_only
+
+    model, split = trained_tiny  # tune runs famr_budget (auto's first domain method) on its last blocks, cached
+    out = _run(model, validation_only(split), method="famr_budget", params="last-2", steps=4, check_every=2)
+    assert out.model is not None and len(out.trace) >= 2
+    enc = encode_split(split_model(copy.deepcopy(model), 1)[0], validation_only(split), torch.device("cpu"))
+    assert isinstance(enc.test_forget, Sealed) and isinstance(enc.test_retain, Sealed)
+
+
 def test_encoded_rows_encode_on_first_read(trained_tiny):
     model, split = trained_tiny
     work = copy.deepcopy(model)
