@@ -78,3 +78,23 @@ def test_the_package_ships_its_py_typed_marker():
     assert (ROOT / "medunlearn" / "py.typed").is_file()
     data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert "py.typed" in data["tool"]["setuptools"]["package-data"]["medunlearn"]
+
+
+def test_the_readme_names_every_registered_method_and_autos_chains():
+    import re
+
+    from medunlearn.merge import MERGES
+    from medunlearn.unlearn import METHODS
+    from medunlearn.workflow.auto_method import CHAINS
+
+    raw = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = " ".join(raw.split())
+    listed = re.search(r"Every registered method \(`medunlearn methods`\): (.*?)\. Merge methods: (.*?)\.", text)
+    assert listed, "README lost its list of registered methods"
+    assert sorted(listed.group(1).split(", ")) == METHODS.names()
+    assert sorted(listed.group(2).split(", ")) == MERGES.names()
+    for kind, row_start in (("domain", "| a device, site or outlier group |"), ("class", "| a class withdrawal |")):
+        row = next((line for line in raw.splitlines() if line.startswith(row_start)), None)
+        assert row, f"README lost the {kind} row of 'which method for which policy'"
+        named = re.findall(r"`(\w+)", row.split("|")[2])
+        assert named == [m for m, _ in CHAINS[kind]], f"README's {kind} chain is not auto's"
