@@ -18,7 +18,7 @@ def met(forget, retain=99.0, d_conf=-2.0, seconds=10.0, t_union=100.0):
 
 def test_a_merge_no_further_from_target_with_retain_confidence_and_time_meets():
     assert met({"device": 34.0, "site": 31.0})  # closer to chance than its own runs: |Δ| > 2 is no longer a miss
-    assert met({"device": 42.0, "site": 36.0})  # further, but within 2 points of each own run's distance
+    assert met({"device": 41.5, "site": 36.0})  # further, but within 2 points of each own run's distance
 
 
 def test_each_target_can_fail_on_its_own():
