@@ -231,12 +231,16 @@ def one_seed(seed: int, args, datas, union) -> dict:
             "t_retrain": t_retrain, "t_union": t_union, "own": own, "best_retain": best_retain, "chosen": info["method"]}
 
 
+def no_further(forget, own, goal) -> bool:
+    """Every policy: |merged − target| <= |own run − target| + 2 points (TEST rows)."""
+    return all(abs(forget[p] - goal[p]) <= abs(own[p] - goal[p]) + 2 for p in own)
+
+
 def targets_met(scores, own, goal, best_retain, d_conf, seconds, t_union) -> bool:
     """Issue 31's merge targets on TEST rows: every policy no further from its criterion's target than its own run
     (+ 2 points), retain top-1 >= the best single run − 1, retain confidence >= the original's − 5 (criterion (d)),
     and the merge itself (the runs already exist) at most half of one union run."""
-    no_further = all(abs(scores["forget"][p] - goal[p]) <= abs(own[p] - goal[p]) + 2 for p in own)
-    return no_further and scores["retain"] >= best_retain - 1 and d_conf >= -5 and seconds <= t_union / 2
+    return no_further(scores["forget"], own, goal) and scores["retain"] >= best_retain - 1 and d_conf >= -5 and seconds <= t_union / 2
 
 
 def forget_target_pct(cfg, data) -> float:
@@ -271,9 +275,8 @@ def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> st
     head = (["merge", "criteria met (val)", "(d) met (val)"] + [f"forget Δ {p}" for p in pols]
             + ["retain Δ", "retain conf Δ (test)", "time s", "runs + merge s", "targets met", "no further from target"])
 
-    def no_further(r, x):  # every policy: |merged − target| <= |own run − target| + 2 (TEST rows)
-        return all(abs(r["own"][p] + x["d_forget"][p] - targets[p]) <= abs(r["own"][p] - targets[p]) + 2
-                   for p in pols)
+    def further_ok(r, x):  # merged forget = own run + Δ
+        return no_further({p: r["own"][p] + x["d_forget"][p] for p in pols}, r["own"], targets)
 
     rows = []
     for name in names:
@@ -284,7 +287,7 @@ def render(results: list[dict], args, cmd: str, targets: dict[str, float]) -> st
                     + [ms([x["d_retain"] for x in rs]), ms([x.get("d_conf", float("nan")) for x in rs]),
                        f"{statistics.mean(x['time'] for x in rs):.1f}",
                        f"{statistics.mean(x['total'] for x in rs):.1f}", f"{sum(x['targets'] for x in rs)}/{n}",
-                       f"{sum(no_further(r, r['rows'][name]) for r in results)}/{n}"])
+                       f"{sum(further_ok(r, r['rows'][name]) for r in results)}/{n}"])
     lines = markdown_table(head, rows)
     budget = statistics.mean(r["t_union"] / 2 for r in results)
     runs_met = {p: sum(r["runs_met"][p] for r in results) for p in pols}
